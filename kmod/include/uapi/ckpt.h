@@ -1,0 +1,302 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * ckpt.h - the one ABI of /dev/ckpt and of the checkpoint image.
+ *
+ * The module, the host build of its core and the cffi binding all read this
+ * file; no layout below is written anywhere else.  Rules: fixed-width types
+ * only, explicit padding, every struct a multiple of 8 bytes, no pointers
+ * (user addresses travel as __u64), no kernel pointer ever leaves the kernel.
+ *
+ * Argument structs may grow at their end.  The size userspace passes is the
+ * one encoded in the ioctl number; the module accepts any size from the first
+ * version's (CKPT_*_SIZE_VER0) up: a shorter struct fails with EPROTO, a longer
+ * one whose extra bytes are not all zero fails with E2BIG (the rule of
+ * copy_struct_from_user()), a longer one with a zero tail is accepted.
+ *
+ * Errors (returned as -1/errno by ioctl(2)); each is distinct on purpose:
+ *   ENOTTY    unknown ioctl
+ *   EPROTO    argument struct shorter than its first version
+ *   E2BIG     argument struct longer than known, with a non-zero tail
+ *   EMSGSIZE  batch count above CKPT_BATCH_MAX, or a tag log buffer too big
+ *   EINVAL    objref <= 0, unknown type/policy/action/flag, non-zero padding
+ *   ENOENT    objref names no object in this context
+ *   EEXIST    objref already used (insert)
+ *   ENOMSG    objref names an object of another type
+ *   ESTALE    object's hash reference was already dropped (deferred drop)
+ *   EBADF     fd is not open in the caller
+ *   EBADFD    context in the wrong state: checkpoint op on a restart context
+ *             or the reverse, or any hash op after release
+ *   EBUSY     setup after objects were added
+ *   EFAULT    bad user address
+ *   ENOMEM    allocation failed (nothing was changed)
+ * Every error also appends an entry to the context's error log.
+ */
+#ifndef _UAPI_LINUX_CKPT_H
+#define _UAPI_LINUX_CKPT_H
+
+#include <linux/types.h>
+#include <linux/ioctl.h>
+
+#define CKPT_ABI_VERSION	1
+#define CKPT_DEVICE		"/dev/ckpt"
+
+/* ---- objects ----------------------------------------------------------- */
+
+/* Object types: each has an ops table (ref_grab, ref_drop, name). */
+enum ckpt_obj_type {
+	CKPT_OBJ_NONE = 0,
+	CKPT_OBJ_FILE = 1,	/* struct file: handle is an fd of the caller */
+	CKPT_OBJ_INODE = 2,	/* struct inode (pipe identity): handle is an fd */
+	CKPT_OBJ_TEST = 3,	/* module-owned counted blob: handle is its id */
+	CKPT_OBJ_MAX
+};
+
+/* Kinds of file, from the inode mode and filesystem. */
+enum ckpt_file_kind {
+	CKPT_FILE_OTHER = 0,
+	CKPT_FILE_REG = 1,
+	CKPT_FILE_DIR = 2,
+	CKPT_FILE_FIFO = 3,	/* named FIFO */
+	CKPT_FILE_PIPE = 4,	/* anonymous pipe (pipefs) */
+	CKPT_FILE_CHR = 5,
+	CKPT_FILE_BLK = 6,
+	CKPT_FILE_SOCK = 7,
+	CKPT_FILE_ANON = 8,	/* anon inode: eventfd, epoll, signalfd, ... */
+	CKPT_FILE_KIND_MAX
+};
+
+/* f_mode bits as exported (the kernel's internal FMODE_* bits stay inside) */
+#define CKPT_FMODE_READ		0x1
+#define CKPT_FMODE_WRITE	0x2
+
+/* The file record body the module fills the first time it sees a file. */
+struct ckpt_file_info {
+	__u32 kind;		/* enum ckpt_file_kind */
+	__u32 f_flags;		/* O_* flags of the open file description */
+	__u32 f_mode;		/* CKPT_FMODE_* */
+	__s32 inode_objref;	/* objref of the file's inode (CKPT_OBJ_INODE) */
+	__s64 pos;		/* file position */
+};
+
+/* ckpt_obj_arg.flags */
+#define CKPT_OBJ_FIRST		0x1	/* out (lookup_add): object is new */
+#define CKPT_OBJ_CLOEXEC	0x2	/* in (fetch): new fd gets O_CLOEXEC */
+
+/*
+ * One object operation; also the element of a batch.
+ *   lookup_add (checkpoint): in type, handle; out objref, flags, file.
+ *   insert (restart):        in type, handle, objref (> 0, unused).
+ *   fetch (restart):         in type, objref, flags; out handle (a new fd
+ *                            for FILE, the id for TEST; INODE: EINVAL).
+ */
+struct ckpt_obj_arg {
+	__u32 type;		/* enum ckpt_obj_type */
+	__s32 handle;		/* fd for FILE/INODE, id for TEST */
+	__s32 objref;
+	__u32 flags;		/* CKPT_OBJ_* */
+	struct ckpt_file_info file;	/* FILE, first time only */
+};
+#define CKPT_OBJ_ARG_SIZE_VER0	40
+
+/*
+ * A batch of ckpt_obj_arg.  Items run in order; the first failure stops the
+ * batch and the ioctl returns its errno.  Items before it stay done (the
+ * objhash never removes one object) and 'done' says how many.
+ */
+struct ckpt_batch {
+	__u64 items;		/* user address of struct ckpt_obj_arg[count] */
+	__u32 count;		/* at most CKPT_BATCH_MAX */
+	__u32 item_size;	/* sizeof(struct ckpt_obj_arg) of the caller */
+	__u32 done;		/* out: items completed */
+	__u32 __pad;
+};
+#define CKPT_BATCH_SIZE_VER0	24
+#define CKPT_BATCH_MAX		(1U << 16)
+
+/* ---- context setup ----------------------------------------------------- */
+
+/*
+ * When the objhash is cleared (references dropped, entries moved to the free
+ * list) and freed (entries and buckets kfree'd), relative to CKPT_IOC_RELEASE,
+ * the moment restarted tasks are let go (seed 000).
+ */
+enum ckpt_policy {
+	CKPT_POLICY_CLEAR_EARLY = 0,	/* clear at release, free at teardown */
+	CKPT_POLICY_CLEAR_AT_END = 1,	/* clear and free at teardown */
+	CKPT_POLICY_FREE_UPFRONT = 2,	/* clear and free at release */
+	CKPT_POLICY_MAX
+};
+
+#define CKPT_HASH_BITS_DEFAULT	10	/* the seeds' CKPT_OBJ_HASH_NBITS */
+#define CKPT_HASH_BITS_MIN	1
+#define CKPT_HASH_BITS_MAX	20
+
+/* ckpt_setup.flags */
+#define CKPT_SETUP_AUTOGROW	0x1	/* double buckets past 2 objects each */
+
+struct ckpt_setup {
+	__u32 policy;		/* enum ckpt_policy */
+	__u32 hash_bits;	/* 0: CKPT_HASH_BITS_DEFAULT */
+	__u32 flags;		/* CKPT_SETUP_* */
+	__u32 __pad;
+};
+#define CKPT_SETUP_SIZE_VER0	16
+
+/* ---- deferqueue (seed 002) --------------------------------------------- */
+
+/* Actions userspace may enqueue; it cannot pass function pointers. */
+enum ckpt_defer_action {
+	CKPT_DEFER_NONE = 0,
+	CKPT_DEFER_LOG = 1,	/* append 'tag' to the tag log */
+	CKPT_DEFER_DROP = 2,	/* drop the hash's reference of 'objref' */
+	CKPT_DEFER_FAIL = 3,	/* fail with errno 'arg' (1..4095) */
+	CKPT_DEFER_EPOLL = 4,	/* reserved: add an epoll item (EINVAL) */
+	CKPT_DEFER_ACTION_MAX
+};
+
+/*
+ * DROP resolves objref when enqueued (ENOENT/ENOMSG then) and holds its own
+ * reference on the object until it runs or the queue is destroyed unrun.
+ */
+struct ckpt_defer {
+	__u32 action;		/* enum ckpt_defer_action */
+	__s32 objref;		/* DROP */
+	__s32 arg;		/* FAIL: positive errno */
+	__u32 __pad;
+	__u64 tag;		/* LOG */
+};
+#define CKPT_DEFER_SIZE_VER0	24
+
+/* Tag log written by CKPT_DEFER_LOG, read by CKPT_IOC_TAGS. */
+#define CKPT_TAGS_MAX		4096
+
+struct ckpt_tags {
+	__u64 buf;		/* user address of __u64[count] */
+	__u32 count;		/* in: capacity (<= CKPT_TAGS_MAX) */
+	__u32 total;		/* out: tags logged so far */
+};
+#define CKPT_TAGS_SIZE_VER0	16
+
+/* ---- error log (ckpt_write_err, seed 003) ------------------------------- */
+
+#define CKPT_ERR_LOG_MAX	64	/* entries kept; older ones dropped */
+#define CKPT_ERR_FUNC_LEN	32
+#define CKPT_ERR_MSG_LEN	96
+
+struct ckpt_err_entry {
+	__u32 seq;		/* 1, 2, ...: position in the context's log */
+	__s32 err;		/* negative errno */
+	__s32 objref;		/* 0 when none */
+	__u32 __pad;
+	char func[CKPT_ERR_FUNC_LEN];	/* NUL-terminated */
+	char msg[CKPT_ERR_MSG_LEN];	/* NUL-terminated, no kernel pointers */
+};
+
+/* Copy the entries with seq > since, oldest first. */
+struct ckpt_errors {
+	__u64 buf;		/* user address of struct ckpt_err_entry[count] */
+	__u32 count;		/* in: capacity (<= CKPT_ERR_LOG_MAX); out: copied */
+	__u32 since;		/* in: last seq already seen */
+	__u32 last;		/* out: newest seq */
+	__u32 __pad;
+};
+#define CKPT_ERRORS_SIZE_VER0	24
+
+/* ---- statistics --------------------------------------------------------- */
+
+/* ckpt_stats.state */
+#define CKPT_STATE_CHECKPOINT	0x1	/* lookup_add used: keyed by pointer */
+#define CKPT_STATE_RESTART	0x2	/* insert used: keyed by objref */
+#define CKPT_STATE_RELEASED	0x4
+#define CKPT_STATE_CLEARED	0x8
+#define CKPT_STATE_FREED	0x10
+
+struct ckpt_stats {
+	/* this context */
+	__u32 policy;
+	__u32 state;		/* CKPT_STATE_* */
+	__u32 hash_bits;
+	__u32 nr_buckets;
+	__u64 nr_objs;		/* entries in the hash */
+	__u64 nr_free;		/* entries on the free list */
+	__u32 max_chain;	/* longest bucket chain */
+	__u32 nr_grows;		/* bucket array doublings */
+	__s32 next_objref;
+	__u32 defer_pending;
+	__u64 lookups;		/* hash probes (lookup_add, fetch, ...) */
+	__u64 probes;		/* entries compared by those probes */
+	/* module-wide, all contexts: the live counts return to 0 */
+	__u64 mod_contexts;
+	__u64 mod_objs;		/* ckpt_obj entries allocated, not kfree'd */
+	__u64 mod_defers;	/* deferqueue entries allocated */
+	__u64 mod_test_live;	/* test objects not freed */
+	__u64 mod_test_grabs;	/* cumulative ref_grab of test objects */
+	__u64 mod_test_drops;	/* cumulative ref_drop of test objects */
+	__u64 mod_test_frees;	/* cumulative frees of test objects */
+};
+#define CKPT_STATS_SIZE_VER0	120
+
+/* ---- test objects ------------------------------------------------------- */
+
+/*
+ * A module-owned refcounted blob, private to the context that made it.  The
+ * creator holds one reference (its handle) until CKPT_IOC_TEST_PUT or close.
+ */
+struct ckpt_test_obj {
+	__s32 id;		/* out (new), in (put, stat) */
+	__u32 refs;		/* out (stat): current reference count */
+	__u64 grabs;		/* out (stat): ref_grab calls on it */
+	__u64 drops;		/* out (stat): ref_drop calls on it */
+};
+#define CKPT_TEST_OBJ_SIZE_VER0	24
+
+/* ---- ioctls ------------------------------------------------------------- */
+
+#define CKPT_IOC_MAGIC		0xCB
+
+#define CKPT_IOC_SETUP		_IOW(CKPT_IOC_MAGIC, 0x01, struct ckpt_setup)
+#define CKPT_IOC_STATS		_IOR(CKPT_IOC_MAGIC, 0x02, struct ckpt_stats)
+#define CKPT_IOC_ERRORS		_IOWR(CKPT_IOC_MAGIC, 0x03, struct ckpt_errors)
+#define CKPT_IOC_LOOKUP_ADD	_IOWR(CKPT_IOC_MAGIC, 0x10, struct ckpt_obj_arg)
+#define CKPT_IOC_INSERT		_IOWR(CKPT_IOC_MAGIC, 0x11, struct ckpt_obj_arg)
+#define CKPT_IOC_FETCH		_IOWR(CKPT_IOC_MAGIC, 0x12, struct ckpt_obj_arg)
+#define CKPT_IOC_LOOKUP_ADD_BATCH _IOWR(CKPT_IOC_MAGIC, 0x18, struct ckpt_batch)
+#define CKPT_IOC_INSERT_BATCH	_IOWR(CKPT_IOC_MAGIC, 0x19, struct ckpt_batch)
+#define CKPT_IOC_FETCH_BATCH	_IOWR(CKPT_IOC_MAGIC, 0x1a, struct ckpt_batch)
+/* Let restarted tasks go: clear/free per policy.  No hash op after it. */
+#define CKPT_IOC_RELEASE	_IO(CKPT_IOC_MAGIC, 0x20)
+#define CKPT_IOC_DEFER_ADD	_IOW(CKPT_IOC_MAGIC, 0x30, struct ckpt_defer)
+/* Run the queue in FIFO order: returns the count run, or the first error
+ * (entries after the failing one stay queued). */
+#define CKPT_IOC_DEFER_RUN	_IO(CKPT_IOC_MAGIC, 0x31)
+#define CKPT_IOC_TAGS		_IOWR(CKPT_IOC_MAGIC, 0x32, struct ckpt_tags)
+#define CKPT_IOC_TEST_NEW	_IOR(CKPT_IOC_MAGIC, 0x40, struct ckpt_test_obj)
+#define CKPT_IOC_TEST_PUT	_IOW(CKPT_IOC_MAGIC, 0x41, struct ckpt_test_obj)
+#define CKPT_IOC_TEST_STAT	_IOWR(CKPT_IOC_MAGIC, 0x42, struct ckpt_test_obj)
+
+/* ---- image records (seed 004) ------------------------------------------ */
+
+/*
+ * Every record starts with this header.  len counts the header; ptag is the
+ * tag (record index, from 1) of the parent record, 0 at top level.
+ */
+struct ckpt_hdr {
+	__u32 type;		/* enum ckpt_hdr_type */
+	__u32 len;
+	__u32 ptag;
+	__u32 __pad;
+};
+
+enum ckpt_hdr_type {
+	CKPT_HDR_HEAD = 1,
+	CKPT_HDR_TREE = 2,
+	CKPT_HDR_TASK = 3,
+	CKPT_HDR_FILE = 4,
+	CKPT_HDR_FD = 5,
+	CKPT_HDR_OBJREF = 6,
+	CKPT_HDR_ERROR = 7,
+	CKPT_HDR_TAIL = 8,
+	CKPT_HDR_TYPE_MAX
+};
+
+#endif /* _UAPI_LINUX_CKPT_H */
