@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * ckpt_ctx.h - one checkpoint/restart context: what an open() of /dev/ckpt
+ * creates and its release() tears down.
+ */
+#ifndef _CKPT_CTX_H
+#define _CKPT_CTX_H
+
+#include <linux/fs.h>
+#include <linux/mutex.h>
+#include "ckpt_core.h"
+
+struct ckpt_ctx {
+	struct mutex lock;		/* serializes the ioctls */
+	struct ckpt_obj_hash objhash;
+	struct ckpt_deferqueue_head deferqueue;
+	enum ckpt_policy policy;
+	bool released;
+	struct list_head test_objs;	/* test objects made here, alive */
+	int next_test_id;
+	u64 *tags;			/* CKPT_DEFER_LOG, CKPT_TAGS_MAX */
+	u32 nr_tags;
+	u32 err_seq;			/* seq of the newest error */
+	struct ckpt_err_entry errs[CKPT_ERR_LOG_MAX];	/* ring by seq */
+};
+
+extern atomic_long_t ckpt_contexts_live;
+
+__printf(5, 6)
+void ckpt_err(struct ckpt_ctx *ctx, int err, int objref, const char *func,
+	      const char *fmt, ...);
+
+/* objtypes.c */
+extern const struct ckpt_obj_ops *const ckpt_obj_ops_table[CKPT_OBJ_MAX];
+int ckpt_handle_get(struct ckpt_ctx *ctx, u32 type, int handle, void **ptr);
+void ckpt_handle_put(u32 type, void *ptr);
+int ckpt_handle_install(u32 type, void *ptr, u32 flags);
+int ckpt_file_info_fill(struct ckpt_obj_hash *h, struct file *file,
+			struct ckpt_file_info *info);
+int ckpt_test_new(struct ckpt_ctx *ctx);
+int ckpt_test_put(struct ckpt_ctx *ctx, int id);
+int ckpt_test_stat(struct ckpt_ctx *ctx, struct ckpt_test_obj *arg);
+void ckpt_test_put_all(struct ckpt_ctx *ctx);
+void ckpt_test_counts(struct ckpt_stats *st);
+
+/* ctx.c */
+extern const struct file_operations ckpt_fops;
+
+#endif /* _CKPT_CTX_H */

@@ -1,0 +1,714 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * ctx.c - /dev/ckpt: one context per open(), its ioctls and its error log.
+ *
+ * Every ioctl takes one struct from ckpt.h, copied in whole, validated here,
+ * and run under the context's mutex.  Every failure leaves an entry in the
+ * context's error log (errno, objref, function, message), in the spirit of
+ * linux-cr's ckpt_write_err() (seed 003), so userspace can say what failed.
+ */
+#include <linux/fs.h>
+#include <linux/sched.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include "ckpt_ctx.h"
+
+atomic_long_t ckpt_contexts_live = ATOMIC_LONG_INIT(0);
+
+/**
+ * ckpt_err - append an entry to the context's error log
+ * @ctx: the context
+ * @err: negative errno
+ * @objref: the object concerned, or 0
+ * @func: where the error was found
+ * @fmt: printf format of the message; never %p: no kernel address leaves
+ */
+void ckpt_err(struct ckpt_ctx *ctx, int err, int objref, const char *func,
+	      const char *fmt, ...)
+{
+	struct ckpt_err_entry *e = &ctx->errs[ctx->err_seq % CKPT_ERR_LOG_MAX];
+	va_list args;
+
+	memset(e, 0, sizeof(*e));
+	e->seq = ++ctx->err_seq;
+	e->err = err;
+	e->objref = objref;
+	strscpy(e->func, func, sizeof(e->func));
+	va_start(args, fmt);
+	vsnprintf(e->msg, sizeof(e->msg), fmt, args);
+	va_end(args);
+}
+
+static const struct ckpt_obj_ops *obj_ops(struct ckpt_ctx *ctx, u32 type,
+					  const char *func)
+{
+	if (type > CKPT_OBJ_NONE && type < CKPT_OBJ_MAX)
+		return ckpt_obj_ops_table[type];
+	ckpt_err(ctx, -EINVAL, 0, func, "unknown object type %u", type);
+	return NULL;
+}
+
+/* hash operations end when the restarted tasks are released */
+static int check_live(struct ckpt_ctx *ctx, int objref, const char *func)
+{
+	if (!ctx->released)
+		return 0;
+	ckpt_err(ctx, -EBADFD, objref, func, "context already released");
+	return -EBADFD;
+}
+
+/* ---- objects ------------------------------------------------------------ */
+
+static int obj_lookup_add(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a)
+{
+	const struct ckpt_obj_ops *ops = obj_ops(ctx, a->type, __func__);
+	bool first;
+	void *ptr;
+	int ret;
+
+	if (!ops)
+		return -EINVAL;
+	if (a->flags) {
+		ckpt_err(ctx, -EINVAL, 0, __func__, "flags %#x", a->flags);
+		return -EINVAL;
+	}
+	ret = check_live(ctx, 0, __func__);
+	if (ret)
+		return ret;
+	ret = ckpt_handle_get(ctx, a->type, a->handle, &ptr);
+	if (ret) {
+		ckpt_err(ctx, ret, 0, __func__, "%s handle %d not found",
+			 ops->name, a->handle);
+		return ret;
+	}
+	ret = ckpt_obj_lookup_add(&ctx->objhash, ptr, ops, &first);
+	if (ret < 0) {
+		ckpt_err(ctx, ret, 0, "ckpt_obj_lookup_add", "%s handle %d",
+			 ops->name, a->handle);
+		goto out;
+	}
+	a->objref = ret;
+	a->flags = first ? CKPT_OBJ_FIRST : 0;
+	memset(&a->file, 0, sizeof(a->file));
+	ret = 0;
+	if (first && a->type == CKPT_OBJ_FILE) {
+		ret = ckpt_file_info_fill(&ctx->objhash, ptr, &a->file);
+		if (ret)
+			ckpt_err(ctx, ret, a->objref, "ckpt_file_info_fill",
+				 "inode of fd %d", a->handle);
+	}
+out:
+	ckpt_handle_put(a->type, ptr);
+	return ret;
+}
+
+static int obj_insert(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a)
+{
+	const struct ckpt_obj_ops *ops = obj_ops(ctx, a->type, __func__);
+	void *ptr;
+	int ret;
+
+	if (!ops)
+		return -EINVAL;
+	if (a->flags) {
+		ckpt_err(ctx, -EINVAL, a->objref, __func__, "flags %#x",
+			 a->flags);
+		return -EINVAL;
+	}
+	if (a->objref <= 0) {
+		ckpt_err(ctx, -EINVAL, a->objref, __func__,
+			 "objref %d must be > 0", a->objref);
+		return -EINVAL;
+	}
+	ret = check_live(ctx, a->objref, __func__);
+	if (ret)
+		return ret;
+	ret = ckpt_handle_get(ctx, a->type, a->handle, &ptr);
+	if (ret) {
+		ckpt_err(ctx, ret, a->objref, __func__,
+			 "%s handle %d not found", ops->name, a->handle);
+		return ret;
+	}
+	ret = ckpt_obj_insert(&ctx->objhash, ptr, a->objref, ops);
+	if (ret)
+		ckpt_err(ctx, ret, a->objref, "ckpt_obj_insert", "%s%s",
+			 ops->name, ret == -EEXIST ? ": objref already used" :
+			 ret == -EBADFD ? ": not a restart context" : "");
+	ckpt_handle_put(a->type, ptr);
+	return ret;
+}
+
+static int obj_fetch(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a)
+{
+	const struct ckpt_obj_ops *ops = obj_ops(ctx, a->type, __func__);
+	void *ptr;
+	int ret;
+
+	if (!ops)
+		return -EINVAL;
+	if (a->flags & ~CKPT_OBJ_CLOEXEC) {
+		ckpt_err(ctx, -EINVAL, a->objref, __func__, "flags %#x",
+			 a->flags);
+		return -EINVAL;
+	}
+	ret = check_live(ctx, a->objref, __func__);
+	if (ret)
+		return ret;
+	ptr = ckpt_obj_fetch(&ctx->objhash, a->objref, a->type);
+	if (IS_ERR(ptr)) {
+		ret = PTR_ERR(ptr);
+		ckpt_err(ctx, ret, a->objref, "ckpt_obj_fetch", "%s: %s",
+			 ops->name, ret == -ENOENT ? "no such objref" :
+			 ret == -ENOMSG ? "object of another type" :
+			 ret == -ESTALE ? "hash reference dropped" :
+			 "invalid objref");
+		return ret;
+	}
+	ret = ckpt_handle_install(a->type, ptr, a->flags);
+	if (ret < 0) {
+		ckpt_err(ctx, ret, a->objref, __func__, "%s: %s", ops->name,
+			 ret == -EINVAL ? "no handle for this type" :
+			 "cannot install");
+		return ret;
+	}
+	a->handle = ret;
+	return 0;
+}
+
+typedef int (*obj_op_t)(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a);
+
+/* items run in order; the first failure stops the batch, 'done' says where */
+static int obj_batch(struct ckpt_ctx *ctx, struct ckpt_batch *b, obj_op_t op,
+		     const char *func)
+{
+	u8 __user *uitem = u64_to_user_ptr(b->items);
+	struct ckpt_obj_arg a;
+	size_t usize = b->item_size;
+	int ret = 0;
+
+	b->done = 0;
+	if (b->__pad) {
+		ckpt_err(ctx, -EINVAL, 0, func, "non-zero padding");
+		return -EINVAL;
+	}
+	if (b->count > CKPT_BATCH_MAX) {
+		ckpt_err(ctx, -EMSGSIZE, 0, func, "count %u > %u", b->count,
+			 CKPT_BATCH_MAX);
+		return -EMSGSIZE;
+	}
+	if (usize < CKPT_OBJ_ARG_SIZE_VER0) {
+		ckpt_err(ctx, -EPROTO, 0, func, "item_size %zu < %u", usize,
+			 CKPT_OBJ_ARG_SIZE_VER0);
+		return -EPROTO;
+	}
+	for (; b->done < b->count; b->done++, uitem += usize) {
+		ret = copy_struct_from_user(&a, sizeof(a), uitem, usize);
+		if (ret) {
+			ckpt_err(ctx, ret, 0, func, "item %u unreadable",
+				 b->done);
+			break;
+		}
+		ret = op(ctx, &a);
+		if (ret)
+			break;
+		if (copy_to_user(uitem, &a, min(usize, sizeof(a)))) {
+			ret = -EFAULT;
+			ckpt_err(ctx, ret, a.objref, func,
+				 "item %u unwritable", b->done);
+			break;
+		}
+		cond_resched();
+	}
+	return ret;
+}
+
+static int ioc_lookup_add(struct ckpt_ctx *ctx, void *arg)
+{
+	return obj_lookup_add(ctx, arg);
+}
+
+static int ioc_insert(struct ckpt_ctx *ctx, void *arg)
+{
+	return obj_insert(ctx, arg);
+}
+
+static int ioc_fetch(struct ckpt_ctx *ctx, void *arg)
+{
+	return obj_fetch(ctx, arg);
+}
+
+static int ioc_lookup_add_batch(struct ckpt_ctx *ctx, void *arg)
+{
+	return obj_batch(ctx, arg, obj_lookup_add, __func__);
+}
+
+static int ioc_insert_batch(struct ckpt_ctx *ctx, void *arg)
+{
+	return obj_batch(ctx, arg, obj_insert, __func__);
+}
+
+static int ioc_fetch_batch(struct ckpt_ctx *ctx, void *arg)
+{
+	return obj_batch(ctx, arg, obj_fetch, __func__);
+}
+
+/* ---- setup, release, stats ---------------------------------------------- */
+
+static int ioc_setup(struct ckpt_ctx *ctx, void *arg)
+{
+	struct ckpt_setup *s = arg;
+	unsigned int bits = s->hash_bits ?: CKPT_HASH_BITS_DEFAULT;
+	int ret;
+
+	if (s->policy >= CKPT_POLICY_MAX || bits < CKPT_HASH_BITS_MIN ||
+	    bits > CKPT_HASH_BITS_MAX || s->flags & ~CKPT_SETUP_AUTOGROW ||
+	    s->__pad) {
+		ckpt_err(ctx, -EINVAL, 0, __func__,
+			 "policy %u hash_bits %u flags %#x", s->policy,
+			 s->hash_bits, s->flags);
+		return -EINVAL;
+	}
+	if (ctx->objhash.mode != CKPT_MODE_NONE || ctx->released) {
+		ckpt_err(ctx, -EBUSY, 0, __func__, "context already in use");
+		return -EBUSY;
+	}
+	if (bits != ctx->objhash.bits) {
+		ret = ckpt_obj_hash_resize(&ctx->objhash, bits);
+		if (ret) {
+			ckpt_err(ctx, ret, 0, __func__, "%u buckets",
+				 1U << bits);
+			return ret;
+		}
+	}
+	ctx->objhash.autogrow = s->flags & CKPT_SETUP_AUTOGROW;
+	ctx->policy = s->policy;
+	return 0;
+}
+
+/*
+ * The moment restarted tasks are let go.  Whatever the hash still holds then
+ * is what userspace can observe (seed 000): clear-early drops it now and
+ * leaves the kfree to teardown, free-upfront pays for both now, clear-at-end
+ * keeps everything until the context is closed.
+ */
+static int ioc_release(struct ckpt_ctx *ctx, void *arg)
+{
+	int ret = check_live(ctx, 0, __func__);
+
+	if (ret)
+		return ret;
+	switch (ctx->policy) {
+	case CKPT_POLICY_CLEAR_EARLY:
+		ckpt_obj_hash_clear(&ctx->objhash);
+		break;
+	case CKPT_POLICY_FREE_UPFRONT:
+		ckpt_obj_hash_free(&ctx->objhash);
+		break;
+	default:	/* CKPT_POLICY_CLEAR_AT_END */
+		break;
+	}
+	ctx->released = true;
+	return 0;
+}
+
+static int ioc_stats(struct ckpt_ctx *ctx, void *arg)
+{
+	struct ckpt_obj_hash *h = &ctx->objhash;
+	struct ckpt_stats *st = arg;
+
+	st->policy = ctx->policy;
+	st->state = (h->mode == CKPT_MODE_CHECKPOINT ? CKPT_STATE_CHECKPOINT :
+		     0) |
+		    (h->mode == CKPT_MODE_RESTART ? CKPT_STATE_RESTART : 0) |
+		    (ctx->released ? CKPT_STATE_RELEASED : 0) |
+		    (h->cleared ? CKPT_STATE_CLEARED : 0) |
+		    (h->freed ? CKPT_STATE_FREED : 0);
+	st->hash_bits = h->bits;
+	st->nr_buckets = h->head ? 1U << h->bits : 0;
+	st->nr_objs = h->nr_objs;
+	st->nr_free = h->nr_free;
+	st->max_chain = ckpt_obj_max_chain(h);
+	st->nr_grows = h->nr_grows;
+	st->next_objref = h->next_objref;
+	st->defer_pending = ctx->deferqueue.count;
+	st->lookups = h->lookups;
+	st->probes = h->probes;
+	st->mod_contexts = atomic_long_read(&ckpt_contexts_live);
+	st->mod_objs = atomic_long_read(&ckpt_objs_live);
+	st->mod_defers = atomic_long_read(&ckpt_defers_live);
+	ckpt_test_counts(st);
+	return 0;
+}
+
+static int ioc_errors(struct ckpt_ctx *ctx, void *arg)
+{
+	struct ckpt_err_entry __user *ubuf;
+	struct ckpt_errors *e = arg;
+	u32 seq, cap = e->count;
+
+	if (cap > CKPT_ERR_LOG_MAX || e->__pad) {
+		ckpt_err(ctx, -EMSGSIZE, 0, __func__, "count %u > %u", cap,
+			 CKPT_ERR_LOG_MAX);
+		return -EMSGSIZE;
+	}
+	ubuf = u64_to_user_ptr(e->buf);
+	/* the oldest entry still kept */
+	seq = ctx->err_seq > CKPT_ERR_LOG_MAX ?
+		ctx->err_seq - CKPT_ERR_LOG_MAX + 1 : 1;
+	if (seq <= e->since)
+		seq = e->since + 1;
+	e->count = 0;
+	for (; seq <= ctx->err_seq && e->count < cap; seq++, e->count++)
+		if (copy_to_user(&ubuf[e->count],
+				 &ctx->errs[(seq - 1) % CKPT_ERR_LOG_MAX],
+				 sizeof(*ubuf)))
+			return -EFAULT;
+	e->last = ctx->err_seq;
+	return 0;
+}
+
+/* ---- deferqueue actions -------------------------------------------------- */
+
+struct defer_data {
+	struct ckpt_ctx *ctx;
+	const struct ckpt_obj_ops *ops;	/* DROP: the object, own reference */
+	void *ptr;
+	int objref;
+	int err;			/* FAIL */
+	u64 tag;			/* LOG */
+};
+
+static int defer_log(void *data)
+{
+	struct defer_data *d = data;
+	struct ckpt_ctx *ctx = d->ctx;
+
+	if (!ctx->tags) {
+		ctx->tags = kvmalloc_array(CKPT_TAGS_MAX, sizeof(*ctx->tags),
+					   GFP_KERNEL);
+		if (!ctx->tags) {
+			ckpt_err(ctx, -ENOMEM, 0, __func__, "tag log");
+			return -ENOMEM;
+		}
+	}
+	if (ctx->nr_tags >= CKPT_TAGS_MAX) {
+		ckpt_err(ctx, -ENOSPC, 0, __func__, "tag log full");
+		return -ENOSPC;
+	}
+	ctx->tags[ctx->nr_tags++] = d->tag;
+	return 0;
+}
+
+/* the "create, attach, then delete" case: drop the hash's reference late */
+static int defer_drop(void *data)
+{
+	struct defer_data *d = data;
+	int ret;
+
+	ret = ckpt_obj_drop(&d->ctx->objhash, d->objref);
+	if (ret)
+		ckpt_err(d->ctx, ret, d->objref, __func__,
+			 "%s: hash reference not dropped", d->ops->name);
+	d->ops->ref_drop(d->ptr);
+	return ret;
+}
+
+static void defer_drop_dtor(void *data)
+{
+	struct defer_data *d = data;
+
+	d->ops->ref_drop(d->ptr);
+}
+
+static int defer_fail(void *data)
+{
+	struct defer_data *d = data;
+
+	ckpt_err(d->ctx, -d->err, 0, __func__, "deferred failure");
+	return -d->err;
+}
+
+static int ioc_defer_add(struct ckpt_ctx *ctx, void *arg)
+{
+	struct defer_data d = { .ctx = ctx };
+	struct ckpt_defer *a = arg;
+	struct ckpt_obj *obj;
+	int ret;
+
+	if (a->__pad) {
+		ckpt_err(ctx, -EINVAL, 0, __func__, "non-zero padding");
+		return -EINVAL;
+	}
+	switch (a->action) {
+	case CKPT_DEFER_LOG:
+		d.tag = a->tag;
+		return ckpt_deferqueue_add(&ctx->deferqueue, defer_log, NULL,
+					   &d, sizeof(d));
+	case CKPT_DEFER_FAIL:
+		if (a->arg <= 0 || a->arg > MAX_ERRNO)
+			break;
+		d.err = a->arg;
+		return ckpt_deferqueue_add(&ctx->deferqueue, defer_fail, NULL,
+					   &d, sizeof(d));
+	case CKPT_DEFER_DROP:
+		ret = check_live(ctx, a->objref, __func__);
+		if (ret)
+			return ret;
+		obj = ckpt_obj_find(&ctx->objhash, a->objref, CKPT_OBJ_NONE);
+		ret = IS_ERR(obj) ? PTR_ERR(obj) :
+		      obj->flags & CKPT_OBJF_DROPPED ? -ESTALE : 0;
+		if (ret) {
+			ckpt_err(ctx, ret, a->objref, __func__,
+				 "no object to drop");
+			return ret;
+		}
+		d.objref = a->objref;
+		d.ops = obj->ops;
+		d.ptr = obj->ptr;
+		d.ops->ref_grab(d.ptr);
+		ret = ckpt_deferqueue_add(&ctx->deferqueue, defer_drop,
+					  defer_drop_dtor, &d, sizeof(d));
+		if (ret)
+			d.ops->ref_drop(d.ptr);
+		return ret;
+	}
+	/* CKPT_DEFER_EPOLL is reserved until restart adds epoll items */
+	ckpt_err(ctx, -EINVAL, a->objref, __func__, "action %u arg %d",
+		 a->action, a->arg);
+	return -EINVAL;
+}
+
+static int ioc_defer_run(struct ckpt_ctx *ctx, void *arg)
+{
+	return ckpt_deferqueue_run(&ctx->deferqueue);
+}
+
+static int ioc_tags(struct ckpt_ctx *ctx, void *arg)
+{
+	struct ckpt_tags *t = arg;
+
+	if (t->count > CKPT_TAGS_MAX) {
+		ckpt_err(ctx, -EMSGSIZE, 0, __func__, "count %u > %u",
+			 t->count, CKPT_TAGS_MAX);
+		return -EMSGSIZE;
+	}
+	if (ctx->nr_tags &&
+	    copy_to_user(u64_to_user_ptr(t->buf), ctx->tags,
+			 min(t->count, ctx->nr_tags) * sizeof(*ctx->tags)))
+		return -EFAULT;
+	t->total = ctx->nr_tags;
+	return 0;
+}
+
+/* ---- test objects ------------------------------------------------------- */
+
+static int ioc_test_new(struct ckpt_ctx *ctx, void *arg)
+{
+	struct ckpt_test_obj *t = arg;
+	int id = ckpt_test_new(ctx);
+
+	if (id < 0)
+		return id;
+	t->id = id;
+	t->refs = 1;
+	return 0;
+}
+
+static int ioc_test_put(struct ckpt_ctx *ctx, void *arg)
+{
+	struct ckpt_test_obj *t = arg;
+	int ret = ckpt_test_put(ctx, t->id);
+
+	if (ret)
+		ckpt_err(ctx, ret, 0, __func__, "no test object %d", t->id);
+	return ret;
+}
+
+static int ioc_test_stat(struct ckpt_ctx *ctx, void *arg)
+{
+	struct ckpt_test_obj *t = arg;
+	int ret = ckpt_test_stat(ctx, t);
+
+	if (ret)
+		ckpt_err(ctx, ret, 0, __func__, "no test object %d", t->id);
+	return ret;
+}
+
+/* ---- dispatch ----------------------------------------------------------- */
+
+struct ckpt_ioc {
+	unsigned int cmd;
+	const char *name;
+	unsigned int ver0;	/* size of the first version of its struct */
+	bool out_on_error;	/* copy the struct back even on failure */
+	int (*fn)(struct ckpt_ctx *ctx, void *arg);
+};
+
+#define CKPT_IOC(c, v, f, e) \
+	[_IOC_NR(c)] = { .cmd = c, .name = #c, .ver0 = v, .fn = f, \
+			 .out_on_error = e }
+
+static const struct ckpt_ioc ckpt_iocs[] = {
+	CKPT_IOC(CKPT_IOC_SETUP, CKPT_SETUP_SIZE_VER0, ioc_setup, false),
+	CKPT_IOC(CKPT_IOC_STATS, CKPT_STATS_SIZE_VER0, ioc_stats, false),
+	CKPT_IOC(CKPT_IOC_ERRORS, CKPT_ERRORS_SIZE_VER0, ioc_errors, false),
+	CKPT_IOC(CKPT_IOC_LOOKUP_ADD, CKPT_OBJ_ARG_SIZE_VER0, ioc_lookup_add,
+		 false),
+	CKPT_IOC(CKPT_IOC_INSERT, CKPT_OBJ_ARG_SIZE_VER0, ioc_insert, false),
+	CKPT_IOC(CKPT_IOC_FETCH, CKPT_OBJ_ARG_SIZE_VER0, ioc_fetch, false),
+	CKPT_IOC(CKPT_IOC_LOOKUP_ADD_BATCH, CKPT_BATCH_SIZE_VER0,
+		 ioc_lookup_add_batch, true),
+	CKPT_IOC(CKPT_IOC_INSERT_BATCH, CKPT_BATCH_SIZE_VER0,
+		 ioc_insert_batch, true),
+	CKPT_IOC(CKPT_IOC_FETCH_BATCH, CKPT_BATCH_SIZE_VER0, ioc_fetch_batch,
+		 true),
+	CKPT_IOC(CKPT_IOC_RELEASE, 0, ioc_release, false),
+	CKPT_IOC(CKPT_IOC_DEFER_ADD, CKPT_DEFER_SIZE_VER0, ioc_defer_add,
+		 false),
+	CKPT_IOC(CKPT_IOC_DEFER_RUN, 0, ioc_defer_run, false),
+	CKPT_IOC(CKPT_IOC_TAGS, CKPT_TAGS_SIZE_VER0, ioc_tags, false),
+	CKPT_IOC(CKPT_IOC_TEST_NEW, CKPT_TEST_OBJ_SIZE_VER0, ioc_test_new,
+		 false),
+	CKPT_IOC(CKPT_IOC_TEST_PUT, CKPT_TEST_OBJ_SIZE_VER0, ioc_test_put,
+		 false),
+	CKPT_IOC(CKPT_IOC_TEST_STAT, CKPT_TEST_OBJ_SIZE_VER0, ioc_test_stat,
+		 false),
+};
+
+union ckpt_ioc_arg {
+	struct ckpt_setup setup;
+	struct ckpt_stats stats;
+	struct ckpt_errors errors;
+	struct ckpt_obj_arg obj;
+	struct ckpt_batch batch;
+	struct ckpt_defer defer;
+	struct ckpt_tags tags;
+	struct ckpt_test_obj test;
+};
+
+/* copy the caller's struct in: EPROTO when short, E2BIG when a longer one
+ * has a non-zero tail (copy_struct_from_user()), EFAULT when unreadable */
+static int ioc_copy_in(struct ckpt_ctx *ctx, const struct ckpt_ioc *ioc,
+		       unsigned int cmd, void *karg, void __user *uarg)
+{
+	size_t usize = _IOC_SIZE(cmd), ksize = _IOC_SIZE(ioc->cmd);
+	int ret;
+
+	if (usize < ioc->ver0) {
+		ckpt_err(ctx, -EPROTO, 0, ioc->name,
+			 "argument of %zu bytes, at least %u expected", usize,
+			 ioc->ver0);
+		return -EPROTO;
+	}
+	if (!(_IOC_DIR(cmd) & _IOC_WRITE))
+		return 0;
+	ret = copy_struct_from_user(karg, ksize, uarg, usize);
+	if (ret)
+		ckpt_err(ctx, ret, 0, ioc->name, "argument of %zu bytes %s",
+			 usize, ret == -E2BIG ? "has a non-zero tail" :
+			 "unreadable");
+	return ret;
+}
+
+static int ioc_copy_out(const struct ckpt_ioc *ioc, unsigned int cmd,
+			const void *karg, void __user *uarg)
+{
+	size_t usize = _IOC_SIZE(cmd), ksize = _IOC_SIZE(ioc->cmd);
+
+	if (copy_to_user(uarg, karg, min(usize, ksize)))
+		return -EFAULT;
+	if (usize > ksize && clear_user(uarg + ksize, usize - ksize))
+		return -EFAULT;
+	return 0;
+}
+
+static long ckpt_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct ckpt_ctx *ctx = file->private_data;
+	void __user *uarg = (void __user *)arg;
+	const struct ckpt_ioc *ioc = NULL;
+	union ckpt_ioc_arg karg;
+	long ret;
+	u32 seq;
+
+	if (_IOC_TYPE(cmd) == CKPT_IOC_MAGIC &&
+	    _IOC_NR(cmd) < ARRAY_SIZE(ckpt_iocs))
+		ioc = &ckpt_iocs[_IOC_NR(cmd)];
+	/* the size may differ (a struct grown or older); nothing else may */
+	if (!ioc || !ioc->fn || _IOC_DIR(cmd) != _IOC_DIR(ioc->cmd) ||
+	    (!ioc->ver0 && _IOC_SIZE(cmd))) {
+		mutex_lock(&ctx->lock);
+		ckpt_err(ctx, -ENOTTY, 0, __func__, "unknown ioctl %#x", cmd);
+		mutex_unlock(&ctx->lock);
+		return -ENOTTY;
+	}
+
+	mutex_lock(&ctx->lock);
+	seq = ctx->err_seq;
+	memset(&karg, 0, sizeof(karg));
+	if (ioc->ver0) {
+		ret = ioc_copy_in(ctx, ioc, cmd, &karg, uarg);
+		if (ret)
+			goto out;
+	}
+	ret = ioc->fn(ctx, &karg);
+	if ((_IOC_DIR(cmd) & _IOC_READ) && (ret >= 0 || ioc->out_on_error) &&
+	    ioc_copy_out(ioc, cmd, &karg, uarg)) {
+		ret = -EFAULT;
+		ckpt_err(ctx, ret, 0, ioc->name, "result unwritable");
+	}
+out:
+	if (ret < 0 && ctx->err_seq == seq)
+		ckpt_err(ctx, ret, 0, ioc->name, "failed");
+	mutex_unlock(&ctx->lock);
+	return ret;
+}
+
+/* ---- open and release --------------------------------------------------- */
+
+static int ckpt_open(struct inode *inode, struct file *file)
+{
+	struct ckpt_ctx *ctx;
+	int ret;
+
+	ctx = kvzalloc(sizeof(*ctx), GFP_KERNEL);
+	if (!ctx)
+		return -ENOMEM;
+	ret = ckpt_obj_hash_alloc(&ctx->objhash, CKPT_HASH_BITS_DEFAULT,
+				  false);
+	if (ret) {
+		kvfree(ctx);
+		return ret;
+	}
+	mutex_init(&ctx->lock);
+	ckpt_deferqueue_init(&ctx->deferqueue);
+	INIT_LIST_HEAD(&ctx->test_objs);
+	ctx->policy = CKPT_POLICY_CLEAR_EARLY;
+	file->private_data = ctx;
+	atomic_long_inc(&ckpt_contexts_live);
+	return 0;
+}
+
+/* closing the fd is always safe: whatever state, everything is released */
+static int ckpt_release(struct inode *inode, struct file *file)
+{
+	struct ckpt_ctx *ctx = file->private_data;
+
+	ckpt_deferqueue_destroy(&ctx->deferqueue);
+	ckpt_obj_hash_free(&ctx->objhash);
+	ckpt_test_put_all(ctx);
+	kvfree(ctx->tags);
+	mutex_destroy(&ctx->lock);
+	kvfree(ctx);
+	atomic_long_dec(&ckpt_contexts_live);
+	return 0;
+}
+
+const struct file_operations ckpt_fops = {
+	.owner = THIS_MODULE,
+	.open = ckpt_open,
+	.release = ckpt_release,
+	.unlocked_ioctl = ckpt_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.llseek = noop_llseek,
+};

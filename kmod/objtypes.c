@@ -1,0 +1,338 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * objtypes.c - the object types the objhash can hold and how userspace
+ * names them: FILE (a struct file, by fd), INODE (a file's inode: the two
+ * ends of a pipe share it), TEST (a module-owned counted blob, by id).
+ */
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/kref.h>
+#include <linux/magic.h>
+#include <linux/slab.h>
+#include "ckpt_ctx.h"
+
+static void file_grab(void *ptr)
+{
+	get_file(ptr);
+}
+
+static void file_drop(void *ptr)
+{
+	fput(ptr);
+}
+
+static void inode_grab(void *ptr)
+{
+	ihold(ptr);
+}
+
+static void inode_drop(void *ptr)
+{
+	iput(ptr);
+}
+
+static const struct ckpt_obj_ops ckpt_file_ops = {
+	.name = "file",
+	.type = CKPT_OBJ_FILE,
+	.ref_grab = file_grab,
+	.ref_drop = file_drop,
+};
+
+static const struct ckpt_obj_ops ckpt_inode_ops = {
+	.name = "inode",
+	.type = CKPT_OBJ_INODE,
+	.ref_grab = inode_grab,
+	.ref_drop = inode_drop,
+};
+
+/* ---- test objects: every grab, drop and free is counted ---------------- */
+
+struct ckpt_testobj {
+	struct kref ref;
+	struct list_head node;	/* ctx->test_objs while alive */
+	int id;
+	bool handle;		/* the creator's reference is still held */
+	u64 grabs;
+	u64 drops;
+};
+
+static atomic_long_t test_live = ATOMIC_LONG_INIT(0);
+static atomic64_t test_grabs = ATOMIC64_INIT(0);
+static atomic64_t test_drops = ATOMIC64_INIT(0);
+static atomic64_t test_frees = ATOMIC64_INIT(0);
+
+static void testobj_release(struct kref *ref)
+{
+	struct ckpt_testobj *t = container_of(ref, struct ckpt_testobj, ref);
+
+	list_del(&t->node);
+	kfree(t);
+	atomic_long_dec(&test_live);
+	atomic64_inc(&test_frees);
+}
+
+static void test_grab(void *ptr)
+{
+	struct ckpt_testobj *t = ptr;
+
+	kref_get(&t->ref);
+	t->grabs++;
+	atomic64_inc(&test_grabs);
+}
+
+static void test_drop(void *ptr)
+{
+	struct ckpt_testobj *t = ptr;
+
+	t->drops++;
+	atomic64_inc(&test_drops);
+	kref_put(&t->ref, testobj_release);
+}
+
+static const struct ckpt_obj_ops ckpt_test_ops = {
+	.name = "test",
+	.type = CKPT_OBJ_TEST,
+	.ref_grab = test_grab,
+	.ref_drop = test_drop,
+};
+
+const struct ckpt_obj_ops *const ckpt_obj_ops_table[CKPT_OBJ_MAX] = {
+	[CKPT_OBJ_FILE] = &ckpt_file_ops,
+	[CKPT_OBJ_INODE] = &ckpt_inode_ops,
+	[CKPT_OBJ_TEST] = &ckpt_test_ops,
+};
+
+static struct ckpt_testobj *testobj_find(struct ckpt_ctx *ctx, int id)
+{
+	struct ckpt_testobj *t;
+
+	list_for_each_entry(t, &ctx->test_objs, node)
+		if (t->id == id && t->handle)
+			return t;
+	return NULL;
+}
+
+/**
+ * ckpt_test_new - make a test object owned by @ctx
+ * @ctx: the context; its creator reference is the object's first
+ *
+ * Return: the new id (> 0), or -ENOMEM.
+ */
+int ckpt_test_new(struct ckpt_ctx *ctx)
+{
+	struct ckpt_testobj *t;
+
+	t = kzalloc(sizeof(*t), GFP_KERNEL);
+	if (!t)
+		return -ENOMEM;
+	kref_init(&t->ref);
+	t->id = ++ctx->next_test_id;
+	t->handle = true;
+	list_add_tail(&t->node, &ctx->test_objs);
+	atomic_long_inc(&test_live);
+	return t->id;
+}
+
+/**
+ * ckpt_test_put - drop the creator's reference of test object @id
+ * @ctx: the context
+ * @id: the object
+ *
+ * Return: 0, or -ENOENT when @id is unknown or already put.
+ */
+int ckpt_test_put(struct ckpt_ctx *ctx, int id)
+{
+	struct ckpt_testobj *t = testobj_find(ctx, id);
+
+	if (!t)
+		return -ENOENT;
+	t->handle = false;
+	kref_put(&t->ref, testobj_release);
+	return 0;
+}
+
+/**
+ * ckpt_test_stat - the counts of one test object
+ * @ctx: the context
+ * @arg: in: id; out: refs, grabs, drops
+ *
+ * Return: 0, or -ENOENT.
+ */
+int ckpt_test_stat(struct ckpt_ctx *ctx, struct ckpt_test_obj *arg)
+{
+	struct ckpt_testobj *t = testobj_find(ctx, arg->id);
+
+	if (!t)
+		return -ENOENT;
+	arg->refs = kref_read(&t->ref);
+	arg->grabs = t->grabs;
+	arg->drops = t->drops;
+	return 0;
+}
+
+/**
+ * ckpt_test_put_all - drop every creator reference still held (teardown)
+ * @ctx: the context
+ */
+void ckpt_test_put_all(struct ckpt_ctx *ctx)
+{
+	struct ckpt_testobj *t, *n;
+
+	list_for_each_entry_safe(t, n, &ctx->test_objs, node) {
+		if (t->handle) {
+			t->handle = false;
+			kref_put(&t->ref, testobj_release);
+		}
+	}
+}
+
+/**
+ * ckpt_test_counts - the module-wide test object counters
+ * @st: filled in
+ */
+void ckpt_test_counts(struct ckpt_stats *st)
+{
+	st->mod_test_live = atomic_long_read(&test_live);
+	st->mod_test_grabs = atomic64_read(&test_grabs);
+	st->mod_test_drops = atomic64_read(&test_drops);
+	st->mod_test_frees = atomic64_read(&test_frees);
+}
+
+/* ---- handles: how userspace names an object ---------------------------- */
+
+/**
+ * ckpt_handle_get - the object userspace names by @handle, referenced
+ * @ctx: the context (test ids are private to it)
+ * @type: enum ckpt_obj_type, already checked
+ * @handle: an fd of the caller, or a test id
+ * @ptr: set to the object; release it with ckpt_handle_put()
+ *
+ * Return: 0, -EBADF for an fd that is not open, -ENOENT for an unknown id.
+ */
+int ckpt_handle_get(struct ckpt_ctx *ctx, u32 type, int handle, void **ptr)
+{
+	struct ckpt_testobj *t;
+	struct file *file;
+
+	if (type == CKPT_OBJ_TEST) {
+		t = testobj_find(ctx, handle);
+		if (!t)
+			return -ENOENT;
+		kref_get(&t->ref);
+		*ptr = t;
+		return 0;
+	}
+	file = handle < 0 ? NULL : fget(handle);
+	if (!file)
+		return -EBADF;
+	if (type == CKPT_OBJ_INODE) {
+		*ptr = file_inode(file);
+		ihold(*ptr);
+		fput(file);
+	} else {
+		*ptr = file;
+	}
+	return 0;
+}
+
+/**
+ * ckpt_handle_put - release what ckpt_handle_get() took
+ * @type: the type given to ckpt_handle_get()
+ * @ptr: the object
+ */
+void ckpt_handle_put(u32 type, void *ptr)
+{
+	struct ckpt_testobj *t = ptr;
+
+	switch (type) {
+	case CKPT_OBJ_FILE:
+		fput(ptr);
+		break;
+	case CKPT_OBJ_INODE:
+		iput(ptr);
+		break;
+	case CKPT_OBJ_TEST:
+		kref_put(&t->ref, testobj_release);
+		break;
+	}
+}
+
+/**
+ * ckpt_handle_install - give userspace a handle on an object (fetch)
+ * @type: its type
+ * @ptr: the object, referenced by the hash
+ * @flags: CKPT_OBJ_CLOEXEC
+ *
+ * Return: a new fd on the same open file description (FILE), the id (TEST),
+ * -EINVAL for an INODE (no handle exists for it), or -EMFILE.
+ */
+int ckpt_handle_install(u32 type, void *ptr, u32 flags)
+{
+	struct ckpt_testobj *t = ptr;
+	int fd;
+
+	switch (type) {
+	case CKPT_OBJ_FILE:
+		fd = get_unused_fd_flags(flags & CKPT_OBJ_CLOEXEC ?
+					 O_CLOEXEC : 0);
+		if (fd >= 0)
+			fd_install(fd, get_file((struct file *)ptr));
+		return fd;
+	case CKPT_OBJ_TEST:
+		return t->id;
+	default:
+		return -EINVAL;
+	}
+}
+
+static u32 file_kind(struct file *file)
+{
+	struct inode *inode = file_inode(file);
+
+	/* anon inodes carry no S_IFMT type of their own in 6.1 */
+	if (inode->i_sb->s_magic == ANON_INODE_FS_MAGIC)
+		return CKPT_FILE_ANON;
+	switch (inode->i_mode & S_IFMT) {
+	case S_IFREG:
+		return CKPT_FILE_REG;
+	case S_IFDIR:
+		return CKPT_FILE_DIR;
+	case S_IFIFO:
+		return inode->i_sb->s_magic == PIPEFS_MAGIC ?
+			CKPT_FILE_PIPE : CKPT_FILE_FIFO;
+	case S_IFCHR:
+		return CKPT_FILE_CHR;
+	case S_IFBLK:
+		return CKPT_FILE_BLK;
+	case S_IFSOCK:
+		return CKPT_FILE_SOCK;
+	}
+	return CKPT_FILE_OTHER;
+}
+
+/**
+ * ckpt_file_info_fill - the record body of a file checkpoint meets first
+ * @h: the checkpoint hash, where the file's inode gets its objref
+ * @file: the file
+ * @info: filled in
+ *
+ * Return: 0, or an error of ckpt_obj_lookup_add() for the inode.
+ */
+int ckpt_file_info_fill(struct ckpt_obj_hash *h, struct file *file,
+			struct ckpt_file_info *info)
+{
+	bool first;
+	int objref;
+
+	objref = ckpt_obj_lookup_add(h, file_inode(file), &ckpt_inode_ops,
+				     &first);
+	if (objref < 0)
+		return objref;
+	info->kind = file_kind(file);
+	info->f_flags = file->f_flags;
+	info->f_mode = (file->f_mode & FMODE_READ ? CKPT_FMODE_READ : 0) |
+		       (file->f_mode & FMODE_WRITE ? CKPT_FMODE_WRITE : 0);
+	info->inode_objref = objref;
+	info->pos = file->f_pos;
+	return 0;
+}
