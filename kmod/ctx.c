@@ -59,6 +59,18 @@ static int check_live(struct ckpt_ctx *ctx, int objref, const char *func)
 
 /* ---- objects ------------------------------------------------------------ */
 
+static void handle_err(struct ckpt_ctx *ctx, int err, int objref,
+		       const char *func, const struct ckpt_obj_arg *a)
+{
+	if (a->type == CKPT_OBJ_TEST)
+		ckpt_err(ctx, err, objref, func, "no test object %d",
+			 a->handle);
+	else
+		ckpt_err(ctx, err, objref, func,
+			 "fd %d is not open, or is a /dev/ckpt context",
+			 a->handle);
+}
+
 static int obj_lookup_add(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a)
 {
 	const struct ckpt_obj_ops *ops = obj_ops(ctx, a->type, __func__);
@@ -77,8 +89,7 @@ static int obj_lookup_add(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a)
 		return ret;
 	ret = ckpt_handle_get(ctx, a->type, a->handle, &ptr);
 	if (ret) {
-		ckpt_err(ctx, ret, 0, __func__, "%s handle %d not found",
-			 ops->name, a->handle);
+		handle_err(ctx, ret, 0, __func__, a);
 		return ret;
 	}
 	ret = ckpt_obj_lookup_add(&ctx->objhash, ptr, ops, &first);
@@ -125,8 +136,7 @@ static int obj_insert(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a)
 		return ret;
 	ret = ckpt_handle_get(ctx, a->type, a->handle, &ptr);
 	if (ret) {
-		ckpt_err(ctx, ret, a->objref, __func__,
-			 "%s handle %d not found", ops->name, a->handle);
+		handle_err(ctx, ret, a->objref, __func__, a);
 		return ret;
 	}
 	ret = ckpt_obj_insert(&ctx->objhash, ptr, a->objref, ops);

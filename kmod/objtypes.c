@@ -207,7 +207,8 @@ void ckpt_test_counts(struct ckpt_stats *st)
  * @handle: an fd of the caller, or a test id
  * @ptr: set to the object; release it with ckpt_handle_put()
  *
- * Return: 0, -EBADF for an fd that is not open, -ENOENT for an unknown id.
+ * Return: 0, -EBADF for an fd that is not open or is /dev/ckpt itself,
+ * -ENOENT for an unknown id.
  */
 int ckpt_handle_get(struct ckpt_ctx *ctx, u32 type, int handle, void **ptr)
 {
@@ -225,6 +226,11 @@ int ckpt_handle_get(struct ckpt_ctx *ctx, u32 type, int handle, void **ptr)
 	file = handle < 0 ? NULL : fget(handle);
 	if (!file)
 		return -EBADF;
+	/* a context holding its own file (or another's) would never close */
+	if (file->f_op == &ckpt_fops) {
+		fput(file);
+		return -EBADF;
+	}
 	if (type == CKPT_OBJ_INODE) {
 		*ptr = file_inode(file);
 		ihold(*ptr);

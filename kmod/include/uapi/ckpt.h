@@ -23,7 +23,7 @@
  *   EEXIST    objref already used (insert)
  *   ENOMSG    objref names an object of another type
  *   ESTALE    object's hash reference was already dropped (deferred drop)
- *   EBADF     fd is not open in the caller
+ *   EBADF     fd is not open in the caller, or is a /dev/ckpt context
  *   EBADFD    context in the wrong state: checkpoint op on a restart context
  *             or the reverse, or any hash op after release
  *   EBUSY     setup after objects were added
