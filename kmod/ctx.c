@@ -356,7 +356,11 @@ static int ioc_errors(struct ckpt_ctx *ctx, void *arg)
 	struct ckpt_errors *e = arg;
 	u32 seq, cap = e->count;
 
-	if (cap > CKPT_ERR_LOG_MAX || e->__pad) {
+	if (e->__pad) {
+		ckpt_err(ctx, -EINVAL, 0, __func__, "non-zero padding");
+		return -EINVAL;
+	}
+	if (cap > CKPT_ERR_LOG_MAX) {
 		ckpt_err(ctx, -EMSGSIZE, 0, __func__, "count %u > %u", cap,
 			 CKPT_ERR_LOG_MAX);
 		return -EMSGSIZE;
