@@ -1,0 +1,145 @@
+"""Build pyckpt._ckpt (cffi API mode, out of line) from kmod/include/uapi/ckpt.h.
+
+The header is the single truth for every layout and constant: the cdef below
+is generated from it, and the C compiler supplies every value and offset
+(``#define NAME ...``), so no number of the ABI is retyped in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from cffi import FFI
+
+ROOT = Path(__file__).resolve().parent
+UAPI_DIR = ROOT / "kmod" / "include" / "uapi"
+HEADER = UAPI_DIR / "ckpt.h"
+
+# <linux/types.h> cannot be read by cdef; these are its x86_64/all-Linux
+# definitions (asm-generic/int-ll64.h), checked by the compiler in API mode.
+TYPEDEFS = """
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef signed char __s8;
+typedef short __s16;
+typedef int __s32;
+typedef long long __s64;
+"""
+
+# Small helpers compiled into the extension: ioctl(2) returning -errno (no
+# errno race between the call and its reading), the syscalls that Python
+# lacks and that checkpoint and the tests need (kcmp, pidfd_getfd), and the
+# ioctl number encoding of <asm/ioctl.h> so tests can build odd-sized numbers.
+HELPERS_CDEF = """
+int ckpt_ioctl(int fd, unsigned long req, void *arg);
+long ckpt_kcmp(int pid1, int pid2, int type, unsigned long idx1, unsigned long idx2);
+int ckpt_pidfd_getfd(int pidfd, int targetfd);
+#define KCMP_FILE ...
+#define KCMP_EPOLL_TFD ...
+#define _IOC_NONE ...
+#define _IOC_WRITE ...
+#define _IOC_READ ...
+#define _IOC_NRSHIFT ...
+#define _IOC_TYPESHIFT ...
+#define _IOC_SIZESHIFT ...
+#define _IOC_DIRSHIFT ...
+#define _IOC_NRMASK ...
+#define _IOC_TYPEMASK ...
+#define _IOC_SIZEMASK ...
+#define _IOC_DIRMASK ...
+"""
+
+HELPERS_SRC = """
+#include <errno.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <linux/kcmp.h>
+#include "ckpt.h"
+
+static int ckpt_ioctl(int fd, unsigned long req, void *arg)
+{
+	int ret = ioctl(fd, req, arg);
+
+	return ret < 0 ? -errno : ret;
+}
+
+static long ckpt_kcmp(int pid1, int pid2, int type, unsigned long idx1,
+		      unsigned long idx2)
+{
+	long ret = syscall(SYS_kcmp, pid1, pid2, type, idx1, idx2);
+
+	return ret < 0 ? -errno : ret;
+}
+
+static int ckpt_pidfd_getfd(int pidfd, int targetfd)
+{
+	long ret = syscall(SYS_pidfd_getfd, pidfd, targetfd, 0);
+
+	return ret < 0 ? -errno : (int)ret;
+}
+"""
+
+_COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.DOTALL)
+_DEFINE = re.compile(r"#\s*define\s+([A-Za-z_]\w*)(\(?)\s*(.*)")
+_ARRAY_LEN = re.compile(r"\[\s*[A-Za-z_]\w*\s*\]")
+
+
+def _logical_lines(text: str) -> list[str]:
+    """Lines with backslash continuations joined, as the preprocessor sees them."""
+    return text.replace("\\\n", " ").splitlines()
+
+
+def header_cdef(text: str) -> str:
+    """The cdef for ckpt.h: its declarations, and every macro as ``...``.
+
+    Preprocessor lines are dropped (cdef cannot take them); each object-like
+    ``#define`` becomes ``#define NAME ...`` (or a ``char *`` constant for a
+    string) so that the compiler gives the value, ioctl numbers included.
+    Array lengths named by a macro become ``[...]`` for the same reason.
+    """
+    text = _COMMENT.sub(" ", text)
+    decls: list[str] = []
+    macros: list[str] = []
+    guard = None
+    for line in _logical_lines(text):
+        stripped = line.strip()
+        if not stripped.startswith("#"):
+            decls.append(_ARRAY_LEN.sub("[...]", line))
+            continue
+        ifndef = re.match(r"#\s*ifndef\s+(\w+)", stripped)
+        if ifndef and guard is None:
+            guard = ifndef.group(1)
+            continue
+        m = _DEFINE.match(stripped)
+        if not m:
+            continue  # #include, #endif, ...
+        name, paren, value = m.groups()
+        if paren or name == guard or not value:
+            continue  # function-like macros and the include guard
+        if value.startswith('"'):
+            macros.append(f"static const char *const {name};")
+        else:
+            macros.append(f"#define {name} ...")
+    return "\n".join([TYPEDEFS, *decls, *macros])
+
+
+def make_ffibuilder(header: Path = HEADER) -> FFI:
+    builder = FFI()
+    builder.cdef(header_cdef(header.read_text()) + HELPERS_CDEF)
+    builder.set_source(
+        "pyckpt._ckpt",
+        HELPERS_SRC,
+        include_dirs=[str(UAPI_DIR)],
+        depends=[str(header)],
+    )
+    return builder
+
+
+ffibuilder = make_ffibuilder()
+
+if __name__ == "__main__":
+    ffibuilder.compile(tmpdir=str(ROOT), verbose=True)

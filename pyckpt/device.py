@@ -1,0 +1,444 @@
+"""Context: one open() of /dev/ckpt, i.e. one kernel checkpoint/restart context.
+
+Each method is one ioctl (a batch method: one ioctl per CKPT_BATCH_MAX items)
+on a struct from ckpt.h allocated through cffi; a failure raises CkptError
+with the errno and the error-log entries the kernel wrote during that call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno as _errno
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+from pyckpt.abi import (
+    DEVICE,
+    DeferAction,
+    FileKind,
+    FMode,
+    ObjFlag,
+    ObjType,
+    Policy,
+    State,
+    ffi,
+    ioctl_name,
+    lib,
+)
+from pyckpt.errors import CkptError, DeviceMissingError, ErrorEntry
+
+__all__ = [
+    "Context",
+    "FileInfo",
+    "LookupResult",
+    "Stats",
+    "TestStat",
+    "kcmp_file",
+    "pidfd_getfd",
+]
+
+BATCH_MAX: int = lib.CKPT_BATCH_MAX
+_OBJ_ARG = "struct ckpt_obj_arg"
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """The file record body the kernel fills the first time it sees a file."""
+
+    kind: FileKind
+    f_flags: int
+    f_mode: FMode
+    inode_objref: int
+    pos: int
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    objref: int
+    first: bool
+    file: FileInfo | None  # FILE objects, first time only
+
+
+@dataclass(frozen=True)
+class TestStat:
+    __test__ = False  # not a pytest test class despite its name
+
+    id: int
+    refs: int
+    grabs: int
+    drops: int
+
+
+def _make_stats_class() -> type:
+    # The fields are those of struct ckpt_stats, read from the header, so
+    # a field added there appears here without a second copy of the list.
+    fields = [
+        (name, int)
+        for name, _ in ffi.typeof("struct ckpt_stats").fields
+        if not name.startswith("__")
+    ]
+    return dataclasses.make_dataclass(
+        "Stats", fields, frozen=True, namespace={"__module__": __name__}
+    )
+
+
+Stats = _make_stats_class()
+Stats.__doc__ = "struct ckpt_stats; policy is a Policy and state a State."
+
+
+def _file_info(c: Any) -> FileInfo:
+    return FileInfo(
+        kind=FileKind(c.kind),
+        f_flags=c.f_flags,
+        f_mode=FMode(c.f_mode),
+        inode_objref=c.inode_objref,
+        pos=c.pos,
+    )
+
+
+def _lookup_result(a: Any) -> LookupResult:
+    first = bool(a.flags & ObjFlag.FIRST)
+    info = _file_info(a.file) if first and a.type == ObjType.FILE else None
+    return LookupResult(objref=a.objref, first=first, file=info)
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[tuple[int, Sequence[Any]]]:
+    for start in range(0, len(items), BATCH_MAX):
+        yield start, items[start : start + BATCH_MAX]
+
+
+class Context:
+    """A kernel checkpoint/restart context: objhash, deferqueue, error log.
+
+    Closing it (close(), the with block, or garbage collection) tears the
+    kernel context down and frees everything it holds; close() is always safe.
+    """
+
+    def __init__(
+        self,
+        path: str = DEVICE,
+        *,
+        policy: Policy | None = None,
+        hash_bits: int = 0,
+        autogrow: bool = False,
+    ) -> None:
+        self._fd = -1
+        self._err_seen = 0  # last error-log seq this object has read
+        self.path = path
+        try:
+            self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise DeviceMissingError(
+                _errno.ENOENT,
+                f"open({path})",
+                hint="the ckpt module is not loaded here; run inside the VM: vm/run.sh",
+            ) from None
+        if policy is not None or hash_bits or autogrow:
+            try:
+                self.setup(
+                    policy=Policy.CLEAR_EARLY if policy is None else policy,
+                    hash_bits=hash_bits,
+                    autogrow=autogrow,
+                )
+            except BaseException:
+                self.close()
+                raise
+
+    # ---- lifetime ---------------------------------------------------------
+
+    def fileno(self) -> int:
+        if self._fd < 0:
+            raise ValueError("operation on a closed ckpt context")
+        return self._fd
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def close(self) -> None:
+        """Tear the kernel context down (if this was its last fd); idempotent."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # a context dropped without close() must not pin its objects
+        with contextlib.suppress(OSError):
+            self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"fd={self._fd}"
+        return f"<pyckpt.Context {self.path} {state}>"
+
+    # ---- the ioctl call and its errors -----------------------------------
+
+    def ioctl(self, req: int, arg: Any = ffi.NULL, *, name: str | None = None) -> int:
+        """Issue one request on the context; errors raise CkptError.
+
+        arg is a cffi pointer (or NULL); raw request numbers are allowed, so
+        that tests can send shorter, longer or unknown requests.
+        """
+        fd = self.fileno()
+        ret = lib.ckpt_ioctl(fd, req, arg)
+        if ret < 0:
+            raise self._error(-ret, name or ioctl_name(req))
+        return ret
+
+    def _error(self, err: int, name: str, **extra: Any) -> CkptError:
+        try:
+            entries = self.errors(since=self._err_seen)
+        except CkptError:
+            entries = []  # the log itself unreadable: keep the first error
+        return CkptError(err, name, entries, **extra)
+
+    def errors(self, since: int = 0) -> list[ErrorEntry]:
+        """Error-log entries with seq > since, oldest first."""
+        buf = ffi.new("struct ckpt_err_entry[]", lib.CKPT_ERR_LOG_MAX)
+        arg = ffi.new("struct ckpt_errors *")
+        arg.buf = int(ffi.cast("uintptr_t", buf))
+        arg.count = lib.CKPT_ERR_LOG_MAX
+        arg.since = since
+        ret = lib.ckpt_ioctl(self.fileno(), lib.CKPT_IOC_ERRORS, arg)
+        if ret < 0:
+            # not through self.ioctl(): reading the log must not recurse
+            raise CkptError(-ret, "CKPT_IOC_ERRORS")
+        self._err_seen = max(self._err_seen, arg.last)
+        return [
+            ErrorEntry(
+                seq=e.seq,
+                err=e.err,
+                objref=e.objref,
+                func=ffi.string(e.func).decode(errors="replace"),
+                msg=ffi.string(e.msg).decode(errors="replace"),
+            )
+            for e in buf[0 : arg.count]
+        ]
+
+    # ---- setup, release, stats --------------------------------------------
+
+    def setup(
+        self,
+        policy: Policy | int = Policy.CLEAR_EARLY,
+        hash_bits: int = 0,
+        autogrow: bool = False,
+    ) -> None:
+        """Choose the policy and the bucket count (2**hash_bits; 0: default)."""
+        arg = ffi.new("struct ckpt_setup *")
+        arg.policy = policy
+        arg.hash_bits = hash_bits
+        arg.flags = lib.CKPT_SETUP_AUTOGROW if autogrow else 0
+        self.ioctl(lib.CKPT_IOC_SETUP, arg)
+
+    def release(self) -> None:
+        """The moment restarted tasks are let go: clear/free per policy."""
+        self.ioctl(lib.CKPT_IOC_RELEASE)
+
+    def stats(self) -> Any:
+        """A Stats with every field of struct ckpt_stats."""
+        arg = ffi.new("struct ckpt_stats *")
+        self.ioctl(lib.CKPT_IOC_STATS, arg)
+        values = {f.name: getattr(arg, f.name) for f in dataclasses.fields(Stats)}
+        values["policy"] = Policy(values["policy"])
+        values["state"] = State(values["state"])
+        return Stats(**values)
+
+    # ---- objects, one at a time --------------------------------------------
+
+    def lookup_add(
+        self, handle: int, type: ObjType | int = ObjType.FILE
+    ) -> LookupResult:
+        """Checkpoint side: the objref of the object behind an fd (or test id)."""
+        arg = ffi.new(f"{_OBJ_ARG} *")
+        arg.type = type
+        arg.handle = handle
+        self.ioctl(lib.CKPT_IOC_LOOKUP_ADD, arg)
+        return _lookup_result(arg)
+
+    def insert(
+        self, objref: int, handle: int, type: ObjType | int = ObjType.FILE
+    ) -> None:
+        """Restart side: index the object behind an fd (or test id) by objref."""
+        arg = ffi.new(f"{_OBJ_ARG} *")
+        arg.type = type
+        arg.handle = handle
+        arg.objref = objref
+        self.ioctl(lib.CKPT_IOC_INSERT, arg)
+
+    def fetch(
+        self, objref: int, type: ObjType | int = ObjType.FILE, cloexec: bool = True
+    ) -> int:
+        """Restart side: a new fd on the object's open file (FILE), or its id (TEST)."""
+        arg = ffi.new(f"{_OBJ_ARG} *")
+        arg.type = type
+        arg.objref = objref
+        arg.flags = ObjFlag.CLOEXEC if cloexec else 0
+        self.ioctl(lib.CKPT_IOC_FETCH, arg)
+        return arg.handle
+
+    # ---- objects, in batches ------------------------------------------------
+
+    def _batch(
+        self,
+        req: int,
+        items: Sequence[Any],
+        fill: Any,
+        result: Any,
+    ) -> list[Any]:
+        """Run items through a batch request, CKPT_BATCH_MAX per ioctl.
+
+        On failure the CkptError carries done (items completed over all
+        chunks) and results (theirs: fetched fds must still be closed).
+        """
+        results: list[Any] = []
+        for start, chunk in _chunks(items):
+            arr = ffi.new(f"{_OBJ_ARG}[]", len(chunk))
+            for a, item in zip(arr, chunk):
+                fill(a, item)
+            b = ffi.new("struct ckpt_batch *")
+            b.items = int(ffi.cast("uintptr_t", arr))
+            b.count = len(chunk)
+            b.item_size = ffi.sizeof(_OBJ_ARG)
+            ret = lib.ckpt_ioctl(self.fileno(), req, b)
+            if ret < 0:
+                done = min(b.done, len(chunk))
+                results.extend(result(arr[i]) for i in range(done))
+                raise self._error(
+                    -ret, ioctl_name(req), done=start + done, results=results
+                )
+            results.extend(result(a) for a in arr)
+        return results
+
+    def lookup_add_many(
+        self,
+        handles: Sequence[int | tuple[int, ObjType | int]],
+        type: ObjType | int = ObjType.FILE,
+    ) -> list[LookupResult]:
+        """lookup_add for each handle (or (handle, type)), in order."""
+
+        def fill(a: Any, item: int | tuple[int, int]) -> None:
+            a.handle, a.type = item if isinstance(item, tuple) else (item, type)
+
+        return self._batch(lib.CKPT_IOC_LOOKUP_ADD_BATCH, handles, fill, _lookup_result)
+
+    def insert_many(
+        self,
+        items: Sequence[tuple[int, int] | tuple[int, int, ObjType | int]],
+        type: ObjType | int = ObjType.FILE,
+    ) -> None:
+        """insert for each (objref, handle) or (objref, handle, type), in order."""
+
+        def fill(a: Any, item: tuple[int, ...]) -> None:
+            a.objref, a.handle = item[0], item[1]
+            a.type = item[2] if len(item) > 2 else type
+
+        self._batch(lib.CKPT_IOC_INSERT_BATCH, items, fill, lambda a: None)
+
+    def fetch_many(
+        self,
+        objrefs: Sequence[int | tuple[int, ObjType | int]],
+        type: ObjType | int = ObjType.FILE,
+        cloexec: bool = True,
+    ) -> list[int]:
+        """fetch for each objref (or (objref, type)): the new fds / ids."""
+        flags = ObjFlag.CLOEXEC if cloexec else 0
+
+        def fill(a: Any, item: int | tuple[int, int]) -> None:
+            a.objref, a.type = item if isinstance(item, tuple) else (item, type)
+            a.flags = flags
+
+        return self._batch(lib.CKPT_IOC_FETCH_BATCH, objrefs, fill, lambda a: a.handle)
+
+    # ---- deferqueue -------------------------------------------------------
+
+    def defer_add(
+        self,
+        action: DeferAction | int,
+        *,
+        objref: int = 0,
+        arg: int = 0,
+        tag: int = 0,
+    ) -> None:
+        """Enqueue one action of the fixed table (see the helpers below)."""
+        d = ffi.new("struct ckpt_defer *")
+        d.action = action
+        d.objref = objref
+        d.arg = arg
+        d.tag = tag
+        self.ioctl(lib.CKPT_IOC_DEFER_ADD, d)
+
+    def defer_log(self, tag: int) -> None:
+        """When run, append tag to the tag log (ordering tests)."""
+        self.defer_add(DeferAction.LOG, tag=tag)
+
+    def defer_drop(self, objref: int) -> None:
+        """When run, drop the hash's reference on objref early."""
+        self.defer_add(DeferAction.DROP, objref=objref)
+
+    def defer_fail(self, err: int) -> None:
+        """When run, fail with errno err (1..4095)."""
+        self.defer_add(DeferAction.FAIL, arg=err)
+
+    def defer_run(self) -> int:
+        """Run the queue in FIFO order: the count run, or the first error."""
+        return self.ioctl(lib.CKPT_IOC_DEFER_RUN)
+
+    def tags(self) -> list[int]:
+        """The tag log, oldest first."""
+        t = ffi.new("struct ckpt_tags *")
+        self.ioctl(lib.CKPT_IOC_TAGS, t)  # count 0: learn the total
+        total = min(t.total, lib.CKPT_TAGS_MAX)
+        if not total:
+            return []
+        buf = ffi.new("__u64[]", total)
+        t.buf = int(ffi.cast("uintptr_t", buf))
+        t.count = total
+        self.ioctl(lib.CKPT_IOC_TAGS, t)
+        return list(buf[0 : min(total, t.total)])
+
+    # ---- test objects ---------------------------------------------------------
+
+    def test_new(self) -> int:
+        """A new counted test object; the returned id is one reference."""
+        t = ffi.new("struct ckpt_test_obj *")
+        self.ioctl(lib.CKPT_IOC_TEST_NEW, t)
+        return t.id
+
+    def test_put(self, id: int) -> None:
+        """Drop the creator's reference (the id stops naming the object)."""
+        t = ffi.new("struct ckpt_test_obj *")
+        t.id = id
+        self.ioctl(lib.CKPT_IOC_TEST_PUT, t)
+
+    def test_stat(self, id: int) -> TestStat:
+        t = ffi.new("struct ckpt_test_obj *")
+        t.id = id
+        self.ioctl(lib.CKPT_IOC_TEST_STAT, t)
+        return TestStat(id=t.id, refs=t.refs, grabs=t.grabs, drops=t.drops)
+
+
+# ---- syscalls Python lacks ----------------------------------------------------
+
+
+def kcmp_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
+    """kcmp(KCMP_FILE): do the two fds name the same open file description?"""
+    ret = lib.ckpt_kcmp(pid1, pid2, lib.KCMP_FILE, fd1, fd2)
+    if ret < 0:
+        raise OSError(-ret, f"kcmp: {os.strerror(-ret)}")
+    return ret == 0
+
+
+def pidfd_getfd(pidfd: int, targetfd: int) -> int:
+    """pidfd_getfd(2): a copy (new fd, O_CLOEXEC) of another task's fd."""
+    ret = lib.ckpt_pidfd_getfd(pidfd, targetfd)
+    if ret < 0:
+        raise OSError(-ret, f"pidfd_getfd: {os.strerror(-ret)}")
+    return ret
