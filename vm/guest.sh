@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs inside the guest, started by vm/run.sh: load ckpt.ko, give CMD the
+# checkout as its working directory and the venv's python, then run it.
+# With no CMD: an interactive shell set up the same way.
+set -u
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${CKPT_VENV:-$ROOT/.venv}
+cd "$ROOT" || exit 125
+
+export PATH="$VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+export VIRTUAL_ENV="$VENV"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# the host root is shared read-only: nothing may expect to write under it
+export PYTHONDONTWRITEBYTECODE=1
+export HOME=/tmp/ckpt-home
+mkdir -p "$HOME"
+export CKPT_IN_VM=1
+
+# virtme-ng-init leaks its virtio-serial ports as fds 3-5; close them so a
+# process tree built by CMD holds only what it opened itself.
+for fd in "/proc/$$/fd/"*; do
+	n=${fd##*/}
+	if [ "$n" -gt 2 ] && [[ $(readlink "$fd" 2>/dev/null) == /dev/vport* ]]; then
+		eval "exec $n>&-"
+	fi
+done
+
+if [ "${CKPT_VM_NO_MODULE:-0}" != 1 ]; then
+	if ! out=$(insmod "$ROOT/kmod/ckpt.ko" 2>&1); then
+		echo "vm/run.sh: insmod kmod/ckpt.ko failed in the guest: $out" >&2
+		dmesg | tail -n 20 >&2
+		exit 125
+	fi
+	# devtmpfs creates the node at misc_register(); udev may still be busy
+	for _ in $(seq 50); do
+		[ -c /dev/ckpt ] && break
+		sleep 0.1
+	done
+	if [ ! -c /dev/ckpt ]; then
+		echo "vm/run.sh: ckpt.ko loaded but /dev/ckpt did not appear" >&2
+		exit 125
+	fi
+fi
+
+if [ $# -eq 0 ]; then
+	echo "pyckpt guest: $(uname -r), ckpt.ko $( [ -c /dev/ckpt ] && echo loaded || echo 'not loaded'), cwd $ROOT; exit or ^D powers off"
+	export PS1="(vm) \\w# "
+	exec bash --norc -i
+fi
+exec "$@"

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# vm/run.sh [CMD...]: boot Debian's installed kernel in QEMU through
+# virtme-ng, load kmod/ckpt.ko, and run CMD as root in the checkout with the
+# venv's python first on PATH. CMD's output and exit status come back.
+# With no CMD (and a terminal): an interactive shell in the guest.
+#
+# The guest sees the host's root read-only at the same paths (writable
+# overlays on /tmp, /etc, /var, ...), so write results to a CKPT_VM_RWDIR.
+#
+# Environment (all optional):
+#   CKPT_KVER=VER         kernel to boot (default: the one ckpt.ko was built
+#                         for, else vm/kver.sh's choice)
+#   CKPT_VM_TIMEOUT=SECS  kill the guest after this long (default 900)
+#   CKPT_VM_KVM=1         use KVM (default TCG: nested KVM hangs here)
+#   CKPT_VM_MEMORY=2G     CKPT_VM_CPUS=2
+#   CKPT_VM_NO_MODULE=1   boot without loading ckpt.ko
+#   CKPT_VM_RWDIR=D1:D2   host directories the guest may write, same paths
+#   CKPT_VM_VERBOSE=1     show the guest kernel's console
+#   CKPT_VM_VNG_ARGS=...  more vng arguments (split on spaces)
+#   CKPT_VENV=DIR         the venv (default: .venv in the checkout)
+# Other CKPT_* variables are passed on to CMD in the guest.
+#
+# Exit status: CMD's; 124 if the guest timed out; 125 if the guest could not
+# load the module; 255 if the guest died (oops and panic power it off);
+# 2 if something is missing on the host.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${CKPT_VENV:-$ROOT/.venv}
+KO=$ROOT/kmod/ckpt.ko
+TIMEOUT=${CKPT_VM_TIMEOUT:-900}
+
+die() {
+	echo "vm/run.sh: $*" >&2
+	exit 2
+}
+
+[ -x "$VENV/bin/vng" ] || die "no virtme-ng in $VENV (run make setup)"
+# vng runs virtme-run and the guest runs the venv's python: both from PATH
+export PATH="$VENV/bin:$PATH"
+
+if [ "${CKPT_VM_NO_MODULE:-0}" != 1 ]; then
+	[ -f "$KO" ] || die "kmod/ckpt.ko is missing (run make build, or set CKPT_VM_NO_MODULE=1)"
+	if [ -n "$(find "$ROOT/kmod" -maxdepth 1 -name '*.[ch]' -newer "$KO" -print -quit)" ]; then
+		echo "vm/run.sh: warning: kmod/ckpt.ko is older than its sources (make build)" >&2
+	fi
+fi
+
+# Boot the kernel the module was built for, so insmod cannot fail on vermagic.
+KVER=${CKPT_KVER:-}
+if [ -z "$KVER" ] && [ "${CKPT_VM_NO_MODULE:-0}" != 1 ] && command -v modinfo >/dev/null; then
+	KVER=$(modinfo -F vermagic "$KO" 2>/dev/null | cut -d' ' -f1) || KVER=
+fi
+[ -n "$KVER" ] || KVER=$("$ROOT/vm/kver.sh")
+KIMG=/boot/vmlinuz-$KVER
+[ -r "$KIMG" ] || die "cannot read $KIMG (is linux-image-$KVER installed? run make setup)"
+[ -d "/lib/modules/$KVER/kernel" ] || die "no /lib/modules/$KVER: virtme-ng needs its 9p and virtio modules"
+
+# Modules udev would load at boot that no test needs; they cost ~5 s of the
+# ~17 s boot under TCG (kvm alone ~4 s).
+NOLOAD=kvm,kvm_amd,kvm_intel,ahci,libahci,libata,sr_mod,cdrom,iTCO_wdt,i6300esb
+NOLOAD+=,pcspkr,i2c_i801,lpc_ich,aesni_intel,ghash_clmulni_intel,powernow_k8
+NOLOAD+=,serio_raw,joydev,evdev,sg,psmouse
+
+vng=(vng --run "$KIMG" --force-9p
+	--memory "${CKPT_VM_MEMORY:-2G}" --cpus "${CKPT_VM_CPUS:-2}"
+	--cwd "$ROOT"
+	# an oops must end the run at once, not hang it until the timeout
+	--append "oops=panic panic=-1 modprobe.blacklist=$NOLOAD")
+if [ "${CKPT_VM_KVM:-0}" = 1 ]; then
+	[ -w /dev/kvm ] || die "CKPT_VM_KVM=1 but /dev/kvm is not usable"
+else
+	vng+=(--disable-kvm)
+fi
+IFS=: read -r -a rwdirs <<<"${CKPT_VM_RWDIR:-}"
+for d in "${rwdirs[@]}"; do
+	[ -n "$d" ] || continue
+	[ -d "$d" ] || die "CKPT_VM_RWDIR: $d is not a directory"
+	vng+=(--rwdir "$(cd "$d" && pwd)")
+done
+[ "${CKPT_VM_VERBOSE:-0}" != 1 ] || vng+=(--verbose)
+if [ -n "${CKPT_VM_VNG_ARGS:-}" ]; then
+	read -r -a extra <<<"$CKPT_VM_VNG_ARGS"
+	vng+=("${extra[@]}")
+fi
+
+# POSIX single quotes: the guest runs the --exec string with /bin/sh.
+shq() {
+	local s=${1//\'/\'\\\'\'}
+	printf "'%s'" "$s"
+}
+
+if [ $# -eq 0 ]; then
+	if ! [ -t 0 ] || ! [ -t 1 ]; then
+		die "no CMD and no terminal: give a command to run"
+	fi
+	# the console shell: vng's own, started through guest.sh; no timeout
+	exec "${vng[@]}" --shell "$ROOT/vm/guest.sh"
+fi
+
+guestcmd="env"
+while IFS='=' read -r name _; do
+	guestcmd+=" $(shq "$name=${!name}")"
+done < <(env | grep -E '^CKPT_[A-Za-z0-9_]*=' || true)
+guestcmd+=" $(shq "$ROOT/vm/guest.sh")"
+for a in "$@"; do
+	guestcmd+=" $(shq "$a")"
+done
+vng+=(--exec "$guestcmd")
+
+# Our own timeout instead of timeout(1): vng forks qemu, and killing vng
+# alone would leave qemu running and holding our stdout open.
+vng_pid=
+sleep_pid=
+kill_guest() {
+	local kids=() c
+	[ -n "$vng_pid" ] || return 0
+	read -r -a kids <"/proc/$vng_pid/task/$vng_pid/children" 2>/dev/null || true
+	for c in "${kids[@]}"; do
+		kill -TERM "$c" 2>/dev/null || true
+	done
+	kill -TERM "$vng_pid" 2>/dev/null || true
+}
+# shellcheck disable=SC2317  # reached through trap
+on_signal() {
+	kill_guest
+	[ -z "$sleep_pid" ] || kill "$sleep_pid" 2>/dev/null || true
+	[ -z "${tmp:-}" ] || rm -rf "$tmp"
+	exit "$1"
+}
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+trap 'on_signal 129' HUP
+
+# QEMU reopens /proc/self/fd/1 and 2: into a regular file that means a new
+# offset at 0 and lost bytes. Hand it pipes unless they are terminals.
+tmp=$(mktemp -d)
+out=/dev/stdout err=/dev/stderr cats=()
+if ! [ -t 1 ]; then
+	mkfifo "$tmp/out"
+	cat <"$tmp/out" &
+	cats+=($!) out=$tmp/out
+fi
+if ! [ -t 2 ]; then
+	mkfifo "$tmp/err"
+	cat <"$tmp/err" >&2 &
+	cats+=($!) err=$tmp/err
+fi
+
+sleep "$TIMEOUT" >/dev/null 2>&1 &
+sleep_pid=$!
+# explicit <&0: a background job would otherwise read /dev/null
+"${vng[@]}" <&0 >"$out" 2>"$err" &
+vng_pid=$!
+
+rc=0
+wait -n -p done_pid "$vng_pid" "$sleep_pid" || rc=$?
+if [ "$done_pid" = "$sleep_pid" ]; then
+	echo "vm/run.sh: guest timed out after ${TIMEOUT}s (CKPT_VM_TIMEOUT), killing it" >&2
+	kill_guest
+	wait "$vng_pid" 2>/dev/null || true
+	rc=124
+else
+	kill "$sleep_pid" 2>/dev/null || true
+	wait "$sleep_pid" 2>/dev/null || true
+fi
+# let the last bytes through before we return
+[ "${#cats[@]}" -eq 0 ] || wait "${cats[@]}" 2>/dev/null || true
+rm -rf "$tmp"
+exit "$rc"
