@@ -13,7 +13,7 @@ import errno as _errno
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from pyckpt.abi import (
     DEVICE,
@@ -40,7 +40,9 @@ __all__ = [
     "pidfd_getfd",
 ]
 
-BATCH_MAX: int = lib.CKPT_BATCH_MAX
+BATCH_MAX: int = lib.CKPT_BATCH_MAX  # items per batch ioctl
+# every request goes through this one function (tests wrap it to count calls)
+_ioctl = lib.ckpt_ioctl
 _OBJ_ARG = "struct ckpt_obj_arg"
 
 
@@ -55,8 +57,8 @@ class FileInfo:
     pos: int
 
 
-@dataclass(frozen=True)
-class LookupResult:
+class LookupResult(NamedTuple):
+    # a tuple, not a dataclass: batches make 10^5 of them
     objref: int
     first: bool
     file: FileInfo | None  # FILE objects, first time only
@@ -99,10 +101,15 @@ def _file_info(c: Any) -> FileInfo:
     )
 
 
+_FIRST = int(ObjFlag.FIRST)  # plain ints: enum arithmetic is slow per item
+_FILE = int(ObjType.FILE)
+
+
 def _lookup_result(a: Any) -> LookupResult:
-    first = bool(a.flags & ObjFlag.FIRST)
-    info = _file_info(a.file) if first and a.type == ObjType.FILE else None
-    return LookupResult(objref=a.objref, first=first, file=info)
+    if a.flags & _FIRST:
+        info = _file_info(a.file) if a.type == _FILE else None
+        return LookupResult(a.objref, True, info)
+    return LookupResult(a.objref, False, None)
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[tuple[int, Sequence[Any]]]:
@@ -188,7 +195,7 @@ class Context:
         that tests can send shorter, longer or unknown requests.
         """
         fd = self.fileno()
-        ret = lib.ckpt_ioctl(fd, req, arg)
+        ret = _ioctl(fd, req, arg)
         if ret < 0:
             raise self._error(-ret, name or ioctl_name(req))
         return ret
@@ -207,7 +214,7 @@ class Context:
         arg.buf = int(ffi.cast("uintptr_t", buf))
         arg.count = lib.CKPT_ERR_LOG_MAX
         arg.since = since
-        ret = lib.ckpt_ioctl(self.fileno(), lib.CKPT_IOC_ERRORS, arg)
+        ret = _ioctl(self.fileno(), lib.CKPT_IOC_ERRORS, arg)
         if ret < 0:
             # not through self.ioctl(): reading the log must not recurse
             raise CkptError(-ret, "CKPT_IOC_ERRORS")
@@ -307,7 +314,7 @@ class Context:
             b.items = int(ffi.cast("uintptr_t", arr))
             b.count = len(chunk)
             b.item_size = ffi.sizeof(_OBJ_ARG)
-            ret = lib.ckpt_ioctl(self.fileno(), req, b)
+            ret = _ioctl(self.fileno(), req, b)
             if ret < 0:
                 done = min(b.done, len(chunk))
                 results.extend(result(arr[i]) for i in range(done))

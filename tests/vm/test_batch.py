@@ -9,9 +9,8 @@ import os
 import pytest
 from vmhelpers import Fds, raises_errno
 
-from pyckpt import CkptError, Context, FileKind, ObjType
+from pyckpt import CkptError, Context, FileKind, ObjType, device
 from pyckpt.abi import lib
-from pyckpt.device import BATCH_MAX
 
 
 def test_lookup_add_many_matches_single_calls(make_ctx, pipe) -> None:
@@ -84,25 +83,55 @@ def test_fetch_many_failure_returns_what_it_installed(
     assert all(os.fstat(fd) for fd in e.results)  # real fds the caller must close
 
 
-def test_more_than_batch_max_items(ctx: Context, pipe) -> None:
-    # chunked into ceil(n / CKPT_BATCH_MAX) ioctls; the results line up
+def test_full_batch_in_one_ioctl(ctx: Context, pipe, monkeypatch) -> None:
+    # exactly CKPT_BATCH_MAX items is allowed (one more is EMSGSIZE below)
+    calls = count_ioctls(monkeypatch)
     r, _ = pipe()
-    n = BATCH_MAX + 5
-    res = ctx.lookup_add_many([r] * n)
-    assert len(res) == n
+    res = ctx.lookup_add_many([r] * lib.CKPT_BATCH_MAX)
+    assert calls == [lib.CKPT_IOC_LOOKUP_ADD_BATCH]
+    assert len(res) == lib.CKPT_BATCH_MAX
     assert res[0].first and not any(x.first for x in res[1:])
     assert {x.objref for x in res} == {1}
 
 
-def test_failure_in_second_chunk_counts_all_done(ctx: Context, pipe) -> None:
-    r, _ = pipe()
-    n = BATCH_MAX + 3
-    handles = [r] * n
-    handles[BATCH_MAX + 1] = -1
-    with raises_errno(errno.EBADF) as info:
-        ctx.lookup_add_many(handles)
-    assert info.value.done == BATCH_MAX + 1
-    assert len(info.value.results) == BATCH_MAX + 1
+def count_ioctls(monkeypatch) -> list[int]:
+    """Record the request of every ioctl pyckpt makes from now on."""
+    calls: list[int] = []
+    real = device._ioctl
+
+    def spy(fd: int, req: int, arg: object) -> int:
+        calls.append(req)
+        return real(fd, req, arg)
+
+    monkeypatch.setattr(device, "_ioctl", spy)
+    return calls
+
+
+def test_chunks_of_batch_max(ctx: Context, monkeypatch) -> None:
+    # more items than fit in one ioctl: ceil(n / BATCH_MAX) ioctls, results
+    # in order (a small BATCH_MAX keeps the test fast; the kernel's own limit
+    # is exercised by test_full_batch_in_one_ioctl and test_oversized_count)
+    monkeypatch.setattr(device, "BATCH_MAX", 3)
+    ids = [ctx.test_new() for _ in range(10)]
+    calls = count_ioctls(monkeypatch)
+    res = ctx.lookup_add_many([(i, ObjType.TEST) for i in ids + ids[:2]])
+    assert calls == [lib.CKPT_IOC_LOOKUP_ADD_BATCH] * 4
+    assert [x.objref for x in res] == [*range(1, 11), 1, 2]
+    assert [x.first for x in res] == [True] * 10 + [False] * 2
+    calls.clear()
+    assert ctx.fetch_many(list(range(1, 11)), ObjType.TEST) == ids
+    assert len(calls) == 4
+
+
+def test_failure_in_a_later_chunk_counts_all_done(ctx: Context, monkeypatch) -> None:
+    monkeypatch.setattr(device, "BATCH_MAX", 4)
+    ids = [ctx.test_new() for _ in range(10)]
+    items = [(n + 1, i, ObjType.TEST) for n, i in enumerate(ids)]
+    items[6] = (1, ids[6], ObjType.TEST)  # duplicate objref in the 2nd chunk
+    with raises_errno(errno.EEXIST, "CKPT_IOC_INSERT_BATCH") as info:
+        ctx.insert_many(items)
+    assert info.value.done == 6
+    assert ctx.stats().nr_objs == 6
 
 
 @pytest.mark.parametrize("count", [lib.CKPT_BATCH_MAX + 1, 2**32 - 1])
