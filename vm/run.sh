@@ -108,18 +108,22 @@ for a in "$@"; do
 done
 vng+=(--exec "$guestcmd")
 
-# Our own timeout instead of timeout(1): vng forks qemu, and killing vng
-# alone would leave qemu running and holding our stdout open.
+# Our own timeout instead of timeout(1): vng runs virtme-run, which runs
+# qemu; killing vng alone would leave qemu running, holding our stdout open.
 vng_pid=
 sleep_pid=
-kill_guest() {
+descendants() {
 	local kids=() c
-	[ -n "$vng_pid" ] || return 0
-	read -r -a kids <"/proc/$vng_pid/task/$vng_pid/children" 2>/dev/null || true
+	read -r -a kids <"/proc/$1/task/$1/children" 2>/dev/null || true
 	for c in "${kids[@]}"; do
-		kill -TERM "$c" 2>/dev/null || true
+		echo "$c"
+		descendants "$c"
 	done
-	kill -TERM "$vng_pid" 2>/dev/null || true
+}
+kill_guest() {
+	[ -n "$vng_pid" ] || return 0
+	# shellcheck disable=SC2046  # pids, one word each
+	kill -TERM $(descendants "$vng_pid") "$vng_pid" 2>/dev/null || true
 }
 # shellcheck disable=SC2317  # reached through trap
 on_signal() {

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# vm/run-tests.sh [PYTEST ARGS...]: boot once, run tests/vm under pytest in
+# the guest (vm/guest-tests.sh), rmmod ckpt, save the kernel log, and judge.
+#
+# Results, in $CKPT_RESULTS (default: results/ in the checkout), come back
+# through a writable share, never from the console:
+#   vm.xml          pytest's JUnit XML
+#   vm-harness.xml  this script's own checks, as JUnit (for tests/summary.py)
+#   vm-dmesg.txt    the guest's kernel log after rmmod
+#   vm-status       key=value notes from the guest (times, exit codes, taint)
+#   vm-console.log  what the guest printed (for people, not parsed)
+# Exits non-zero if a test failed, the guest timed out or died, rmmod failed,
+# the kernel log shows a warning, oops, BUG, list corruption or leak, or the
+# kernel was tainted by anything but an unsigned out-of-tree module.
+# Environment: CKPT_RESULTS, and vm/run.sh's (CKPT_VM_TIMEOUT, CKPT_VM_KVM...).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RESULTS=${CKPT_RESULTS:-$ROOT/results}
+mkdir -p "$RESULTS" && RESULTS=$(cd "$RESULTS" && pwd) || exit 2
+rm -f "$RESULTS"/vm.xml "$RESULTS"/vm-harness.xml "$RESULTS"/vm-dmesg.txt \
+	"$RESULTS"/vm-status "$RESULTS"/vm-console.log
+
+# Kernel log lines that fail the run. The taint messages of an unsigned
+# out-of-tree module ("loading out-of-tree module taints kernel", "module
+# verification failed") are expected and match none of these.
+BAD_DMESG='\bBUG\b|WARNING:|Oops|general protection fault|list_(add|del) corruption'
+BAD_DMESG+='|KASAN|UBSAN|Call Trace:|Kernel panic|refcount_t:|soft lockup|hard LOCKUP'
+BAD_DMESG+='|blocked for more than|rcu_.* detected stall|stack-protector|double fault'
+BAD_DMESG+='|Unable to handle|unable to handle|ckpt: leaked'
+# /proc/sys/kernel/tainted bits allowed: O (out-of-tree) and E (unsigned)
+TAINT_OK=$(((1 << 12) | (1 << 13)))
+
+t0=$(date +%s.%N)
+CKPT_RESULTS=$RESULTS CKPT_VM_RWDIR="$RESULTS${CKPT_VM_RWDIR:+:$CKPT_VM_RWDIR}" \
+	"$ROOT/vm/run.sh" "$ROOT/vm/guest-tests.sh" "$@" </dev/null 2>&1 |
+	tee "$RESULTS/vm-console.log"
+rc=${PIPESTATUS[0]}
+t1=$(date +%s.%N)
+
+declare -A st=()
+if [ -f "$RESULTS/vm-status" ]; then
+	while IFS='=' read -r k v; do
+		st[$k]=$v
+	done <"$RESULTS/vm-status"
+fi
+
+# Each check becomes a JUnit test case, so tests/summary.py counts it.
+cases=() fails=0
+check() { # NAME OK|failure-message
+	local name=$1 msg=$2
+	if [ "$msg" = OK ]; then
+		cases+=("<testcase classname=\"vm.harness\" name=\"$name\"/>")
+	else
+		fails=$((fails + 1))
+		echo "vm/run-tests.sh: FAILED $name: $msg" >&2
+		msg=$(printf '%s' "$msg" | sed -e 's/&/\&amp;/g' -e 's/</\&lt;/g' \
+			-e 's/>/\&gt;/g' -e 's/"/\&quot;/g')
+		cases+=("<testcase classname=\"vm.harness\" name=\"$name\"><failure message=\"$msg\"/></testcase>")
+	fi
+}
+
+case $rc in
+124) why="guest timed out (CKPT_VM_TIMEOUT=${CKPT_VM_TIMEOUT:-900}s)" ;;
+125) why="guest could not load kmod/ckpt.ko" ;;
+255) why="guest died before its command ended (oops or panic? see vm-console.log)" ;;
+*) why="guest did not finish its script (vm/run.sh exit $rc)" ;;
+esac
+[ "${st[finished]:-}" = 1 ] && [ "$rc" != 124 ] && why=OK
+check guest_completed "$why"
+
+if [ -n "${st[pytest]:-}" ]; then
+	case ${st[pytest]} in
+	0 | 1) check pytest_ran OK ;; # failures are counted from vm.xml
+	5) check pytest_ran "pytest collected no test in tests/vm" ;;
+	*) check pytest_ran "pytest exited with status ${st[pytest]} (usage or internal error)" ;;
+	esac
+fi
+
+if [ -n "${st[rmmod]:-}" ]; then
+	if [ "${st[rmmod]}" = 0 ]; then
+		check rmmod_ckpt OK
+	else
+		check rmmod_ckpt "rmmod ckpt failed (status ${st[rmmod]}): a context or reference left behind?"
+	fi
+fi
+
+if [ -f "$RESULTS/vm-dmesg.txt" ]; then
+	bad=$(grep -E "$BAD_DMESG" "$RESULTS/vm-dmesg.txt" | head -n 20)
+	if [ -z "$bad" ]; then
+		check dmesg_clean OK
+	else
+		check dmesg_clean "kernel log (vm-dmesg.txt): $(printf '%s' "$bad" | head -n 5 | tr '\n' '|')"
+		printf '%s\n' "$bad" >&2
+	fi
+fi
+
+if [ -n "${st[tainted]:-}" ]; then
+	t=${st[tainted]}
+	if ((t & ~TAINT_OK)); then
+		check kernel_taint "kernel tainted $t (allowed: O and E, $TAINT_OK); see Documentation/admin-guide/tainted-kernels.rst"
+	else
+		check kernel_taint OK
+	fi
+fi
+
+{
+	echo '<?xml version="1.0" encoding="utf-8"?>'
+	echo "<testsuites><testsuite name=\"vm-harness\" tests=\"${#cases[@]}\" failures=\"$fails\" errors=\"0\" skipped=\"0\">"
+	printf '%s\n' "${cases[@]}"
+	echo '</testsuite></testsuites>'
+} >"$RESULTS/vm-harness.xml"
+
+# Times: the host clock before vng; the guest's own clock (set from the
+# host's RTC at boot) around pytest.
+awk -v t0="$t0" -v t1="$t1" -v s="${st[t_start]:-}" -v e="${st[t_end]:-}" 'BEGIN {
+	if (s != "" && e != "")
+		printf "vm: boot %.1f s, tests %.1f s, rmmod+dmesg+poweroff %.1f s, total %.1f s\n",
+			s - t0, e - s, t1 - e, t1 - t0
+	else
+		printf "vm: total %.1f s (the guest never started pytest)\n", t1 - t0
+}'
+
+[ "$fails" -eq 0 ] && [ "${st[pytest]:-1}" = 0 ]
