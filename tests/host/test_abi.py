@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pyckpt.abi import (
     IOCTLS,
@@ -170,3 +172,22 @@ def test_array_lengths_from_the_header() -> None:
     fields = dict(ffi.typeof("struct ckpt_err_entry").fields)
     assert ffi.sizeof(fields["func"].type) == lib.CKPT_ERR_FUNC_LEN
     assert ffi.sizeof(fields["msg"].type) == lib.CKPT_ERR_MSG_LEN
+
+
+@given(
+    direction=st.integers(0, lib._IOC_DIRMASK),
+    type_=st.integers(0, lib._IOC_TYPEMASK),
+    nr=st.integers(0, lib._IOC_NRMASK),
+    size=st.integers(0, lib._IOC_SIZEMASK),
+)
+def test_ioc_encoding_round_trips(
+    direction: int, type_: int, nr: int, size: int
+) -> None:
+    req = ioc(direction, type_, nr, size)
+    assert (ioc_dir(req), ioc_type(req), ioc_nr(req), ioc_size(req)) == (
+        direction,
+        type_,
+        nr,
+        size,
+    )
+    assert 0 <= req < 1 << 32

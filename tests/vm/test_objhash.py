@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import tempfile
 
 import pytest
@@ -253,3 +254,43 @@ def test_lookup_counters_move(ctx: Context) -> None:
     ctx.lookup_add(t, ObjType.TEST)
     ctx.lookup_add(t, ObjType.TEST)
     assert ctx.stats().lookups > before
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_objrefs_follow_a_model(ctx: Context, fds: Fds, seed: int) -> None:
+    # random lookups of pipe ends, their dups and test objects against a
+    # model of the rules: a new file takes the next objref, then its inode
+    # (if new) the one after; a known object keeps its objref and is not new
+    rng = random.Random(seed)
+    handles: list[tuple[int, ObjType, object, object]] = []  # fd/id, type, file, inode
+    for p in range(4):
+        r, w = os.pipe()
+        d = os.dup(w)
+        fds.add(r, w, d)
+        handles += [
+            (r, ObjType.FILE, (p, "r"), p),
+            (w, ObjType.FILE, (p, "w"), p),
+            (d, ObjType.FILE, (p, "w"), p),
+        ]
+    for _ in range(6):
+        t = ctx.test_new()
+        handles.append((t, ObjType.TEST, ("test", t), None))
+    model: dict[object, int] = {}
+    next_ref = 1
+    for _ in range(150):
+        handle, type_, key, inode = rng.choice(handles)
+        res = ctx.lookup_add(handle, type_)
+        if key in model:
+            assert (res.objref, res.first) == (model[key], False), key
+            continue
+        model[key] = next_ref
+        next_ref += 1
+        assert (res.objref, res.first) == (model[key], True), key
+        if inode is not None:
+            if ("inode", inode) not in model:
+                model["inode", inode] = next_ref
+                next_ref += 1
+            assert res.file.inode_objref == model["inode", inode]
+    st = ctx.stats()
+    assert st.nr_objs == len(model)
+    assert st.next_objref == next_ref
