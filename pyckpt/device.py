@@ -201,6 +201,10 @@ class Context:
         return ret
 
     def _error(self, err: int, name: str, **extra: Any) -> CkptError:
+        # Every failure reads the log up to its newest entry, so the entries
+        # after the last seq seen are this call's own (the kernel logs under
+        # the context's mutex); only another process sharing this context
+        # fd could slip its own entries in between.
         try:
             entries = self.errors(since=self._err_seen)
         except CkptError:
