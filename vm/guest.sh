@@ -26,6 +26,21 @@ for fd in "/proc/$$/fd/"*; do
 	fi
 done
 
+# vm/run.sh exports / a second time as "ckptroot": mounted with cache=loose,
+# it serves the read-only trees that Python imports from out of the guest's
+# page cache instead of a host round trip per lookup (imports 3x faster).
+# The host must not change them during the run; results/ stays uncached.
+fast=/run/ckpt-root
+if grep -qsx ckptroot /sys/bus/virtio/drivers/9pnet_virtio/*/mount_tag &&
+	mkdir -p "$fast" &&
+	mount -t 9p -o ro,trans=virtio,version=9p2000.L,cache=loose,msize=512000,access=any \
+		ckptroot "$fast"; then
+	for d in /usr/lib/python3 /usr/lib/python3.11 /usr/local/lib/python3.11 \
+		/usr/src "$VENV" "$ROOT/pyckpt" "$ROOT/tests"; do
+		[ -d "$fast$d" ] && mount --bind "$fast$d" "$d"
+	done
+fi
+
 if [ "${CKPT_VM_NO_MODULE:-0}" != 1 ]; then
 	if ! out=$(insmod "$ROOT/kmod/ckpt.ko" 2>&1); then
 		echo "vm/run.sh: insmod kmod/ckpt.ko failed in the guest: $out" >&2

@@ -16,6 +16,7 @@
 #   CKPT_VM_NO_MODULE=1   boot without loading ckpt.ko
 #   CKPT_VM_RWDIR=D1:D2   host directories the guest may write, same paths
 #   CKPT_VM_VERBOSE=1     show the guest kernel's console
+#   CKPT_VM_FASTFS=0      no cached view of Python, the venv and the checkout
 #   CKPT_VM_VNG_ARGS=...  more vng arguments (split on spaces)
 #   CKPT_VENV=DIR         the venv (default: .venv in the checkout)
 # Other CKPT_* variables are passed on to CMD in the guest.
@@ -78,6 +79,15 @@ for d in "${rwdirs[@]}"; do
 	[ -d "$d" ] || die "CKPT_VM_RWDIR: $d is not a directory"
 	vng+=(--rwdir "$(cd "$d" && pwd)")
 done
+# The root that vng exports is mounted uncached, and Python's imports over it
+# cost seconds under TCG. A second export of / lets vm/guest.sh mount the
+# trees that only get read (Python, the venv, tests) with cache=loose.
+if [ "${CKPT_VM_FASTFS:-1}" = 1 ]; then
+	# shellcheck disable=SC2054  # commas inside qemu option values
+	vng+=(--qemu-opts=-fsdev
+		--qemu-opts=local,id=ckptfs,path=/,security_model=none,readonly=on,multidevs=remap
+		--qemu-opts=-device --qemu-opts=virtio-9p-pci,fsdev=ckptfs,mount_tag=ckptroot)
+fi
 [ "${CKPT_VM_VERBOSE:-0}" != 1 ] || vng+=(--verbose)
 if [ -n "${CKPT_VM_VNG_ARGS:-}" ]; then
 	read -r -a extra <<<"$CKPT_VM_VNG_ARGS"
