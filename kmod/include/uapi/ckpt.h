@@ -17,7 +17,9 @@
  *   ENOTTY    unknown ioctl
  *   EPROTO    argument struct shorter than its first version
  *   E2BIG     argument struct longer than known, with a non-zero tail
- *   EMSGSIZE  batch count above CKPT_BATCH_MAX, or a tag log buffer too big
+ *   EMSGSIZE  batch count above CKPT_BATCH_MAX, or a tag or error log
+ *             buffer above CKPT_TAGS_MAX or CKPT_ERR_LOG_MAX entries
+ *   ENOSPC    deferred LOG when the tag log already holds CKPT_TAGS_MAX
  *   EINVAL    objref <= 0, unknown type/policy/action/flag, non-zero padding
  *   ENOENT    objref names no object in this context
  *   EEXIST    objref already used (insert)
