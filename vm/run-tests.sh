@@ -9,6 +9,8 @@
 #   vm-dmesg.txt    the guest's kernel log after rmmod
 #   vm-status       key=value notes from the guest (times, exit codes, taint)
 #   vm-console.log  what the guest printed (for people, not parsed)
+#   vm-kernel.log   the guest kernel's console, warnings and worse: the oops
+#                   or panic of a guest that died is there
 # Exits non-zero if a test failed, the guest timed out or died, rmmod failed,
 # the kernel log shows a warning, oops, BUG, list corruption or leak, or the
 # kernel was tainted by anything but an unsigned out-of-tree module.
@@ -19,7 +21,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RESULTS=${CKPT_RESULTS:-$ROOT/results}
 mkdir -p "$RESULTS" && RESULTS=$(cd "$RESULTS" && pwd) || exit 2
 rm -f "$RESULTS"/vm.xml "$RESULTS"/vm-harness.xml "$RESULTS"/vm-dmesg.txt \
-	"$RESULTS"/vm-status "$RESULTS"/vm-console.log
+	"$RESULTS"/vm-status "$RESULTS"/vm-console.log "$RESULTS"/vm-kernel.log
 
 # Kernel log lines that fail the run. The taint messages of an unsigned
 # out-of-tree module ("loading out-of-tree module taints kernel", "module
@@ -33,7 +35,7 @@ TAINT_OK=$(((1 << 12) | (1 << 13)))
 
 t0=$(date +%s.%N)
 CKPT_RESULTS=$RESULTS CKPT_VM_RWDIR="$RESULTS${CKPT_VM_RWDIR:+:$CKPT_VM_RWDIR}" \
-	"$ROOT/vm/run.sh" "$ROOT/vm/guest-tests.sh" "$@" </dev/null 2>&1 |
+	CKPT_VM_CONSOLE=$RESULTS/vm-kernel.log "$ROOT/vm/run.sh" "$ROOT/vm/guest-tests.sh" "$@" </dev/null 2>&1 |
 	tee "$RESULTS/vm-console.log"
 rc=${PIPESTATUS[0]}
 t1=$(date +%s.%N)
@@ -68,6 +70,10 @@ case $rc in
 esac
 [ "${st[finished]:-}" = 1 ] && [ "$rc" != 124 ] && why=OK
 check guest_completed "$why"
+if [ "$why" != OK ] && [ -s "$RESULTS/vm-kernel.log" ]; then
+	echo "--- last lines of the guest kernel's console (vm-kernel.log):" >&2
+	tail -n 40 "$RESULTS/vm-kernel.log" >&2
+fi
 
 if [ -n "${st[pytest]:-}" ]; then
 	case ${st[pytest]} in
@@ -85,12 +91,15 @@ if [ -n "${st[rmmod]:-}" ]; then
 	fi
 fi
 
-if [ -f "$RESULTS/vm-dmesg.txt" ]; then
-	bad=$(grep -E "$BAD_DMESG" "$RESULTS/vm-dmesg.txt" | head -n 20)
+# a guest that died left no vm-dmesg.txt: judge its console instead
+klog=$RESULTS/vm-dmesg.txt
+[ -f "$klog" ] || klog=$RESULTS/vm-kernel.log
+if [ -f "$klog" ]; then
+	bad=$(grep -E "$BAD_DMESG" "$klog" | head -n 20)
 	if [ -z "$bad" ]; then
 		check dmesg_clean OK
 	else
-		check dmesg_clean "kernel log (vm-dmesg.txt): $(printf '%s' "$bad" | head -n 5 | tr '\n' '|')"
+		check dmesg_clean "kernel log (${klog##*/}): $(printf '%s' "$bad" | head -n 3 | tr '\n' ' ')"
 		printf '%s\n' "$bad" >&2
 	fi
 fi
@@ -117,6 +126,9 @@ awk -v t0="$t0" -v t1="$t1" -v s="${st[t_start]:-}" -v e="${st[t_end]:-}" 'BEGIN
 	if (s != "" && e != "")
 		printf "vm: boot %.1f s, tests %.1f s, rmmod+dmesg+poweroff %.1f s, total %.1f s\n",
 			s - t0, e - s, t1 - e, t1 - t0
+	else if (s != "")
+		printf "vm: boot %.1f s, then the guest ended or was stopped %.1f s into the tests\n",
+			s - t0, t1 - s
 	else
 		printf "vm: total %.1f s (the guest never started pytest)\n", t1 - t0
 }'

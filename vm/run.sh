@@ -16,6 +16,7 @@
 #   CKPT_VM_NO_MODULE=1   boot without loading ckpt.ko
 #   CKPT_VM_RWDIR=D1:D2   host directories the guest may write, same paths
 #   CKPT_VM_VERBOSE=1     show the guest kernel's console
+#   CKPT_VM_CONSOLE=FILE  save the guest kernel's console (warnings and worse)
 #   CKPT_VM_FASTFS=0      no cached view of Python, the venv and the checkout
 #   CKPT_VM_VNG_ARGS=...  more vng arguments (split on spaces)
 #   CKPT_VENV=DIR         the venv (default: .venv in the checkout)
@@ -89,6 +90,17 @@ if [ "${CKPT_VM_FASTFS:-1}" = 1 ]; then
 		--qemu-opts=-device --qemu-opts=virtio-9p-pci,fsdev=ckptfs,mount_tag=ckptroot)
 fi
 [ "${CKPT_VM_VERBOSE:-0}" != 1 ] || vng+=(--verbose)
+# vng sends the kernel console to /dev/null when running a command; a
+# virtio console (hvc0; ttyS0 is taken and the 8250 driver has one console)
+# keeps warnings, oopses and the panic of a guest that died.
+if [ -n "${CKPT_VM_CONSOLE:-}" ] && [ $# -gt 0 ]; then
+	: >"$CKPT_VM_CONSOLE" || die "cannot write CKPT_VM_CONSOLE=$CKPT_VM_CONSOLE"
+	# shellcheck disable=SC2054  # commas inside qemu option values
+	vng+=(--qemu-opts=-chardev "--qemu-opts=file,id=ckptklog,path=$CKPT_VM_CONSOLE"
+		--qemu-opts=-device --qemu-opts=virtio-serial-pci,id=ckptvs
+		--qemu-opts=-device --qemu-opts=virtconsole,chardev=ckptklog,bus=ckptvs.0
+		--append "console=hvc0 loglevel=5")
+fi
 if [ -n "${CKPT_VM_VNG_ARGS:-}" ]; then
 	read -r -a extra <<<"$CKPT_VM_VNG_ARGS"
 	vng+=("${extra[@]}")
@@ -131,9 +143,16 @@ descendants() {
 	done
 }
 kill_guest() {
+	local pids i
 	[ -n "$vng_pid" ] || return 0
-	# shellcheck disable=SC2046  # pids, one word each
-	kill -TERM $(descendants "$vng_pid") "$vng_pid" 2>/dev/null || true
+	read -r -a pids <<<"$(descendants "$vng_pid" | tr '\n' ' ')"
+	kill -TERM "${pids[@]}" "$vng_pid" 2>/dev/null || true
+	# until qemu is gone (vng itself stays a zombie until we wait for it)
+	for i in $(seq 50); do
+		kill -0 "${pids[@]}" 2>/dev/null || return 0
+		[ "$i" != 50 ] || kill -KILL "${pids[@]}" 2>/dev/null || true
+		sleep 0.2
+	done
 }
 # shellcheck disable=SC2317  # reached through trap
 on_signal() {
