@@ -24,7 +24,7 @@ build: $(PYSTAMP)
 	@$(SUBMAKE) -C kmod/host
 
 # the PyPI packages, and the cffi extension pyckpt._ckpt (built from ckpt.h)
-$(PYSTAMP): pyproject.toml setup.py cffi_build.py kmod/include/uapi/ckpt.h
+$(PYSTAMP): $(wildcard pyproject.toml setup.py cffi_build.py kmod/include/uapi/ckpt.h)
 	@test -x $(PY) || { echo "no $(VENV): run make setup" >&2; exit 1; }
 	@mkdir -p build
 	@echo "pip install -e '.[test,vm]' (log: build/pip.log)"

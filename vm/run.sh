@@ -28,6 +28,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# CI may start us with no stdin at all; qemu needs something to read
+[ -e "/proc/$$/fd/0" ] || exec </dev/null
 VENV=${CKPT_VENV:-$ROOT/.venv}
 KO=$ROOT/kmod/ckpt.ko
 TIMEOUT=${CKPT_VM_TIMEOUT:-900}
