@@ -108,29 +108,40 @@ if [ -n "${CKPT_VM_VNG_ARGS:-}" ]; then
 	vng+=("${extra[@]}")
 fi
 
-# POSIX single quotes: the guest runs the --exec string with /bin/sh.
-shq() {
+# The guest's command goes into a script under the host's /tmp, which the
+# guest sees (read-only) at the same path: the kernel command line, where
+# vng would put it, holds only 2 KiB. CKPT_* variables go along.
+tmp=$(mktemp -d)
+shq() { # POSIX single quotes
 	local s=${1//\'/\'\\\'\'}
 	printf "'%s'" "$s"
 }
+{
+	echo '#!/bin/sh'
+	printf 'exec env'
+	for name in $(compgen -e); do
+		[[ $name != CKPT_* ]] || printf ' %s' "$(shq "$name=${!name}")"
+	done
+	printf ' %s' "$(shq "$ROOT/vm/guest.sh")"
+	for a in "$@"; do
+		printf ' %s' "$(shq "$a")"
+	done
+	echo
+} >"$tmp/guest-cmd"
+chmod 755 "$tmp" "$tmp/guest-cmd"
 
 if [ $# -eq 0 ]; then
 	if ! [ -t 0 ] || ! [ -t 1 ]; then
+		rm -rf "$tmp"
 		die "no CMD and no terminal: give a command to run"
 	fi
-	# the console shell: vng's own, started through guest.sh; no timeout
-	exec "${vng[@]}" --shell "$ROOT/vm/guest.sh"
+	# vng's own console shell, started through guest.sh; no timeout
+	rc=0
+	"${vng[@]}" --shell "$tmp/guest-cmd" || rc=$?
+	rm -rf "$tmp"
+	exit "$rc"
 fi
-
-guestcmd="env"
-while IFS='=' read -r name _; do
-	guestcmd+=" $(shq "$name=${!name}")"
-done < <(env | grep -E '^CKPT_[A-Za-z0-9_]*=' || true)
-guestcmd+=" $(shq "$ROOT/vm/guest.sh")"
-for a in "$@"; do
-	guestcmd+=" $(shq "$a")"
-done
-vng+=(--exec "$guestcmd")
+vng+=(--exec "$tmp/guest-cmd")
 
 # Our own timeout instead of timeout(1): vng runs virtme-run, which runs
 # qemu; killing vng alone would leave qemu running, holding our stdout open.
@@ -169,7 +180,6 @@ trap 'on_signal 129' HUP
 
 # QEMU reopens /proc/self/fd/1 and 2: into a regular file that means a new
 # offset at 0 and lost bytes. Hand it pipes unless they are terminals.
-tmp=$(mktemp -d)
 out=/dev/stdout err=/dev/stderr cats=()
 if ! [ -t 1 ]; then
 	mkfifo "$tmp/out"
