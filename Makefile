@@ -58,7 +58,7 @@ vm-shell: setup
 clean:
 	-@$(SUBMAKE) -C kmod clean KVER=$(KVER) >/dev/null 2>&1
 	-@$(SUBMAKE) -C kmod/host clean >/dev/null
-	rm -rf $(RESULTS) build pyckpt.egg-info pyckpt/_ckpt.c pyckpt/_ckpt*.o \
+	rm -rf $(RESULTS) build .hypothesis pyckpt.egg-info pyckpt/_ckpt.c pyckpt/_ckpt*.o \
 		pyckpt/_ckpt*.so $(PYSTAMP)
 
 distclean: clean
