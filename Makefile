@@ -13,7 +13,7 @@ KVER = $(shell vm/kver.sh)
 PYSTAMP := $(VENV)/.pyckpt-installed
 SUBMAKE := $(MAKE) --no-print-directory
 
-.PHONY: build setup test demo vm-shell clean distclean
+.PHONY: build setup test demo bench vm-shell clean distclean
 
 setup:
 	@vm/setup.sh
@@ -51,6 +51,10 @@ test: setup
 
 demo: setup
 	@vm/run.sh python -m pyckpt.demo
+
+# figures of the host core (not tests): fixed vs growing buckets, clear vs kfree
+bench: setup
+	@$(SUBMAKE) -C kmod/host bench
 
 vm-shell: setup
 	@vm/run.sh
