@@ -59,6 +59,25 @@ static int check_live(struct ckpt_ctx *ctx, int objref, const char *func)
 
 /* ---- objects ------------------------------------------------------------ */
 
+/* type, flags and state of one object operation; NULL after logging why */
+static const struct ckpt_obj_ops *obj_arg_check(struct ckpt_ctx *ctx,
+						const struct ckpt_obj_arg *a,
+						u32 flags_allowed,
+						const char *func)
+{
+	const struct ckpt_obj_ops *ops = obj_ops(ctx, a->type, func);
+
+	if (!ops)
+		return ERR_PTR(-EINVAL);
+	if (a->flags & ~flags_allowed) {
+		ckpt_err(ctx, -EINVAL, a->objref, func, "flags %#x", a->flags);
+		return ERR_PTR(-EINVAL);
+	}
+	if (check_live(ctx, a->objref, func))
+		return ERR_PTR(-EBADFD);
+	return ops;
+}
+
 static void handle_err(struct ckpt_ctx *ctx, int err, int objref,
 		       const char *func, const struct ckpt_obj_arg *a)
 {
@@ -73,20 +92,13 @@ static void handle_err(struct ckpt_ctx *ctx, int err, int objref,
 
 static int obj_lookup_add(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a)
 {
-	const struct ckpt_obj_ops *ops = obj_ops(ctx, a->type, __func__);
+	const struct ckpt_obj_ops *ops = obj_arg_check(ctx, a, 0, __func__);
 	bool first;
 	void *ptr;
 	int ret;
 
-	if (!ops)
-		return -EINVAL;
-	if (a->flags) {
-		ckpt_err(ctx, -EINVAL, 0, __func__, "flags %#x", a->flags);
-		return -EINVAL;
-	}
-	ret = check_live(ctx, 0, __func__);
-	if (ret)
-		return ret;
+	if (IS_ERR(ops))
+		return PTR_ERR(ops);
 	ret = ckpt_handle_get(ctx, a->type, a->handle, &ptr);
 	if (ret) {
 		handle_err(ctx, ret, 0, __func__, a);
@@ -115,25 +127,17 @@ out:
 
 static int obj_insert(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a)
 {
-	const struct ckpt_obj_ops *ops = obj_ops(ctx, a->type, __func__);
+	const struct ckpt_obj_ops *ops = obj_arg_check(ctx, a, 0, __func__);
 	void *ptr;
 	int ret;
 
-	if (!ops)
-		return -EINVAL;
-	if (a->flags) {
-		ckpt_err(ctx, -EINVAL, a->objref, __func__, "flags %#x",
-			 a->flags);
-		return -EINVAL;
-	}
+	if (IS_ERR(ops))
+		return PTR_ERR(ops);
 	if (a->objref <= 0) {
 		ckpt_err(ctx, -EINVAL, a->objref, __func__,
 			 "objref %d must be > 0", a->objref);
 		return -EINVAL;
 	}
-	ret = check_live(ctx, a->objref, __func__);
-	if (ret)
-		return ret;
 	ret = ckpt_handle_get(ctx, a->type, a->handle, &ptr);
 	if (ret) {
 		handle_err(ctx, ret, a->objref, __func__, a);
@@ -150,20 +154,13 @@ static int obj_insert(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a)
 
 static int obj_fetch(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a)
 {
-	const struct ckpt_obj_ops *ops = obj_ops(ctx, a->type, __func__);
+	const struct ckpt_obj_ops *ops = obj_arg_check(ctx, a, CKPT_OBJ_CLOEXEC,
+						       __func__);
 	void *ptr;
 	int ret;
 
-	if (!ops)
-		return -EINVAL;
-	if (a->flags & ~CKPT_OBJ_CLOEXEC) {
-		ckpt_err(ctx, -EINVAL, a->objref, __func__, "flags %#x",
-			 a->flags);
-		return -EINVAL;
-	}
-	ret = check_live(ctx, a->objref, __func__);
-	if (ret)
-		return ret;
+	if (IS_ERR(ops))
+		return PTR_ERR(ops);
 	ptr = ckpt_obj_fetch(&ctx->objhash, a->objref, a->type);
 	if (IS_ERR(ptr)) {
 		ret = PTR_ERR(ptr);
