@@ -208,6 +208,12 @@ static int obj_batch(struct ckpt_ctx *ctx, struct ckpt_batch *b, obj_op_t op,
 			 CKPT_OBJ_ARG_SIZE_VER0);
 		return -EPROTO;
 	}
+	/* a future item may grow, not by pages: bounds the zero-tail checks */
+	if (usize > CKPT_ITEM_SIZE_MAX) {
+		ckpt_err(ctx, -E2BIG, 0, func, "item_size %zu > %u", usize,
+			 CKPT_ITEM_SIZE_MAX);
+		return -E2BIG;
+	}
 	for (; b->done < b->count; b->done++, uitem += usize) {
 		ret = copy_struct_from_user(&a, sizeof(a), uitem, usize);
 		if (ret) {
@@ -396,7 +402,7 @@ static int defer_log(void *data)
 
 	if (!ctx->tags) {
 		ctx->tags = kvmalloc_array(CKPT_TAGS_MAX, sizeof(*ctx->tags),
-					   GFP_KERNEL);
+					   GFP_KERNEL_ACCOUNT);
 		if (!ctx->tags) {
 			ckpt_err(ctx, -ENOMEM, 0, __func__, "tag log");
 			return -ENOMEM;
@@ -682,7 +688,7 @@ static int ckpt_open(struct inode *inode, struct file *file)
 	struct ckpt_ctx *ctx;
 	int ret;
 
-	ctx = kvzalloc(sizeof(*ctx), GFP_KERNEL);
+	ctx = kvzalloc(sizeof(*ctx), GFP_KERNEL_ACCOUNT);
 	if (!ctx)
 		return -ENOMEM;
 	ret = ckpt_obj_hash_alloc(&ctx->objhash, CKPT_HASH_BITS_DEFAULT,

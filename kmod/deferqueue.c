@@ -53,7 +53,7 @@ int ckpt_deferqueue_add(struct ckpt_deferqueue_head *head,
 {
 	struct ckpt_deferqueue *dq;
 
-	dq = kmalloc(sizeof(*dq) + size, GFP_KERNEL);
+	dq = kmalloc(sizeof(*dq) + size, GFP_KERNEL_ACCOUNT);
 	if (!dq)
 		return -ENOMEM;
 	dq->fn = fn;

@@ -45,7 +45,8 @@ int ckpt_obj_hash_alloc(struct ckpt_obj_hash *h, unsigned int bits,
 {
 	struct hlist_head *head;
 
-	head = kvcalloc(1UL << bits, sizeof(*head), GFP_KERNEL);
+	head = kvcalloc(1UL << bits, sizeof(*head),
+			GFP_KERNEL_ACCOUNT | __GFP_NOWARN);
 	if (!head)
 		return -ENOMEM;
 	h->head = head;
@@ -70,7 +71,8 @@ int ckpt_obj_hash_resize(struct ckpt_obj_hash *h, unsigned int bits)
 	struct ckpt_obj *obj;
 	unsigned long i;
 
-	head = kvcalloc(1UL << bits, sizeof(*head), GFP_KERNEL);
+	head = kvcalloc(1UL << bits, sizeof(*head),
+			GFP_KERNEL_ACCOUNT | __GFP_NOWARN);
 	if (!head)
 		return -ENOMEM;
 	for (i = 0; i < (1UL << h->bits); i++) {
@@ -155,7 +157,7 @@ static struct ckpt_obj *obj_new(struct ckpt_obj_hash *h, void *ptr,
 {
 	struct ckpt_obj *obj;
 
-	obj = kmalloc(sizeof(*obj), GFP_KERNEL);
+	obj = kmalloc(sizeof(*obj), GFP_KERNEL_ACCOUNT);
 	if (!obj)
 		return NULL;
 	obj->ptr = ptr;

@@ -122,7 +122,7 @@ int ckpt_test_new(struct ckpt_ctx *ctx)
 {
 	struct ckpt_testobj *t;
 
-	t = kzalloc(sizeof(*t), GFP_KERNEL);
+	t = kzalloc(sizeof(*t), GFP_KERNEL_ACCOUNT);
 	if (!t)
 		return -ENOMEM;
 	kref_init(&t->ref);

@@ -48,9 +48,13 @@ def read_junit(name: str, path: Path) -> Tally:
         tags = {child.tag for child in case}
         if tags & {"failure", "error"}:
             t.failed += 1
-            msg = next(c for c in case if c.tag in ("failure", "error")).get("message", "")
+            msg = next(c for c in case if c.tag in ("failure", "error")).get(
+                "message", ""
+            )
             cls = case.get("classname", "")
-            t.notes.append(f"FAILED {cls}::{case.get('name', '?')} {msg[:200]}".rstrip())
+            t.notes.append(
+                f"FAILED {cls}::{case.get('name', '?')} {msg[:200]}".rstrip()
+            )
         elif "skipped" in tags:
             t.skipped += 1
         else:
@@ -102,7 +106,9 @@ def main(argv: list[str]) -> int:
     for t in tallies:
         for note in t.notes:
             print(f"  {t.name}: {note}")
-        print(f"  {t.name:<12} {t.passed:5d} passed {t.failed:5d} failed {t.skipped:5d} skipped")
+        print(
+            f"  {t.name:<12} {t.passed:5d} passed {t.failed:5d} failed {t.skipped:5d} skipped"
+        )
     for note in total.notes:
         print(f"  {note}")
     print(f"{total.passed} passed, {total.failed} failed, {total.skipped} skipped")

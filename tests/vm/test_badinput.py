@@ -267,6 +267,11 @@ CASES: list[Case] = [
         ),
     ),
     (
+        "batch item_size above CKPT_ITEM_SIZE_MAX",
+        E.E2BIG,
+        lambda c, f: c_batch(c, f, item_size=lib.CKPT_ITEM_SIZE_MAX + 8),
+    ),
+    (
         "batch item with non-zero tail",
         E.E2BIG,
         lambda c, f: c_batch(

@@ -16,7 +16,8 @@
  * Errors (returned as -1/errno by ioctl(2)); each is distinct on purpose:
  *   ENOTTY    unknown ioctl
  *   EPROTO    argument struct shorter than its first version
- *   E2BIG     argument struct longer than known, with a non-zero tail
+ *   E2BIG     argument struct longer than known, with a non-zero tail, or
+ *             a batch item_size above CKPT_ITEM_SIZE_MAX
  *   EMSGSIZE  batch count above CKPT_BATCH_MAX, or a tag or error log
  *             buffer above CKPT_TAGS_MAX or CKPT_ERR_LOG_MAX entries
  *   ENOSPC    deferred LOG when the tag log already holds CKPT_TAGS_MAX
@@ -114,6 +115,7 @@ struct ckpt_batch {
 };
 #define CKPT_BATCH_SIZE_VER0	24
 #define CKPT_BATCH_MAX		(1U << 16)
+#define CKPT_ITEM_SIZE_MAX	4096	/* item_size above: E2BIG */
 
 /* ---- context setup ----------------------------------------------------- */
 

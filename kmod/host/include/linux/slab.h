@@ -9,6 +9,8 @@
 #include <stddef.h>
 
 #define GFP_KERNEL 0
+#define GFP_KERNEL_ACCOUNT 0
+#define __GFP_NOWARN 0
 
 void *host_alloc(size_t size, int zero);
 void host_free(const void *p);
