@@ -52,9 +52,11 @@ test: setup
 demo: setup
 	@vm/run.sh python -m pyckpt.demo
 
-# figures of the host core (not tests): fixed vs growing buckets, clear vs kfree
+# figures, not tests: the host core (fixed vs growing buckets up to 10^6,
+# clear vs kfree), then the module in the VM (batches, buckets, policies)
 bench: setup
 	@$(SUBMAKE) -C kmod/host bench
+	@vm/run.sh python -m pyckpt.bench
 
 vm-shell: setup
 	@vm/run.sh
