@@ -357,7 +357,8 @@ static int ioc_errors(struct ckpt_ctx *ctx, void *arg)
 {
 	struct ckpt_err_entry __user *ubuf;
 	struct ckpt_errors *e = arg;
-	u32 seq, cap = e->count;
+	u32 cap = e->count;
+	u64 seq;
 
 	if (e->__pad) {
 		ckpt_err(ctx, -EINVAL, 0, __func__, "non-zero padding");
@@ -373,7 +374,7 @@ static int ioc_errors(struct ckpt_ctx *ctx, void *arg)
 	seq = ctx->err_seq > CKPT_ERR_LOG_MAX ?
 		ctx->err_seq - CKPT_ERR_LOG_MAX + 1 : 1;
 	if (seq <= e->since)
-		seq = e->since + 1;
+		seq = (u64)e->since + 1;	/* since may be U32_MAX */
 	e->count = 0;
 	for (; seq <= ctx->err_seq && e->count < cap; seq++, e->count++)
 		if (copy_to_user(&ubuf[e->count],

@@ -21,14 +21,28 @@ static void file_drop(void *ptr)
 	fput(ptr);
 }
 
+/*
+ * An inode reference alone does not keep its filesystem mounted: after the
+ * last file on it closed, umount would shut the superblock down under the
+ * hash ("Busy inodes after unmount") and the later iput() would touch freed
+ * memory.  So the hash also holds an active reference on the superblock,
+ * taken while the caller's file still pins it.
+ */
 static void inode_grab(void *ptr)
 {
-	ihold(ptr);
+	struct inode *inode = ptr;
+
+	atomic_inc(&inode->i_sb->s_active);
+	ihold(inode);
 }
 
 static void inode_drop(void *ptr)
 {
-	iput(ptr);
+	struct inode *inode = ptr;
+	struct super_block *sb = inode->i_sb;
+
+	iput(inode);
+	deactivate_super(sb);
 }
 
 static const struct ckpt_obj_ops ckpt_file_ops = {
@@ -233,7 +247,7 @@ int ckpt_handle_get(struct ckpt_ctx *ctx, u32 type, int handle, void **ptr)
 	}
 	if (type == CKPT_OBJ_INODE) {
 		*ptr = file_inode(file);
-		ihold(*ptr);
+		inode_grab(*ptr);
 		fput(file);
 	} else {
 		*ptr = file;
@@ -255,7 +269,7 @@ void ckpt_handle_put(u32 type, void *ptr)
 		fput(ptr);
 		break;
 	case CKPT_OBJ_INODE:
-		iput(ptr);
+		inode_drop(ptr);
 		break;
 	case CKPT_OBJ_TEST:
 		kref_put(&t->ref, testobj_release);

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from vmhelpers import Fds, raises_errno
+from vmhelpers import Fds, kmsg, raises_errno
 
 from pyckpt import CkptError, Context, ObjType, Policy
 from pyckpt.abi import ffi, ioc, ioc_dir, lib, with_size
@@ -428,22 +428,5 @@ def test_dmesg_clean_after_bad_input() -> None:
     # the bad input above must not have produced a WARN, BUG, oops or list
     # corruption report (vm/run-tests.sh checks the whole run the same way)
     bad = re.compile(r"WARNING:|BUG:|Oops|list_(add|del) corruption|general protection")
-    try:
-        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        pytest.skip(f"/dev/kmsg: {exc}")
-    hits = []
-    try:
-        while True:
-            try:
-                rec = os.read(fd, 8192).decode(errors="replace")
-            except BlockingIOError:
-                break
-            except BrokenPipeError:  # overwritten records: keep reading
-                continue
-            msg = rec.split(";", 1)[-1]
-            if bad.search(msg):
-                hits.append(msg.strip())
-    finally:
-        os.close(fd)
+    hits = [msg for _, msg in kmsg() if bad.search(msg)]
     assert not hits, "\n".join(hits)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 from collections.abc import Callable
 
 import pytest
-from vmhelpers import Fds, delta, mod_counts, raises_errno, reader_state
+from vmhelpers import Fds, delta, kmsg, mod_counts, raises_errno, reader_state
 
 from pyckpt import Context, ObjType, Policy, State
 
@@ -211,3 +212,47 @@ def test_forked_child_close_does_not_end_context(ctx: Context) -> None:
             os._exit(0)
     os.waitpid(pid, 0)
     assert ctx.fetch(1, ObjType.TEST) == 1
+
+
+@pytest.mark.parametrize("side", ["lookup_add", "insert"])
+def test_inode_in_hash_outlives_umount(make_ctx, tmp_path, side: str) -> None:
+    # The hash may be all that references an inode (INODE by fd, the fd then
+    # closed); the filesystem can then be unmounted under it.  The hash must
+    # keep the superblock alive, or teardown's iput() meets a dead one
+    # ("VFS: Busy inodes after unmount", then a use-after-free).
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "ckpt-test", str(mnt)], check=True)
+    start = kmsg()[-1][0] + 1
+    ctx = make_ctx()
+    fd = os.open(mnt / "f", os.O_CREAT | os.O_RDWR, 0o600)
+    if side == "lookup_add":
+        assert ctx.lookup_add(fd, ObjType.INODE).first
+    else:
+        ctx.insert(1, fd, ObjType.INODE)
+    os.close(fd)
+    umount = subprocess.run(
+        ["umount", str(mnt)], check=False, capture_output=True, text=True
+    )
+    assert umount.returncode == 0, umount.stderr  # nothing pins the mount itself
+    ctx.close()
+    busy = [
+        m for seq, m in kmsg() if seq >= start and ("Busy inodes" in m or "BUG" in m)
+    ]
+    assert not busy, busy
+
+
+def test_file_in_hash_keeps_its_mount_busy(make_ctx, tmp_path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "ckpt-test", str(mnt)], check=True)
+    ctx = make_ctx()
+    fd = os.open(mnt / "f", os.O_CREAT | os.O_RDWR, 0o600)
+    ctx.lookup_add(fd)
+    os.close(fd)
+    try:
+        busy = subprocess.run(["umount", str(mnt)], check=False, capture_output=True)
+        assert busy.returncode != 0  # the hash's file holds the mount
+    finally:
+        ctx.close()
+        subprocess.run(["umount", str(mnt)], check=True)

@@ -84,3 +84,21 @@ def raises_errno(err: int, ioctl: str | None = None) -> Iterator[pytest.Exceptio
     assert e.entries, f"{e.ioctl} failed with {name} but logged nothing"
     assert e.entries[-1].err == -err, f"log entry {e.entries[-1]} for {name}"
     assert e.entries[-1].func, str(e)
+
+
+def kmsg() -> list[tuple[int, str]]:
+    """The kernel log as (sequence number, message), read from /dev/kmsg."""
+    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    out = []
+    try:
+        while True:
+            try:
+                rec = os.read(fd, 8192).decode(errors="replace")
+            except BlockingIOError:
+                return out
+            except BrokenPipeError:  # records overwritten: read on
+                continue
+            head, _, msg = rec.partition(";")
+            out.append((int(head.split(",")[1]), msg.strip()))
+    finally:
+        os.close(fd)
