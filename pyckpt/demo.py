@@ -78,19 +78,21 @@ def dedup(d: Demo) -> None:
     with ctx:
         a = ctx.lookup_add(r)
         print(
-            f"  read end, fd {r}:         objref {a.objref} first={a.first}, "
+            f"  {f'read end, fd {r}:':24}objref {a.objref} first={a.first}, "
             f"{a.file.kind.name} inode objref {a.file.inode_objref}"
         )
         b = ctx.lookup_add(dup)
-        print(f"  dup'd fd {dup}:             objref {b.objref} first={b.first}")
+        label = f"dup'd fd {dup}:"
+        print(f"  {label:24}objref {b.objref} first={b.first}")
         c = ctx.lookup_add(theirs)
+        label = f"child {pid}'s fd {r}:"
         print(
-            f"  child {pid}'s fd {r}:     objref {c.objref} first={c.first}"
+            f"  {label:24}objref {c.objref} first={c.first}"
             f"  (same file: kcmp says {kcmp_file(os.getpid(), r, pid, r)})"
         )
         e = ctx.lookup_add(w)
         print(
-            f"  write end, fd {w}:        objref {e.objref} first={e.first}, "
+            f"  {f'write end, fd {w}:':24}objref {e.objref} first={e.first}, "
             f"{e.file.kind.name} inode objref {e.file.inode_objref}"
         )
         d.check(
