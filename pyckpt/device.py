@@ -27,6 +27,7 @@ from pyckpt.abi import (
     ffi,
     ioctl_name,
     lib,
+    struct_fields,
 )
 from pyckpt.errors import CkptError, DeviceMissingError, ErrorEntry
 
@@ -77,11 +78,7 @@ class TestStat:
 def _make_stats_class() -> type:
     # The fields are those of struct ckpt_stats, read from the header, so
     # a field added there appears here without a second copy of the list.
-    fields = [
-        (name, int)
-        for name, _ in ffi.typeof("struct ckpt_stats").fields
-        if not name.startswith("__")
-    ]
+    fields = [(name, int) for name in struct_fields("struct ckpt_stats")]
     return dataclasses.make_dataclass(
         "Stats", fields, frozen=True, namespace={"__module__": __name__}
     )
