@@ -31,12 +31,20 @@ typedef long long __s64;
 
 # Small helpers compiled into the extension: ioctl(2) returning -errno (no
 # errno race between the call and its reading), the syscalls that Python
-# lacks and that checkpoint and the tests need (kcmp, pidfd_getfd), and the
+# lacks and that checkpoint and the tests need (kcmp, pidfd_getfd, tee(2),
+# epoll_ctl(2) with a chosen 64-bit data: select.epoll only stores the fd), the
 # ioctl number encoding of <asm/ioctl.h> so tests can build odd-sized numbers.
 HELPERS_CDEF = """
 int ckpt_ioctl(int fd, unsigned long req, void *arg);
 long ckpt_kcmp(int pid1, int pid2, int type, unsigned long idx1, unsigned long idx2);
 int ckpt_pidfd_getfd(int pidfd, int targetfd);
+long ckpt_kcmp_epoll_tfd(int pid1, int fd1, int pid2, int efd, int tfd,
+			 int toff);
+long ckpt_tee(int fd_in, int fd_out, size_t len, unsigned int flags);
+int ckpt_epoll_ctl(int epfd, int op, int fd, unsigned int events,
+		   unsigned long long data);
+#define SPLICE_F_NONBLOCK ...
+#define EPOLL_CTL_ADD ...
 #define KCMP_FILE ...
 #define KCMP_EPOLL_TFD ...
 #define _IOC_NONE ...
@@ -53,9 +61,12 @@ int ckpt_pidfd_getfd(int pidfd, int targetfd);
 """
 
 HELPERS_SRC = """
+#define _GNU_SOURCE	/* tee() */
 #include <errno.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
+#include <fcntl.h>
+#include <sys/epoll.h>
 #include <sys/syscall.h>
 #include <linux/kcmp.h>
 #include "ckpt.h"
@@ -80,6 +91,32 @@ static int ckpt_pidfd_getfd(int pidfd, int targetfd)
 	long ret = syscall(SYS_pidfd_getfd, pidfd, targetfd, 0);
 
 	return ret < 0 ? -errno : (int)ret;
+}
+
+/* is fd1 of pid1 the target (tfd, toff) of epoll fd efd of pid2? */
+static long ckpt_kcmp_epoll_tfd(int pid1, int fd1, int pid2, int efd, int tfd,
+				int toff)
+{
+	struct kcmp_epoll_slot slot = { .efd = efd, .tfd = tfd, .toff = toff };
+	long ret = syscall(SYS_kcmp, pid1, pid2, KCMP_EPOLL_TFD, fd1,
+			   (unsigned long)&slot);
+
+	return ret < 0 ? -errno : ret;
+}
+
+static long ckpt_tee(int fd_in, int fd_out, size_t len, unsigned int flags)
+{
+	long ret = tee(fd_in, fd_out, len, flags);
+
+	return ret < 0 ? -errno : ret;
+}
+
+static int ckpt_epoll_ctl(int epfd, int op, int fd, unsigned int events,
+			  unsigned long long data)
+{
+	struct epoll_event ev = { .events = events, .data.u64 = data };
+
+	return epoll_ctl(epfd, op, fd, &ev) < 0 ? -errno : 0;
 }
 """
 

@@ -23,12 +23,15 @@
  * @type: enum ckpt_obj_type
  * @ref_grab: take the reference the hash holds on @ptr
  * @ref_drop: drop it again
+ * @ref_users: references to @ptr other than the hash's, to compare with the
+ *             users lookup_add counted (leak detection); NULL: not checked
  */
 struct ckpt_obj_ops {
 	const char *name;
 	enum ckpt_obj_type type;
 	void (*ref_grab)(void *ptr);
 	void (*ref_drop)(void *ptr);
+	long (*ref_users)(void *ptr);
 };
 
 /* ckpt_obj.flags */
@@ -42,6 +45,8 @@ struct ckpt_obj_ops {
  * @ops: its type's operations
  * @objref: its identifier in the image, from 1
  * @flags: CKPT_OBJF_*
+ * @users: checkpoint: references lookup_add met (linux-cr's users, less the
+ *         hash's own)
  */
 struct ckpt_obj {
 	struct hlist_node hash;
@@ -49,6 +54,7 @@ struct ckpt_obj {
 	const struct ckpt_obj_ops *ops;
 	int objref;
 	unsigned int flags;
+	unsigned long users;
 };
 
 /* How entries are keyed: set by the first lookup_add or insert. */
@@ -98,6 +104,9 @@ struct ckpt_obj *ckpt_obj_find(struct ckpt_obj_hash *h, int objref,
 void *ckpt_obj_fetch(struct ckpt_obj_hash *h, int objref,
 		     enum ckpt_obj_type type);
 int ckpt_obj_drop(struct ckpt_obj_hash *h, int objref);
+typedef int (*ckpt_obj_visit_t)(void *arg, struct ckpt_obj *obj, long refs);
+long ckpt_obj_contained(struct ckpt_obj_hash *h, ckpt_obj_visit_t leak,
+			void *arg);
 unsigned int ckpt_obj_max_chain(const struct ckpt_obj_hash *h);
 
 /* ---- deferqueue (seed 002) --------------------------------------------- */

@@ -518,6 +518,61 @@ static int ioc_tags(struct ckpt_ctx *ctx, void *arg)
 	return 0;
 }
 
+/* ---- leak detection ---------------------------------------------------- */
+
+struct contained_walk {
+	struct ckpt_ctx *ctx;
+	struct ckpt_leak __user *buf;
+	u32 count;		/* capacity */
+	u32 copied;
+};
+
+static int contained_leak(void *arg, struct ckpt_obj *obj, long refs)
+{
+	struct contained_walk *w = arg;
+	struct ckpt_leak l = {
+		.objref = obj->objref,
+		.type = obj->ops->type,
+		.users = obj->users,
+		.refs = refs,
+	};
+
+	ckpt_err(w->ctx, -EBUSY, obj->objref, "ckpt_obj_contained",
+		 "usage leak: %s met %lu times, %ld references",
+		 obj->ops->name, obj->users, refs);
+	if (w->copied >= w->count)
+		return 0;
+	if (copy_to_user(&w->buf[w->copied], &l, sizeof(l)))
+		return -EFAULT;
+	w->copied++;
+	return 0;
+}
+
+static int ioc_contained(struct ckpt_ctx *ctx, void *arg)
+{
+	struct ckpt_contained *c = arg;
+	struct contained_walk w = {
+		.ctx = ctx,
+		.buf = u64_to_user_ptr(c->buf),
+		.count = c->count,
+	};
+	long ret;
+
+	if (c->count > CKPT_BATCH_MAX) {
+		ckpt_err(ctx, -EMSGSIZE, 0, __func__, "count %u > %u",
+			 c->count, CKPT_BATCH_MAX);
+		return -EMSGSIZE;
+	}
+	ret = ckpt_obj_contained(&ctx->objhash, contained_leak, &w);
+	if (ret == -EBADFD)
+		ckpt_err(ctx, ret, 0, __func__, "not a live checkpoint hash");
+	if (ret < 0)
+		return ret;
+	c->count = w.copied;
+	c->total = ret;
+	return ret ? -EBUSY : 0;
+}
+
 /* ---- test objects ------------------------------------------------------- */
 
 static int ioc_test_new(struct ckpt_ctx *ctx, void *arg)
@@ -580,6 +635,8 @@ static const struct ckpt_ioc ckpt_iocs[] = {
 		 ioc_insert_batch, true),
 	CKPT_IOC(CKPT_IOC_FETCH_BATCH, CKPT_BATCH_SIZE_VER0, ioc_fetch_batch,
 		 true),
+	CKPT_IOC(CKPT_IOC_CONTAINED, CKPT_CONTAINED_SIZE_VER0, ioc_contained,
+		 true),
 	CKPT_IOC(CKPT_IOC_RELEASE, 0, ioc_release, false),
 	CKPT_IOC(CKPT_IOC_DEFER_ADD, CKPT_DEFER_SIZE_VER0, ioc_defer_add,
 		 false),
@@ -602,6 +659,7 @@ union ckpt_ioc_arg {
 	struct ckpt_defer defer;
 	struct ckpt_tags tags;
 	struct ckpt_test_obj test;
+	struct ckpt_contained contained;
 };
 
 /* copy the caller's struct in: EPROTO when short, E2BIG when a longer one

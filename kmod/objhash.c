@@ -164,6 +164,7 @@ static struct ckpt_obj *obj_new(struct ckpt_obj_hash *h, void *ptr,
 	obj->ops = ops;
 	obj->objref = objref;
 	obj->flags = 0;
+	obj->users = 0;
 	hlist_add_head(&obj->hash,
 		       &h->head[obj_bucket(h, ptr, objref, h->bits)]);
 	ops->ref_grab(ptr);
@@ -213,12 +214,17 @@ int ckpt_obj_lookup_add(struct ckpt_obj_hash *h, void *ptr,
 		return ret;
 	*first = false;
 	obj = obj_find_by_ptr(h, ptr);
-	if (obj)
-		return obj->ops == ops ? obj->objref : -ENOMSG;
+	if (obj) {
+		if (obj->ops != ops)
+			return -ENOMSG;
+		obj->users++;
+		return obj->objref;
+	}
 	obj = obj_new(h, ptr, h->next_objref, ops);
 	if (!obj)
 		return -ENOMEM;
 	h->next_objref++;
+	obj->users = 1;
 	*first = true;
 	return obj->objref;
 }
@@ -329,6 +335,46 @@ int ckpt_obj_drop(struct ckpt_obj_hash *h, int objref)
 	obj->flags |= CKPT_OBJF_DROPPED;
 	obj->ops->ref_drop(obj->ptr);
 	return 0;
+}
+
+/**
+ * ckpt_obj_contained - find objects referenced from outside the checkpoint
+ * @h: the checkpoint hash, every task collected
+ * @leak: called for each object whose type counts more references than
+ *        lookup_add met; a non-zero return stops the walk with that value
+ * @arg: passed to @leak
+ *
+ * linux-cr's ckpt_obj_contained(): an object the tree holds N times was met
+ * N times, so any surplus is a holder outside the tree.  Types without
+ * ref_users are not checked.
+ *
+ * Return: the number of leaks, an error of @leak, or -EBADFD when @h is not
+ * a live checkpoint hash.
+ */
+long ckpt_obj_contained(struct ckpt_obj_hash *h, ckpt_obj_visit_t leak,
+			void *arg)
+{
+	struct ckpt_obj *obj;
+	unsigned long i;
+	long refs, nr = 0;
+	int ret;
+
+	if (!h->head || h->cleared || h->mode != CKPT_MODE_CHECKPOINT)
+		return -EBADFD;
+	for (i = 0; i < (1UL << h->bits); i++) {
+		hlist_for_each_entry(obj, &h->head[i], hash) {
+			if (!obj->ops->ref_users)
+				continue;
+			refs = obj->ops->ref_users(obj->ptr);
+			if (refs < 0 || refs == obj->users)
+				continue;
+			ret = leak(arg, obj, refs);
+			if (ret)
+				return ret;
+			nr++;
+		}
+	}
+	return nr;
 }
 
 /**

@@ -8,6 +8,7 @@
 #include <linux/fs.h>
 #include <linux/kref.h>
 #include <linux/magic.h>
+#include <linux/pipe_fs_i.h>
 #include <linux/slab.h>
 #include "ckpt_ctx.h"
 
@@ -19,6 +20,14 @@ static void file_grab(void *ptr)
 static void file_drop(void *ptr)
 {
 	fput(ptr);
+}
+
+/* every reference but the hash's own: fd table slots, mappings, ... */
+static long file_users(void *ptr)
+{
+	struct file *file = ptr;
+
+	return file_count(file) - 1;
 }
 
 /*
@@ -45,11 +54,31 @@ static void inode_drop(void *ptr)
 	deactivate_super(sb);
 }
 
+/*
+ * A pipe or FIFO counts the files open on it; lookup_add meets the inode
+ * once per distinct file, so a surplus is an end open outside the tree.
+ * Other inodes are not checked (-1).
+ */
+static long inode_users(void *ptr)
+{
+	struct inode *inode = ptr;
+	long files = -1;
+
+	if (!S_ISFIFO(inode->i_mode))
+		return -1;
+	spin_lock(&inode->i_lock);
+	if (inode->i_pipe)
+		files = inode->i_pipe->files;
+	spin_unlock(&inode->i_lock);
+	return files;
+}
+
 static const struct ckpt_obj_ops ckpt_file_ops = {
 	.name = "file",
 	.type = CKPT_OBJ_FILE,
 	.ref_grab = file_grab,
 	.ref_drop = file_drop,
+	.ref_users = file_users,
 };
 
 static const struct ckpt_obj_ops ckpt_inode_ops = {
@@ -57,6 +86,7 @@ static const struct ckpt_obj_ops ckpt_inode_ops = {
 	.type = CKPT_OBJ_INODE,
 	.ref_grab = inode_grab,
 	.ref_drop = inode_drop,
+	.ref_users = inode_users,
 };
 
 /* ---- test objects: every grab, drop and free is counted ---------------- */

@@ -34,11 +34,15 @@ from pyckpt.errors import CkptError, DeviceMissingError, ErrorEntry
 __all__ = [
     "Context",
     "FileInfo",
+    "Leak",
     "LookupResult",
     "Stats",
     "TestStat",
+    "epoll_add",
+    "kcmp_epoll_tfd",
     "kcmp_file",
     "pidfd_getfd",
+    "tee",
 ]
 
 BATCH_MAX: int = lib.CKPT_BATCH_MAX  # items per batch ioctl
@@ -63,6 +67,15 @@ class LookupResult(NamedTuple):
     objref: int
     first: bool
     file: FileInfo | None  # FILE objects, first time only
+
+
+class Leak(NamedTuple):
+    """An object referenced more often than the collected tree accounts for."""
+
+    objref: int
+    type: ObjType
+    users: int  # references lookup_add met
+    refs: int  # references the kernel counts (files: less the hash's own)
 
 
 @dataclass(frozen=True)
@@ -412,6 +425,30 @@ class Context:
         self.ioctl(lib.CKPT_IOC_TAGS, t)
         return list(buf[0 : min(total, t.total)])
 
+    # ---- leak detection -----------------------------------------------------
+
+    def contained(self) -> list[Leak]:
+        """Checkpoint side, after every task was collected: the objects also
+        referenced from outside (linux-cr's ckpt_obj_contained); [] if none.
+
+        Call it with no fd of your own open on a collected file: such a copy
+        counts as an outside reference.
+        """
+        cap = BATCH_MAX
+        buf = ffi.new("struct ckpt_leak[]", cap)
+        arg = ffi.new("struct ckpt_contained *")
+        arg.buf = int(ffi.cast("uintptr_t", buf))
+        arg.count = cap
+        ret = _ioctl(self.fileno(), lib.CKPT_IOC_CONTAINED, arg)
+        if ret < 0 and -ret != _errno.EBUSY:
+            raise self._error(-ret, "CKPT_IOC_CONTAINED")
+        if ret < 0:
+            self.errors(since=self._err_seen)  # the leaks' entries: consumed
+        return [
+            Leak(objref=x.objref, type=ObjType(x.type), users=x.users, refs=x.refs)
+            for x in buf[0 : arg.count]
+        ]
+
     # ---- test objects ---------------------------------------------------------
 
     def test_new(self) -> int:
@@ -442,6 +479,29 @@ def kcmp_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
     if ret < 0:
         raise OSError(-ret, f"kcmp: {os.strerror(-ret)}")
     return ret == 0
+
+
+def kcmp_epoll_tfd(pid: int, fd: int, epoll_pid: int, efd: int, tfd: int) -> bool:
+    """kcmp(KCMP_EPOLL_TFD): is fd of pid the target tfd of epoll efd?"""
+    ret = lib.ckpt_kcmp_epoll_tfd(pid, fd, epoll_pid, efd, tfd, 0)
+    if ret < 0:
+        raise OSError(-ret, f"kcmp(KCMP_EPOLL_TFD): {os.strerror(-ret)}")
+    return ret == 0
+
+
+def tee(fd_in: int, fd_out: int, length: int, nonblock: bool = True) -> int:
+    """tee(2): copy up to length bytes between pipes without consuming them."""
+    ret = lib.ckpt_tee(fd_in, fd_out, length, lib.SPLICE_F_NONBLOCK if nonblock else 0)
+    if ret < 0:
+        raise OSError(-ret, f"tee: {os.strerror(-ret)}")
+    return ret
+
+
+def epoll_add(epfd: int, fd: int, events: int, data: int) -> None:
+    """epoll_ctl(EPOLL_CTL_ADD) with a 64-bit data (select.epoll keeps the fd)."""
+    ret = lib.ckpt_epoll_ctl(epfd, lib.EPOLL_CTL_ADD, fd, events, data)
+    if ret < 0:
+        raise OSError(-ret, f"epoll_ctl: {os.strerror(-ret)}")
 
 
 def pidfd_getfd(pidfd: int, targetfd: int) -> int:

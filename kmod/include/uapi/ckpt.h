@@ -65,6 +65,9 @@ enum ckpt_file_kind {
 	CKPT_FILE_BLK = 6,
 	CKPT_FILE_SOCK = 7,
 	CKPT_FILE_ANON = 8,	/* anon inode: eventfd, epoll, signalfd, ... */
+	/* image only: the coordinator resolves ANON to what it can save */
+	CKPT_FILE_EVENTFD = 9,
+	CKPT_FILE_EPOLL = 10,
 	CKPT_FILE_KIND_MAX
 };
 
@@ -116,6 +119,28 @@ struct ckpt_batch {
 #define CKPT_BATCH_SIZE_VER0	24
 #define CKPT_BATCH_MAX		(1U << 16)
 #define CKPT_ITEM_SIZE_MAX	4096	/* item_size above: E2BIG */
+
+/*
+ * Leak detection (linux-cr's ckpt_obj_contained()): after every task was
+ * collected, each object must be referenced exactly as often as lookup_add
+ * met it.  A file counts its references (file_count, less the hash's own);
+ * a pipe or FIFO inode counts its opens (readers + writers, an O_RDWR file
+ * twice).  More references than 'users' means something outside the
+ * collected tree holds the object.  Other types are not checked.
+ */
+struct ckpt_leak {
+	__s32 objref;
+	__u32 type;		/* enum ckpt_obj_type */
+	__u64 users;		/* references collected (lookup_add hits) */
+	__u64 refs;		/* references the kernel counts */
+};
+
+struct ckpt_contained {
+	__u64 buf;		/* user address of struct ckpt_leak[count] */
+	__u32 count;		/* in: capacity (<= CKPT_BATCH_MAX); out: copied */
+	__u32 total;		/* out: leaks found (EBUSY when not 0) */
+};
+#define CKPT_CONTAINED_SIZE_VER0	16
 
 /* ---- context setup ----------------------------------------------------- */
 
@@ -267,6 +292,8 @@ struct ckpt_test_obj {
 #define CKPT_IOC_LOOKUP_ADD_BATCH _IOWR(CKPT_IOC_MAGIC, 0x18, struct ckpt_batch)
 #define CKPT_IOC_INSERT_BATCH	_IOWR(CKPT_IOC_MAGIC, 0x19, struct ckpt_batch)
 #define CKPT_IOC_FETCH_BATCH	_IOWR(CKPT_IOC_MAGIC, 0x1a, struct ckpt_batch)
+/* Checkpoint: list objects referenced from outside; EBUSY if any. */
+#define CKPT_IOC_CONTAINED	_IOWR(CKPT_IOC_MAGIC, 0x1b, struct ckpt_contained)
 /* Let restarted tasks go: clear/free per policy.  No hash op after it. */
 #define CKPT_IOC_RELEASE	_IO(CKPT_IOC_MAGIC, 0x20)
 #define CKPT_IOC_DEFER_ADD	_IOW(CKPT_IOC_MAGIC, 0x30, struct ckpt_defer)
@@ -281,8 +308,21 @@ struct ckpt_test_obj {
 /* ---- image records (seed 004) ------------------------------------------ */
 
 /*
- * Every record starts with this header.  len counts the header; ptag is the
- * tag (record index, from 1) of the parent record, 0 at top level.
+ * An image is a stream of records.  Every record starts with this header;
+ * len counts the header and the record's variable part, and is a multiple
+ * of 8 (zero padding); ptag is the tag (record index, from 1) of the parent
+ * record, 0 at top level.  The grammar, parents in brackets:
+ *
+ *   HEAD TREE { TASK[TREE] { FD[TASK] ( FILE[FD] [PIPE[FILE]] | OBJREF[FD] ) } }
+ *   { EPOLL[its FILE] } TAIL        ERROR records may appear anywhere (ptag 0)
+ *
+ * FD names its file's objref; the first FD of a file is followed by the FILE
+ * record that defines the objref, every later one by an OBJREF.  A pipe's
+ * first FILE is followed by the PIPE record (its pipe_objref, data).  EPOLL
+ * records come after all tasks, so every target is already defined (linux-cr
+ * deferred epoll items the same way).  Every objref is > 0 and defined
+ * before it is used.  TAIL holds the record count (TAIL included) and the
+ * CRC-32 (zlib's) of every byte before it.
  */
 struct ckpt_hdr {
 	__u32 type;		/* enum ckpt_hdr_type */
@@ -300,7 +340,141 @@ enum ckpt_hdr_type {
 	CKPT_HDR_OBJREF = 6,
 	CKPT_HDR_ERROR = 7,
 	CKPT_HDR_TAIL = 8,
+	CKPT_HDR_PIPE = 9,
+	CKPT_HDR_EPOLL = 10,
 	CKPT_HDR_TYPE_MAX
+};
+
+#define CKPT_HEAD_MAGIC		0x0a74706b63797000ULL	/* "\0pyckpt\n" */
+#define CKPT_TAIL_MAGIC		0x0a6c696174797000ULL	/* "\0pytail\n" */
+#define CKPT_FORMAT_VERSION	1
+#define CKPT_UTS_LEN		65	/* __NEW_UTS_LEN + 1 */
+
+/* bounds the reader enforces on the variable parts */
+#define CKPT_COMM_MAX		64
+#define CKPT_PATH_MAX		4096
+#define CKPT_ARGV_MAX		(256 * 1024)
+#define CKPT_PIPE_DATA_MAX	(16 * 1024 * 1024)
+#define CKPT_EPOLL_ITEMS_MAX	(1 << 20)
+#define CKPT_MSG_MAX		4096
+#define CKPT_RECORD_MAX		(CKPT_PIPE_DATA_MAX + 4096)
+
+struct ckpt_hdr_head {
+	struct ckpt_hdr h;
+	__u64 magic;		/* CKPT_HEAD_MAGIC */
+	__u32 format_version;	/* CKPT_FORMAT_VERSION */
+	__u32 abi_version;	/* CKPT_ABI_VERSION */
+	__s64 time_sec;		/* when the tree was frozen */
+	__u32 time_nsec;
+	__u32 __pad;
+	char sysname[CKPT_UTS_LEN];	/* uname(2) of the checkpointing host */
+	char release[CKPT_UTS_LEN];
+	char version[CKPT_UTS_LEN];
+	char machine[CKPT_UTS_LEN];
+	char __pad2[4];
+};
+
+struct ckpt_hdr_tree {
+	struct ckpt_hdr h;
+	__u32 nr_tasks;		/* TASK records that follow */
+	__s32 root_pid;
+};
+
+/* followed by comm, argv (argc NUL-terminated strings) and cwd */
+struct ckpt_hdr_task {
+	struct ckpt_hdr h;
+	__s32 pid;
+	__s32 ppid;		/* root: its parent outside the tree */
+	__s32 sid;
+	__s32 pgid;
+	__u32 nr_fds;		/* FD records that follow */
+	__u32 comm_len;		/* no NUL; <= CKPT_COMM_MAX */
+	__u32 argc;
+	__u32 argv_len;
+	__u32 cwd_len;		/* no NUL */
+	__u32 __pad;
+};
+
+/* ckpt_hdr_fd.flags */
+#define CKPT_FD_CLOEXEC		0x1
+
+struct ckpt_hdr_fd {
+	struct ckpt_hdr h;
+	__s32 fd;
+	__s32 objref;		/* its file */
+	__u32 flags;		/* CKPT_FD_* */
+	__u32 __pad;
+};
+
+/* ckpt_hdr_file.flags */
+#define CKPT_FILE_EXTERNAL	0x1	/* also held outside the tree */
+
+/* one open file description; followed by its path (no NUL) */
+struct ckpt_hdr_file {
+	struct ckpt_hdr h;
+	__s32 objref;
+	__u32 kind;		/* enum ckpt_file_kind */
+	__u32 f_flags;		/* O_* of the open file description */
+	__u32 f_mode;		/* CKPT_FMODE_* */
+	__s64 pos;
+	__s32 pipe_objref;	/* PIPE, FIFO: the pipe, shared by its ends */
+	__u32 flags;		/* CKPT_FILE_* */
+	__u64 count;		/* EVENTFD: counter */
+	__u32 efd_flags;	/* EVENTFD: EFD_SEMAPHORE if known */
+	__u32 path_len;		/* REG, DIR, FIFO; 0 otherwise */
+};
+
+/* ckpt_hdr_pipe.flags */
+#define CKPT_PIPE_NO_READER	0x1	/* read end closed everywhere */
+#define CKPT_PIPE_NO_WRITER	0x2	/* write end closed everywhere */
+
+/* a pipe's buffer, saved without consuming it; followed by the data */
+struct ckpt_hdr_pipe {
+	struct ckpt_hdr h;
+	__s32 objref;		/* the pipe_objref of its files */
+	__u32 flags;		/* CKPT_PIPE_* */
+	__u32 size;		/* F_GETPIPE_SZ */
+	__u32 data_len;
+};
+
+/* a later reference to an object already written */
+struct ckpt_hdr_objref {
+	struct ckpt_hdr h;
+	__s32 objref;
+	__u32 type;		/* enum ckpt_obj_type */
+};
+
+struct ckpt_epoll_item {
+	__s32 target;		/* objref of the target file */
+	__s32 tfd;		/* the fd number it was added with */
+	__u32 events;
+	__u32 __pad;
+	__u64 data;
+};
+
+/* an epoll file's items; followed by ckpt_epoll_item[nr_items] */
+struct ckpt_hdr_epoll {
+	struct ckpt_hdr h;
+	__s32 objref;		/* the epoll file */
+	__u32 nr_items;
+};
+
+/* ckpt_write_err(): followed by the message (no NUL) */
+struct ckpt_hdr_error {
+	struct ckpt_hdr h;
+	__s32 err;		/* negative errno, 0 for a note */
+	__s32 objref;		/* 0 when none */
+	__s32 pid;		/* 0 when none */
+	__s32 fd;		/* -1 when none */
+	__u32 msg_len;
+	__u32 __pad;
+};
+
+struct ckpt_hdr_tail {
+	struct ckpt_hdr h;
+	__u64 magic;		/* CKPT_TAIL_MAGIC */
+	__u32 nr_records;	/* HEAD to TAIL included */
+	__u32 checksum;		/* CRC-32 of every byte before TAIL */
 };
 
 #endif /* _UAPI_LINUX_CKPT_H */
