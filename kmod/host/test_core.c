@@ -71,6 +71,20 @@ static const struct ckpt_obj_ops file_ops = {
 	.ref_grab = tobj_grab, .ref_drop = tobj_drop,
 };
 
+/* "outside" references: everything but the hash's own */
+static long tobj_users(void *ptr)
+{
+	struct tobj *t = ptr;
+
+	return t->refs - 1;
+}
+
+static const struct ckpt_obj_ops counted_ops = {
+	.name = "counted", .type = CKPT_OBJ_TEST,
+	.ref_grab = tobj_grab, .ref_drop = tobj_drop,
+	.ref_users = tobj_users,
+};
+
 static void new_hash(struct ckpt_obj_hash *h, unsigned int bits,
 		     bool autogrow)
 {
@@ -148,6 +162,41 @@ static void test_checkpoint_then_insert(void)
 	CHECK_EQ(ckpt_obj_insert(&h, &a, 5, &test_ops), -EBADFD);
 	CHECK_EQ(a.grabs, 1);
 	ckpt_obj_hash_free(&h);
+}
+
+static int leak_objrefs[4], nr_leaks;
+
+static int note_leak(void *arg, struct ckpt_obj *obj, long refs)
+{
+	leak_objrefs[nr_leaks++] = obj->objref;
+	return 0;
+}
+
+/* ckpt_obj_contained(): a surplus reference is a holder outside the tree */
+static void test_contained(void)
+{
+	struct ckpt_obj_hash h;
+	struct tobj t[3] = { { .refs = 1 }, { .refs = 2 }, { .refs = 1 } };
+	bool first;
+	int i;
+
+	new_hash(&h, CKPT_HASH_BITS_DEFAULT, false);
+	for (i = 0; i < 3; i++)
+		ckpt_obj_lookup_add(&h, &t[i], &counted_ops, &first);
+	ckpt_obj_lookup_add(&h, &t[1], &counted_ops, &first);	/* met twice */
+	ckpt_obj_lookup_add(&h, &t, &test_ops, &first);	/* not counted */
+	nr_leaks = 0;
+	CHECK_EQ(ckpt_obj_contained(&h, note_leak, NULL), 0);
+	t[2].refs++;	/* someone outside takes a reference */
+	CHECK_EQ(ckpt_obj_contained(&h, note_leak, NULL), 1);
+	CHECK_EQ(nr_leaks, 1);
+	CHECK_EQ(leak_objrefs[0], 3);
+	ckpt_obj_hash_clear(&h);
+	CHECK_EQ(ckpt_obj_contained(&h, note_leak, NULL), -EBADFD);
+	ckpt_obj_hash_free(&h);
+	t[2].refs--;
+	for (i = 0; i < 3; i++)
+		CHECK_EQ(t[i].refs, i == 1 ? 2 : 1);
 }
 
 static int count_free_list(struct ckpt_obj_hash *h)
@@ -440,6 +489,7 @@ static const struct test tests[] = {
 	T(test_drop_early),
 	T(test_fixed_buckets),
 	T(test_autogrow),
+	T(test_contained),
 	T(test_deferqueue_order),
 	T(test_deferqueue_first_error),
 	T(test_deferqueue_destroy),
