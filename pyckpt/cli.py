@@ -1,0 +1,198 @@
+"""pyckpt: the command line, a thin layer over pyckpt.checkpoint/restart/Image.
+
+    pyckpt checkpoint PID -o IMAGE [--freezer signal|cgroup] [--allow-external] [--kill]
+    pyckpt restart IMAGE [--policy clear-early|clear-at-end|free-upfront]
+                   [--hold-context] [-- CMD...]
+    pyckpt show IMAGE [--json | --dot]
+    pyckpt demo | bench
+
+Exit status: 0 on success (restart: the restarted root's own status), 1 when
+the operation failed (the message says why; nothing was changed), 2 for a
+usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from pyckpt.abi import Policy
+
+POLICIES = {
+    "clear-early": Policy.CLEAR_EARLY,
+    "clear-at-end": Policy.CLEAR_AT_END,
+    "free-upfront": Policy.FREE_UPFRONT,
+}
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024 or unit == "MiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    raise AssertionError
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    from pyckpt.api import checkpoint
+
+    res = checkpoint(
+        args.pid,
+        output=args.output,
+        freezer=args.freezer,
+        allow_external=args.allow_external,
+        kill=args.kill,
+    )
+    size = os.path.getsize(args.output)
+    print(
+        f"checkpointed {res.nr_tasks} tasks, {res.nr_fds} fds, "
+        f"{res.nr_files} open files into {args.output} ({_size(size)})"
+    )
+    print(
+        f"downtime {res.downtime * 1e3:.1f} ms (frozen), "
+        f"checkpoint {res.collect_time * 1e3:.1f} ms"
+    )
+    for e in res.image.errors:
+        print(f"note: {e.msg}")
+    if args.kill:
+        print("the tree was killed")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    from pyckpt.api import restart
+    from pyckpt.image import Image
+
+    argv = args.command or None
+    image = Image.load(args.image)
+    r = restart(image, policy=POLICIES[args.policy], argv=argv)
+    root_old = image.tasks[0].pid
+    for old, new in r.pids.items():
+        print(f"task {old} -> {new}", file=sys.stderr)
+    if not args.hold_context:
+        r.teardown()
+    # the coordinator stays as the root's reaper, like user-cr's
+    status = r.wait()
+    return _exit_code(status.get(root_old, 0))
+
+
+def _exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status) if status > 255 else status
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from pyckpt import show
+    from pyckpt.image import Image
+
+    with open(args.image, "rb") as f:
+        data = f.read()
+    if args.json:
+        Image.from_bytes(data)  # the full decode only of a valid image
+        json.dump(show.to_json(data), sys.stdout, indent=1)
+        print()
+    elif args.dot:
+        print(show.to_dot(Image.from_bytes(data)), end="")
+    else:
+        print(show.summary(Image.from_bytes(data)), end="")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pyckpt import demo
+
+    return demo.main()
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pyckpt import bench
+
+    return bench.main()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pyckpt",
+        description="Checkpoint and restart the file-object graph of a process "
+        "tree through /dev/ckpt (linux-cr's objhash as a module).",
+    )
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("checkpoint", help="freeze a process tree and save it")
+    c.add_argument("pid", type=int, help="root of the tree")
+    c.add_argument("-o", "--output", required=True, help="image file to write")
+    c.add_argument(
+        "--freezer",
+        choices=("signal", "cgroup"),
+        default="signal",
+        help="SIGSTOP each task (default) or the cgroup v2 freezer",
+    )
+    c.add_argument(
+        "--allow-external",
+        action="store_true",
+        help="record objects also held outside the tree instead of failing",
+    )
+    c.add_argument(
+        "--kill", action="store_true", help="kill the tree after the checkpoint"
+    )
+    c.set_defaults(fn=cmd_checkpoint)
+
+    r = sub.add_parser(
+        "restart",
+        help="recreate the tree's objects and tasks; each runs CMD "
+        "(default: its recorded argv)",
+    )
+    r.add_argument("image")
+    r.add_argument(
+        "--policy",
+        choices=tuple(POLICIES),
+        default="clear-early",
+        help="when the objhash drops its references (seed 000; default "
+        "clear-early, the v2 patch)",
+    )
+    r.add_argument(
+        "--hold-context",
+        action="store_true",
+        help="keep the context open until the root exits (clear-at-end then "
+        "holds every object that long)",
+    )
+    r.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    r.set_defaults(fn=cmd_restart)
+
+    s = sub.add_parser("show", help="decode an image")
+    s.add_argument("image")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="every record, decoded")
+    g.add_argument("--dot", action="store_true", help="sharing graph (Graphviz)")
+    s.set_defaults(fn=cmd_show)
+
+    sub.add_parser("demo", help="the module at work, narrated").set_defaults(
+        fn=cmd_demo
+    )
+    sub.add_parser("bench", help="the module's figures").set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pyckpt.checkpoint import CheckpointError
+    from pyckpt.restart import RestartError
+
+    args = parser().parse_args(argv)
+    if getattr(args, "command", None) and args.command[0] == "--":
+        args.command = args.command[1:]
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        return 130
+    except (CheckpointError, RestartError, OSError, ValueError) as e:
+        # ImageError is a ValueError, CkptError an OSError: all say why
+        print(f"pyckpt {args.cmd}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
