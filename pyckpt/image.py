@@ -617,8 +617,8 @@ def _str(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def _names(types: frozenset[HdrType] | set[HdrType]) -> str:
-    return " or ".join(t.name for t in sorted(types))
+def _names(types: tuple[HdrType, ...]) -> str:
+    return " or ".join(t.name for t in types)
 
 
 @dataclass
@@ -661,17 +661,17 @@ class _Parser:
             self.peeked = self._pull()
         return self.peeked
 
-    def _read(self, expected: set[HdrType], why: str = "") -> Record:
+    def _read(self, expected: tuple[HdrType, ...], why: str = "") -> Record:
         rec = self._pull()
         what = _names(expected) + " record"
         why = f" ({why})" if why else ""
         if rec is None:
             raise ImageError(
-                len(self.data), f"image truncated: ends where a {what} is due{why}"
+                len(self.data), f"image truncated: ends where {what} is due{why}"
             )
         if rec.type not in expected:
             raise ImageError(
-                rec.offset, f"{rec.type.name} record where a {what} is due{why}"
+                rec.offset, f"{rec.type.name} record where {what} is due{why}"
             )
         return rec
 
@@ -689,12 +689,12 @@ class _Parser:
         # HEAD first and by itself: an ERROR may not come before it
         first = next(self.records, None)
         if first is None:
-            raise ImageError(0, "image truncated: ends where a HEAD record is due")
+            raise ImageError(0, "image truncated: ends where HEAD record is due")
         if first.type != HdrType.HEAD:
-            raise ImageError(0, f"{first.type.name} record where a HEAD is due")
+            raise ImageError(0, f"{first.type.name} record where HEAD record is due")
         self._top(first)
         image = Image(head=self._head(first))
-        tree = self._read({HdrType.TREE})
+        tree = self._read((HdrType.TREE,))
         self._top(tree)
         nr_tasks, root_pid = tree.fields["nr_tasks"], tree.fields["root_pid"]
         if nr_tasks == 0 and root_pid != 0:
@@ -703,7 +703,7 @@ class _Parser:
         for i in range(nr_tasks):
             image.tasks.append(self._task(image, tree, i, pids))
         while True:
-            rec = self._read({HdrType.EPOLL, HdrType.TAIL}, "after the last task")
+            rec = self._read((HdrType.EPOLL, HdrType.TAIL), "after the last task")
             if rec.type == HdrType.TAIL:
                 break
             epoll = self._epoll(rec)
@@ -726,7 +726,7 @@ class _Parser:
 
     def _task(self, image: Image, tree: Record, i: int, pids: set[int]) -> Task:
         nr = tree.fields["nr_tasks"]
-        rec = self._read({HdrType.TASK}, f"TREE declared {nr} tasks, this is #{i + 1}")
+        rec = self._read((HdrType.TASK,), f"TREE declared {nr} tasks, this is #{i + 1}")
         self._ptag(rec, tree.tag, "its TREE")
         f = rec.fields
         pid, ppid = f["pid"], f["ppid"]
@@ -765,10 +765,10 @@ class _Parser:
         """One FD and the FILE (+PIPE) or OBJREF after it; its offset too."""
         nr = task.fields["nr_fds"]
         why = f"TASK {task.fields['pid']} declared {nr} fds, this is #{j + 1}"
-        rec = self._read({HdrType.FD}, why)
+        rec = self._read((HdrType.FD,), why)
         self._ptag(rec, task.tag, "its TASK")
         objref = rec.fields["objref"]
-        nxt = self._read({HdrType.FILE, HdrType.OBJREF}, "after an FD")
+        nxt = self._read((HdrType.FILE, HdrType.OBJREF), "after an FD")
         self._ptag(nxt, rec.tag, "its FD")
         if nxt.fields["objref"] != objref:
             raise ImageError(
@@ -813,7 +813,7 @@ class _Parser:
         pobj = f["pipe_objref"]
         known = self.defs.get(pobj) if kind in _PIPE_KINDS else None
         if kind in _PIPE_KINDS and known is None:
-            pipe = self._read({HdrType.PIPE}, f"FILE with a new pipe_objref {pobj}")
+            pipe = self._read((HdrType.PIPE,), f"FILE with a new pipe_objref {pobj}")
             self._pipe(image, rec, pipe)
         elif known is not None and known.what != "pipe":
             raise ImageError(
@@ -867,7 +867,7 @@ class _Parser:
             if target is None or target.what != "file":
                 raise ImageError(
                     rec.offset,
-                    f"EPOLL record: item {i} target {item['target']} names no file",
+                    f"EPOLL record: item {i}: target {item['target']} names no file",
                 )
             items.append(
                 EpollItem(item["target"], item["tfd"], item["events"], item["data"])

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from pyckpt.abi import FileKind, FMode, HdrType, ffi, lib
+from pyckpt.abi import FileKind, FMode, HdrType, ObjType, ffi, lib
 from pyckpt.image import (
     Epoll,
     EpollItem,
@@ -17,9 +19,11 @@ from pyckpt.image import (
     File,
     Head,
     Image,
+    ImageError,
     Pipe,
     Record,
     Task,
+    _pack,
     iter_records,
 )
 
@@ -227,3 +231,506 @@ def test_save_load(tmp_path: Any, image: Image) -> None:
         bad.save(path)
     assert Image.load(path) == image
     assert os.listdir(tmp_path) == ["img"]
+
+
+def test_save_failure_leaves_nothing(
+    tmp_path: Any, image: Image, monkeypatch: Any
+) -> None:
+    path = tmp_path / "img"
+    path.write_bytes(b"old")
+
+    def fail(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError, match="No space"):
+        image.save(path)
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["img"]
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (lambda i: i.files.pop(5), r"objref 5 not in Image.files"),
+        (lambda i: i.pipes.pop(7), r"pipe_objref 7 not in Image.pipes"),
+        (
+            lambda i: i.pipes.update({20: Pipe(20, 4096)}),
+            r"pipes \[20\] are referenced",
+        ),
+        (lambda i: i.epolls.update({5: Epoll(5)}), r"epolls \[5\] are not EPOLL"),
+        (lambda i: i.files.update({3: i.files.pop(1)}), r"files\[3\] has objref 1"),
+        (lambda i: setattr(i.tasks[0], "comm", "a\0b"), "NUL inside comm"),
+        (lambda i: setattr(i.tasks[0], "comm", "x" * 65), "exceeds CKPT_COMM_MAX"),
+        (lambda i: setattr(i.tasks[1], "ppid", 999), "ppid 999 is not an earlier"),
+        (
+            lambda i: setattr(i.tasks[1], "sid", 2**31),
+            "TASK record: integer 2147483648",
+        ),
+        (lambda i: setattr(i.head, "machine", "m" * 65), "HEAD record"),
+        (lambda i: setattr(i.head, "time", float("nan")), "HEAD time nan"),
+        (lambda i: setattr(i.errors[0], "msg", "\ud800"), "error msg"),
+    ],
+)
+def test_writer_refuses(change: Any, fragment: str) -> None:
+    img = rich_image()
+    change(img)
+    with pytest.raises(ValueError, match=fragment):
+        img.to_bytes()
+
+
+# ---- corrupt images ----------------------------------------------------------
+
+
+def fix_crc(data: bytes) -> bytes:
+    """Recompute TAIL's checksum (TAIL last), so a structural error shows."""
+    tail = len(data) - ffi.sizeof("struct ckpt_hdr_tail")
+    off = tail + ffi.offsetof("struct ckpt_hdr_tail", "checksum")
+    crc = zlib.crc32(data[:tail]).to_bytes(4, "little")
+    return data[:off] + crc + data[off + 4 :]
+
+
+def patch(data: bytes, rec: Record, path: str, value: Any, crc: bool = True) -> bytes:
+    """Set one field (``h.len``, ``__pad``...) of a record's struct via cffi."""
+    ctype = _LAYOUT_STRUCT[rec.type]
+    size = ffi.sizeof(ctype)
+    p = ffi.new(f"{ctype} *")
+    ffi.memmove(p, data[rec.offset : rec.offset + size], size)
+    obj = p
+    *parents, last = path.split(".")
+    for name in parents:
+        obj = getattr(obj, name)
+    setattr(obj, last, value)
+    out = data[: rec.offset] + bytes(ffi.buffer(p)) + data[rec.offset + size :]
+    return fix_crc(out) if crc else out
+
+
+_LAYOUT_STRUCT = {t: f"struct ckpt_hdr_{t.name.lower()}" for t in HdrType}
+
+
+@dataclass
+class Spec:
+    """A record to pack: ``ptag`` is the parent's ``id`` (renumbered by build)."""
+
+    id: int
+    type: HdrType
+    ptag: int
+    fields: dict[str, Any]
+    var: dict[str, Any]
+
+
+_VAR = {
+    HdrType.TASK: {"comm": "comm_len", "argv": "argv_len", "cwd": "cwd_len"},
+    HdrType.FILE: {"path": "path_len"},
+    HdrType.PIPE: {"data": "data_len"},
+    HdrType.EPOLL: {"items": "nr_items"},
+    HdrType.ERROR: {"msg": "msg_len"},
+}
+
+
+def specs(data: bytes) -> list[Spec]:
+    """The records of a valid image, TAIL left out, ready to edit and build."""
+    out = []
+    for r in iter_records(data):
+        if r.type == HdrType.TAIL:
+            break
+        fields = dict(r.fields)
+        var = {}
+        for name, count in _VAR.get(r.type, {}).items():
+            var[name] = fields.pop(name)
+            del fields[count]
+        if r.type == HdrType.TASK:
+            var["argv"] = b"".join(a + b"\0" for a in var["argv"])
+        out.append(Spec(r.tag, r.type, r.ptag, fields, var))
+    return copy.deepcopy(out)
+
+
+def build(sp: list[Spec]) -> tuple[bytes, list[int]]:
+    """Pack records (ptags renumbered) and a correct TAIL; and their offsets."""
+    tags = {s.id: i + 1 for i, s in enumerate(sp)}
+    parts = [
+        _pack(s.type, tags[s.ptag] if s.ptag else 0, dict(s.fields), s.var) for s in sp
+    ]
+    offsets = [sum(len(p) for p in parts[:i]) for i in range(len(parts) + 1)]
+    body = b"".join(parts)
+    tail = {
+        "magic": lib.CKPT_TAIL_MAGIC,
+        "nr_records": len(parts) + 1,
+        "checksum": zlib.crc32(body),
+    }
+    return body + _pack(HdrType.TAIL, 0, tail), offsets
+
+
+def find(sp: list[Spec], rtype: HdrType, **match: Any) -> int:
+    """Index of the first spec of a type whose fields include ``match``."""
+    for i, s in enumerate(sp):
+        if s.type == rtype and all(s.fields.get(k) == v for k, v in match.items()):
+            return i
+    raise LookupError(rtype, match)
+
+
+def raises(data: bytes, offset: int, fragment: str) -> ImageError:
+    with pytest.raises(ImageError) as ei:
+        Image.from_bytes(data)
+    assert fragment in ei.value.msg, ei.value
+    assert ei.value.offset == offset, ei.value
+    assert str(ei.value).startswith(f"image offset {offset}: ")
+    return ei.value
+
+
+def test_specs_build_identity(data: bytes) -> None:
+    assert build(specs(data))[0] == data
+
+
+def test_truncated_everywhere(data: bytes, records: list[Record]) -> None:
+    """A cut inside (or at the start of) a record: ImageError at that record."""
+    for rec in records:
+        for cut in range(rec.offset, rec.end):
+            err = raises(data[:cut], rec.offset, "truncated")
+            if cut == rec.offset:
+                assert "image truncated: ends where" in err.msg
+    raises(b"", 0, "ends where HEAD record is due")
+
+
+@pytest.mark.parametrize("rtype", list(HdrType))
+def test_len_off(data: bytes, records: list[Record], rtype: HdrType) -> None:
+    rec = first(records, rtype)
+    for delta in (1, -1, 4, 7):
+        raises(patch(data, rec, "h.len", rec.len + delta), rec.offset, "multiple of 8")
+    for small in (0, 8):
+        raises(patch(data, rec, "h.len", small), rec.offset, f"len {small} < header")
+    variable = rtype in _VAR
+    for delta in (8, -8):
+        bad = patch(data, rec, "h.len", rec.len + delta)
+        if variable:
+            fields = "fields make" if rec.len + delta >= 24 else "shorter than"
+            raises(bad, rec.offset, fields)
+        else:
+            raises(bad, rec.offset, f"len {rec.len + delta}, expected {rec.len}")
+    # a huge len is refused before anything is read or allocated
+    raises(patch(data, rec, "h.len", 2**32 - 8), rec.offset, "len 4294967288")
+
+
+@pytest.mark.parametrize("rtype", list(HdrType))
+def test_ptag_and_header_pad(
+    data: bytes, records: list[Record], rtype: HdrType
+) -> None:
+    rec = first(records, rtype)
+    if rtype == HdrType.HEAD:
+        # HEAD is tag 1 whatever its ptag: still only 0 is accepted
+        raises(patch(data, rec, "h.ptag", 1), 0, "HEAD record: ptag 1, expected 0")
+    else:
+        raises(patch(data, rec, "h.ptag", rec.ptag + 1), rec.offset, "ptag")
+    raises(patch(data, rec, "h.__pad", 1), rec.offset, "non-zero padding in its header")
+
+
+@pytest.mark.parametrize("value", [0, int(HdrType.EPOLL) + 1, 2**32 - 1])
+def test_unknown_type(data: bytes, records: list[Record], value: int) -> None:
+    rec = first(records, HdrType.FD)
+    raises(
+        patch(data, rec, "h.type", value), rec.offset, f"unknown record type {value}"
+    )
+
+
+def test_head_checks(data: bytes, records: list[Record]) -> None:
+    head = records[0]
+    raises(patch(data, head, "magic", 1), 0, "HEAD record: bad magic 0x1")
+    raises(patch(data, head, "format_version", 2), 0, "unsupported format version 2")
+    raises(patch(data, head, "abi_version", 0), 0, "unsupported ABI version 0")
+    raises(patch(data, head, "time_nsec", 10**9), 0, "time_nsec 1000000000")
+    raises(patch(data, head, "__pad", 1), 0, "non-zero padding in struct ckpt_hdr_head")
+    raises(patch(data, head, "__pad2", b"x"), 0, "non-zero padding in struct")
+    raises(patch(data, head, "sysname", b"Linux\0x"), 0, "padding after sysname")
+    raises(patch(data, head, "machine", b"m" * 65), 0, "machine not NUL-terminated")
+    # anything but HEAD first, an ERROR included
+    sp = specs(data)
+    sp.insert(0, copy.deepcopy(sp[find(sp, HdrType.ERROR)]))
+    raises(build(sp)[0], 0, "ERROR record where HEAD record is due")
+
+
+def test_tail_checks(data: bytes, records: list[Record]) -> None:
+    tail = records[-1]
+    raises(patch(data, tail, "magic", 0), tail.offset, "TAIL record: bad magic")
+    n = len(records)
+    bad = patch(data, tail, "nr_records", n + 1)
+    raises(bad, tail.offset, f"nr_records {n + 1}, found {n}")
+    raises(data + bytes(8), len(data), "8 bytes after the TAIL record")
+    raises(data + b"x", len(data), "1 bytes after the TAIL record")
+    raises(data + data, len(data), "after the TAIL record")
+
+
+def test_checksum(data: bytes, records: list[Record]) -> None:
+    """Records are checked as they come; the checksum when TAIL is reached:
+    a flipped byte is a checksum error unless it breaks a record first."""
+    pipe = first(records, HdrType.PIPE)
+    at = pipe.offset + ffi.sizeof("struct ckpt_hdr_pipe") + 2  # in "hello"
+    flipped = data[:at] + bytes([data[at] ^ 0x20]) + data[at + 1 :]
+    raises(flipped, records[-1].offset, "TAIL record: checksum")
+    fd = first(records, HdrType.FD)
+    bad = patch(data, fd, "flags", 0x80, crc=False)
+    raises(bad, fd.offset, "FD record: unknown flags 0x80")
+
+
+def test_structs_padding(data: bytes, records: list[Record]) -> None:
+    fd = first(records, HdrType.FD)
+    raises(patch(data, fd, "__pad", 7), fd.offset, "padding in struct ckpt_hdr_fd")
+    task = first(records, HdrType.TASK)
+    last = task.end - 1  # task 100's variable part is 20 bytes: 4 of padding
+    bad = fix_crc(data[:last] + b"\1" + data[last + 1 :])
+    raises(bad, task.offset, "TASK record: non-zero trailing padding")
+    ep = first(records, HdrType.EPOLL)
+    size = ffi.sizeof("struct ckpt_epoll_item")
+    at = ep.offset + ffi.sizeof("struct ckpt_hdr_epoll") + size
+    at += ffi.offsetof("struct ckpt_epoll_item", "__pad")
+    bad = fix_crc(data[:at] + b"\1" + data[at + 1 :])
+    raises(bad, ep.offset, "EPOLL record: non-zero padding in item 1")
+
+
+@pytest.mark.parametrize(
+    "rtype", [HdrType.FD, HdrType.FILE, HdrType.OBJREF, HdrType.PIPE, HdrType.EPOLL]
+)
+@pytest.mark.parametrize("objref", [0, -1, -(2**31)])
+def test_objref_not_positive(
+    data: bytes, records: list[Record], rtype: HdrType, objref: int
+) -> None:
+    rec = first(records, rtype)
+    raises(patch(data, rec, "objref", objref), rec.offset, f"objref {objref} <= 0")
+
+
+def test_counts(data: bytes, records: list[Record]) -> None:
+    tree = records[1]
+    epoll = first(records, HdrType.EPOLL)
+    bad = patch(data, tree, "nr_tasks", 5)
+    raises(bad, epoll.offset, "EPOLL record where TASK record is due (TREE declared 5")
+    last_task = first(records, HdrType.TASK, 3)
+    bad = patch(data, tree, "nr_tasks", 3)
+    raises(bad, last_task.offset, "TASK record where EPOLL or TAIL record is due")
+    task = first(records, HdrType.TASK)
+    raises(
+        patch(data, task, "nr_fds", 6),
+        first(records, HdrType.TASK, 1).offset,
+        "TASK record where FD record is due (TASK 100 declared 6 fds, this is #6)",
+    )
+    raises(
+        patch(data, task, "nr_fds", 4),
+        first(records, HdrType.FD, 4).offset,
+        "FD record where TASK record is due",
+    )
+    # nr_items and len must agree
+    bad = patch(data, epoll, "nr_items", 3)
+    raises(bad, epoll.offset, f"len {epoll.len} but its fields make {epoll.len + 24}")
+
+
+def test_bounds(data: bytes, records: list[Record]) -> None:
+    task = first(records, HdrType.TASK)
+    raises(
+        patch(data, task, "comm_len", 65),
+        task.offset,
+        "comm_len 65 exceeds CKPT_COMM_MAX 64",
+    )
+    raises(
+        patch(data, task, "cwd_len", 4097),
+        task.offset,
+        "cwd_len 4097 exceeds CKPT_PATH_MAX",
+    )
+    pipe = first(records, HdrType.PIPE)
+    bad = patch(data, pipe, "data_len", 2**32 - 1)
+    raises(bad, pipe.offset, "data_len 4294967295 exceeds CKPT_PIPE_DATA_MAX")
+    ep = first(records, HdrType.EPOLL)
+    bad = patch(data, ep, "nr_items", 2**32 - 1)
+    raises(bad, ep.offset, "nr_items 4294967295 exceeds CKPT_EPOLL_ITEMS_MAX")
+    err = first(records, HdrType.ERROR)
+    raises(
+        patch(data, err, "msg_len", 5000),
+        err.offset,
+        "msg_len 5000 exceeds CKPT_MSG_MAX",
+    )
+    raises(patch(data, err, "err", 5), err.offset, "ERROR record: err 5 > 0")
+    # a len within the bound but beyond the stream: truncated, nothing allocated
+    big = 16 * 1024 * 1024
+    bad = patch(data, pipe, "data_len", big)
+    bad = patch(bad, pipe, "h.len", ffi.sizeof("struct ckpt_hdr_pipe") + big)
+    raises(bad, pipe.offset, "PIPE record: truncated")
+
+
+def test_task_checks(data: bytes, records: list[Record]) -> None:
+    t0, t1, t2 = (first(records, HdrType.TASK, i) for i in range(3))
+    raises(patch(data, t0, "argc", 3), t0.offset, "argv has 4 NULs for argc 3")
+    raises(patch(data, t2, "argc", 1), t2.offset, "argv has 0 NULs for argc 1")
+    raises(patch(data, t0, "pid", 0), t0.offset, "TASK record: pid 0 <= 0")
+    raises(patch(data, t2, "pid", 101), t2.offset, "TASK record: pid 101 twice")
+    raises(patch(data, t1, "ppid", 102), t1.offset, "ppid 102 is not an earlier task's")
+    raises(patch(data, t1, "ppid", 101), t1.offset, "ppid 101 is not an earlier task's")
+    tree = records[1]
+    raises(patch(data, tree, "root_pid", 1), t0.offset, "root pid 100 is not TREE's")
+    sp = specs(data)
+    for key in ("comm", "cwd"):
+        bad = copy.deepcopy(sp)
+        i = find(bad, HdrType.TASK, pid=101)
+        bad[i].var[key] = b"a\0b"
+        built, offsets = build(bad)
+        raises(built, offsets[i], f"TASK record: NUL inside {key}")
+    # argv ends without its NUL
+    bad = copy.deepcopy(sp)
+    i = find(bad, HdrType.TASK, pid=101)
+    bad[i].var["argv"] = b"\0worker"
+    built, offsets = build(bad)
+    raises(built, offsets[i], "argv has 1 NULs for argc 1")
+
+
+def test_fd_checks(data: bytes, records: list[Record]) -> None:
+    sp = specs(data)
+    bad = copy.deepcopy(sp)
+    i = find(bad, HdrType.FD, fd=2)
+    bad[i].fields["fd"] = 0
+    built, offsets = build(bad)
+    raises(built, offsets[i], "FD record: fd 0 twice")
+    fd = first(records, HdrType.FD)
+    raises(patch(data, fd, "fd", -1), fd.offset, "FD record: fd -1 < 0")
+
+
+def test_dangling_objref(data: bytes, records: list[Record]) -> None:
+    sp = specs(data)
+    i = find(sp, HdrType.FD, fd=2)  # task 100 fd 2 -> OBJREF 1
+    assert sp[i + 1].type == HdrType.OBJREF
+    for objref, why in ((99, "names nothing yet"), (3, "names a pipe")):
+        bad = copy.deepcopy(sp)
+        bad[i].fields["objref"] = bad[i + 1].fields["objref"] = objref
+        built, offsets = build(bad)
+        raises(built, offsets[i], f"FD record: objref {objref} {why}")
+    bad = copy.deepcopy(sp)
+    bad[i + 1].fields["objref"] = 5
+    built, offsets = build(bad)
+    raises(built, offsets[i + 1], "OBJREF record: objref 5 differs from its FD's 1")
+    bad = copy.deepcopy(sp)
+    bad[i + 1].fields["type"] = ObjType.INODE
+    built, offsets = build(bad)
+    raises(built, offsets[i + 1], "OBJREF record: type 2 is not CKPT_OBJ_FILE")
+    bad = copy.deepcopy(sp)
+    j = find(bad, HdrType.FILE, objref=1)
+    bad[j].fields["objref"] = 50
+    built, offsets = build(bad)
+    raises(built, offsets[j], "FILE record: objref 50 differs from its FD's 1")
+
+
+def test_objref_defined_twice(data: bytes) -> None:
+    sp = specs(data)
+    i = find(sp, HdrType.FD, fd=2)  # its OBJREF 1 becomes a second FILE 1
+    sp[i + 1] = copy.deepcopy(sp[find(sp, HdrType.FILE, objref=1)])
+    sp[i + 1].ptag, sp[i + 1].id = sp[i].id, 1000
+    built, offsets = build(sp)
+    raises(
+        built, offsets[i + 1], "FILE record: objref 1 defined twice (first by the FILE"
+    )
+
+
+def test_pipe_checks(data: bytes, records: list[Record]) -> None:
+    sp = specs(data)
+    f4 = find(sp, HdrType.FILE, objref=4)  # the first end of pipe 3
+    assert sp[f4 + 1].type == HdrType.PIPE
+    # PIPE missing after a new pipe_objref
+    bad = copy.deepcopy(sp)
+    del bad[f4 + 1]
+    built, offsets = build(bad)
+    raises(built, offsets[f4 + 1], "FD record where PIPE record is due")
+    # PIPE again for a known pipe, and after a FILE that is no pipe end
+    for objref, why in ((2, "its pipe is already defined"), (5, "not a pipe")):
+        bad = copy.deepcopy(sp)
+        f = find(bad, HdrType.FILE, objref=objref)
+        extra = copy.deepcopy(bad[f4 + 1])
+        extra.id, extra.ptag = 1000, bad[f].id
+        bad.insert(f + 1, extra)
+        built, offsets = build(bad)
+        raises(built, offsets[f + 1], f"PIPE record after a FILE: {why}")
+    # PIPE objref not the FILE's pipe_objref
+    bad = copy.deepcopy(sp)
+    bad[f4 + 1].fields["objref"] = 30
+    built, offsets = build(bad)
+    raises(built, offsets[f4 + 1], "PIPE record: objref 30 differs from its FILE's")
+    # a pipe_objref that is a file's objref
+    bad = copy.deepcopy(sp)
+    f2 = find(bad, HdrType.FILE, objref=2)
+    bad[f2].fields["pipe_objref"] = 1
+    built, offsets = build(bad)
+    raises(built, offsets[f2], "FILE record: pipe_objref 1 is a file's objref")
+    # a pipe objref that a FILE later claims: pipe 3 renamed 5 (file 5's objref)
+    bad = copy.deepcopy(sp)
+    for s in bad:
+        if s.type == HdrType.FILE and s.fields["pipe_objref"] == 3:
+            s.fields["pipe_objref"] = 5
+    bad[f4 + 1].fields["objref"] = 5
+    built, offsets = build(bad)
+    f5 = find(bad, HdrType.FILE, objref=5)
+    raises(built, offsets[f5], "FILE record: objref 5 defined twice (first by the PIPE")
+    pipe = first(records, HdrType.PIPE)
+    raises(patch(data, pipe, "flags", 4), pipe.offset, "PIPE record: unknown flags 0x4")
+
+
+def test_file_checks(data: bytes, records: list[Record]) -> None:
+    f0 = first(records, HdrType.FILE)  # /dev/null, CHR
+    raises(patch(data, f0, "kind", 11), f0.offset, "FILE record: kind 11 out of range")
+    raises(patch(data, f0, "f_mode", 4), f0.offset, "f_mode 0x4 out of range")
+    raises(patch(data, f0, "flags", 2), f0.offset, "FILE record: unknown flags 0x2")
+    raises(patch(data, f0, "pipe_objref", 3), f0.offset, "pipe_objref 3 on a CHR file")
+    f4 = first(records, HdrType.FILE, 1)
+    assert f4.fields["objref"] == 4
+    raises(patch(data, f4, "pipe_objref", 0), f4.offset, "pipe_objref 0 <= 0 on a pipe")
+    sp = specs(data)
+    i = find(sp, HdrType.FILE, objref=5)
+    sp[i].var["path"] = b"/tmp/a\0b"
+    built, offsets = build(sp)
+    raises(built, offsets[i], "FILE record: NUL inside path")
+
+
+def test_epoll_checks(data: bytes, records: list[Record]) -> None:
+    ep = first(records, HdrType.EPOLL)
+    for objref in (99, 5, 3):  # nothing, a REG file, a pipe
+        bad = patch(data, ep, "objref", objref)
+        raises(bad, ep.offset, f"EPOLL record: objref {objref} is not an EPOLL file")
+    sp = specs(data)
+    e = find(sp, HdrType.EPOLL)
+    for target, frag in ((99, "names no file"), (3, "names no file"), (0, "<= 0")):
+        bad = copy.deepcopy(sp)
+        bad[e].var["items"][1]["target"] = target
+        built, offsets = build(bad)
+        raises(built, offsets[e], f"EPOLL record: item 1: target {target}"[:29])
+        raises(built, offsets[e], frag)
+    bad = copy.deepcopy(sp)
+    bad[e].var["items"].append(dict(bad[e].var["items"][0]))
+    built, offsets = build(bad)
+    raises(built, offsets[e], "item 2: target 2 fd 3 twice")
+    bad = copy.deepcopy(sp)
+    bad.insert(e + 1, copy.deepcopy(bad[e]))
+    built, offsets = build(bad)
+    raises(built, offsets[e + 1], "EPOLL record: objref 9 defined twice")
+    # EPOLL among the tasks: not where the grammar has it
+    bad = copy.deepcopy(sp)
+    moved = bad.pop(e)
+    bad.insert(find(bad, HdrType.TASK, pid=103), moved)
+    built, offsets = build(bad)
+    raises(built, offsets[find(bad, HdrType.EPOLL)], "EPOLL record where TASK")
+
+
+def test_error_records_anywhere(data: bytes, image: Image) -> None:
+    """ERROR (ptag 0) may sit between any two records after HEAD."""
+    sp = specs(data)
+    err = sp[find(sp, HdrType.ERROR)]
+    note = Spec(1000, HdrType.ERROR, 0, dict(err.fields, err=0), {"msg": b"between"})
+    positions = [1, 2, find(sp, HdrType.FILE, objref=4) + 1, find(sp, HdrType.PIPE)]
+    bad = copy.deepcopy(sp)
+    for n, pos in enumerate(sorted(positions, reverse=True)):
+        bad.insert(pos, copy.deepcopy(note))
+        bad[pos].id = 1000 + n
+    built, _ = build(bad)
+    again = Image.from_bytes(built)
+    assert [e.msg for e in again.errors] == ["between"] * 4 + [
+        e.msg for e in image.errors
+    ]
+    again.errors = image.errors
+    assert again == image
+    # with a ptag: refused
+    bad = copy.deepcopy(sp)
+    bad.insert(2, copy.deepcopy(note))
+    bad[2].ptag = sp[0].id
+    built, offsets = build(bad)
+    raises(built, offsets[2], "ERROR record: ptag 1, expected 0")
