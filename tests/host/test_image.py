@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from pyckpt import show
 from pyckpt.abi import FileKind, FMode, HdrType, ObjType, ffi, lib
 from pyckpt.image import (
     Epoll,
@@ -734,3 +737,247 @@ def test_error_records_anywhere(data: bytes, image: Image) -> None:
     bad[2].ptag = sp[0].id
     built, offsets = build(bad)
     raises(built, offsets[2], "ERROR record: ptag 1, expected 0")
+
+
+# ---- property tests ------------------------------------------------------------
+
+FUZZ = settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def read_or_image_error(data: bytes) -> Image | None:
+    """from_bytes: an Image or ImageError, nothing else; iter_records and the
+    tolerant JSON decode likewise; what reads back also writes back."""
+    try:
+        list(iter_records(data))
+    except ImageError:
+        pass
+    out = show.to_json(data, strict=False)  # never raises
+    assert ("error" in out) == (out["head"] is None)
+    try:
+        img = Image.from_bytes(data)
+    except ImageError as e:
+        assert 0 <= e.offset <= len(data)
+        assert out["error"] == {"offset": e.offset, "message": e.msg}
+        return None
+    try:
+        again = img.to_bytes()
+    except ValueError as e:  # a float time cannot hold every time_sec back
+        assert "time" in str(e) or "TIME" in str(e), e
+        return img
+    assert Image.from_bytes(again) == img
+    show.summary(img).encode()
+    show.to_dot(img).encode()
+    return img
+
+
+@FUZZ
+@given(st.binary(max_size=3000))
+def test_fuzz_arbitrary_bytes(data: bytes) -> None:
+    read_or_image_error(data)
+
+
+@FUZZ
+@given(st.binary(max_size=600))
+def test_fuzz_after_a_valid_head(tail: bytes) -> None:
+    head = rich_image().to_bytes()[:312]
+    read_or_image_error(head + tail)
+
+
+_BASE = rich_image().to_bytes()
+_BOUNDS = [r.offset for r in iter_records(_BASE)] + [len(_BASE)]
+_INTERESTING = [0, 1, 2, 3, 7, 8, 16, 24, 63, 64, 65, 4096, 2**31 - 1, 2**31, 2**32 - 1]
+
+
+def _position(draw: st.DrawFn, n: int) -> int:
+    """A byte position, spread over the base's records (not biased to HEAD)."""
+    i = draw(st.integers(0, len(_BOUNDS) - 2))
+    start, end = _BOUNDS[i], _BOUNDS[i + 1]
+    return min(n, start + draw(st.integers(0, end - start - 1)))
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(_BASE)
+    for _ in range(draw(st.integers(1, 3))):
+        op = draw(
+            st.sampled_from(["flip", "word", "cut", "insert", "delete", "record"])
+        )
+        n = len(data)
+        at = _position(draw, n)
+        if op == "flip" and at < n:
+            data[at] ^= draw(st.integers(1, 255))
+        elif op == "word" and at + 4 <= n:  # an aligned field: a boundary value
+            at &= ~3
+            value = draw(st.sampled_from(_INTERESTING))
+            data[at : at + 4] = value.to_bytes(4, "little")
+        elif op == "cut":
+            del data[at:]
+        elif op == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=40))
+        elif op == "delete":
+            del data[at : at + draw(st.integers(1, 40))]
+        elif op == "record":  # move, drop or duplicate whole records of the base
+            i = draw(st.integers(0, len(_BOUNDS) - 2))
+            chunk = _BASE[_BOUNDS[i] : _BOUNDS[i + 1]]
+            at = draw(st.sampled_from([b for b in _BOUNDS if b <= n]))
+            if draw(st.booleans()):
+                data[at:at] = chunk
+            else:
+                del data[at : at + len(chunk)]
+    out = bytes(data)
+    if draw(st.booleans()) and len(out) >= 32:
+        out = fix_crc(out)  # get past the checksum to the deeper checks
+    return out
+
+
+@FUZZ
+@given(mutated())
+def test_fuzz_mutated_images(data: bytes) -> None:
+    read_or_image_error(data)
+
+
+def _name(max_size: int) -> st.SearchStrategy[str]:
+    """Strings as the kernel has them: bytes without NUL, surrogate-escaped."""
+    return (
+        st.binary(max_size=max_size)
+        .filter(lambda b: b"\0" not in b)
+        .map(lambda b: b.decode("utf-8", "surrogateescape"))
+    )
+
+
+_S32 = st.integers(-(2**31), 2**31 - 1)
+_U32 = st.integers(0, 2**32 - 1)
+_POS = st.integers(1, 2**31 - 1)
+
+
+@st.composite
+def images(draw: st.DrawFn) -> Image:
+    sec = draw(st.integers(-(2**40), 2**40))
+    nsec = draw(st.integers(0, 10**9 - 1))
+    head = Head(
+        sec + nsec / 1e9,
+        draw(_name(64)),
+        draw(_name(64)),
+        draw(_name(64)),
+        draw(_name(64)),
+        draw(st.sampled_from([0, lib.CKPT_FORMAT_VERSION])) or lib.CKPT_FORMAT_VERSION,
+        lib.CKPT_ABI_VERSION,
+    )
+    pids = draw(
+        st.lists(
+            _POS, min_size=draw(st.sampled_from([0, 1, 1, 1])), max_size=5, unique=True
+        )
+    )
+    tasks = []
+    for i, pid in enumerate(pids):
+        ppid = (
+            draw(st.integers(0, 2**31 - 1))
+            if i == 0
+            else draw(st.sampled_from(pids[:i]))
+        )
+        tasks.append(
+            Task(
+                pid,
+                ppid,
+                draw(_S32),
+                draw(_S32),
+                draw(_name(lib.CKPT_COMM_MAX)),
+                draw(st.lists(_name(10), max_size=4)),
+                draw(_name(30)),
+            )
+        )
+    image = Image(head=head, tasks=tasks)
+    if not tasks:
+        return image
+    refs = draw(st.lists(_POS, min_size=2, max_size=14, unique=True))
+    nfiles = draw(st.integers(1, len(refs) // 2 + 1))
+    file_refs, pipe_pool = refs[:nfiles], refs[nfiles:] or [2**31 - 1]
+    if 2**31 - 1 in file_refs:
+        return image  # the fallback pipe objref is taken: keep it simple
+    for ref in file_refs:
+        kind = draw(st.sampled_from(list(FileKind)))
+        pipe = (
+            draw(st.sampled_from(pipe_pool))
+            if kind in (FileKind.PIPE, FileKind.FIFO)
+            else 0
+        )
+        image.files[ref] = File(
+            ref,
+            kind,
+            draw(_U32),
+            draw(st.sampled_from(list(FMode) + [FMode(0), FMode.READ | FMode.WRITE])),
+            draw(st.integers(-(2**63), 2**63 - 1)),
+            draw(_name(40)),
+            pipe,
+            draw(st.booleans()),
+            draw(st.integers(0, 2**64 - 1)),
+            draw(_U32),
+        )
+        if pipe and pipe not in image.pipes:
+            image.pipes[pipe] = Pipe(
+                pipe,
+                draw(_U32),
+                draw(st.binary(max_size=64)),
+                draw(st.booleans()),
+                draw(st.booleans()),
+            )
+    # every file has an fd somewhere, more fds share them
+    owners = [(ref, draw(st.integers(0, len(tasks) - 1))) for ref in file_refs]
+    if file_refs:
+        extra = st.tuples(st.sampled_from(file_refs), st.integers(0, len(tasks) - 1))
+        owners += draw(st.lists(extra, max_size=6))
+    numbers = draw(
+        st.lists(
+            st.integers(0, 2**31 - 1),
+            min_size=len(owners),
+            max_size=len(owners),
+            unique=True,
+        )
+    )
+    for (ref, t), number in zip(owners, numbers, strict=True):
+        tasks[t].fds.append(Fd(number, ref, draw(st.booleans())))
+    for ref, f in image.files.items():
+        if f.kind == FileKind.EPOLL and draw(st.booleans()):
+            items = draw(
+                st.lists(
+                    st.builds(
+                        EpollItem,
+                        st.sampled_from(file_refs),
+                        _S32,
+                        _U32,
+                        st.integers(0, 2**64 - 1),
+                    ),
+                    max_size=4,
+                    unique_by=lambda i: (i.target, i.tfd),
+                )
+            )
+            image.epolls[ref] = Epoll(ref, items)
+    image.errors = draw(
+        st.lists(
+            st.builds(
+                ErrorRecord,
+                st.integers(-4095, 0),
+                _name(50),
+                st.integers(0, 2**31 - 1),
+                st.integers(0, 2**31 - 1),
+                st.integers(-1, 2**31 - 1),
+            ),
+            max_size=3,
+        )
+    )
+    return image
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(images())
+def test_random_images_round_trip(image: Image) -> None:
+    data = image.to_bytes()
+    again = Image.from_bytes(data)
+    assert again == image
+    assert again.to_bytes() == data
+    # and a mutation of it reads or fails cleanly
+    read_or_image_error(data[: len(data) // 2])
