@@ -16,6 +16,7 @@ the checksum).  Any malformed input raises ``ImageError`` and nothing else.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
@@ -273,7 +274,8 @@ _LAYOUTS: dict[int, _Layout] = {
     ),
 }
 # a record type added to ckpt.h must get a layout here before anything runs
-assert set(_LAYOUTS) == set(HdrType), "ckpt.h has a record type image.py lacks"
+if set(_LAYOUTS) != set(HdrType):
+    raise ImportError("ckpt.h has a record type that pyckpt.image has no layout for")
 
 _PIPE_KINDS = frozenset({FileKind.PIPE, FileKind.FIFO})
 _FMODE_ALL = int(sum(FMode))
@@ -284,6 +286,7 @@ def _pad(n: int) -> int:
     return -(-n // _ALIGN) * _ALIGN
 
 
+@functools.cache
 def _fields(ctype: str) -> list[tuple[str, Any]]:
     """A struct's data fields (header ``h`` and ``__pad*`` left out)."""
     return [
@@ -340,13 +343,6 @@ def _decode_fields(ctype: str, p: Any) -> dict[str, Any]:
 
 def _nonzero_pad(ctype: str, raw: bytes) -> bool:
     return any(raw[i] for i in _PADS[ctype])
-
-
-def _type_name(t: int) -> str:
-    try:
-        return HdrType(t).name
-    except ValueError:
-        return f"type {t}"
 
 
 # ---- records: one by one -----------------------------------------------------

@@ -981,3 +981,26 @@ def test_random_images_round_trip(image: Image) -> None:
     assert again.to_bytes() == data
     # and a mutation of it reads or fails cleanly
     read_or_image_error(data[: len(data) // 2])
+
+
+def _explicit_pads(t: Any, base: int = 0) -> set[int]:
+    """Byte offsets of a struct's __pad fields, nested structs included."""
+    out: set[int] = set()
+    for name, f in t.fields:
+        if name.startswith("__"):
+            out.update(range(base + f.offset, base + f.offset + ffi.sizeof(f.type)))
+        elif f.type.kind == "struct":
+            out |= _explicit_pads(f.type, base + f.offset)
+    return out
+
+
+def test_record_structs_have_no_hidden_padding() -> None:
+    """Every byte of a record struct is a field or an explicit __pad, and the
+    size keeps the next record 8-aligned: a header change breaking either
+    would make the zero-padding checks (and the kernel ABI) ambiguous."""
+    from pyckpt.image import _LAYOUTS, _PADS
+
+    for layout in _LAYOUTS.values():
+        for ctype in [layout.struct] + [v.item for v in layout.var if v.item]:
+            assert set(_PADS[ctype]) == _explicit_pads(ffi.typeof(ctype)), ctype
+        assert layout.size % 8 == 0, layout.struct
