@@ -1,0 +1,737 @@
+"""Restart: recreate an image's objects and tasks, hold them at a barrier, release.
+
+The steps follow linux-cr's restart with the module's objhash in the middle:
+
+1. open a context (the policy decides when the hash lets its objects go);
+2. create every file once and insert it under its objref; the coordinator then
+   closes its own fds, so that only the hash holds the objects;
+3. fork stub processes that mirror the recorded tree; each one fetches its
+   files from the hash, puts them at their recorded numbers, closes all else,
+   reports, and waits at the barrier (SIGUSR1);
+4. add the epoll items (a helper process fetches the epoll files and their
+   targets: linux-cr deferred this until every file existed);
+5. release: CKPT_IOC_RELEASE (clear/free per policy), then SIGUSR1 to every
+   stub, which execs its program with the restored fd table.
+
+Memory and registers are not restored: a restarted task starts a program
+again (argv, or its recorded one) with its kernel-object state restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import faulthandler
+import fcntl
+import gc
+import os
+import select
+import signal
+import stat
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import NoReturn, Self
+
+from pyckpt.abi import FileKind, FMode, Policy
+from pyckpt.device import Context, epoll_add
+from pyckpt.errors import CkptError
+from pyckpt.image import Epoll, File, Image, Pipe, Task
+
+__all__ = ["RestartError", "Restarted", "restart"]
+
+# creation flags: the file exists already, its content is not to be touched
+_OPEN_DROP = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY
+# what F_SETFL may change (the kernel's SETFL_MASK, O_DIRECT aside: pipes
+# refuse it through fcntl, pipe2() takes it)
+_SETFL = os.O_APPEND | os.O_NONBLOCK | os.O_ASYNC | os.O_NOATIME
+_KINDS = {
+    FileKind.REG,
+    FileKind.DIR,
+    FileKind.FIFO,
+    FileKind.PIPE,
+    FileKind.EVENTFD,
+    FileKind.EPOLL,
+}
+_EXEC_FAILED = 127
+_STUB_FAILED = 126
+_MSG_MAX = 3000  # a report line stays below PIPE_BUF: written atomically
+
+# os.open() always adds O_CLOEXEC, and the kernel keeps it in f_flags (then
+# /proc/PID/fdinfo shows every fd of the file as close-on-exec): libc's open
+# takes the recorded flags as they are.
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class RestartError(Exception):
+    """Restart failed; nothing it created is left (processes, fds, context)."""
+
+
+# ---- checks before anything is created ----------------------------------------
+
+
+@dataclass
+class _Plan:
+    tasks: list[Task]
+    children: dict[int, list[Task]]
+    argv: dict[int, list[str]]
+    pipes: dict[int, list[File]]  # pipe_objref -> its files, image order
+    epolls: list[Epoll]
+
+
+def _check(image: Image, argv: list[str] | None) -> _Plan:
+    if not image.tasks:
+        raise RestartError("image has no task")
+    seen: dict[int, Task] = {}
+    children: dict[int, list[Task]] = {}
+    nofile = os.sysconf("SC_OPEN_MAX")
+    for i, t in enumerate(image.tasks):
+        if t.pid <= 0 or t.pid in seen:
+            raise RestartError(f"task {t.pid}: bad or duplicate pid")
+        if i and t.ppid not in seen:
+            raise RestartError(
+                f"task {t.pid}: parent {t.ppid} is not an earlier task of the tree"
+            )
+        prog = argv if argv is not None else t.argv
+        if not prog:
+            raise RestartError(f"task {t.pid}: no argv to exec")
+        numbers: set[int] = set()
+        for fd in t.fds:
+            if fd.fd < 0 or fd.fd in numbers or fd.fd >= nofile:
+                raise RestartError(f"task {t.pid}: bad or duplicate fd {fd.fd}")
+            numbers.add(fd.fd)
+            if fd.objref not in image.files:
+                raise RestartError(f"task {t.pid} fd {fd.fd}: no file {fd.objref}")
+        seen[t.pid] = t
+        children[t.pid] = []
+        if i:
+            children[t.ppid].append(t)
+
+    pipes: dict[int, list[File]] = {}
+    for ref, f in image.files.items():
+        if ref != f.objref or ref <= 0:
+            raise RestartError(f"file {ref}: objref mismatch ({f.objref})")
+        where = f"objref {ref}"
+        if f.kind not in _KINDS:
+            kind = FileKind(f.kind).name if f.kind in FileKind else str(f.kind)
+            raise RestartError(f"{where}: cannot restore a file of kind {kind}")
+        paths = (FileKind.REG, FileKind.DIR, FileKind.FIFO)
+        if f.kind in paths and not f.path.startswith("/"):
+            raise RestartError(f"{where}: no absolute path ({f.path!r})")
+        if f.kind in (FileKind.PIPE, FileKind.FIFO):
+            if f.pipe_objref <= 0 or f.pipe_objref in image.files:
+                raise RestartError(f"{where}: bad pipe objref {f.pipe_objref}")
+            if f.kind == FileKind.PIPE:
+                if f.pipe_objref not in image.pipes:
+                    raise RestartError(f"{where}: no PIPE record {f.pipe_objref}")
+                if FMode(f.f_mode) not in (FMode.READ, FMode.WRITE):
+                    raise RestartError(f"{where}: a pipe end is read or write only")
+            group = pipes.setdefault(f.pipe_objref, [])
+            if group and group[0].kind != f.kind:
+                raise RestartError(f"{where}: pipe {f.pipe_objref} mixes kinds")
+            group.append(f)
+
+    for ref, ep in image.epolls.items():
+        f = image.files.get(ref)
+        if f is None or f.kind != FileKind.EPOLL:
+            raise RestartError(f"epoll record {ref}: not an epoll file")
+        for it in ep.items:
+            if it.target not in image.files or not 0 <= it.tfd < nofile:
+                raise RestartError(
+                    f"epoll {ref}: item target {it.target} tfd {it.tfd} invalid"
+                )
+    return _Plan(
+        tasks=list(image.tasks),
+        children=children,
+        argv={t.pid: list(argv if argv is not None else t.argv) for t in image.tasks},
+        pipes=pipes,
+        epolls=[ep for ep in image.epolls.values() if ep.items],
+    )
+
+
+# ---- step 2: objects ----------------------------------------------------------
+
+
+def _raw_open(path: str, flags: int) -> int:
+    fd = _libc.open(os.fsencode(path), ctypes.c_int(flags), ctypes.c_int(0))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    if not flags & os.O_CLOEXEC:
+        os.set_inheritable(fd, False)  # the fd flag only; f_flags keep theirs
+    return fd
+
+
+def _epoll_create(cloexec: bool) -> int:
+    fd = _libc.epoll_create1(ctypes.c_int(select.EPOLL_CLOEXEC if cloexec else 0))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"epoll_create1: {os.strerror(err)}")
+    os.set_inheritable(fd, False)
+    return fd
+
+
+def _set_pipe_size(fd: int, p: Pipe | None) -> None:
+    if p is None:
+        return
+    cur = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    if p.size and p.size != cur:
+        cur = fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, p.size)
+    if len(p.data) > cur:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, len(p.data))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Objects:
+    """The coordinator's own fds on the objects it creates: all closed once
+    inserted (or on failure), so that only the hash holds the objects."""
+
+    def __init__(self) -> None:
+        self.own: list[int] = []
+        self.inserts: list[tuple[int, int]] = []
+
+    def keep(self, fd: int) -> int:
+        self.own.append(fd)
+        return fd
+
+    def close(self) -> None:
+        own, self.own = self.own, []
+        for fd in own:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _make_file(objs: _Objects, f: File) -> None:
+    if f.kind in (FileKind.REG, FileKind.DIR):
+        flags = f.f_flags & ~_OPEN_DROP
+        if f.kind == FileKind.DIR:
+            flags |= os.O_DIRECTORY
+        fd = objs.keep(_raw_open(f.path, flags))
+        if f.pos:
+            os.lseek(fd, f.pos, os.SEEK_SET)
+    elif f.kind == FileKind.EVENTFD:
+        flags = f.efd_flags & os.EFD_SEMAPHORE
+        if f.f_flags & os.O_CLOEXEC:
+            flags |= os.EFD_CLOEXEC
+        if f.f_flags & os.O_NONBLOCK:
+            flags |= os.EFD_NONBLOCK
+        fd = objs.keep(os.eventfd(f.count, flags))
+        os.set_inheritable(fd, False)
+    elif f.kind == FileKind.EPOLL:
+        fd = objs.keep(_epoll_create(bool(f.f_flags & os.O_CLOEXEC)))
+        if f.f_flags & _SETFL:
+            fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & _SETFL)
+    else:  # pipes are made by _make_pipe
+        raise AssertionError(f.kind)
+    objs.inserts.append((f.objref, fd))
+
+
+def _end_flags(f: File) -> int:
+    return os.O_RDONLY if FMode(f.f_mode) == FMode.READ else os.O_WRONLY
+
+
+def _make_pipe(objs: _Objects, ref: int, files: list[File], p: Pipe | None) -> None:
+    """linux-cr's pipe restore: one pipe, each File its end, and the end
+    opposite to the first File kept in the hash under the pipe objref."""
+    direct = os.O_DIRECT if any(f.f_flags & os.O_DIRECT for f in files) else 0
+    r, w = os.pipe2(os.O_CLOEXEC | direct)
+    objs.keep(r)
+    objs.keep(w)
+    _set_pipe_size(w, p)
+    if p is not None and p.data:
+        _write_all(w, p.data)
+    used: set[int] = set()
+    for f in files:
+        end = r if FMode(f.f_mode) == FMode.READ else w
+        fd = end
+        if end in used:
+            # another open file description of the same end (the image saw
+            # two struct files): reopen through /proc, as open(2) of a FIFO
+            flags = _end_flags(f) | os.O_NONBLOCK | (f.f_flags & os.O_CLOEXEC)
+            fd = objs.keep(_raw_open(f"/proc/self/fd/{end}", flags))
+        used.add(end)
+        fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & _SETFL)
+        objs.inserts.append((f.objref, fd))
+    if files:
+        other = w if FMode(files[0].f_mode) == FMode.READ else r
+        objs.inserts.append((ref, other))
+
+
+def _make_fifo(objs: _Objects, ref: int, files: list[File], p: Pipe | None) -> None:
+    """A named FIFO: an O_RDWR holder under the pipe objref (it never blocks
+    and refills the data), each File opened by path with its own flags."""
+    path = files[0].path
+    st = os.stat(path)
+    if not stat.S_ISFIFO(st.st_mode):
+        raise RestartError(f"objref {files[0].objref}: {path} is no longer a FIFO")
+    holder = objs.keep(_raw_open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
+    _set_pipe_size(holder, p)
+    if p is not None and p.data:
+        try:
+            _write_all(holder, p.data)
+        except BlockingIOError:
+            raise RestartError(f"pipe {ref}: FIFO {path} is full") from None
+    for f in files:
+        flags = (f.f_flags & ~_OPEN_DROP) | os.O_NONBLOCK
+        fd = objs.keep(_raw_open(f.path, flags))
+        fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & _SETFL)
+        objs.inserts.append((f.objref, fd))
+    objs.inserts.append((ref, holder))
+
+
+def _create_objects(ctx: Context, image: Image, plan: _Plan) -> None:
+    objs = _Objects()
+    try:
+        for f in image.files.values():
+            if f.kind in (FileKind.PIPE, FileKind.FIFO):
+                continue
+            try:
+                _make_file(objs, f)
+            except OSError as e:
+                raise RestartError(
+                    f"objref {f.objref}: cannot reopen {f.path or f.kind.name}: "
+                    f"{e.strerror}"
+                ) from e
+        for ref, files in plan.pipes.items():
+            p = image.pipes.get(ref)
+            make = _make_pipe if files[0].kind == FileKind.PIPE else _make_fifo
+            try:
+                make(objs, ref, files, p)
+            except OSError as e:
+                where = files[0].path or "pipe"
+                raise RestartError(
+                    f"pipe {ref} (objref {files[0].objref}): cannot restore "
+                    f"{where}: {e.strerror}"
+                ) from e
+        try:
+            ctx.insert_many(objs.inserts)
+        except CkptError as e:
+            raise RestartError(f"inserting objects into the objhash: {e}") from e
+    finally:
+        objs.close()  # the hash holds them now (or restart failed)
+
+
+# ---- process helpers ------------------------------------------------------------
+
+
+def _close_all_except(keep: Iterable[int]) -> None:
+    keep = set(keep)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            with contextlib.suppress(OSError):  # the listing's own fd: gone
+                os.close(fd)
+
+
+def _move_above(fds: dict[int, int], floor: int) -> dict[int, int]:
+    """Move every fd to a number >= floor (close-on-exec), out of the way of
+    the recorded numbers; returns key -> new fd."""
+    moved = {}
+    for key, fd in fds.items():
+        moved[key] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor)
+        os.close(fd)
+    return moved
+
+
+def _child_init() -> None:
+    # a forked copy of the caller (maybe pytest): no collector finalizing the
+    # caller's objects onto fd numbers that now mean something else, no
+    # faulthandler writing into a restored fd
+    gc.disable()
+    faulthandler.disable()
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # report EPIPE: just exit
+
+
+def _unique(refs: Iterable[int]) -> list[int]:
+    return list(dict.fromkeys(refs))
+
+
+def _say(wfd: int, line: str) -> None:
+    line = " ".join(line.split())[:_MSG_MAX] + "\n"
+    os.write(wfd, line.encode(errors="replace"))
+
+
+# ---- step 3: the stubs ------------------------------------------------------------
+
+
+def _stub(
+    plan: _Plan, task: Task, ctx: Context, wfd: int, ancestors: dict[int, int]
+) -> NoReturn:
+    """A stub for one task: never returns to the caller's code."""
+    code = _STUB_FAILED
+    try:
+        _child_init()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        _say(wfd, f"pid {task.pid} {os.getpid()}")
+    except BaseException:  # noqa: BLE001 - a stub never returns into the caller
+        os._exit(code)  # coordinator gone: nothing to report to
+    box = [wfd]  # the report fd, wherever _stub_build moved it
+    try:
+        _stub_build(plan, task, ctx, box, ancestors)
+        wfd = box[0]
+        _say(wfd, f"ready {task.pid}")
+        os.close(wfd)
+        signal.sigwait({signal.SIGUSR1})
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)  # Python ignores them; exec keeps it
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        code = _EXEC_FAILED
+        argv = plan.argv[task.pid]
+        os.execvp(argv[0], argv)
+    except BaseException as e:  # noqa: BLE001 - a stub never returns into the caller
+        with contextlib.suppress(BaseException):
+            if code == _STUB_FAILED:
+                _say(box[0], f"error {task.pid} {e}")
+    os._exit(code)
+
+
+def _stub_build(
+    plan: _Plan, task: Task, ctx: Context, box: list[int], ancestors: dict[int, int]
+) -> None:
+    """Build the task's state: box[0] is the report fd, moved out of the way."""
+    wfd = box[0]
+    _close_all_except({ctx.fileno(), wfd})
+    me = os.getpid()
+    if task.pid == task.sid:
+        os.setsid()
+    elif task.pgid == task.pid:
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
+    elif task.pgid in ancestors:
+        with contextlib.suppress(OSError):  # another session: keep the parent's
+            os.setpgid(0, ancestors[task.pgid])
+    # children first, while this stub holds only the context and the report fd
+    mine = ancestors | {task.pid: me}
+    for child in plan.children[task.pid]:
+        try:
+            pid = os.fork()
+        except OSError as e:
+            raise RestartError(f"fork for task {child.pid}: {e.strerror}") from e
+        if pid == 0:
+            _stub(plan, child, ctx, wfd, mine)
+    try:
+        os.chdir(task.cwd)
+    except OSError as e:
+        raise RestartError(f"chdir {task.cwd}: {e.strerror}") from e
+
+    refs = _unique(fd.objref for fd in task.fds)
+    try:
+        got = ctx.fetch_many(refs) if refs else []
+    except CkptError as e:
+        for fd in e.results:
+            os.close(fd)
+        raise RestartError(f"fetch: {e}") from e
+    os.close(ctx.fileno())  # fetched: the stub holds its own references
+    floor = max([fd.fd for fd in task.fds] + [2]) + 1
+    tmp = _move_above(dict(zip(refs, got)) | {0: wfd}, floor)
+    box[0] = wfd = tmp.pop(0)
+    for fd in task.fds:
+        os.dup2(tmp[fd.objref], fd.fd, inheritable=not fd.cloexec)
+    _close_all_except({fd.fd for fd in task.fds} | {wfd})
+
+
+class _Procs:
+    """The stubs the coordinator knows of, by recorded pid."""
+
+    def __init__(self) -> None:
+        self.pids: dict[int, int] = {}  # recorded -> new
+        self.pidfds: dict[int, int] = {}  # recorded -> pidfd
+        self.children: dict[int, int] = {}  # ours to reap: recorded -> new
+
+    def add(self, rec: int, new: int) -> None:
+        if rec in self.pids:
+            return
+        self.pids[rec] = new
+        with contextlib.suppress(OSError):
+            self.pidfds[rec] = os.pidfd_open(new)
+
+    def signal(self, sig: int) -> None:
+        for rec, new in self.pids.items():
+            with contextlib.suppress(ProcessLookupError):
+                pidfd = self.pidfds.get(rec)
+                if pidfd is not None:
+                    signal.pidfd_send_signal(pidfd, sig)
+                elif rec in self.children:
+                    os.kill(new, sig)  # not reaped yet: the pid is still its
+
+    def kill(self, timeout: float = 5.0) -> None:
+        """SIGKILL all, reap ours, wait until the others have exited."""
+        self.signal(signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        for rec in list(self.children):
+            self.reap(rec, None)
+        for rec, pidfd in self.pidfds.items():
+            _wait_pidfd(pidfd, deadline)
+        self.close()
+
+    def reap(self, rec: int, deadline: float | None) -> int | None:
+        """Reap one of our children; its exit code, None on timeout."""
+        pidfd = self.pidfds.get(rec)
+        if pidfd is not None and not _wait_pidfd(pidfd, deadline):
+            return None
+        try:
+            _, status = os.waitpid(self.children.pop(rec), 0)
+        except ChildProcessError:
+            return None
+        return os.waitstatus_to_exitcode(status)
+
+    def close(self) -> None:
+        pidfds, self.pidfds = self.pidfds, {}
+        for fd in pidfds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _wait_pidfd(pidfd: int, deadline: float | None) -> bool:
+    """Has the process exited (pidfd readable) by the deadline?"""
+    p = select.poll()
+    p.register(pidfd, select.POLLIN)
+    while True:
+        left = None if deadline is None else max(0, deadline - time.monotonic())
+        if p.poll(None if left is None else left * 1000):
+            return True
+        if left is not None and left <= 0:
+            return False
+
+
+def _read_reports(
+    rfd: int, procs: _Procs, deadline: float, stop_on_error: bool = True
+) -> tuple[set[int], str | None]:
+    """Read report lines until EOF (every stub has reported and closed its
+    end, or died) or the deadline; returns the ready tasks and the first
+    error."""
+    ready: set[int] = set()
+    error: str | None = None
+    buf = b""
+    p = select.poll()
+    p.register(rfd, select.POLLIN)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return ready, error or "timed out waiting for the stubs to report"
+        if not p.poll(left * 1000):
+            continue
+        chunk = os.read(rfd, 65536)
+        if not chunk:
+            return ready, error
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for raw in lines:
+            word, _, rest = raw.decode(errors="replace").partition(" ")
+            if word == "pid":
+                rec, new = rest.split()
+                procs.add(int(rec), int(new))
+            elif word == "ready":
+                ready.add(int(rest))
+            elif word == "error" and error is None:
+                rec, _, msg = rest.partition(" ")
+                error = f"task {rec}: {msg}"
+        if error is not None and stop_on_error:
+            return ready, error
+
+
+def _spawn(ctx: Context, plan: _Plan, procs: _Procs, timeout: float) -> None:
+    rfd, wfd = os.pipe2(os.O_CLOEXEC)
+    try:
+        root = plan.tasks[0]
+        pid = os.fork()
+        if pid == 0:
+            _stub(plan, root, ctx, wfd, {})
+        os.close(wfd)
+        wfd = -1
+        procs.children[root.pid] = pid
+        procs.add(root.pid, pid)
+        deadline = time.monotonic() + timeout
+        ready, error = _read_reports(rfd, procs, deadline)
+        if error is None and len(ready) != len(plan.tasks):
+            missing = sorted({t.pid for t in plan.tasks} - ready)
+            error = f"tasks {missing} exited before reporting"
+        if error is not None:
+            # kill what is known, then drain until EOF: a stub forked in the
+            # meantime says its pid first, and is killed in turn
+            procs.signal(signal.SIGKILL)
+            drain_deadline = time.monotonic() + timeout
+            while True:
+                before = set(procs.pids)
+                _read_reports(rfd, procs, drain_deadline, stop_on_error=False)
+                if set(procs.pids) == before or time.monotonic() > drain_deadline:
+                    break
+                procs.signal(signal.SIGKILL)
+            raise RestartError(error)
+    finally:
+        os.close(rfd)
+        if wfd >= 0:
+            os.close(wfd)
+
+
+# ---- step 4: epoll items ------------------------------------------------------
+
+
+def _epoll_helper(ctx: Context, epolls: list[Epoll], wfd: int) -> NoReturn:
+    try:
+        _child_init()
+        _close_all_except({ctx.fileno(), wfd})
+        refs = _unique(
+            [ep.objref for ep in epolls]
+            + [it.target for ep in epolls for it in ep.items]
+        )
+        got = ctx.fetch_many(refs)
+        os.close(ctx.fileno())
+        floor = max([it.tfd for ep in epolls for it in ep.items] + [2]) + 1
+        tmp = _move_above(dict(zip(refs, got)) | {0: wfd}, floor)
+        wfd = tmp.pop(0)
+        for ep in epolls:
+            for it in ep.items:
+                # the target at its recorded number, so that fdinfo shows tfd
+                os.dup2(tmp[it.target], it.tfd)
+                try:
+                    epoll_add(tmp[ep.objref], it.tfd, it.events, it.data)
+                except OSError as e:
+                    raise RestartError(
+                        f"epoll {ep.objref}: add target {it.target} as tfd "
+                        f"{it.tfd} events {it.events:#x}: {e.strerror}"
+                    ) from e
+                os.close(it.tfd)
+        _say(wfd, "ok")
+        os._exit(0)
+    except BaseException as e:  # noqa: BLE001 - the helper never returns either
+        with contextlib.suppress(BaseException):
+            _say(wfd, f"error {e}")
+    os._exit(1)
+
+
+def _restore_epolls(ctx: Context, epolls: list[Epoll], timeout: float) -> None:
+    if not epolls:
+        return
+    rfd, wfd = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _epoll_helper(ctx, epolls, wfd)
+        os.close(wfd)
+        wfd = -1
+        out = b""
+        deadline = time.monotonic() + timeout
+        p = select.poll()
+        p.register(rfd, select.POLLIN)
+        while time.monotonic() < deadline:
+            if p.poll(max(0, deadline - time.monotonic()) * 1000):
+                chunk = os.read(rfd, 65536)
+                if not chunk:
+                    break
+                out += chunk
+        else:
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(rfd)
+        if wfd >= 0:
+            os.close(wfd)
+    msg = out.decode(errors="replace").strip()
+    if status != 0 or msg != "ok":
+        msg = msg.removeprefix("error ") or f"helper status {status:#x}"
+        raise RestartError(f"epoll items: {msg}")
+
+
+# ---- the result -----------------------------------------------------------------
+
+
+@dataclass
+class Restarted:
+    """A restarted tree; its tasks wait at the barrier until release()."""
+
+    context: Context
+    pids: dict[int, int]  # recorded pid -> new pid
+    _procs: _Procs = field(repr=False)
+    released: bool = False
+
+    def release(self) -> None:
+        """CKPT_IOC_RELEASE (clear/free per policy), then let every task go."""
+        if self.released:
+            raise RestartError("already released")
+        try:
+            self.context.release()
+        except (CkptError, ValueError) as e:
+            self.kill()
+            raise RestartError(f"release: {e}") from e
+        self.released = True
+        self._procs.signal(signal.SIGUSR1)
+
+    def teardown(self) -> None:
+        """Close the context: under clear-at-end the hash lets go only now."""
+        self.context.close()
+
+    def wait(self, timeout: float | None = None) -> dict[int, int]:
+        """Wait for the restarted tasks that are our children (the root: the
+        others are their restarted parents' children); recorded pid -> exit
+        code (negative: killed by that signal). Then teardown()."""
+        if not self.released:
+            raise RestartError("wait() before release(): the tasks are at the barrier")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        codes: dict[int, int] = {}
+        for rec in list(self._procs.children):
+            code = self._procs.reap(rec, deadline)
+            if code is None:
+                raise TimeoutError(f"task {rec} ({self.pids[rec]}) still runs")
+            codes[rec] = code
+        self._procs.close()
+        self.teardown()
+        return codes
+
+    def kill(self) -> None:
+        """SIGKILL every restarted task, reap them, teardown()."""
+        self._procs.kill()
+        self.teardown()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+def restart(
+    image: Image,
+    *,
+    policy: Policy = Policy.CLEAR_EARLY,
+    argv: Sequence[str] | None = None,
+    release: bool = True,
+    timeout: float = 10.0,
+) -> Restarted:
+    """Recreate image's objects and tasks; each task execs argv (or its
+    recorded argv) with its fd table restored.
+
+    release=False returns with every task at the barrier (fd tables ready to
+    inspect); Restarted.release() lets them go.  Any failure raises
+    RestartError after killing and reaping every stub and closing every fd
+    and the context.
+    """
+    plan = _check(image, list(argv) if argv is not None else None)
+    try:
+        ctx = Context()
+    except OSError as e:
+        raise RestartError(f"cannot open the ckpt device: {e}") from e
+    procs = _Procs()
+    try:
+        try:
+            ctx.setup(policy=policy, autogrow=True)
+            _create_objects(ctx, image, plan)
+            _spawn(ctx, plan, procs, timeout)
+            _restore_epolls(ctx, plan.epolls, timeout)
+        except CkptError as e:
+            raise RestartError(str(e)) from e
+        except OSError as e:
+            raise RestartError(f"{e.strerror or e}") from e
+        done = Restarted(context=ctx, pids=dict(procs.pids), _procs=procs)
+    except BaseException:
+        procs.kill()
+        ctx.close()
+        raise
+    if release:
+        done.release()
+    return done
