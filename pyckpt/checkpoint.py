@@ -1,0 +1,834 @@
+"""Checkpoint a live process tree into an in-memory Image.
+
+The steps of DESIGN.md's "Coordination": discover the tree with psutil,
+freeze it (SIGSTOP or the cgroup v2 freezer), collect every task's fds
+through ``pidfd_getfd`` and let the module deduplicate them by ``struct
+file``, save pipe buffers without consuming them (``tee``), resolve epoll
+targets (fdinfo + ``kcmp(KCMP_EPOLL_TFD)``), ask the module which objects are
+also held outside the tree (``CKPT_IOC_CONTAINED``), then thaw.  The image is
+returned, not written: a caller writes it after the thaw.
+
+Every failure raises CheckpointError with the tree resumed as it was found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as _errno
+import fcntl
+import os
+import re
+import select
+import signal
+import termios
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import psutil
+
+from pyckpt.abi import FileKind, FMode, ObjType
+from pyckpt.device import Context, FileInfo, kcmp_epoll_tfd, pidfd_getfd, tee
+from pyckpt.errors import CkptError
+from pyckpt.image import (
+    Epoll,
+    EpollItem,
+    ErrorRecord,
+    Fd,
+    File,
+    Head,
+    Image,
+    Pipe,
+    Task,
+)
+
+__all__ = ["FREEZERS", "CheckpointError", "CheckpointResult", "checkpoint"]
+
+FREEZE_TIMEOUT = 5.0  # seconds for every task to stop / the cgroup to freeze
+CGROUP_ROOT = "/sys/fs/cgroup"
+FREEZERS = ("signal", "cgroup")
+
+_O_CLOEXEC = 0o2000000  # the fdinfo "flags:" bit (octal, as the kernel prints)
+_EPOLL_ITEM = re.compile(
+    r"tfd:\s*(-?\d+)\s+events:\s*([0-9a-fA-F]+)\s+data:\s*([0-9a-fA-F]+)"
+    r"\s+pos:\s*(-?\d+)\s+ino:\s*([0-9a-fA-F]+)\s+sdev:\s*([0-9a-fA-F]+)"
+)
+
+
+class CheckpointError(Exception):
+    """The tree cannot be checkpointed; nothing on the system was changed.
+
+    problems: one line per problem found (all of them, not just the first)
+    errno:    an errno in the spirit of the kernel's (EBUSY for leaks), or 0
+    """
+
+    def __init__(
+        self, msg: str, problems: list[str] | None = None, errno: int = 0
+    ) -> None:
+        self.problems = list(problems or [])
+        self.errno = errno
+        if self.problems:
+            msg += "\n" + "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(msg)
+
+
+@dataclass
+class CheckpointResult:
+    image: Image
+    downtime: float  # seconds the tree was frozen
+    collect_time: float  # seconds for the whole checkpoint() call
+    nr_tasks: int
+    nr_fds: int
+    nr_files: int  # distinct open file descriptions
+
+
+# ---- /proc helpers -------------------------------------------------------------
+
+
+def _proc_state(pid: int) -> str:
+    """The one-letter state of /proc/PID/stat ('' when the task is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+    # comm may hold spaces and parentheses: the state follows the last ')'
+    return stat[stat.rindex(b")") + 2 :][:1].decode()
+
+
+def _read_text(path: str) -> str:
+    with open(path, "rb") as f:
+        return os.fsdecode(f.read())
+
+
+def _comm(pid: int) -> str:
+    try:
+        return _read_text(f"/proc/{pid}/comm").rstrip("\n")
+    except OSError:
+        return "?"
+
+
+def _kernel_dev(sdev: int) -> tuple[int, int]:
+    # the kernel's own dev_t (MINORBITS 20), as fdinfo prints it
+    return sdev >> 20, sdev & 0xFFFFF
+
+
+def _wait_until(cond: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + FREEZE_TIMEOUT
+    delay = 0.0005
+    while not cond():
+        if time.monotonic() > deadline:
+            raise CheckpointError(f"timed out after {FREEZE_TIMEOUT:g} s: {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+# ---- the tree ----------------------------------------------------------------------
+
+
+def _root_process(pid: int) -> psutil.Process:
+    if pid <= 0:
+        raise CheckpointError(f"invalid pid {pid}")
+    if pid == 1:
+        raise CheckpointError("refusing to checkpoint pid 1 (init: the whole system)")
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        raise CheckpointError(f"no process with pid {pid}") from None
+    except psutil.AccessDenied:
+        raise CheckpointError(f"pid {pid}: access denied") from None
+
+
+def _tree(root: psutil.Process) -> list[psutil.Process]:
+    """The root and its descendants, a parent before its children (by pid)."""
+    try:
+        descendants = root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        raise CheckpointError(f"task {root.pid} exited") from None
+    kids: dict[int, list[psutil.Process]] = {}
+    for p in descendants:
+        try:
+            kids.setdefault(p.ppid(), []).append(p)
+        except psutil.NoSuchProcess:
+            continue  # exited since the listing; the re-listing will tell
+    out: list[psutil.Process] = []
+    stack = [root]
+    while stack:
+        p = stack.pop()
+        out.append(p)
+        stack.extend(sorted(kids.get(p.pid, []), key=lambda c: c.pid, reverse=True))
+    return out
+
+
+def _check_not_ourselves(procs: list[psutil.Process]) -> None:
+    # freezing ourselves or an ancestor (who waits for us) would deadlock
+    me = psutil.Process()
+    ours = {me.pid: "the calling process"}
+    for p in me.parents():
+        ours[p.pid] = f"an ancestor of the calling process ({p.name()})"
+    for p in procs:
+        if p.pid in ours:
+            raise CheckpointError(
+                f"refusing to checkpoint tree {procs[0].pid}: it contains pid "
+                f"{p.pid}, {ours[p.pid]}"
+            )
+
+
+# ---- freezers --------------------------------------------------------------------
+
+
+class _Freezer:
+    """Stops a tree and puts it back as it was found."""
+
+    def __init__(self, root: psutil.Process) -> None:
+        self.root = root
+        self.procs: list[psutil.Process] = []
+
+    def freeze(self) -> list[psutil.Process]:
+        """Freeze the tree, re-listing until no task appears: the final tree."""
+        seen: set[int] = set()
+        while True:
+            procs = _tree(self.root)
+            _check_not_ourselves(procs)
+            new = [p for p in procs if p.pid not in seen]
+            if not new:
+                self.procs = procs
+                return procs
+            seen.update(p.pid for p in new)
+            self.procs = procs
+            self._freeze_new(new)
+
+    def _freeze_new(self, new: list[psutil.Process]) -> None:
+        raise NotImplementedError
+
+    def thaw(self) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """SIGKILL every task while frozen, undo the freezer, wait for the deaths."""
+        for p in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGKILL)
+        self._undo_after_kill()
+        pids = [p.pid for p in self.procs]
+        _wait_until(
+            lambda: all(_proc_state(pid) in ("", "Z", "X") for pid in pids),
+            "killed tasks to exit",
+        )
+
+    def _undo_after_kill(self) -> None:
+        pass
+
+
+class _SignalFreezer(_Freezer):
+    """SIGSTOP every task; SIGCONT only those we stopped."""
+
+    def __init__(self, root: psutil.Process) -> None:
+        super().__init__(root)
+        self.stopped: list[psutil.Process] = []  # by us, so ours to continue
+
+    def _freeze_new(self, new: list[psutil.Process]) -> None:
+        waiting = []
+        for p in new:
+            state = _proc_state(p.pid)
+            if state in ("T", "t"):
+                continue  # already stopped: left stopped at thaw
+            if state in ("Z", "X", ""):
+                raise CheckpointError(
+                    f"task {p.pid} ({_comm(p.pid)}) has exited (zombie): "
+                    "it cannot be checkpointed"
+                )
+            try:
+                p.suspend()
+            except psutil.NoSuchProcess:
+                raise CheckpointError(
+                    f"task {p.pid} exited during the freeze"
+                ) from None
+            except psutil.AccessDenied:
+                raise CheckpointError(
+                    f"task {p.pid} ({_comm(p.pid)}): not allowed to stop it"
+                ) from None
+            self.stopped.append(p)
+            waiting.append(p.pid)
+
+        def all_stopped() -> bool:
+            states = {pid: _proc_state(pid) for pid in waiting}
+            gone = [pid for pid, s in states.items() if s in ("", "Z", "X")]
+            if gone:
+                raise CheckpointError(f"task {gone[0]} exited during the freeze")
+            return all(s in ("T", "t") for s in states.values())
+
+        _wait_until(all_stopped, f"tasks {waiting} to stop")
+
+    def thaw(self) -> None:
+        for p in self.stopped:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.resume()
+        self.stopped = []
+
+
+class _CgroupFreezer(_Freezer):
+    """The cgroup v2 freezer, in a cgroup of our own that is removed at thaw."""
+
+    def __init__(self, root: psutil.Process) -> None:
+        super().__init__(root)
+        if not os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.procs")):
+            raise CheckpointError(f"no cgroup v2 hierarchy at {CGROUP_ROOT}")
+        self.path = ""
+        self.origin: dict[int, str] = {}  # pid -> its cgroup before the move
+        self.frozen = False
+
+    def _write(self, name: str, value: str, cgroup: str | None = None) -> None:
+        with open(os.path.join(cgroup or self.path, name), "w") as f:
+            f.write(value)
+
+    def _freeze_new(self, new: list[psutil.Process]) -> None:
+        if not self.path:
+            path = f"{CGROUP_ROOT}/pyckpt-{self.root.pid}-{os.urandom(4).hex()}"
+            try:
+                os.mkdir(path)
+            except OSError as e:
+                raise CheckpointError(f"cannot create cgroup {path}: {e}") from e
+            self.path = path
+        for p in new:
+            try:
+                lines = _read_text(f"/proc/{p.pid}/cgroup").splitlines()
+                (where,) = [ln[3:] for ln in lines if ln.startswith("0::")]
+                self.origin[p.pid] = where
+                self._write("cgroup.procs", str(p.pid))
+            except (ProcessLookupError, FileNotFoundError):
+                raise CheckpointError(
+                    f"task {p.pid} exited during the freeze"
+                ) from None
+            except (OSError, ValueError) as e:
+                raise CheckpointError(
+                    f"cannot move task {p.pid} ({_comm(p.pid)}) into {self.path}: {e}"
+                ) from e
+        if not self.frozen:
+            self._write("cgroup.freeze", "1")
+            self.frozen = True
+        _wait_until(self._is_frozen, f"{self.path} to freeze")
+
+    def _is_frozen(self) -> bool:
+        events = _read_text(os.path.join(self.path, "cgroup.events")).split("\n")
+        return "frozen 1" in events
+
+    def _undo(self) -> None:
+        problems = []
+        if self.frozen:
+            try:
+                self._write("cgroup.freeze", "0")
+                self.frozen = False
+            except OSError as e:
+                problems.append(f"unfreeze {self.path}: {e}")
+        for pid, where in self.origin.items():
+            try:
+                self._write("cgroup.procs", str(pid), CGROUP_ROOT + where)
+            except ProcessLookupError:
+                pass  # gone (killed): nothing to move back
+            except OSError as e:
+                problems.append(f"move task {pid} back to {where}: {e}")
+        self.origin = {}
+        if self.path:
+            try:
+                self._rmdir()
+                self.path = ""
+            except OSError as e:
+                problems.append(f"rmdir {self.path}: {e}")
+        if problems:
+            raise CheckpointError("cannot undo the cgroup freezer", problems)
+
+    def _rmdir(self) -> None:
+        # dying tasks may keep the cgroup busy for a moment
+        deadline = time.monotonic() + FREEZE_TIMEOUT
+        while True:
+            try:
+                os.rmdir(self.path)
+                return
+            except OSError as e:
+                if e.errno != _errno.EBUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
+
+    def thaw(self) -> None:
+        self._undo()
+
+    def _undo_after_kill(self) -> None:
+        self._undo()
+
+
+_FREEZER_CLASSES: dict[str, type[_Freezer]] = {
+    "signal": _SignalFreezer,
+    "cgroup": _CgroupFreezer,
+}
+
+
+# ---- collection ----------------------------------------------------------------------
+
+
+@dataclass
+class _FdRef:
+    """One fd of one task, while it is collected."""
+
+    pid: int
+    comm: str
+    fd: int
+    link: str  # readlink of /proc/PID/fd/FD
+    fdinfo: str
+    local: int  # our copy (pidfd_getfd), -1 once closed
+    objref: int = 0
+
+    def where(self) -> str:
+        return f"task {self.pid} ({self.comm}) fd {self.fd}"
+
+
+@dataclass
+class _Collector:
+    ctx: Context
+    image: Image
+    refs: list[_FdRef] = field(default_factory=list)
+    first: dict[int, _FdRef] = field(default_factory=dict)  # objref -> first fd
+    holders: dict[int, list[_FdRef]] = field(default_factory=dict)  # objref -> fds
+    info: dict[int, FileInfo] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    locals: list[int] = field(default_factory=list)  # every fd we opened
+    nr_fds: int = 0
+
+    def _own(self, fd: int) -> int:
+        self.locals.append(fd)
+        return fd
+
+    def close_locals(self) -> None:
+        for fd in self.locals:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.locals = []
+        for r in self.refs:
+            r.local = -1
+
+    # -- tasks and their fds --
+
+    def task(self, p: psutil.Process) -> None:
+        pid = p.pid
+        comm = _comm(pid)
+        try:
+            cmdline = _read_text_bytes(f"/proc/{pid}/cmdline")
+            task = Task(
+                pid=pid,
+                ppid=p.ppid(),
+                sid=os.getsid(pid),
+                pgid=os.getpgid(pid),
+                comm=comm,
+                argv=[os.fsdecode(a) for a in cmdline.split(b"\0")[:-1]],
+                cwd=os.readlink(f"/proc/{pid}/cwd"),
+            )
+            pidfd = self._own(os.pidfd_open(pid))
+            fds = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
+        except (OSError, psutil.Error) as e:
+            raise CheckpointError(f"task {pid} ({comm}): {_why(e)}") from e
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                fdinfo = _read_text(f"/proc/{pid}/fdinfo/{fd}")
+                local = self._own(pidfd_getfd(pidfd, fd))
+            except OSError as e:
+                raise CheckpointError(
+                    f"task {pid} ({comm}) fd {fd}: cannot collect it: {_why(e)}"
+                ) from e
+            flags = int(re.search(r"^flags:\s*([0-7]+)", fdinfo, re.MULTILINE)[1], 8)
+            task.fds.append(Fd(fd=fd, objref=0, cloexec=bool(flags & _O_CLOEXEC)))
+            self.refs.append(_FdRef(pid, comm, fd, link, fdinfo, local))
+        self.image.tasks.append(task)
+        self.nr_fds += len(fds)
+
+    def lookup(self) -> None:
+        """One batch for every fd of the tree: objrefs, first meetings."""
+        try:
+            results = self.ctx.lookup_add_many([r.local for r in self.refs])
+        except CkptError as e:
+            raise CheckpointError(f"the module could not collect the files: {e}") from e
+        for r, res in zip(self.refs, results):
+            r.objref = res.objref
+            self.holders.setdefault(res.objref, []).append(r)
+            if res.first:
+                self.first[res.objref] = r
+                self.info[res.objref] = res.file
+        it = iter(self.refs)
+        for task in self.image.tasks:
+            for fd in task.fds:
+                fd.objref = next(it).objref
+
+    # -- files --
+
+    def files(self) -> None:
+        for objref, r in self.first.items():
+            f = self._file(objref, r, self.info[objref])
+            if f is not None:
+                self.image.files[objref] = f
+
+    def _file(self, objref: int, r: _FdRef, info: FileInfo) -> File | None:
+        f = File(
+            objref=objref,
+            kind=info.kind,
+            f_flags=info.f_flags,
+            f_mode=info.f_mode,
+            pos=info.pos,
+        )
+        kind = info.kind
+        if kind in (FileKind.REG, FileKind.DIR, FileKind.FIFO):
+            if not self._reachable(r):
+                return None
+            f.path = r.link
+        if kind in (FileKind.PIPE, FileKind.FIFO):
+            f.pipe_objref = info.inode_objref
+        elif kind == FileKind.ANON and r.link == "anon_inode:[eventfd]":
+            f.kind = FileKind.EVENTFD
+            m = re.search(r"^eventfd-count:\s*([0-9a-fA-F]+)", r.fdinfo, re.MULTILINE)
+            f.count = int(m[1], 16) if m else 0
+            # 6.1 does not print eventfd-semaphore: then the flag is unknown (0)
+            if re.search(r"^eventfd-semaphore:\s*1", r.fdinfo, re.MULTILINE):
+                f.efd_flags = os.EFD_SEMAPHORE
+        elif kind == FileKind.ANON and r.link == "anon_inode:[eventpoll]":
+            f.kind = FileKind.EPOLL
+        elif kind not in (FileKind.REG, FileKind.DIR):
+            self.problems.append(f"{r.where()}: {_describe(r, kind)}: not supported")
+            return None
+        return f
+
+    def _reachable(self, r: _FdRef) -> bool:
+        """A REG, DIR or FIFO must be reopenable at its path by restart."""
+        st = os.fstat(r.local)
+        path = r.link
+        if path.endswith(" (deleted)") or st.st_nlink == 0:
+            self.problems.append(f"{r.where()}: {path}: the file was deleted")
+            return False
+        try:
+            there = os.stat(path) if path.startswith("/") else None
+        except OSError:
+            there = None
+        if there is None or (there.st_dev, there.st_ino) != (st.st_dev, st.st_ino):
+            self.problems.append(
+                f"{r.where()}: {path}: not reachable at its path (moved, "
+                "replaced or in another mount namespace)"
+            )
+            return False
+        return True
+
+    # -- pipes --
+
+    def pipes(self) -> None:
+        by_pipe: dict[int, list[int]] = {}
+        for objref, f in self.image.files.items():
+            if f.kind in (FileKind.PIPE, FileKind.FIFO):
+                by_pipe.setdefault(f.pipe_objref, []).append(objref)
+        for pipe_objref, objrefs in by_pipe.items():
+            self.image.pipes[pipe_objref] = self._pipe(pipe_objref, objrefs)
+
+    def _pipe(self, pipe_objref: int, objrefs: list[int]) -> Pipe:
+        reader = next(
+            (self.first[o] for o in objrefs if self.info[o].f_mode & FMode.READ), None
+        )
+        writer = next(
+            (self.first[o] for o in objrefs if self.info[o].f_mode & FMode.WRITE), None
+        )
+        any_end = (reader or writer).local
+        pipe = Pipe(objref=pipe_objref, size=fcntl.fcntl(any_end, fcntl.F_GETPIPE_SZ))
+        if reader is not None:
+            pipe.data = self._peek(reader, pipe.size)
+            pipe.no_writer = bool(_poll(reader.local) & select.POLLHUP)
+        if writer is not None:
+            pipe.no_reader = bool(_poll(writer.local) & select.POLLERR)
+        return pipe
+
+    def _peek(self, reader: _FdRef, size: int) -> bytes:
+        """The pipe's buffered bytes, left in place (tee into a scratch pipe)."""
+        buf = bytearray(4)
+        fcntl.ioctl(reader.local, termios.FIONREAD, buf)
+        want = int.from_bytes(buf, "little")
+        if want == 0:
+            return b""
+        sr, sw = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.locals += [sr, sw]
+        # as many slots as the source: one tee copies every buffer
+        fcntl.fcntl(sw, fcntl.F_SETPIPE_SZ, max(size, want))
+        try:
+            # tee always starts at the head of the source: one call, no retry
+            copied = tee(reader.local, sw, want)
+        except BlockingIOError:
+            copied = 0
+        if copied != want:
+            raise CheckpointError(
+                f"{reader.where()}: {reader.link}: tee copied {copied} of the "
+                f"{want} buffered bytes"
+            )
+        chunks = []
+        while copied:
+            chunk = os.read(sr, copied)
+            chunks.append(chunk)
+            copied -= len(chunk)
+        return b"".join(chunks)
+
+    # -- epoll --
+
+    def epolls(self) -> None:
+        # every file met, the unsupported ones too: they are reported already
+        stats = {o: os.fstat(r.local) for o, r in self.first.items()}
+        for objref, f in self.image.files.items():
+            if f.kind != FileKind.EPOLL:
+                continue
+            ep = self.first[objref]
+            epoll = Epoll(objref=objref)
+            for m in _EPOLL_ITEM.finditer(ep.fdinfo):
+                tfd, events, data = int(m[1]), int(m[2], 16), int(m[3], 16)
+                ino, sdev = int(m[5], 16), _kernel_dev(int(m[6], 16))
+                target = self._target(ep, tfd, ino, sdev, stats)
+                if target is None:
+                    self.problems.append(_epoll_leak(ep, tfd, ino, sdev, self.refs))
+                    continue
+                epoll.items.append(EpollItem(target, tfd, events, data))
+            self.image.epolls[objref] = epoll
+
+    def _target(
+        self,
+        ep: _FdRef,
+        tfd: int,
+        ino: int,
+        sdev: tuple[int, int],
+        stats: dict[int, os.stat_result],
+    ) -> int | None:
+        for objref, st in stats.items():
+            if st.st_ino != ino or (os.major(st.st_dev), os.minor(st.st_dev)) != sdev:
+                continue
+            c = self.first[objref]
+            try:
+                if kcmp_epoll_tfd(c.pid, c.fd, ep.pid, ep.fd, tfd):
+                    return objref
+            except OSError as e:
+                raise CheckpointError(
+                    f"{ep.where()}: kcmp(KCMP_EPOLL_TFD) for tfd {tfd}: {_why(e)}"
+                ) from e
+        return None
+
+    # -- leaks --
+
+    def leaks(self, allow_external: bool) -> None:
+        """CKPT_IOC_CONTAINED; call it with every local copy closed."""
+        if not self.refs:
+            return  # no fd in the tree; the module refuses an unused context
+        try:
+            leaks = self.ctx.contained()
+        except CkptError as e:
+            raise CheckpointError(f"leak detection failed: {e}") from e
+        lines = []
+        for leak in leaks:
+            if leak.type == ObjType.INODE:
+                objrefs = [
+                    o
+                    for o, f in self.image.files.items()
+                    if f.pipe_objref == leak.objref
+                ]
+                refs = [r for o in objrefs for r in self.holders[o]]
+                name = f"pipe:[objref {leak.objref}]"
+                if refs:
+                    name += f" ({refs[0].link})"
+                what = "an end of the pipe is open outside the tree"
+            else:
+                objrefs = [leak.objref]
+                refs = self.holders.get(leak.objref, [])
+                f = self.image.files.get(leak.objref)
+                name = (f.path if f and f.path else "") or (
+                    refs[0].link if refs else f"objref {leak.objref}"
+                )
+                what = "the open file is also held outside the tree (fd, dup or mmap)"
+            held = ", ".join(f"task {r.pid} ({r.comm}) fd {r.fd}" for r in refs)
+            line = (
+                f"{name} in {held or 'the tree'}: {what}: held {leak.refs} times, "
+                f"the tree accounts for {leak.users}"
+            )
+            lines.append(line)
+            if allow_external:
+                for o in objrefs:
+                    if o in self.image.files:
+                        self.image.files[o].external = True
+                self.image.errors.append(
+                    ErrorRecord(
+                        err=0,
+                        msg=f"external: {line}",
+                        objref=leak.objref,
+                        pid=refs[0].pid if refs else 0,
+                        fd=refs[0].fd if refs else -1,
+                    )
+                )
+        if lines and not allow_external:
+            raise CheckpointError(
+                f"{len(lines)} object(s) of the tree are also held outside it "
+                "(EBUSY; allow_external=True saves them marked external):",
+                lines,
+                errno=_errno.EBUSY,
+            )
+
+
+def _read_text_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.errno in (_errno.EPERM, _errno.EACCES):
+        return f"permission denied ({e})"
+    if isinstance(e, OSError) and e.errno == _errno.ESRCH:
+        return "the task exited"
+    return str(e)
+
+
+def _poll(fd: int) -> int:
+    p = select.poll()
+    p.register(fd, select.POLLIN | select.POLLOUT)
+    events = p.poll(0)
+    return events[0][1] if events else 0
+
+
+def _describe(r: _FdRef, kind: FileKind) -> str:
+    if kind == FileKind.CHR:
+        return f"{r.link} (character device)"
+    if kind == FileKind.BLK:
+        return f"{r.link} (block device)"
+    return r.link
+
+
+def _epoll_leak(
+    ep: _FdRef, tfd: int, ino: int, sdev: tuple[int, int], refs: list[_FdRef]
+) -> str:
+    """Seed 003: an epoll target that no fd of the tree holds."""
+    target = f"ino {ino} on dev {sdev[0]}:{sdev[1]}"
+    for r in refs:
+        st = os.stat(f"/proc/{r.pid}/fd/{r.fd}")
+        if st.st_ino == ino and (os.major(st.st_dev), os.minor(st.st_dev)) == sdev:
+            # every anon file shares one inode: only its kind is known
+            anon = r.link.startswith("anon_inode:")
+            target = "anon_inode" if anon else r.link
+            break
+    outside = _holder_outside(ep, tfd, ino, sdev)
+    return (
+        f"{ep.where()}: checkpoint leak: epoll target {target} (original fd {tfd}) "
+        f"is not open in the tree{outside}"
+    )
+
+
+def _holder_outside(ep: _FdRef, tfd: int, ino: int, sdev: tuple[int, int]) -> str:
+    """Who holds an epoll target outside the tree (error path only: a /proc scan)."""
+    for pid in _pids():
+        with contextlib.suppress(OSError):
+            for name in os.listdir(f"/proc/{pid}/fd"):
+                path = f"/proc/{pid}/fd/{name}"
+                st = os.stat(path)
+                if (
+                    st.st_ino != ino
+                    or (os.major(st.st_dev), os.minor(st.st_dev)) != sdev
+                ):
+                    continue
+                if kcmp_epoll_tfd(pid, int(name), ep.pid, ep.fd, tfd):
+                    link = os.readlink(path)
+                    return (
+                        f"; held outside by pid {pid} ({_comm(pid)}) fd {name} ({link})"
+                    )
+    return ""
+
+
+def _pids() -> Iterator[int]:
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            yield int(name)
+
+
+# ---- the whole checkpoint ----------------------------------------------------------
+
+
+def _collect(procs: list[psutil.Process], ctx: Context, col: _Collector) -> None:
+    for p in procs:
+        col.task(p)
+    col.lookup()
+    col.files()
+    col.pipes()
+    col.epolls()
+    # a local copy counts as an outside reference: none may be open now
+    col.close_locals()
+    if col.problems:
+        raise CheckpointError(
+            f"tree {procs[0].pid} holds {len(col.problems)} file(s) that cannot "
+            "be checkpointed:",
+            col.problems,
+        )
+
+
+def checkpoint(
+    pid: int,
+    *,
+    freezer: str = "signal",
+    allow_external: bool = False,
+    kill: bool = False,
+) -> CheckpointResult:
+    """Checkpoint the process tree rooted at pid into an in-memory Image.
+
+    freezer: "signal" (SIGSTOP/SIGCONT) or "cgroup" (cgroup v2 freezer).
+    allow_external: save objects also held outside the tree, marked external,
+    instead of failing.  kill: SIGKILL the tree instead of thawing it (only
+    once the checkpoint succeeded).  Raises CheckpointError with the tree
+    resumed as it was; ValueError for an unknown freezer.
+    """
+    if freezer not in _FREEZER_CLASSES:
+        raise ValueError(f"unknown freezer {freezer!r} (one of {', '.join(FREEZERS)})")
+    start = time.monotonic()
+    root = _root_process(pid)
+    _check_not_ourselves(_tree(root))
+    try:
+        ctx = Context(autogrow=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot open the checkpoint device: {e}") from e
+    frz = _FREEZER_CLASSES[freezer](root)
+    uts = os.uname()
+    head = Head(
+        time=0.0,
+        sysname=uts.sysname,
+        release=uts.release,
+        version=uts.version,
+        machine=uts.machine,
+    )
+    image = Image(head=head)
+    col = _Collector(ctx, image)
+    frozen_at = time.monotonic()
+    head.time = time.time()
+    try:
+        procs = frz.freeze()
+        _collect(procs, ctx, col)
+        col.leaks(allow_external)
+    except BaseException as exc:
+        col.close_locals()
+        ctx.close()
+        try:
+            frz.thaw()
+        except (OSError, psutil.Error, CheckpointError) as thaw_exc:
+            # the first error matters more
+            exc.add_note(f"and the tree could not be thawed: {thaw_exc}")
+        if isinstance(exc, (OSError, psutil.Error)):
+            raise CheckpointError(f"checkpoint of tree {pid} failed: {exc}") from exc
+        raise
+    # the hash pins every file: dropped before the tree runs again
+    ctx.close()
+    try:
+        if kill:
+            frz.kill()
+        else:
+            frz.thaw()
+    except (OSError, psutil.Error) as e:
+        what = "kill" if kill else "thaw"
+        raise CheckpointError(f"tree {pid}: could not {what} it: {e}") from e
+    downtime = time.monotonic() - frozen_at
+    return CheckpointResult(
+        image=image,
+        downtime=downtime,
+        collect_time=time.monotonic() - start,
+        nr_tasks=len(image.tasks),
+        nr_fds=col.nr_fds,
+        nr_files=len(image.files),
+    )

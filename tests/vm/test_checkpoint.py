@@ -1,0 +1,627 @@
+"""pyckpt.checkpoint: freeze a live tree, collect its files, thaw it.
+
+Each test forks its own tree (tests/vm/trees.py), checkpoints it and checks
+the in-memory image against what the members reported; the tree is killed
+and reaped at teardown, and no test may leave an fd open in this process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import trees
+from trees import Member, Tree
+from vmhelpers import delta, mod_counts
+
+from pyckpt import Context, FileKind, FMode, pidfd_getfd
+from pyckpt.checkpoint import CheckpointError, CheckpointResult, checkpoint
+from pyckpt.device import epoll_add
+from pyckpt.image import Fd, File, Image, Task
+
+Spawn = Callable[..., Tree]
+RUNNING = {psutil.STATUS_SLEEPING, psutil.STATUS_RUNNING, psutil.STATUS_DISK_SLEEP}
+# epoll_ctl(ADD) always adds these two to what was asked
+ALWAYS = select.EPOLLERR | select.EPOLLHUP
+
+
+# ---- fixtures and helpers -----------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def no_stray_fds() -> Iterator[None]:
+    # set up first, torn down last: after every tree is gone
+    before = sorted(os.listdir("/proc/self/fd"))
+    yield
+    assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    made: list[Tree] = []
+    trees.set_subreaper(True)
+
+    def make(body: Callable[[Member], None], pass_fds: tuple[int, ...] = ()) -> Tree:
+        t = trees.spawn(body, pass_fds)
+        made.append(t)
+        return t
+
+    try:
+        yield make
+    finally:
+        for t in made:
+            t.kill()
+        trees.set_subreaper(False)
+
+
+def state(pid: int) -> str:
+    try:
+        return psutil.Process(pid).status()
+    except psutil.NoSuchProcess:
+        return "gone"
+
+
+def assert_running(tree: Tree) -> None:
+    pids = tree.pids()
+    assert pids, "the tree is gone"
+    # a task we stopped would stay 'stopped' if the thaw were missed
+    states = {pid: state(pid) for pid in pids}
+    assert not {s for s in states.values() if s not in RUNNING}, states
+
+
+def task(image: Image, pid: int) -> Task:
+    (t,) = [t for t in image.tasks if t.pid == pid]
+    return t
+
+
+def fd_of(image: Image, pid: int, fd: int) -> Fd:
+    (f,) = [f for f in task(image, pid).fds if f.fd == fd]
+    return f
+
+
+def file_of(image: Image, pid: int, fd: int) -> File:
+    return image.files[fd_of(image, pid, fd).objref]
+
+
+def sleeper(m: Member) -> None:
+    """A member with no fds at all."""
+
+
+# ---- pipes ----------------------------------------------------------------------------
+
+
+def _payload(size: int) -> bytes:
+    return bytes((i * 7 + i // 251) % 256 for i in range(size))
+
+
+@pytest.mark.parametrize(
+    ("size", "pipe_size"),
+    [(30_000, 0), (65_536, 0), (300_000, 1 << 20)],
+    ids=["some", "full", "big-pipe"],
+)
+def test_pipeline_data_is_saved_and_not_consumed(
+    spawn: Spawn, observer: Context, size: int, pipe_size: int
+) -> None:
+    payload = _payload(size)
+
+    def root(m: Member) -> None:
+        r, w = os.pipe()
+        if pipe_size:
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, pipe_size)
+        # writes of many sizes: partly filled pipe buffers, merged ones; a
+        # full pipe takes one write (partly filled pages would not hold it)
+        off, step = 0, 1 if size < 65536 or pipe_size else size
+        while off < len(payload):
+            off += os.write(w, payload[off : off + step])
+            step = step * 3 % 5000 + 1
+
+        def reader(c: Member) -> None:
+            os.close(w)
+            c.report(role="reader", r=r)
+
+        m.fork(reader)
+        os.close(r)
+        m.report(role="writer", w=w)
+
+    tree = spawn(root)
+    rd, wr = tree.role("reader"), tree.role("writer")
+    before = mod_counts(observer)
+    res = checkpoint(tree.root)
+    assert delta(before, mod_counts(observer)) == dict.fromkeys(before, 0)
+    img = res.image
+    rfile = file_of(img, rd["pid"], rd["r"])
+    wfile = file_of(img, wr["pid"], wr["w"])
+    assert (rfile.kind, wfile.kind) == (FileKind.PIPE, FileKind.PIPE)
+    assert rfile.f_mode == FMode.READ and wfile.f_mode == FMode.WRITE
+    assert rfile.pipe_objref == wfile.pipe_objref != 0
+    assert rfile.objref != wfile.objref
+    pipe = img.pipes[rfile.pipe_objref]
+    assert pipe.size == (pipe_size or 65536)
+    assert len(pipe.data) == size and pipe.data == payload
+    assert not pipe.no_reader and not pipe.no_writer
+    assert (res.nr_tasks, res.nr_fds, res.nr_files) == (2, 2, 2)
+    assert_running(tree)
+    # the reader still finds every byte: tee consumed nothing
+    pidfd = os.pidfd_open(rd["pid"])
+    try:
+        theirs = pidfd_getfd(pidfd, rd["r"])
+    finally:
+        os.close(pidfd)
+    try:
+        got = b""
+        while len(got) < size:
+            got += os.read(theirs, size - len(got))
+    finally:
+        os.close(theirs)
+    assert got == payload
+
+
+def test_half_closed_pipes(spawn: Spawn) -> None:
+    def root(m: Member) -> None:
+        r1, w1 = os.pipe()
+        os.close(r1)  # no reader anywhere
+        r2, w2 = os.pipe()
+        os.write(w2, b"left behind")
+        os.close(w2)  # no writer anywhere
+        r3, w3 = os.pipe()
+        m.report(role="root", w1=w1, r2=r2, r3=r3, w3=w3)
+
+    tree = spawn(root)
+    info = tree.role("root")
+    img = checkpoint(tree.root).image
+    only_w = img.pipes[file_of(img, tree.root, info["w1"]).pipe_objref]
+    only_r = img.pipes[file_of(img, tree.root, info["r2"]).pipe_objref]
+    both = img.pipes[file_of(img, tree.root, info["r3"]).pipe_objref]
+    assert (only_w.no_reader, only_w.no_writer) == (True, False)
+    assert (only_r.no_reader, only_r.no_writer) == (False, True)
+    assert (both.no_reader, both.no_writer) == (False, False)
+    assert only_r.data == b"left behind"
+    assert only_w.data == both.data == b""
+    assert len(img.pipes) == 3
+
+
+def test_named_fifo_keeps_its_path(spawn: Spawn, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def root(m: Member) -> None:
+        r = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        w = os.open(fifo, os.O_WRONLY)
+        os.write(w, b"fifo data")
+        m.report(role="root", r=r, w=w)
+
+    tree = spawn(root)
+    info = tree.role("root")
+    img = checkpoint(tree.root).image
+    rf, wf = file_of(img, tree.root, info["r"]), file_of(img, tree.root, info["w"])
+    assert (rf.kind, rf.path, wf.path) == (FileKind.FIFO, str(fifo), str(fifo))
+    assert rf.pipe_objref == wf.pipe_objref
+    assert img.pipes[rf.pipe_objref].data == b"fifo data"
+
+
+# ---- files, fds -----------------------------------------------------------------------
+
+
+def test_dup_and_inherited_fds_are_one_file(spawn: Spawn, tmp_path: Path) -> None:
+    path = tmp_path / "shared"
+    path.write_bytes(b"0123456789")
+
+    def root(m: Member) -> None:
+        a = os.open(path, os.O_RDONLY)
+        b = os.dup(a)
+        other = os.open(path, os.O_RDONLY)  # a second open: its own file
+        os.lseek(a, 3, os.SEEK_SET)  # shared by every copy of a
+        m.fork(lambda c: c.report(role="child"))
+        m.report(role="root", a=a, b=b, other=other)
+
+    tree = spawn(root)
+    info, child = tree.role("root"), tree.role("child")["pid"]
+    res = checkpoint(tree.root)
+    img = res.image
+    shared = {
+        fd_of(img, pid, info[n]).objref for pid in (tree.root, child) for n in "ab"
+    }
+    assert len(shared) == 1
+    (objref,) = shared
+    other = fd_of(img, tree.root, info["other"]).objref
+    assert other != objref
+    assert (img.files[objref].path, img.files[objref].pos) == (str(path), 3)
+    assert (img.files[other].path, img.files[other].pos) == (str(path), 0)
+    assert (res.nr_tasks, res.nr_fds, res.nr_files) == (2, 6, 2)
+
+
+def test_regular_file_offset_append_and_directory(spawn: Spawn, tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    path.write_bytes(b"y" * 8000)
+
+    def root(m: Member) -> None:
+        app = os.open(path, os.O_WRONLY | os.O_APPEND)
+        os.write(app, b"12345")
+        rw = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        os.lseek(rw, 1234, os.SEEK_SET)
+        d = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+        m.report(role="root", app=app, rw=rw, d=d)
+
+    tree = spawn(root)
+    info = tree.role("root")
+    img = checkpoint(tree.root).image
+    app = file_of(img, tree.root, info["app"])
+    rw = file_of(img, tree.root, info["rw"])
+    d = file_of(img, tree.root, info["d"])
+    assert (app.kind, app.path, app.pos) == (FileKind.REG, str(path), 8005)
+    assert app.f_flags & os.O_APPEND
+    assert app.f_flags & os.O_ACCMODE == os.O_WRONLY and app.f_mode == FMode.WRITE
+    assert (rw.pos, rw.f_flags & os.O_ACCMODE) == (1234, os.O_RDWR)
+    assert rw.f_flags & os.O_NONBLOCK and not rw.f_flags & os.O_APPEND
+    assert rw.f_mode == FMode.READ | FMode.WRITE
+    assert (d.kind, d.path) == (FileKind.DIR, str(tmp_path))
+
+
+def test_cloexec_is_per_fd(spawn: Spawn, tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"")
+
+    def root(m: Member) -> None:
+        a = os.open(path, os.O_RDONLY)  # Python's default: O_CLOEXEC
+        b = os.dup2(a, 20, inheritable=True)  # same file, no cloexec
+        m.report(role="root", a=a, b=b)
+
+    tree = spawn(root)
+    info = tree.role("root")
+    img = checkpoint(tree.root).image
+    a, b = fd_of(img, tree.root, info["a"]), fd_of(img, tree.root, info["b"])
+    assert (a.cloexec, b.cloexec) == (True, False)
+    assert a.objref == b.objref
+
+
+# ---- eventfd, epoll ------------------------------------------------------------------
+
+
+def test_eventfd_count_and_flags(spawn: Spawn) -> None:
+    def root(m: Member) -> None:
+        e1 = os.eventfd(7)
+        e2 = os.eventfd(3, os.EFD_SEMAPHORE | os.EFD_NONBLOCK)
+        os.eventfd_write(e2, 0x1_0000_0000)  # a count above 32 bits
+        with open(f"/proc/self/fdinfo/{e2}") as f:
+            sem_known = "eventfd-semaphore" in f.read()
+        m.report(role="root", e1=e1, e2=e2, sem_known=sem_known)
+
+    tree = spawn(root)
+    info = tree.role("root")
+    img = checkpoint(tree.root).image
+    e1, e2 = file_of(img, tree.root, info["e1"]), file_of(img, tree.root, info["e2"])
+    assert (e1.kind, e1.count, e1.efd_flags) == (FileKind.EVENTFD, 7, 0)
+    assert (e2.kind, e2.count) == (FileKind.EVENTFD, 0x1_0000_0003)
+    assert e2.f_flags & os.O_NONBLOCK and not e1.f_flags & os.O_NONBLOCK
+    # 6.1 does not print eventfd-semaphore: then the flag cannot be known
+    assert e2.efd_flags == (os.EFD_SEMAPHORE if info["sem_known"] else 0)
+
+
+def test_epoll_items_resolve_to_their_targets(spawn: Spawn) -> None:
+    def root(m: Member) -> None:
+        r, w = os.pipe()
+        e = os.eventfd(0)
+        ep = m.keep(select.epoll())
+        epoll_add(ep.fileno(), r, select.EPOLLIN, 0x1234)
+        epoll_add(ep.fileno(), e, select.EPOLLOUT | select.EPOLLET, 0xDEADBEEFCAFE0001)
+        # the item keeps the fd number it was added with
+        e2 = os.dup(e)
+        os.close(e)
+        m.report(role="root", r=r, w=w, e=e, e2=e2, ep=ep.fileno())
+
+    tree = spawn(root)
+    info = tree.role("root")
+    img = checkpoint(tree.root).image
+    epf = file_of(img, tree.root, info["ep"])
+    assert epf.kind == FileKind.EPOLL
+    items = sorted(img.epolls[epf.objref].items, key=lambda i: i.tfd)
+    got = [(i.target, i.tfd, i.events, i.data) for i in items]
+    r_obj = fd_of(img, tree.root, info["r"]).objref
+    e_obj = fd_of(img, tree.root, info["e2"]).objref
+    want = [
+        (r_obj, info["r"], select.EPOLLIN | ALWAYS, 0x1234),
+        (
+            e_obj,
+            info["e"],
+            select.EPOLLOUT | select.EPOLLET | ALWAYS,
+            0xDEADBEEFCAFE0001,
+        ),
+    ]
+    assert got == sorted(want, key=lambda x: x[1])
+    assert img.files[e_obj].kind == FileKind.EVENTFD
+    assert list(img.epolls) == [epf.objref]
+
+
+# ---- the tree: structure, freezing, thawing -------------------------------------------
+
+
+def test_three_level_tree_order_and_identity(spawn: Spawn) -> None:
+    def grandchild(g: Member) -> None:
+        trees.set_comm("ckpt-g")
+        g.report(role="g")
+
+    def child_a(c: Member) -> None:
+        trees.set_comm("ckpt-a")
+        os.chdir("/tmp")
+        c.fork(grandchild)
+        c.report(role="a")
+
+    def child_b(c: Member) -> None:
+        trees.set_comm("ckpt-b")
+        os.setsid()
+        c.report(role="b")
+
+    def root(m: Member) -> None:
+        trees.set_comm("ckpt-root")
+        m.fork(child_a)
+        m.fork(child_b)
+
+    tree = spawn(root)
+    a, b, g = (tree.role(n)["pid"] for n in ("a", "b", "g"))
+    img = checkpoint(tree.root).image
+    # a parent before its children, children by pid
+    first, second = sorted([(a, [a, g]), (b, [b])])
+    assert [t.pid for t in img.tasks] == [tree.root, *first[1], *second[1]]
+    by = {t.pid: t for t in img.tasks}
+    assert by[tree.root].ppid == os.getpid()
+    assert (by[a].ppid, by[b].ppid, by[g].ppid) == (tree.root, tree.root, a)
+    assert [by[p].comm for p in (tree.root, a, b, g)] == [
+        "ckpt-root",
+        "ckpt-a",
+        "ckpt-b",
+        "ckpt-g",
+    ]
+    assert (by[b].sid, by[b].pgid) == (b, b)
+    assert (by[a].sid, by[a].pgid) == (os.getsid(0), os.getpgid(0))
+    assert by[a].cwd == by[g].cwd == "/tmp"
+    assert by[tree.root].cwd == os.getcwd()
+    assert by[a].argv == psutil.Process(a).cmdline() and by[a].argv
+    assert all(t.fds == [] for t in img.tasks)
+
+
+def test_tree_runs_again_and_a_stopped_task_stays_stopped(spawn: Spawn) -> None:
+    def root(m: Member) -> None:
+        m.fork(lambda c: c.report(role="stopped"))
+        m.fork(lambda c: c.report(role="running"))
+
+    tree = spawn(root)
+    stopped, running = tree.role("stopped")["pid"], tree.role("running")["pid"]
+    os.kill(stopped, 19)  # SIGSTOP, before the checkpoint came
+    deadline = time.monotonic() + 5
+    while state(stopped) != psutil.STATUS_STOPPED and time.monotonic() < deadline:
+        time.sleep(0.01)
+    res = checkpoint(tree.root)
+    assert res.nr_tasks == 3
+    assert 0 < res.downtime <= res.collect_time
+    assert state(stopped) == psutil.STATUS_STOPPED
+    assert state(running) in RUNNING and state(tree.root) in RUNNING
+    assert res.image.head.time <= time.time()
+    assert res.image.head.release == os.uname().release
+
+
+def _cgroup(pid: int) -> str:
+    with open(f"/proc/{pid}/cgroup") as f:
+        return f.read()
+
+
+def _our_cgroups() -> list[str]:
+    return [n for n in os.listdir("/sys/fs/cgroup") if n.startswith("pyckpt-")]
+
+
+def test_cgroup_freezer(spawn: Spawn) -> None:
+    def root(m: Member) -> None:
+        r, w = os.pipe()
+        os.write(w, b"through the cgroup freezer")
+        m.fork(lambda c: c.report(role="child"))
+        m.report(role="root", r=r)
+
+    tree = spawn(root)
+    pids = tree.pids()
+    groups = {pid: _cgroup(pid) for pid in pids}
+    res = checkpoint(tree.root, freezer="cgroup")
+    img = res.image
+    pipe = img.pipes[file_of(img, tree.root, tree.role("root")["r"]).pipe_objref]
+    assert pipe.data == b"through the cgroup freezer"
+    assert res.nr_tasks == 2
+    assert _our_cgroups() == []
+    assert {pid: _cgroup(pid) for pid in pids} == groups
+    assert_running(tree)
+
+
+@pytest.mark.parametrize("freezer", ["signal", "cgroup"])
+def test_kill_leaves_no_task(spawn: Spawn, freezer: str) -> None:
+    def root(m: Member) -> None:
+        m.fork(lambda c: c.fork(sleeper))
+
+    tree = spawn(root)
+    pids = tree.pids()
+    assert len(pids) == 3
+    res = checkpoint(tree.root, freezer=freezer, kill=True)
+    assert [t.pid for t in res.image.tasks] == pids
+    # dead: at most a zombie waiting for its parent (the test) to reap it
+    assert {state(pid) for pid in pids} <= {psutil.STATUS_ZOMBIE, "gone"}
+    assert _our_cgroups() == []
+
+
+# ---- refusals and errors ----------------------------------------------------------------
+
+
+def test_refuses_pid_1_ourselves_and_missing_pids() -> None:
+    with pytest.raises(CheckpointError, match="pid 1"):
+        checkpoint(1)
+    with pytest.raises(CheckpointError, match="calling process"):
+        checkpoint(os.getpid())
+    with pytest.raises(CheckpointError, match="calling process|ancestor"):
+        checkpoint(os.getppid())
+    with pytest.raises(CheckpointError, match="no process with pid"):
+        checkpoint(1 << 30)
+    with pytest.raises(CheckpointError, match="invalid pid"):
+        checkpoint(0)
+
+
+def test_unknown_freezer_is_a_value_error(spawn: Spawn) -> None:
+    tree = spawn(sleeper)
+    with pytest.raises(ValueError, match="freezer"):
+        checkpoint(tree.root, freezer="ptrace")
+    assert_running(tree)
+
+
+@pytest.mark.parametrize("freezer", ["signal", "cgroup"])
+def test_socket_and_device_are_reported_together(spawn: Spawn, freezer: str) -> None:
+    def root(m: Member) -> None:
+        a, b = socket.socketpair()
+        sa, sb = a.detach(), b.detach()
+        null = os.open("/dev/null", os.O_RDWR)
+        m.fork(lambda c: c.report(role="child", sb=sb))
+        os.close(sb)
+        m.report(role="root", sa=sa, null=null)
+
+    tree = spawn(root)
+    info, child = tree.role("root"), tree.role("child")
+    groups = {pid: _cgroup(pid) for pid in tree.pids()}
+    with pytest.raises(CheckpointError) as e:
+        checkpoint(tree.root, freezer=freezer)
+    problems = e.value.problems
+    assert len(problems) == 3, str(e.value)
+    # one line each, tree order: the root's fds, then the child's new one
+    assert f"task {tree.root} " in problems[0] and f"fd {info['sa']}:" in problems[0]
+    assert "socket:[" in problems[0]
+    assert f"fd {info['null']}: /dev/null (character device)" in problems[1]
+    assert f"task {child['pid']} " in problems[2] and "socket:[" in problems[2]
+    assert f"fd {child['sb']}:" in problems[2]
+    assert_running(tree)
+    assert _our_cgroups() == []
+    assert {pid: _cgroup(pid) for pid in tree.pids()} == groups
+
+
+def test_deleted_file_is_refused(spawn: Spawn, tmp_path: Path) -> None:
+    path = tmp_path / "gone"
+    path.write_bytes(b"data")
+
+    def root(m: Member) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        os.unlink(path)
+        m.report(role="root", fd=fd)
+
+    tree = spawn(root)
+    with pytest.raises(CheckpointError, match="deleted") as e:
+        checkpoint(tree.root)
+    assert str(path) in str(e.value)
+    assert f"fd {tree.role('root')['fd']}" in str(e.value)
+    assert_running(tree)
+
+
+def test_overmounted_file_is_unreachable(spawn: Spawn, tmp_path: Path) -> None:
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    path = sub / "hidden"
+    path.write_bytes(b"old")
+
+    def root(m: Member) -> None:
+        m.report(role="root", fd=os.open(path, os.O_RDONLY))
+
+    tree = spawn(root)
+    # the tree's file keeps its path, which now leads into another filesystem
+    subprocess.run(["mount", "-t", "tmpfs", "none", str(sub)], check=True)
+    try:
+        path.write_bytes(b"new")
+        with pytest.raises(CheckpointError, match="not reachable") as e:
+            checkpoint(tree.root)
+        assert f"{path}: not reachable" in str(e.value)
+        assert_running(tree)
+    finally:
+        subprocess.run(["umount", str(sub)], check=True)
+
+
+def test_pipe_end_outside_the_tree_is_a_leak(spawn: Spawn) -> None:
+    r, w = os.pipe()
+    try:
+        tree = spawn(lambda m: None, pass_fds=(r,))
+    finally:
+        os.close(r)
+    try:
+        os.write(w, b"from outside")
+        with pytest.raises(CheckpointError, match="held 2 times") as e:
+            checkpoint(tree.root)
+        assert e.value.errno == 16  # EBUSY
+        text = str(e.value)
+        assert "pipe:[objref" in text
+        assert f"task {tree.root} " in text and f"fd {r}" in text
+        assert "the tree accounts for 1" in text
+        assert_running(tree)
+
+        res = checkpoint(tree.root, allow_external=True)
+        f = file_of(res.image, tree.root, r)
+        assert f.external
+        assert res.image.pipes[f.pipe_objref].data == b"from outside"
+        (note,) = res.image.errors
+        assert note.err == 0 and note.msg.startswith("external: ")
+        assert note.objref == f.pipe_objref and (note.pid, note.fd) == (tree.root, r)
+        assert_running(tree)
+    finally:
+        os.close(w)
+
+
+def test_open_file_shared_with_outside_is_a_leak(spawn: Spawn, tmp_path: Path) -> None:
+    path = tmp_path / "shared"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        tree = spawn(lambda m: None, pass_fds=(fd,))
+        with pytest.raises(CheckpointError) as e:
+            checkpoint(tree.root)
+        text = str(e.value)
+        assert str(path) in text and f"fd {fd}" in text
+        assert "held 2 times, the tree accounts for 1" in text
+        res = checkpoint(tree.root, allow_external=True)
+        assert file_of(res.image, tree.root, fd).external
+    finally:
+        os.close(fd)
+    assert_running(tree)
+
+
+def test_epoll_target_only_in_the_epoll_set_is_a_checkpoint_leak(
+    spawn: Spawn,
+) -> None:
+    efd = os.eventfd(0)  # the test keeps it: the tree only has the epoll item
+
+    def root(m: Member) -> None:
+        ep = m.keep(select.epoll())
+        epoll_add(ep.fileno(), efd, select.EPOLLIN, 7)
+        os.close(efd)
+        m.report(role="root", ep=ep.fileno())
+
+    try:
+        tree = spawn(root, pass_fds=(efd,))
+        for allow in (False, True):  # external or not, the item cannot be saved
+            with pytest.raises(CheckpointError, match="checkpoint leak") as e:
+                checkpoint(tree.root, allow_external=allow)
+            text = str(e.value)
+            assert f"(original fd {efd})" in text
+            assert f"fd {tree.role('root')['ep']}" in text
+            assert f"held outside by pid {os.getpid()}" in text
+            assert "anon_inode:[eventfd]" in text
+            assert_running(tree)
+    finally:
+        os.close(efd)
+
+
+def test_result_counts(spawn: Spawn) -> None:
+    def root(m: Member) -> None:
+        r, _w = os.pipe()
+        os.dup(r)
+        m.fork(sleeper)
+
+    tree = spawn(root)
+    res = checkpoint(tree.root)
+    assert isinstance(res, CheckpointResult)
+    assert (res.nr_tasks, res.nr_fds, res.nr_files) == (2, 6, 2)
+    assert len(res.image.pipes) == 1
