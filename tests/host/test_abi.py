@@ -31,6 +31,7 @@ VERSIONED = {
     "ckpt_setup": "CKPT_SETUP_SIZE_VER0",
     "ckpt_defer": "CKPT_DEFER_SIZE_VER0",
     "ckpt_tags": "CKPT_TAGS_SIZE_VER0",
+    "ckpt_contained": "CKPT_CONTAINED_SIZE_VER0",
     "ckpt_errors": "CKPT_ERRORS_SIZE_VER0",
     "ckpt_stats": "CKPT_STATS_SIZE_VER0",
     "ckpt_test_obj": "CKPT_TEST_OBJ_SIZE_VER0",

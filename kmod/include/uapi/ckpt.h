@@ -314,13 +314,17 @@ struct ckpt_test_obj {
  * record, 0 at top level.  The grammar, parents in brackets:
  *
  *   HEAD TREE { TASK[TREE] { FD[TASK] ( FILE[FD] [PIPE[FILE]] | OBJREF[FD] ) } }
- *   { EPOLL[its FILE] } TAIL        ERROR records may appear anywhere (ptag 0)
+ *   { EPOLL[its FILE] } TAIL
+ *
+ * ERROR records (ptag 0) may appear anywhere between HEAD and TAIL and count
+ * in nr_records.  TREE's root_pid is the first TASK's pid.
  *
  * FD names its file's objref; the first FD of a file is followed by the FILE
  * record that defines the objref, every later one by an OBJREF.  A pipe's
  * first FILE is followed by the PIPE record (its pipe_objref, data).  EPOLL
  * records come after all tasks, so every target is already defined (linux-cr
- * deferred epoll items the same way).  Every objref is > 0 and defined
+ * deferred epoll items the same way); an epoll file without items may have
+ * none.  Every objref is > 0 and defined
  * before it is used.  TAIL holds the record count (TAIL included) and the
  * CRC-32 (zlib's) of every byte before it.
  */
@@ -357,7 +361,6 @@ enum ckpt_hdr_type {
 #define CKPT_PIPE_DATA_MAX	(16 * 1024 * 1024)
 #define CKPT_EPOLL_ITEMS_MAX	(1 << 20)
 #define CKPT_MSG_MAX		4096
-#define CKPT_RECORD_MAX		(CKPT_PIPE_DATA_MAX + 4096)
 
 struct ckpt_hdr_head {
 	struct ckpt_hdr h;
@@ -421,7 +424,7 @@ struct ckpt_hdr_file {
 	__u32 flags;		/* CKPT_FILE_* */
 	__u64 count;		/* EVENTFD: counter */
 	__u32 efd_flags;	/* EVENTFD: EFD_SEMAPHORE if known */
-	__u32 path_len;		/* REG, DIR, FIFO; 0 otherwise */
+	__u32 path_len;		/* REG, DIR, FIFO (where to reopen) */
 };
 
 /* ckpt_hdr_pipe.flags */
