@@ -75,14 +75,8 @@ def cmd_restart(args: argparse.Namespace) -> int:
     if not args.hold_context:
         r.teardown()
     # the coordinator stays as the root's reaper, like user-cr's
-    status = r.wait()
-    return _exit_code(status.get(root_old, 0))
-
-
-def _exit_code(status: int) -> int:
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.waitstatus_to_exitcode(status) if status > 255 else status
+    code = r.wait()[root_old]
+    return 128 - code if code < 0 else code  # killed by a signal: as a shell says
 
 
 def cmd_show(args: argparse.Namespace) -> int:
