@@ -25,6 +25,7 @@ import faulthandler
 import fcntl
 import gc
 import os
+import resource
 import select
 import signal
 import stat
@@ -84,7 +85,10 @@ def _check(image: Image, argv: list[str] | None) -> _Plan:
         raise RestartError("image has no task")
     seen: dict[int, Task] = {}
     children: dict[int, list[Task]] = {}
-    nofile = os.sysconf("SC_OPEN_MAX")
+    # stubs raise their soft limit as far as the hard one to hold the table
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if nofile == resource.RLIM_INFINITY:
+        nofile = 1 << 30
     for i, t in enumerate(image.tasks):
         if t.pid <= 0 or t.pid in seen:
             raise RestartError(f"task {t.pid}: bad or duplicate pid")
@@ -205,6 +209,21 @@ class _Objects:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
+    def flush(self, ctx: Context, above: int = 0) -> None:
+        """Insert what was made and close the coordinator's fds on it, when
+        more than `above` are open (the coordinator's fd limit bounds them)."""
+        if len(self.own) <= above:
+            return
+        try:
+            ctx.insert_many(self.inserts)
+        except CkptError as e:
+            raise RestartError(f"inserting objects into the objhash: {e}") from e
+        self.inserts = []
+        self.close()
+
+
+_FLUSH_ABOVE = 256  # coordinator fds held before inserting them
+
 
 def _make_file(objs: _Objects, f: File) -> None:
     if f.kind in (FileKind.REG, FileKind.DIR):
@@ -297,6 +316,7 @@ def _create_objects(ctx: Context, image: Image, plan: _Plan) -> None:
                     f"objref {f.objref}: cannot reopen {f.path or f.kind.name}: "
                     f"{e.strerror}"
                 ) from e
+            objs.flush(ctx, _FLUSH_ABOVE)
         for ref, files in plan.pipes.items():
             p = image.pipes.get(ref)
             make = _make_pipe if files[0].kind == FileKind.PIPE else _make_fifo
@@ -308,10 +328,8 @@ def _create_objects(ctx: Context, image: Image, plan: _Plan) -> None:
                     f"pipe {ref} (objref {files[0].objref}): cannot restore "
                     f"{where}: {e.strerror}"
                 ) from e
-        try:
-            ctx.insert_many(objs.inserts)
-        except CkptError as e:
-            raise RestartError(f"inserting objects into the objhash: {e}") from e
+            objs.flush(ctx, _FLUSH_ABOVE)  # a pipe's ends go in together
+        objs.flush(ctx)
     finally:
         objs.close()  # the hash holds them now (or restart failed)
 
@@ -326,6 +344,26 @@ def _close_all_except(keep: Iterable[int]) -> None:
         if fd not in keep:
             with contextlib.suppress(OSError):  # the listing's own fd: gone
                 os.close(fd)
+
+
+def _make_room(need: int) -> int | None:
+    """Raise the soft fd limit to need if it is lower; the old soft limit
+    (to restore before exec) or None if unchanged."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if need <= soft:
+        return None
+    if hard != resource.RLIM_INFINITY and need > hard:
+        raise RestartError(f"needs {need} fds, above RLIMIT_NOFILE {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    return soft
+
+
+def _restore_limit(soft: int | None, floor: int) -> None:
+    """Back to the old soft limit, or just above the highest restored fd if
+    the recorded table did not fit under it (the recorded task's was higher)."""
+    if soft is not None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, floor), hard))
 
 
 def _move_above(fds: dict[int, int], floor: int) -> dict[int, int]:
@@ -420,6 +458,9 @@ def _stub_build(
         raise RestartError(f"chdir {task.cwd}: {e.strerror}") from e
 
     refs = _unique(fd.objref for fd in task.fds)
+    floor = max([fd.fd for fd in task.fds] + [2]) + 1
+    # temporaries above the recorded numbers may not fit under the limit
+    soft = _make_room(floor + len(refs) + 2)
     try:
         got = ctx.fetch_many(refs) if refs else []
     except CkptError as e:
@@ -427,12 +468,12 @@ def _stub_build(
             os.close(fd)
         raise RestartError(f"fetch: {e}") from e
     os.close(ctx.fileno())  # fetched: the stub holds its own references
-    floor = max([fd.fd for fd in task.fds] + [2]) + 1
     tmp = _move_above(dict(zip(refs, got)) | {0: wfd}, floor)
     box[0] = wfd = tmp.pop(0)
     for fd in task.fds:
         os.dup2(tmp[fd.objref], fd.fd, inheritable=not fd.cloexec)
     _close_all_except({fd.fd for fd in task.fds} | {wfd})
+    _restore_limit(soft, floor)
 
 
 class _Procs:
@@ -479,6 +520,9 @@ class _Procs:
         except ChildProcessError:
             return None
         return os.waitstatus_to_exitcode(status)
+
+    def __del__(self) -> None:
+        self.close()  # a Restarted dropped without kill() or wait()
 
     def close(self) -> None:
         pidfds, self.pidfds = self.pidfds, {}
@@ -580,9 +624,10 @@ def _epoll_helper(ctx: Context, epolls: list[Epoll], wfd: int) -> NoReturn:
             [ep.objref for ep in epolls]
             + [it.target for ep in epolls for it in ep.items]
         )
+        floor = max([it.tfd for ep in epolls for it in ep.items] + [2]) + 1
+        _make_room(floor + len(refs) + 2)
         got = ctx.fetch_many(refs)
         os.close(ctx.fileno())
-        floor = max([it.tfd for ep in epolls for it in ep.items] + [2]) + 1
         tmp = _move_above(dict(zip(refs, got)) | {0: wfd}, floor)
         wfd = tmp.pop(0)
         for ep in epolls:

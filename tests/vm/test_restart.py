@@ -9,8 +9,10 @@ file under a per-test directory).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import resource
 import select
 import signal
 import stat
@@ -220,6 +222,45 @@ def test_pipe_data_read_back_both_ends(restarted, out: Path) -> None:
     r.release()
     assert r.wait(WAIT) == {100: 0}
     assert results(res) == {"got": "hello", "more": " more", "eof": ""}
+
+
+def test_fifo_and_two_descriptions_of_one_end(restarted, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    rd, wr = os.O_RDONLY, os.O_WRONLY
+    files = [
+        File(
+            1, FileKind.FIFO, rd | os.O_NONBLOCK, READ, path=str(fifo), pipe_objref=10
+        ),
+        File(2, FileKind.FIFO, wr, WRITE, path=str(fifo), pipe_objref=10),
+        pipe_end(3, 20, READ),
+        pipe_end(4, 20, WRITE),
+        pipe_end(5, 20, READ, os.O_NONBLOCK),  # a second open of the read end
+    ]
+    pipes = [Pipe(10, 4096, data=b"fifo"), Pipe(20, 8192, data=b"anon")]
+    fds = [Fd(3, 1), Fd(4, 2), Fd(5, 3), Fd(6, 4), Fd(7, 5)]
+    res = tmp_path / "res.json"
+    r = start(
+        restarted,
+        image([task(100, 1, fds)], files, pipes=pipes),
+        argv=python(PIPE_READER, str(res)),
+    )
+    pid = r.pids[100]
+    # every File, and each pipe's holder of "the other end"
+    assert r.context.stats().nr_objs == len(files) + len(pipes)
+    st = {n: os.stat(f"/proc/{pid}/fd/{n}") for n in (3, 4, 5, 6, 7)}
+    assert st[3].st_ino == st[4].st_ino == fifo.stat().st_ino
+    assert st[5].st_ino == st[6].st_ino == st[7].st_ino
+    assert kcmp_file(pid, 5, pid, 5) and not kcmp_file(pid, 5, pid, 7)
+    assert fd_flags(pid, 7) & os.O_NONBLOCK and not fd_flags(pid, 5) & os.O_NONBLOCK
+    assert fd_flags(pid, 3) & os.O_NONBLOCK and not fd_flags(pid, 4) & os.O_NONBLOCK
+    copy = pidfd_getfd(r._procs.pidfds[100], 6)
+    size = fcntl.fcntl(copy, fcntl.F_GETPIPE_SZ)
+    os.close(copy)
+    assert size == 8192
+    r.release()
+    assert r.wait(WAIT) == {100: 0}
+    assert results(res) == {"got": "fifo", "more": " more", "eof": ""}
 
 
 LIST_FDS = """
@@ -548,3 +589,57 @@ def test_sigpipe_default_after_exec(restarted) -> None:
     r = start(restarted, img, argv=["/bin/echo", "hello"])
     r.release()
     assert r.wait(WAIT) == {100: -signal.SIGPIPE}
+
+
+def test_tree_of_16_tasks_timing(restarted) -> None:
+    # a ternary tree of 16 tasks; 16 pipes whose ends every task inherited,
+    # and an eventfd of each task's own
+    npipes, ntasks = 16, 16
+    files = [pipe_end(1 + 2 * k, 1000 + k, READ) for k in range(npipes)]
+    files += [pipe_end(2 + 2 * k, 1000 + k, WRITE) for k in range(npipes)]
+    files += [
+        File(500 + i, FileKind.EVENTFD, os.O_RDWR, READ | WRITE, count=i)
+        for i in range(ntasks)
+    ]
+    shared = [Fd(3 + n, 1 + n) for n in range(2 * npipes)]
+    tasks = [
+        task(100 + i, 100 + (i - 1) // 3 if i else 1, [*shared, Fd(40, 500 + i)])
+        for i in range(ntasks)
+    ]
+    pipes = [Pipe(1000 + k, 4096, data=b"d" * k) for k in range(npipes)]
+    t0 = time.monotonic()
+    r = start(restarted, image(tasks, files, pipes=pipes), argv=["/bin/true"])
+    t1 = time.monotonic()
+    n = r.pids
+    want = [*range(3, 3 + 2 * npipes), 40]
+    assert all(fd_numbers(n[t.pid]) == want for t in tasks)
+    assert all(kcmp_file(n[100], 3, n[t.pid], 3) for t in tasks)
+    assert [int(fdinfo(n[t.pid], 40)["eventfd-count"], 16) for t in tasks] == list(
+        range(ntasks)
+    )
+    assert all(proc_stat(n[t.pid])["ppid"] == n[t.ppid] for t in tasks[1:])
+    r.release()
+    t2 = time.monotonic()
+    assert r.wait(WAIT) == {100: 0}
+    print(
+        f"{ntasks} tasks x {len(want)} fds, {len(files)} files: barrier "
+        f"{(t1 - t0) * 1000:.0f} ms, release {(t2 - t1) * 1000:.1f} ms"
+    )
+
+
+def test_fd_above_the_soft_limit(restarted) -> None:
+    # the recorded task had a higher limit: the stub raises its own soft one
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard <= soft + 10:
+        pytest.skip(f"no room above the soft fd limit ({soft}, {hard})")
+    high = soft + 5
+    files = [pipe_end(1, 10, READ), pipe_end(2, 10, WRITE)]
+    img = image([task(100, 1, [Fd(3, 1), Fd(high, 2)])], files, pipes=[Pipe(10, 4096)])
+    r = start(restarted, img)
+    pid = r.pids[100]
+    assert fd_numbers(pid) == [3, high]
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    (line,) = [x for x in limits.splitlines() if x.startswith("Max open files")]
+    assert line.split()[3:5] == [str(high + 1), str(hard)]
+    r.release()
+    assert r.wait(WAIT) == {100: 0}
