@@ -85,20 +85,34 @@ class CheckpointResult:
 # ---- /proc helpers -------------------------------------------------------------
 
 
-def _proc_state(pid: int) -> str:
-    """The one-letter state of /proc/PID/stat ('' when the task is gone)."""
+def _read(path: str) -> bytes:
+    # raw syscalls: a checkpoint reads several /proc files per fd while the
+    # tree is frozen, and io.open() costs several times more
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return ""
-    # comm may hold spaces and parentheses: the state follows the last ')'
-    return stat[stat.rindex(b")") + 2 :][:1].decode()
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _read_text(path: str) -> str:
-    with open(path, "rb") as f:
-        return os.fsdecode(f.read())
+    return os.fsdecode(_read(path))
+
+
+def _stat_fields(stat: bytes) -> list[bytes]:
+    # comm may hold spaces and parentheses: the fields follow the last ')'
+    return stat[stat.rindex(b")") + 2 :].split(None, 2)
+
+
+def _proc_state(pid: int) -> str:
+    """The one-letter state of /proc/PID/stat ('' when the task is gone)."""
+    try:
+        return _stat_fields(_read(f"/proc/{pid}/stat"))[0].decode()
+    except (OSError, ValueError):
+        return ""  # gone (or going: an empty read)
 
 
 def _comm(pid: int) -> str:
@@ -132,40 +146,74 @@ def _root_process(pid: int) -> psutil.Process:
     if pid == 1:
         raise CheckpointError("refusing to checkpoint pid 1 (init: the whole system)")
     try:
+        status = _read_text(f"/proc/{pid}/status")
+        tgid = int(re.search(r"^Tgid:\s*(\d+)", status, re.MULTILINE)[1])
+        if tgid != pid:
+            raise CheckpointError(f"pid {pid} is a thread of process {tgid}")
         return psutil.Process(pid)
-    except psutil.NoSuchProcess:
+    except (FileNotFoundError, ProcessLookupError, psutil.NoSuchProcess):
         raise CheckpointError(f"no process with pid {pid}") from None
     except psutil.AccessDenied:
         raise CheckpointError(f"pid {pid}: access denied") from None
 
 
-def _tree(root: psutil.Process) -> list[psutil.Process]:
-    """The root and its descendants, a parent before its children (by pid)."""
-    try:
-        descendants = root.children(recursive=True)
-    except psutil.NoSuchProcess:
-        raise CheckpointError(f"task {root.pid} exited") from None
-    kids: dict[int, list[psutil.Process]] = {}
-    for p in descendants:
-        try:
-            kids.setdefault(p.ppid(), []).append(p)
-        except psutil.NoSuchProcess:
-            continue  # exited since the listing; the re-listing will tell
-    out: list[psutil.Process] = []
-    stack = [root]
-    while stack:
-        p = stack.pop()
-        out.append(p)
-        stack.extend(sorted(kids.get(p.pid, []), key=lambda c: c.pid, reverse=True))
+def _ppids() -> dict[int, int]:
+    """pid -> ppid of every process, from one pass over /proc."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                out[int(name)] = int(_stat_fields(_read(f"/proc/{name}/stat"))[1])
+            except OSError:
+                continue  # exited meanwhile
     return out
 
 
-def _check_not_ourselves(procs: list[psutil.Process]) -> None:
-    # freezing ourselves or an ancestor (who waits for us) would deadlock
+class _Lister:
+    """Lists a tree, a parent before its children (by pid), as psutil
+    Processes that are made once per pid (psutil guards signals against pid
+    reuse with them)."""
+
+    def __init__(self, root: psutil.Process) -> None:
+        self.root = root
+        self.procs: dict[int, psutil.Process] = {root.pid: root}
+        self.ppid: dict[int, int] = {}  # of the last listing
+
+    def list(self) -> list[psutil.Process]:
+        # psutil's children(recursive=True) costs twice this one scan (it
+        # makes a Process per child each time): this runs while frozen
+        ppids = _ppids()
+        if self.root.pid not in ppids:
+            raise CheckpointError(f"task {self.root.pid} exited")
+        kids: dict[int, list[int]] = {}
+        for pid, ppid in ppids.items():
+            kids.setdefault(ppid, []).append(pid)
+        out = []
+        stack = [self.root.pid]
+        while stack:
+            pid = stack.pop()
+            p = self.procs.get(pid)
+            if p is None:
+                try:
+                    p = self.procs[pid] = psutil.Process(pid)
+                except psutil.NoSuchProcess:
+                    continue  # exited since the scan, with its children
+            out.append(p)
+            stack.extend(sorted(kids.get(pid, ()), reverse=True))
+        self.ppid = {p.pid: ppids[p.pid] for p in out}
+        return out
+
+
+def _ours() -> dict[int, str]:
+    """The calling process and its ancestors: freezing one would deadlock."""
     me = psutil.Process()
     ours = {me.pid: "the calling process"}
     for p in me.parents():
         ours[p.pid] = f"an ancestor of the calling process ({p.name()})"
+    return ours
+
+
+def _check_not_ours(procs: list[psutil.Process], ours: dict[int, str]) -> None:
     for p in procs:
         if p.pid in ours:
             raise CheckpointError(
@@ -180,16 +228,18 @@ def _check_not_ourselves(procs: list[psutil.Process]) -> None:
 class _Freezer:
     """Stops a tree and puts it back as it was found."""
 
-    def __init__(self, root: psutil.Process) -> None:
+    def __init__(self, root: psutil.Process, ours: dict[int, str]) -> None:
         self.root = root
+        self.ours = ours
+        self.lister = _Lister(root)
         self.procs: list[psutil.Process] = []
 
     def freeze(self) -> list[psutil.Process]:
         """Freeze the tree, re-listing until no task appears: the final tree."""
         seen: set[int] = set()
         while True:
-            procs = _tree(self.root)
-            _check_not_ourselves(procs)
+            procs = self.lister.list()
+            _check_not_ours(procs, self.ours)
             new = [p for p in procs if p.pid not in seen]
             if not new:
                 self.procs = procs
@@ -223,8 +273,8 @@ class _Freezer:
 class _SignalFreezer(_Freezer):
     """SIGSTOP every task; SIGCONT only those we stopped."""
 
-    def __init__(self, root: psutil.Process) -> None:
-        super().__init__(root)
+    def __init__(self, root: psutil.Process, ours: dict[int, str]) -> None:
+        super().__init__(root, ours)
         self.stopped: list[psutil.Process] = []  # by us, so ours to continue
 
     def _freeze_new(self, new: list[psutil.Process]) -> None:
@@ -270,8 +320,8 @@ class _SignalFreezer(_Freezer):
 class _CgroupFreezer(_Freezer):
     """The cgroup v2 freezer, in a cgroup of our own that is removed at thaw."""
 
-    def __init__(self, root: psutil.Process) -> None:
-        super().__init__(root)
+    def __init__(self, root: psutil.Process, ours: dict[int, str]) -> None:
+        super().__init__(root, ours)
         if not os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.procs")):
             raise CheckpointError(f"no cgroup v2 hierarchy at {CGROUP_ROOT}")
         self.path = ""
@@ -391,31 +441,36 @@ class _Collector:
     holders: dict[int, list[_FdRef]] = field(default_factory=dict)  # objref -> fds
     info: dict[int, FileInfo] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-    locals: list[int] = field(default_factory=list)  # every fd we opened
+    locals: set[int] = field(default_factory=set)  # every fd we opened
     nr_fds: int = 0
 
     def _own(self, fd: int) -> int:
-        self.locals.append(fd)
+        self.locals.add(fd)
         return fd
+
+    def _close(self, fd: int) -> None:
+        self.locals.discard(fd)
+        os.close(fd)
 
     def close_locals(self) -> None:
         for fd in self.locals:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self.locals = []
+        self.locals = set()
         for r in self.refs:
             r.local = -1
 
     # -- tasks and their fds --
 
-    def task(self, p: psutil.Process) -> None:
+    def task(self, p: psutil.Process, ppid: int) -> None:
+        """A task and its fds; one lookup batch per task."""
         pid = p.pid
         comm = _comm(pid)
         try:
             cmdline = _read_text_bytes(f"/proc/{pid}/cmdline")
             task = Task(
                 pid=pid,
-                ppid=p.ppid(),
+                ppid=ppid,
                 sid=os.getsid(pid),
                 pgid=os.getpgid(pid),
                 comm=comm,
@@ -426,37 +481,42 @@ class _Collector:
             fds = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
         except (OSError, psutil.Error) as e:
             raise CheckpointError(f"task {pid} ({comm}): {_why(e)}") from e
-        for fd in fds:
-            try:
+        refs = []
+        try:
+            for fd in fds:
                 link = os.readlink(f"/proc/{pid}/fd/{fd}")
                 fdinfo = _read_text(f"/proc/{pid}/fdinfo/{fd}")
                 local = self._own(pidfd_getfd(pidfd, fd))
-            except OSError as e:
-                raise CheckpointError(
-                    f"task {pid} ({comm}) fd {fd}: cannot collect it: {_why(e)}"
-                ) from e
-            flags = int(re.search(r"^flags:\s*([0-7]+)", fdinfo, re.MULTILINE)[1], 8)
-            task.fds.append(Fd(fd=fd, objref=0, cloexec=bool(flags & _O_CLOEXEC)))
-            self.refs.append(_FdRef(pid, comm, fd, link, fdinfo, local))
-        self.image.tasks.append(task)
-        self.nr_fds += len(fds)
-
-    def lookup(self) -> None:
-        """One batch for every fd of the tree: objrefs, first meetings."""
+                refs.append(_FdRef(pid, comm, fd, link, fdinfo, local))
+        except OSError as e:
+            hint = " (raise ulimit -n)" if e.errno == _errno.EMFILE else ""
+            raise CheckpointError(
+                f"task {pid} ({comm}) fd {fd}: cannot collect it: {_why(e)}{hint}"
+            ) from e
+        finally:
+            self._close(pidfd)
         try:
-            results = self.ctx.lookup_add_many([r.local for r in self.refs])
+            results = self.ctx.lookup_add_many([r.local for r in refs])
         except CkptError as e:
-            raise CheckpointError(f"the module could not collect the files: {e}") from e
-        for r, res in zip(self.refs, results):
+            raise CheckpointError(
+                f"task {pid} ({comm}): the module could not collect its files: {e}"
+            ) from e
+        for r, res in zip(refs, results):
             r.objref = res.objref
             self.holders.setdefault(res.objref, []).append(r)
             if res.first:
                 self.first[res.objref] = r
                 self.info[res.objref] = res.file
-        it = iter(self.refs)
-        for task in self.image.tasks:
-            for fd in task.fds:
-                fd.objref = next(it).objref
+            else:
+                # the hash holds the file now; only a first copy is still needed
+                self._close(r.local)
+                r.local = -1
+            flags = re.search(r"^flags:\s*([0-7]+)", r.fdinfo, re.MULTILINE)
+            cloexec = bool(int(flags[1], 8) & _O_CLOEXEC)
+            task.fds.append(Fd(fd=r.fd, objref=r.objref, cloexec=cloexec))
+        self.refs += refs
+        self.image.tasks.append(task)
+        self.nr_fds += len(fds)
 
     # -- files --
 
@@ -548,7 +608,7 @@ class _Collector:
         if want == 0:
             return b""
         sr, sw = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.locals += [sr, sw]
+        self.locals |= {sr, sw}
         # as many slots as the source: one tee copies every buffer
         fcntl.fcntl(sw, fcntl.F_SETPIPE_SZ, max(size, want))
         try:
@@ -744,10 +804,10 @@ def _pids() -> Iterator[int]:
 # ---- the whole checkpoint ----------------------------------------------------------
 
 
-def _collect(procs: list[psutil.Process], ctx: Context, col: _Collector) -> None:
+def _collect(frz: _Freezer, col: _Collector) -> None:
+    procs = frz.procs
     for p in procs:
-        col.task(p)
-    col.lookup()
+        col.task(p, frz.lister.ppid[p.pid])
     col.files()
     col.pipes()
     col.epolls()
@@ -780,12 +840,13 @@ def checkpoint(
         raise ValueError(f"unknown freezer {freezer!r} (one of {', '.join(FREEZERS)})")
     start = time.monotonic()
     root = _root_process(pid)
-    _check_not_ourselves(_tree(root))
+    ours = _ours()
+    _check_not_ours(_Lister(root).list(), ours)
     try:
         ctx = Context(autogrow=True)
     except OSError as e:
         raise CheckpointError(f"cannot open the checkpoint device: {e}") from e
-    frz = _FREEZER_CLASSES[freezer](root)
+    frz = _FREEZER_CLASSES[freezer](root, ours)
     uts = os.uname()
     head = Head(
         time=0.0,
@@ -799,8 +860,8 @@ def checkpoint(
     frozen_at = time.monotonic()
     head.time = time.time()
     try:
-        procs = frz.freeze()
-        _collect(procs, ctx, col)
+        frz.freeze()
+        _collect(frz, col)
         col.leaks(allow_external)
     except BaseException as exc:
         col.close_locals()

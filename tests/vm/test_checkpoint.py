@@ -12,6 +12,7 @@ import os
 import select
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -465,6 +466,26 @@ def test_refuses_pid_1_ourselves_and_missing_pids() -> None:
         checkpoint(1 << 30)
     with pytest.raises(CheckpointError, match="invalid pid"):
         checkpoint(0)
+
+
+def test_threads_stop_with_their_process_and_a_thread_is_no_root(
+    spawn: Spawn,
+) -> None:
+    def root(m: Member) -> None:
+        ready = threading.Event()
+        t = threading.Thread(target=lambda: (ready.set(), time.sleep(1e6)))
+        t.daemon = True
+        t.start()
+        ready.wait()
+        m.report(role="root", tid=t.native_id)
+
+    tree = spawn(root)
+    tid = tree.role("root")["tid"]
+    with pytest.raises(CheckpointError, match=f"thread of process {tree.root}"):
+        checkpoint(tid)
+    res = checkpoint(tree.root)
+    assert [t.pid for t in res.image.tasks] == [tree.root]
+    assert_running(tree)
 
 
 def test_unknown_freezer_is_a_value_error(spawn: Spawn) -> None:
