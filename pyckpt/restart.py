@@ -20,7 +20,6 @@ again (argv, or its recorded one) with its kernel-object state restored.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import faulthandler
 import fcntl
 import gc
@@ -58,10 +57,9 @@ _EXEC_FAILED = 127
 _STUB_FAILED = 126
 _MSG_MAX = 3000  # a report line stays below PIPE_BUF: written atomically
 
-# os.open() always adds O_CLOEXEC, and the kernel keeps it in f_flags (then
-# /proc/PID/fdinfo shows every fd of the file as close-on-exec): libc's open
-# takes the recorded flags as they are.
-_libc = ctypes.CDLL(None, use_errno=True)
+# The coordinator's own fds are all close-on-exec (os.open, pipe2, eventfd and
+# epoll with *_CLOEXEC): the kernel keeps O_CLOEXEC out of f_flags, so the
+# restored files' flags do not change with it; the stubs set each fd's own.
 
 
 class RestartError(Exception):
@@ -156,23 +154,12 @@ def _check(image: Image, argv: list[str] | None) -> _Plan:
 # ---- step 2: objects ----------------------------------------------------------
 
 
-def _raw_open(path: str, flags: int) -> int:
-    fd = _libc.open(os.fsencode(path), ctypes.c_int(flags), ctypes.c_int(0))
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), path)
-    if not flags & os.O_CLOEXEC:
-        os.set_inheritable(fd, False)  # the fd flag only; f_flags keep theirs
-    return fd
-
-
-def _epoll_create(cloexec: bool) -> int:
-    fd = _libc.epoll_create1(ctypes.c_int(select.EPOLL_CLOEXEC if cloexec else 0))
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"epoll_create1: {os.strerror(err)}")
-    os.set_inheritable(fd, False)
-    return fd
+def _epoll_create() -> int:
+    ep = select.epoll()
+    try:
+        return os.dup(ep.fileno())  # the fd outlives the object
+    finally:
+        ep.close()
 
 
 def _set_pipe_size(fd: int, p: Pipe | None) -> None:
@@ -230,19 +217,16 @@ def _make_file(objs: _Objects, f: File) -> None:
         flags = f.f_flags & ~_OPEN_DROP
         if f.kind == FileKind.DIR:
             flags |= os.O_DIRECTORY
-        fd = objs.keep(_raw_open(f.path, flags))
+        fd = objs.keep(os.open(f.path, flags))
         if f.pos:
             os.lseek(fd, f.pos, os.SEEK_SET)
     elif f.kind == FileKind.EVENTFD:
-        flags = f.efd_flags & os.EFD_SEMAPHORE
-        if f.f_flags & os.O_CLOEXEC:
-            flags |= os.EFD_CLOEXEC
+        flags = os.EFD_CLOEXEC | (f.efd_flags & os.EFD_SEMAPHORE)
         if f.f_flags & os.O_NONBLOCK:
             flags |= os.EFD_NONBLOCK
         fd = objs.keep(os.eventfd(f.count, flags))
-        os.set_inheritable(fd, False)
     elif f.kind == FileKind.EPOLL:
-        fd = objs.keep(_epoll_create(bool(f.f_flags & os.O_CLOEXEC)))
+        fd = objs.keep(_epoll_create())
         if f.f_flags & _SETFL:
             fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & _SETFL)
     else:  # pipes are made by _make_pipe
@@ -271,8 +255,8 @@ def _make_pipe(objs: _Objects, ref: int, files: list[File], p: Pipe | None) -> N
         if end in used:
             # another open file description of the same end (the image saw
             # two struct files): reopen through /proc, as open(2) of a FIFO
-            flags = _end_flags(f) | os.O_NONBLOCK | (f.f_flags & os.O_CLOEXEC)
-            fd = objs.keep(_raw_open(f"/proc/self/fd/{end}", flags))
+            flags = _end_flags(f) | os.O_NONBLOCK
+            fd = objs.keep(os.open(f"/proc/self/fd/{end}", flags))
         used.add(end)
         fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & _SETFL)
         objs.inserts.append((f.objref, fd))
@@ -288,7 +272,7 @@ def _make_fifo(objs: _Objects, ref: int, files: list[File], p: Pipe | None) -> N
     st = os.stat(path)
     if not stat.S_ISFIFO(st.st_mode):
         raise RestartError(f"objref {files[0].objref}: {path} is no longer a FIFO")
-    holder = objs.keep(_raw_open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
+    holder = objs.keep(os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
     _set_pipe_size(holder, p)
     if p is not None and p.data:
         try:
@@ -297,7 +281,7 @@ def _make_fifo(objs: _Objects, ref: int, files: list[File], p: Pipe | None) -> N
             raise RestartError(f"pipe {ref}: FIFO {path} is full") from None
     for f in files:
         flags = (f.f_flags & ~_OPEN_DROP) | os.O_NONBLOCK
-        fd = objs.keep(_raw_open(f.path, flags))
+        fd = objs.keep(os.open(f.path, flags))
         fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & _SETFL)
         objs.inserts.append((f.objref, fd))
     objs.inserts.append((ref, holder))

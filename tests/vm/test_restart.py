@@ -643,3 +643,18 @@ def test_fd_above_the_soft_limit(restarted) -> None:
     assert line.split()[3:5] == [str(high + 1), str(hard)]
     r.release()
     assert r.wait(WAIT) == {100: 0}
+
+
+def test_epoll_item_failure_kills_every_stub(clean) -> None:
+    # an epoll cannot watch itself (EINVAL): step 4 fails after the stubs exist
+    files = [File(1, FileKind.EPOLL, os.O_RDWR, READ | WRITE)]
+    img = image(
+        [task(100, 1, [Fd(3, 1)]), task(101, 100, [Fd(3, 1)])],
+        files,
+        epolls=[Epoll(1, [EpollItem(1, 7, select.EPOLLIN, 0)])],
+    )
+    with pytest.raises(RestartError, match="epoll 1: add target 1 as tfd 7"):
+        restart(img)
+    deadline = time.monotonic() + 10
+    while forks_of_me() and time.monotonic() < deadline:
+        time.sleep(0.05)
