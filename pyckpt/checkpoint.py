@@ -246,6 +246,13 @@ class _Freezer:
                 return procs
             seen.update(p.pid for p in new)
             self.procs = procs
+            for p in new:
+                if _proc_state(p.pid) in ("Z", "X", ""):
+                    # nothing left to save but an exit status: refused
+                    raise CheckpointError(
+                        f"task {p.pid} ({_comm(p.pid)}) has exited (a zombie "
+                        "its parent did not reap): it cannot be checkpointed"
+                    )
             self._freeze_new(new)
 
     def _freeze_new(self, new: list[psutil.Process]) -> None:
@@ -283,11 +290,6 @@ class _SignalFreezer(_Freezer):
             state = _proc_state(p.pid)
             if state in ("T", "t"):
                 continue  # already stopped: left stopped at thaw
-            if state in ("Z", "X", ""):
-                raise CheckpointError(
-                    f"task {p.pid} ({_comm(p.pid)}) has exited (zombie): "
-                    "it cannot be checkpointed"
-                )
             try:
                 p.suspend()
             except psutil.NoSuchProcess:

@@ -523,6 +523,25 @@ def test_socket_and_device_are_reported_together(spawn: Spawn, freezer: str) -> 
     assert {pid: _cgroup(pid) for pid in tree.pids()} == groups
 
 
+@pytest.mark.parametrize("freezer", ["signal", "cgroup"])
+def test_zombie_in_the_tree_is_refused(spawn: Spawn, freezer: str) -> None:
+    def root(m: Member) -> None:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)  # never reaped: a zombie child of the root
+        m.report(role="root", zombie=pid)
+
+    tree = spawn(root)
+    zombie = tree.role("root")["zombie"]
+    deadline = time.monotonic() + 5
+    while state(zombie) != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(CheckpointError, match=f"task {zombie} .*zombie"):
+        checkpoint(tree.root, freezer=freezer)
+    assert state(tree.root) in RUNNING
+    assert _our_cgroups() == []
+
+
 def test_deleted_file_is_refused(spawn: Spawn, tmp_path: Path) -> None:
     path = tmp_path / "gone"
     path.write_bytes(b"data")
