@@ -452,6 +452,7 @@ def _stub_build(
             os.close(fd)
         raise RestartError(f"fetch: {e}") from e
     os.close(ctx.fileno())  # fetched: the stub holds its own references
+    # key 0 (no objref is <= 0) moves the report fd along with the files
     tmp = _move_above(dict(zip(refs, got)) | {0: wfd}, floor)
     box[0] = wfd = tmp.pop(0)
     for fd in task.fds:
