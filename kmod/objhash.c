@@ -348,8 +348,8 @@ int ckpt_obj_drop(struct ckpt_obj_hash *h, int objref)
  * N times, so any surplus is a holder outside the tree.  Types without
  * ref_users are not checked.
  *
- * Return: the number of leaks, an error of @leak, or -EBADFD when @h is not
- * a live checkpoint hash.
+ * Return: the number of leaks (0 for an empty hash), an error of @leak, or
+ * -EBADFD for a restart hash or one cleared.
  */
 long ckpt_obj_contained(struct ckpt_obj_hash *h, ckpt_obj_visit_t leak,
 			void *arg)
@@ -359,14 +359,17 @@ long ckpt_obj_contained(struct ckpt_obj_hash *h, ckpt_obj_visit_t leak,
 	long refs, nr = 0;
 	int ret;
 
-	if (!h->head || h->cleared || h->mode != CKPT_MODE_CHECKPOINT)
+	if (!h->head || h->cleared || h->mode == CKPT_MODE_RESTART)
 		return -EBADFD;
-	for (i = 0; i < (1UL << h->bits); i++) {
+	/* an empty hash (a tree without fds) has nothing outside it */
+	for (i = 0; h->mode && i < (1UL << h->bits); i++) {
 		hlist_for_each_entry(obj, &h->head[i], hash) {
 			if (!obj->ops->ref_users)
 				continue;
+			/* fewer is not a leak: fd tables shared (CLONE_FILES)
+			 * between tasks are met once per task */
 			refs = obj->ops->ref_users(obj->ptr);
-			if (refs < 0 || refs == obj->users)
+			if (refs <= (long)obj->users)
 				continue;
 			ret = leak(arg, obj, refs);
 			if (ret)

@@ -90,3 +90,15 @@ def test_contained_after_release_is_ebadfd(ctx: Context, pipe) -> None:
     ctx.release()
     with raises_errno(errno.EBADFD, "CKPT_IOC_CONTAINED"):
         ctx.contained()
+
+
+def test_contained_on_an_empty_context_finds_nothing(ctx: Context) -> None:
+    # a tree without a single fd: nothing was met, nothing can leak
+    assert ctx.contained() == []
+
+
+def test_fewer_references_than_met_is_not_a_leak(ctx: Context, pipe) -> None:
+    # tasks sharing one fd table (CLONE_FILES) meet each file once per task
+    r, w = pipe()
+    ctx.lookup_add_many([r, r, w])
+    assert ctx.contained() == []

@@ -124,9 +124,11 @@ struct ckpt_batch {
  * Leak detection (linux-cr's ckpt_obj_contained()): after every task was
  * collected, each object must be referenced exactly as often as lookup_add
  * met it.  A file counts its references (file_count, less the hash's own);
- * a pipe or FIFO inode counts its opens (readers + writers, an O_RDWR file
- * twice).  More references than 'users' means something outside the
- * collected tree holds the object.  Other types are not checked.
+ * a pipe or FIFO inode counts the files open on it.  More references than
+ * 'users' means something outside the collected tree holds the object;
+ * fewer is not reported (fd tables shared between tasks are met once per
+ * task).  Other types are not checked.  A
+ * context with nothing added yet has no leaks; a restart context: EBADFD.
  */
 struct ckpt_leak {
 	__s32 objref;
