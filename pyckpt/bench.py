@@ -179,9 +179,9 @@ def checkpoint_restart() -> None:
     if root == 0:
         try:
             os.close(gate_r)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
             gate = fcntl.fcntl(gate_w, fcntl.F_DUPFD_CLOEXEC, 3000)
             os.closerange(0, 3000)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
             half = FDS_PER_TASK // 2
             _open_fds(half, scratch)  # every task inherits these
             for _ in range(TASKS - 1):

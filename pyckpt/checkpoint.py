@@ -18,6 +18,7 @@ import errno as _errno
 import fcntl
 import os
 import re
+import resource
 import select
 import signal
 import termios
@@ -823,6 +824,23 @@ def _collect(frz: _Freezer, col: _Collector) -> None:
         )
 
 
+@contextlib.contextmanager
+def _nofile_at_hard_limit() -> Iterator[None]:
+    """Raise RLIMIT_NOFILE for a while: to fs.nr_open where we may (root),
+    else the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            top = max(int(f.read()), hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (top, top))
+    except (OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def checkpoint(
     pid: int,
     *,
@@ -862,9 +880,11 @@ def checkpoint(
     frozen_at = time.monotonic()
     head.time = time.time()
     try:
-        frz.freeze()
-        _collect(frz, col)
-        col.leaks(allow_external)
+        # a copy of each distinct file stays open until the leak check
+        with _nofile_at_hard_limit():
+            frz.freeze()
+            _collect(frz, col)
+            col.leaks(allow_external)
     except BaseException as exc:
         col.close_locals()
         ctx.close()
