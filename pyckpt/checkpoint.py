@@ -91,9 +91,11 @@ def _read(path: str) -> bytes:
     # tree is frozen, and io.open() costs several times more
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
+        # a seq_file read returns less than asked only at its end: most
+        # files take one read(2), not two
+        chunks = [os.read(fd, 65536)]
+        while len(chunks[-1]) == 65536:
+            chunks.append(os.read(fd, 65536))
         return b"".join(chunks)
     finally:
         os.close(fd)
@@ -419,6 +421,9 @@ _FREEZER_CLASSES: dict[str, type[_Freezer]] = {
 # ---- collection ----------------------------------------------------------------------
 
 
+_FDINFO_FLAGS = re.compile(r"^flags:\s*([0-7]+)", re.MULTILINE)
+
+
 @dataclass
 class _FdRef:
     """One fd of one task, while it is collected."""
@@ -426,10 +431,18 @@ class _FdRef:
     pid: int
     comm: str
     fd: int
-    link: str  # readlink of /proc/PID/fd/FD
     fdinfo: str
     local: int  # our copy (pidfd_getfd), -1 once closed
     objref: int = 0
+    _link: str | None = None
+
+    @property
+    def link(self) -> str:
+        """readlink of /proc/PID/fd/FD, read only when needed (the tree is
+        frozen; most fds, met before, never need it)."""
+        if self._link is None:
+            self._link = os.readlink(f"/proc/{self.pid}/fd/{self.fd}")
+        return self._link
 
     def where(self) -> str:
         return f"task {self.pid} ({self.comm}) fd {self.fd}"
@@ -487,10 +500,9 @@ class _Collector:
         refs = []
         try:
             for fd in fds:
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
                 fdinfo = _read_text(f"/proc/{pid}/fdinfo/{fd}")
                 local = self._own(pidfd_getfd(pidfd, fd))
-                refs.append(_FdRef(pid, comm, fd, link, fdinfo, local))
+                refs.append(_FdRef(pid, comm, fd, fdinfo, local))
         except OSError as e:
             hint = " (raise ulimit -n)" if e.errno == _errno.EMFILE else ""
             raise CheckpointError(
@@ -514,7 +526,7 @@ class _Collector:
                 # the hash holds the file now; only a first copy is still needed
                 self._close(r.local)
                 r.local = -1
-            flags = re.search(r"^flags:\s*([0-7]+)", r.fdinfo, re.MULTILINE)
+            flags = _FDINFO_FLAGS.search(r.fdinfo)
             cloexec = bool(int(flags[1], 8) & _O_CLOEXEC)
             task.fds.append(Fd(fd=r.fd, objref=r.objref, cloexec=cloexec))
         self.refs += refs
