@@ -6,21 +6,20 @@ replaced by a position, so that an original tree and its restart (other pids,
 other inodes) compare equal exactly when they have the same fd numbers, the
 same sharing of open file descriptions and pipes, the same flags, offsets,
 buffered data, eventfd counts and epoll readiness.  Reading buffered data
-consumes it, so facts(..., data=True) is the last look at a tree.
+consumes it, so facts(..., data=True) is the last look at a tree.  (The
+trees themselves are built by tests/vm/trees.py.)
 """
 
 from __future__ import annotations
 
 import array
-import contextlib
 import fcntl
 import os
 import select
-import signal
 import stat
 import termios
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyckpt.device import kcmp_file, pidfd_getfd
@@ -96,7 +95,6 @@ def facts(pids: list[int], data: bool = False) -> list[dict[int, FdFacts]]:
     """Per task (in the order given): fd number -> FdFacts."""
     seen_ofd: list[tuple[int, int]] = []
     seen_obj: list[tuple[int, int]] = []
-    where: dict[tuple[int, int], int] = {}  # (pid, fd) -> ofd index
     out: list[dict[int, FdFacts]] = []
     pipes_read: set[int] = set()
     for pid in pids:
@@ -111,7 +109,6 @@ def facts(pids: list[int], data: bool = False) -> list[dict[int, FdFacts]]:
             if ofd is None:
                 ofd = len(seen_ofd)
                 seen_ofd.append((pid, fd))
-            where[(pid, fd)] = ofd
             st = os.stat(f"/proc/{pid}/fd/{fd}")
             key = (st.st_dev, st.st_ino)
             if key not in seen_obj:
@@ -122,7 +119,7 @@ def facts(pids: list[int], data: bool = False) -> list[dict[int, FdFacts]]:
             if kind == "[eventfd]":
                 extra = (int(info["eventfd-count"], 16),)
             elif kind == "[eventpoll]":
-                extra = _epoll_facts(pid, fd, where)
+                extra = _epoll_facts(pid, fd)
             elif (
                 data
                 and stat.S_ISFIFO(st.st_mode)
@@ -148,7 +145,7 @@ def facts(pids: list[int], data: bool = False) -> list[dict[int, FdFacts]]:
     return out
 
 
-def _epoll_facts(pid: int, fd: int, where: dict[tuple[int, int], int]) -> tuple:
+def _epoll_facts(pid: int, fd: int) -> tuple:
     """Items as (tfd, events, data), and what is ready right now."""
     c = _copy(pid, fd)
     try:
@@ -171,81 +168,6 @@ def ppids(pids: list[int]) -> list[int]:
             ppid = int(f.read().rpartition(")")[2].split()[1])
         out.append(pids.index(ppid) if ppid in pids else -1)
     return out
-
-
-# ---- building trees ----------------------------------------------------------
-
-
-class Tree:
-    """A process tree built by a test: the root is a child of the test.
-
-    Each process runs its body (which creates fds and may call
-    tree.fork(body) for children) in a clean fd table, then waits for
-    signals.  pids are in creation order, which is tree order.
-    """
-
-    def __init__(self) -> None:
-        self.pids: list[int] = []
-        self.keep: list[object] = []  # objects whose fds must outlive a body
-
-    @contextlib.contextmanager
-    def start(self, body: Callable[[Tree], None]) -> Iterator[Tree]:
-        r, w = os.pipe()
-        report_r, report_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            os.close(report_r)
-            self._child(body, w, report_w)
-        os.close(w)
-        os.close(report_w)
-        try:
-            os.read(r, 1)  # EOF: every process finished its body
-            with os.fdopen(report_r, "rb") as rep:
-                self.pids = [int(x) for x in rep.read().split()]
-            yield self
-        finally:
-            os.close(r)
-            self.kill()
-
-    def _child(self, body: Callable[[Tree], None], w: int, report: int) -> None:
-        try:
-            # keep only the two reporting fds, high up and out of the way
-            w = fcntl.fcntl(w, fcntl.F_DUPFD_CLOEXEC, 900)
-            report = fcntl.fcntl(report, fcntl.F_DUPFD_CLOEXEC, 900)
-            os.closerange(0, 900)
-            self._w, self._report = w, report
-            os.write(report, f"{os.getpid()} ".encode())
-            body(self)
-            os.close(report)
-            os.close(w)
-            while True:
-                signal.pause()
-        finally:
-            os._exit(1)
-
-    def fork(self, body: Callable[[Tree], None]) -> int:
-        """From inside a body: start a child process running body."""
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.write(self._report, f"{os.getpid()} ".encode())
-                body(self)
-                os.close(self._report)
-                os.close(self._w)
-                while True:
-                    signal.pause()
-            finally:
-                os._exit(1)
-        return pid
-
-    def kill(self) -> None:
-        for pid in reversed(self.pids):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if self.pids:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pids[0], 0)
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -15,7 +15,8 @@ import sys
 from collections.abc import Callable, Iterator
 
 import pytest
-from oracle import Tree, facts, fds_of, ppids, wait_for
+from oracle import facts, fds_of, ppids, wait_for
+from trees import Member, spawn
 
 import pyckpt
 from pyckpt.image import Image, ImageError
@@ -33,18 +34,28 @@ def tmpfile() -> Iterator[str]:
         os.unlink(path)
 
 
-def roundtrip(body: Callable[[Tree], None], image_path: str | None = None) -> None:
+@contextlib.contextmanager
+def tree_of(body: Callable[[Member], None]) -> Iterator[list[int]]:
+    """The pids of a tree built by body (root first); killed afterwards."""
+    tree = spawn(body)
+    try:
+        yield tree.pids()
+    finally:
+        tree.kill()
+
+
+def roundtrip(body: Callable[[Member], None], image_path: str | None = None) -> None:
     """Checkpoint the tree body builds, restart it, compare everything."""
-    with Tree().start(body) as tree:
-        res = pyckpt.checkpoint(tree.pids[0], output=image_path)
+    with tree_of(body) as pids:
+        res = pyckpt.checkpoint(pids[0], output=image_path)
         image = Image.load(image_path) if image_path else res.image
-        before = facts(tree.pids)
+        before = facts(pids)
         with pyckpt.restart(image, argv=SLEEP, release=False) as r:
-            new = [r.pids[p] for p in tree.pids]
+            new = [r.pids[p] for p in pids]
             assert facts(new) == before
-            assert ppids(new) == ppids(tree.pids)
+            assert ppids(new) == ppids(pids)
             # buffered data last: reading it consumes it, in both trees
-            assert facts(new, data=True) == facts(tree.pids, data=True)
+            assert facts(new, data=True) == facts(pids, data=True)
             keep = {fd for fd, f in before[0].items() if not f.cloexec}
             r.release()
             wait_for(lambda: _comm(new[0]) == "sleep")
@@ -57,7 +68,7 @@ def _comm(pid: int) -> str:
 
 
 def test_pipeline_with_buffered_data() -> None:
-    def root(t: Tree) -> None:
+    def root(t: Member) -> None:
         r, w = os.pipe()
         os.write(w, b"in flight " * 100)
         t.fork(lambda t: os.close(w))  # the reader
@@ -71,7 +82,7 @@ def test_pipeline_with_buffered_data() -> None:
 
 
 def test_dup_and_inherited_fds_keep_sharing(tmpfile: str) -> None:
-    def root(t: Tree) -> None:
+    def root(t: Member) -> None:
         fd = os.open(tmpfile, os.O_RDWR)
         os.lseek(fd, 7, os.SEEK_SET)
         os.dup2(fd, 9)
@@ -82,7 +93,7 @@ def test_dup_and_inherited_fds_keep_sharing(tmpfile: str) -> None:
 
 
 def test_half_closed_pipes_both_ways() -> None:
-    def root(t: Tree) -> None:
+    def root(t: Member) -> None:
         _r, w = os.pipe()
         os.write(w, b"last words")
         os.close(w)  # reader left alone, data still buffered
@@ -93,7 +104,7 @@ def test_half_closed_pipes_both_ways() -> None:
 
 
 def test_file_at_offset_with_o_append(tmpfile: str) -> None:
-    def root(t: Tree) -> None:
+    def root(t: Member) -> None:
         a = os.open(tmpfile, os.O_WRONLY | os.O_APPEND)
         os.lseek(a, 33, os.SEEK_SET)
         b = os.open(tmpfile, os.O_RDONLY | os.O_CLOEXEC)
@@ -103,7 +114,7 @@ def test_file_at_offset_with_o_append(tmpfile: str) -> None:
 
 
 def test_eventfd_counts() -> None:
-    def root(t: Tree) -> None:
+    def root(t: Member) -> None:
         os.eventfd(5)
         os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         os.eventfd(2**32 - 1)
@@ -112,7 +123,7 @@ def test_eventfd_counts() -> None:
 
 
 def test_epoll_set_over_pipes_and_eventfds() -> None:
-    def root(t: Tree) -> None:
+    def root(t: Member) -> None:
         import select
 
         r, w = os.pipe()
@@ -124,7 +135,7 @@ def test_epoll_set_over_pipes_and_eventfds() -> None:
         ep.register(e, select.EPOLLIN | select.EPOLLOUT)
         ep.register(idle_r, select.EPOLLIN)
         ep.register(w, select.EPOLLOUT | select.EPOLLET)
-        t.keep.append(ep)  # its fd closes when the object is collected
+        t.keep(ep)  # its fd closes when the object is collected
 
     roundtrip(root)
 
@@ -132,10 +143,10 @@ def test_epoll_set_over_pipes_and_eventfds() -> None:
 def test_three_level_tree_through_an_image_file() -> None:
     path = f"/tmp/three-levels-{os.getpid()}.img"
 
-    def root(t: Tree) -> None:
+    def root(t: Member) -> None:
         r, w = os.pipe()
 
-        def middle(t: Tree) -> None:
+        def middle(t: Member) -> None:
             os.close(r)
             t.fork(lambda t: os.write(w, b"from the leaf"))
             t.fork(lambda t: None)
@@ -155,16 +166,16 @@ def test_cli_checkpoint_show_restart() -> None:
     """The pyckpt command: the image it writes decodes and restarts."""
     path = f"/tmp/cli-{os.getpid()}.img"
 
-    def root(t: Tree) -> None:
+    def root(t: Member) -> None:
         _r, w = os.pipe()
         os.write(w, b"via the cli")
         t.fork(lambda t: os.close(w))
 
     cmd = [sys.executable, "-m", "pyckpt"]
     try:
-        with Tree().start(root) as tree:
+        with tree_of(root) as pids:
             out = subprocess.run(
-                [*cmd, "checkpoint", str(tree.pids[0]), "-o", path],
+                [*cmd, "checkpoint", str(pids[0]), "-o", path],
                 check=False,
                 capture_output=True,
                 text=True,
@@ -175,7 +186,7 @@ def test_cli_checkpoint_show_restart() -> None:
                 [*cmd, "show", path], check=False, capture_output=True, text=True
             )
             assert shown.returncode == 0, shown.stderr
-            assert str(tree.pids[1]) in shown.stdout
+            assert str(pids[1]) in shown.stdout
             dot = subprocess.run(
                 [*cmd, "show", "--dot", path],
                 check=False,
@@ -217,12 +228,12 @@ def _ppid(pid: int) -> int:
 def test_corrupt_image_restarts_nothing(cut: str) -> None:
     path = f"/tmp/corrupt-{os.getpid()}.img"
 
-    def root(t: Tree) -> None:
+    def root(t: Member) -> None:
         _r, w = os.pipe()
         os.write(w, b"abc")
 
-    with Tree().start(root) as tree:
-        data = bytearray(pyckpt.checkpoint(tree.pids[0]).image.to_bytes())
+    with tree_of(root) as pids:
+        data = bytearray(pyckpt.checkpoint(pids[0]).image.to_bytes())
     if cut == "truncated":
         data = data[: len(data) - 9]
     elif cut == "checksum":
