@@ -15,6 +15,14 @@
 #include <linux/atomic.h>
 #include "include/uapi/ckpt.h"
 
+/*
+ * Fault injection (ckpt.ko's fail_nth parameter, in the spirit of the
+ * kernel's fail-nth): true when the allocation or user copy about to be
+ * made must fail.  The host build has its own counted allocator and returns
+ * false.
+ */
+bool ckpt_fault(void);
+
 /* ---- objhash (seeds 001, 000) ------------------------------------------ */
 
 /**
@@ -68,16 +76,25 @@ enum ckpt_obj_mode {
  * struct ckpt_obj_hash - the objhash of one context
  * @head: 1 << @bits buckets; NULL once freed
  * @free: entries cleared but not yet kfree'd
+ * @by_ref: checkpoint mode: entry of objref n at [n - 1] (objrefs are dense
+ *          there), so lookup by objref is O(1) beside the pointer hash;
+ *          restart mode keys the buckets by objref and needs none
+ * @by_ref_size: slots allocated in @by_ref
+ * @max_objs: entries allowed (ENOSPC beyond)
+ * @next_objref: one above the largest objref used; INT_MAX + 1 at most
  */
 struct ckpt_obj_hash {
 	struct hlist_head *head;
 	struct hlist_head free;
+	struct ckpt_obj **by_ref;
+	unsigned long by_ref_size;
 	unsigned int bits;
 	bool autogrow;
 	bool cleared;
 	bool freed;
 	enum ckpt_obj_mode mode;
-	int next_objref;
+	s64 next_objref;
+	unsigned long max_objs;
 	unsigned long nr_objs;
 	unsigned long nr_free;
 	unsigned int nr_grows;
@@ -104,6 +121,8 @@ struct ckpt_obj *ckpt_obj_find(struct ckpt_obj_hash *h, int objref,
 void *ckpt_obj_fetch(struct ckpt_obj_hash *h, int objref,
 		     enum ckpt_obj_type type);
 int ckpt_obj_drop(struct ckpt_obj_hash *h, int objref);
+void ckpt_obj_unadd(struct ckpt_obj_hash *h, int objref, s64 next_objref);
+void ckpt_obj_unmeet(struct ckpt_obj_hash *h, int objref);
 typedef int (*ckpt_obj_visit_t)(void *arg, struct ckpt_obj *obj, long refs);
 long ckpt_obj_contained(struct ckpt_obj_hash *h, ckpt_obj_visit_t leak,
 			void *arg);
@@ -123,6 +142,7 @@ struct ckpt_deferqueue_head {
 	spinlock_t lock;
 	struct list_head list;
 	unsigned int count;
+	unsigned int max;	/* entries allowed at once (ENOSPC beyond) */
 };
 
 /* module-wide count of deferqueue entries allocated and not yet kfree'd */

@@ -18,6 +18,8 @@ struct ckpt_ctx {
 	bool released;
 	struct list_head test_objs;	/* test objects made here, alive */
 	int next_test_id;
+	u32 nr_tests;			/* on test_objs */
+	u32 max_tests;			/* ENOSPC beyond */
 	u64 *tags;			/* CKPT_DEFER_LOG, CKPT_TAGS_MAX */
 	u32 nr_tags;
 	u32 err_seq;			/* seq of the newest error */
@@ -25,6 +27,13 @@ struct ckpt_ctx {
 };
 
 extern atomic_long_t ckpt_contexts_live;
+
+/* main.c: the ceilings SETUP may raise a context's limits to */
+extern unsigned int ckpt_max_objs, ckpt_max_defers, ckpt_max_tests;
+
+/* fault.c */
+void ckpt_fault_arm(void);
+void ckpt_fault_disarm(void);
 
 __printf(5, 6)
 void ckpt_err(struct ckpt_ctx *ctx, int err, int objref, const char *func,
@@ -34,9 +43,9 @@ void ckpt_err(struct ckpt_ctx *ctx, int err, int objref, const char *func,
 extern const struct ckpt_obj_ops *const ckpt_obj_ops_table[CKPT_OBJ_MAX];
 int ckpt_handle_get(struct ckpt_ctx *ctx, u32 type, int handle, void **ptr);
 void ckpt_handle_put(u32 type, void *ptr);
-int ckpt_handle_install(u32 type, void *ptr, u32 flags);
+int ckpt_handle_install(u32 type, void *ptr, u32 flags, int __user *uhandle);
 int ckpt_file_info_fill(struct ckpt_obj_hash *h, struct file *file,
-			struct ckpt_file_info *info);
+			struct ckpt_file_info *info, bool *inode_first);
 int ckpt_test_new(struct ckpt_ctx *ctx);
 int ckpt_test_put(struct ckpt_ctx *ctx, int id);
 int ckpt_test_stat(struct ckpt_ctx *ctx, struct ckpt_test_obj *arg);

@@ -7,7 +7,10 @@
  * context's error log (errno, objref, function, message), in the spirit of
  * linux-cr's ckpt_write_err() (seed 003), so userspace can say what failed.
  */
+#include <linux/capability.h>
+#include <linux/cred.h>
 #include <linux/fs.h>
+#include <linux/limits.h>
 #include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
@@ -90,42 +93,96 @@ static void handle_err(struct ckpt_ctx *ctx, int err, int objref,
 			 a->handle);
 }
 
-static int obj_lookup_add(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a)
+/* input fields the operation does not use must be zero (ckpt.h) */
+static int obj_unused_check(struct ckpt_ctx *ctx, const struct ckpt_obj_arg *a,
+			    bool objref, bool handle, const char *func)
+{
+	if ((objref && a->objref) || (handle && a->handle) ||
+	    memchr_inv(&a->file, 0, sizeof(a->file))) {
+		ckpt_err(ctx, -EINVAL, 0, func, "non-zero unused input field");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static unsigned long ckpt_copy_to_user(void __user *to, const void *from,
+				       unsigned long n)
+{
+	return ckpt_fault() ? n : copy_to_user(to, from, n);
+}
+
+/*
+ * Each object operation writes its own result to @uout (@usize bytes, the
+ * caller's struct; a longer one's tail was checked zero on the way in), so
+ * that it can undo itself when that fails: a failed call changes nothing.
+ */
+static int obj_lookup_add(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a,
+			  void __user *uout, size_t usize)
 {
 	const struct ckpt_obj_ops *ops = obj_arg_check(ctx, a, 0, __func__);
-	bool first;
+	struct ckpt_obj_hash *h = &ctx->objhash;
+	bool first, inode_first = false;
+	s64 next = h->next_objref, next_inode = 0;
 	void *ptr;
 	int ret;
 
 	if (IS_ERR(ops))
 		return PTR_ERR(ops);
+	ret = obj_unused_check(ctx, a, true, false, __func__);
+	if (ret)
+		return ret;
 	ret = ckpt_handle_get(ctx, a->type, a->handle, &ptr);
 	if (ret) {
 		handle_err(ctx, ret, 0, __func__, a);
 		return ret;
 	}
-	ret = ckpt_obj_lookup_add(&ctx->objhash, ptr, ops, &first);
+	ret = ckpt_obj_lookup_add(h, ptr, ops, &first);
 	if (ret < 0) {
-		ckpt_err(ctx, ret, 0, "ckpt_obj_lookup_add", "%s handle %d",
-			 ops->name, a->handle);
+		ckpt_err(ctx, ret, 0, "ckpt_obj_lookup_add", "%s handle %d%s",
+			 ops->name, a->handle,
+			 ret == -ENOSPC ? ": hash full" : "");
 		goto out;
 	}
 	a->objref = ret;
 	a->flags = first ? CKPT_OBJ_FIRST : 0;
-	memset(&a->file, 0, sizeof(a->file));
-	ret = 0;
 	if (first && a->type == CKPT_OBJ_FILE) {
-		ret = ckpt_file_info_fill(&ctx->objhash, ptr, &a->file);
-		if (ret)
+		next_inode = h->next_objref;
+		ret = ckpt_file_info_fill(h, ptr, &a->file, &inode_first);
+		if (ret) {
 			ckpt_err(ctx, ret, a->objref, "ckpt_file_info_fill",
-				 "inode of fd %d", a->handle);
+				 "inode of fd %d%s", a->handle,
+				 ret == -ENOSPC ? ": hash full" : "");
+			goto undo_file;
+		}
 	}
+	ret = 0;
+	if (ckpt_copy_to_user(uout, a, min(usize, sizeof(*a)))) {
+		ret = -EFAULT;
+		ckpt_err(ctx, ret, a->objref, __func__, "result unwritable");
+		goto undo_inode;
+	}
+	goto out;
+
+undo_inode:
+	if (first && a->type == CKPT_OBJ_FILE) {
+		if (inode_first)
+			ckpt_obj_unadd(h, a->file.inode_objref, next_inode);
+		else
+			ckpt_obj_unmeet(h, a->file.inode_objref);
+	}
+undo_file:
+	if (first)
+		ckpt_obj_unadd(h, a->objref, next);
+	else
+		ckpt_obj_unmeet(h, a->objref);
 out:
 	ckpt_handle_put(a->type, ptr);
 	return ret;
 }
 
-static int obj_insert(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a)
+/* insert writes nothing back: its struct holds inputs only */
+static int obj_insert(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a,
+		      void __user *uout, size_t usize)
 {
 	const struct ckpt_obj_ops *ops = obj_arg_check(ctx, a, 0, __func__);
 	void *ptr;
@@ -138,6 +195,9 @@ static int obj_insert(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a)
 			 "objref %d must be > 0", a->objref);
 		return -EINVAL;
 	}
+	ret = obj_unused_check(ctx, a, false, false, __func__);
+	if (ret)
+		return ret;
 	ret = ckpt_handle_get(ctx, a->type, a->handle, &ptr);
 	if (ret) {
 		handle_err(ctx, ret, a->objref, __func__, a);
@@ -147,20 +207,27 @@ static int obj_insert(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a)
 	if (ret)
 		ckpt_err(ctx, ret, a->objref, "ckpt_obj_insert", "%s%s",
 			 ops->name, ret == -EEXIST ? ": objref already used" :
-			 ret == -EBADFD ? ": not a restart context" : "");
+			 ret == -EBADFD ? ": not a restart context" :
+			 ret == -ENOSPC ? ": hash full" : "");
 	ckpt_handle_put(a->type, ptr);
 	return ret;
 }
 
-static int obj_fetch(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a)
+/* the new fd is installed only once its number is written to uout */
+static int obj_fetch(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a,
+		     void __user *uout, size_t usize)
 {
 	const struct ckpt_obj_ops *ops = obj_arg_check(ctx, a, CKPT_OBJ_CLOEXEC,
 						       __func__);
+	struct ckpt_obj_arg __user *u = uout;
 	void *ptr;
 	int ret;
 
 	if (IS_ERR(ops))
 		return PTR_ERR(ops);
+	ret = obj_unused_check(ctx, a, false, true, __func__);
+	if (ret)
+		return ret;
 	ptr = ckpt_obj_fetch(&ctx->objhash, a->objref, a->type);
 	if (IS_ERR(ptr)) {
 		ret = PTR_ERR(ptr);
@@ -168,13 +235,15 @@ static int obj_fetch(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a)
 			 ops->name, ret == -ENOENT ? "no such objref" :
 			 ret == -ENOMSG ? "object of another type" :
 			 ret == -ESTALE ? "hash reference dropped" :
+			 ret == -EBADFD ? "hash already cleared" :
 			 "invalid objref");
 		return ret;
 	}
-	ret = ckpt_handle_install(a->type, ptr, a->flags);
+	ret = ckpt_handle_install(a->type, ptr, a->flags, &u->handle);
 	if (ret < 0) {
 		ckpt_err(ctx, ret, a->objref, __func__, "%s: %s", ops->name,
 			 ret == -EINVAL ? "no handle for this type" :
+			 ret == -EFAULT ? "result unwritable" :
 			 "cannot install");
 		return ret;
 	}
@@ -182,20 +251,29 @@ static int obj_fetch(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a)
 	return 0;
 }
 
-typedef int (*obj_op_t)(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a);
+typedef int (*obj_op_t)(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a,
+			void __user *uout, size_t usize);
+
+static int ckpt_copy_struct_from_user(void *dst, size_t ksize,
+				      const void __user *src, size_t usize)
+{
+	if (ckpt_fault())
+		return -EFAULT;
+	return copy_struct_from_user(dst, ksize, src, usize);
+}
 
 /* items run in order; the first failure stops the batch, 'done' says where */
-static int obj_batch(struct ckpt_ctx *ctx, struct ckpt_batch *b, obj_op_t op,
-		     const char *func)
+static int obj_batch_run(struct ckpt_ctx *ctx, struct ckpt_batch *b,
+			 obj_op_t op, const char *func)
 {
 	u8 __user *uitem = u64_to_user_ptr(b->items);
 	struct ckpt_obj_arg a;
 	size_t usize = b->item_size;
 	int ret = 0;
 
-	b->done = 0;
-	if (b->__pad) {
-		ckpt_err(ctx, -EINVAL, 0, func, "non-zero padding");
+	if (b->__pad || b->done) {
+		ckpt_err(ctx, -EINVAL, 0, func, "non-zero %s",
+			 b->__pad ? "padding" : "unused input field");
 		return -EINVAL;
 	}
 	if (b->count > CKPT_BATCH_MAX) {
@@ -215,72 +293,122 @@ static int obj_batch(struct ckpt_ctx *ctx, struct ckpt_batch *b, obj_op_t op,
 		return -E2BIG;
 	}
 	for (; b->done < b->count; b->done++, uitem += usize) {
-		ret = copy_struct_from_user(&a, sizeof(a), uitem, usize);
+		ret = ckpt_copy_struct_from_user(&a, sizeof(a), uitem, usize);
 		if (ret) {
-			ckpt_err(ctx, ret, 0, func, "item %u unreadable",
-				 b->done);
+			ckpt_err(ctx, ret, 0, func, "item %u %s", b->done,
+				 ret == -E2BIG ? "has a non-zero tail" :
+				 "unreadable");
 			break;
 		}
-		ret = op(ctx, &a);
+		ret = op(ctx, &a, uitem, usize);
 		if (ret)
 			break;
-		if (copy_to_user(uitem, &a, min(usize, sizeof(a)))) {
-			ret = -EFAULT;
-			ckpt_err(ctx, ret, a.objref, func,
-				 "item %u unwritable", b->done);
-			break;
-		}
 		cond_resched();
 	}
 	return ret;
 }
 
-static int ioc_lookup_add(struct ckpt_ctx *ctx, void *arg)
+/*
+ * A batch writes 'done' back whatever happens.  The header is written once
+ * before any item runs, so that an unwritable one fails with nothing done;
+ * the last write can then fail only if the caller unmapped it meanwhile.
+ */
+static int obj_batch(struct ckpt_ctx *ctx, struct ckpt_batch *b,
+		     void __user *uarg, size_t usize, obj_op_t op,
+		     const char *func)
 {
-	return obj_lookup_add(ctx, arg);
+	struct ckpt_batch __user *ub = uarg;
+	int ret;
+
+	if (ckpt_copy_to_user(uarg, b, min(usize, sizeof(*b)))) {
+		ckpt_err(ctx, -EFAULT, 0, func, "batch header unwritable");
+		return -EFAULT;
+	}
+	ret = obj_batch_run(ctx, b, op, func);
+	if (put_user(b->done, &ub->done) && !ret) {
+		ret = -EFAULT;
+		ckpt_err(ctx, ret, 0, func, "batch header unwritable");
+	}
+	return ret;
 }
 
-static int ioc_insert(struct ckpt_ctx *ctx, void *arg)
+static int ioc_lookup_add(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
+			  size_t usize)
 {
-	return obj_insert(ctx, arg);
+	return obj_lookup_add(ctx, arg, uarg, usize);
 }
 
-static int ioc_fetch(struct ckpt_ctx *ctx, void *arg)
+static int ioc_insert(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
+		      size_t usize)
 {
-	return obj_fetch(ctx, arg);
+	return obj_insert(ctx, arg, uarg, usize);
 }
 
-static int ioc_lookup_add_batch(struct ckpt_ctx *ctx, void *arg)
+static int ioc_fetch(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
+		     size_t usize)
 {
-	return obj_batch(ctx, arg, obj_lookup_add, __func__);
+	return obj_fetch(ctx, arg, uarg, usize);
 }
 
-static int ioc_insert_batch(struct ckpt_ctx *ctx, void *arg)
+static int ioc_lookup_add_batch(struct ckpt_ctx *ctx, void *arg,
+				void __user *uarg, size_t usize)
 {
-	return obj_batch(ctx, arg, obj_insert, __func__);
+	return obj_batch(ctx, arg, uarg, usize, obj_lookup_add, __func__);
 }
 
-static int ioc_fetch_batch(struct ckpt_ctx *ctx, void *arg)
+static int ioc_insert_batch(struct ckpt_ctx *ctx, void *arg,
+			    void __user *uarg, size_t usize)
 {
-	return obj_batch(ctx, arg, obj_fetch, __func__);
+	return obj_batch(ctx, arg, uarg, usize, obj_insert, __func__);
+}
+
+static int ioc_fetch_batch(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
+			   size_t usize)
+{
+	return obj_batch(ctx, arg, uarg, usize, obj_fetch, __func__);
 }
 
 /* ---- setup, release, stats ---------------------------------------------- */
 
-static int ioc_setup(struct ckpt_ctx *ctx, void *arg)
+/* a limit asked for: 0 means the default, above the ceiling is EINVAL */
+static int setup_limit(struct ckpt_ctx *ctx, const char *name, u32 asked,
+		       u32 dflt, u32 ceiling, u32 *limit)
+{
+	*limit = asked ?: min(dflt, ceiling);
+	if (*limit <= ceiling)
+		return 0;
+	ckpt_err(ctx, -EINVAL, 0, "ioc_setup",
+		 "%s %u above the module's ceiling %u", name, asked, ceiling);
+	return -EINVAL;
+}
+
+/* everything is checked, and the one allocation made, before any change */
+static int ioc_setup(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
+		     size_t usize)
 {
 	struct ckpt_setup *s = arg;
 	unsigned int bits = s->hash_bits ?: CKPT_HASH_BITS_DEFAULT;
+	u32 max_objs, max_defers, max_tests;
 	int ret;
 
 	if (s->policy >= CKPT_POLICY_MAX || bits < CKPT_HASH_BITS_MIN ||
 	    bits > CKPT_HASH_BITS_MAX || s->flags & ~CKPT_SETUP_AUTOGROW ||
-	    s->__pad) {
+	    s->__pad || s->__pad2) {
 		ckpt_err(ctx, -EINVAL, 0, __func__,
 			 "policy %u hash_bits %u flags %#x", s->policy,
 			 s->hash_bits, s->flags);
 		return -EINVAL;
 	}
+	ret = setup_limit(ctx, "max_objs", s->max_objs, CKPT_MAX_OBJS_DEFAULT,
+			  READ_ONCE(ckpt_max_objs), &max_objs) ?:
+	      setup_limit(ctx, "max_defers", s->max_defers,
+			  CKPT_MAX_DEFERS_DEFAULT, READ_ONCE(ckpt_max_defers),
+			  &max_defers) ?:
+	      setup_limit(ctx, "max_tests", s->max_tests,
+			  CKPT_MAX_TESTS_DEFAULT, READ_ONCE(ckpt_max_tests),
+			  &max_tests);
+	if (ret)
+		return ret;
 	if (ctx->objhash.mode != CKPT_MODE_NONE || ctx->released) {
 		ckpt_err(ctx, -EBUSY, 0, __func__, "context already in use");
 		return -EBUSY;
@@ -294,6 +422,9 @@ static int ioc_setup(struct ckpt_ctx *ctx, void *arg)
 		}
 	}
 	ctx->objhash.autogrow = s->flags & CKPT_SETUP_AUTOGROW;
+	ctx->objhash.max_objs = max_objs;
+	ctx->deferqueue.max = max_defers;
+	ctx->max_tests = max_tests;
 	ctx->policy = s->policy;
 	return 0;
 }
@@ -302,14 +433,18 @@ static int ioc_setup(struct ckpt_ctx *ctx, void *arg)
  * The moment restarted tasks are let go.  Whatever the hash still holds then
  * is what userspace can observe (seed 000): clear-early drops it now and
  * leaves the kfree to teardown, free-upfront pays for both now, clear-at-end
- * keeps everything until the context is closed.
+ * keeps everything until the context is closed.  Deferred work not run by
+ * now is destroyed unrun (ckpt.h): a queued DROP's own reference must not
+ * outlive what the policy promises.
  */
-static int ioc_release(struct ckpt_ctx *ctx, void *arg)
+static int ioc_release(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
+		       size_t usize)
 {
 	int ret = check_live(ctx, 0, __func__);
 
 	if (ret)
 		return ret;
+	ckpt_deferqueue_destroy(&ctx->deferqueue);
 	switch (ctx->policy) {
 	case CKPT_POLICY_CLEAR_EARLY:
 		ckpt_obj_hash_clear(&ctx->objhash);
@@ -324,7 +459,8 @@ static int ioc_release(struct ckpt_ctx *ctx, void *arg)
 	return 0;
 }
 
-static int ioc_stats(struct ckpt_ctx *ctx, void *arg)
+static int ioc_stats(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
+		     size_t usize)
 {
 	struct ckpt_obj_hash *h = &ctx->objhash;
 	struct ckpt_stats *st = arg;
@@ -342,7 +478,7 @@ static int ioc_stats(struct ckpt_ctx *ctx, void *arg)
 	st->nr_free = h->nr_free;
 	st->max_chain = ckpt_obj_max_chain(h);
 	st->nr_grows = h->nr_grows;
-	st->next_objref = h->next_objref;
+	st->next_objref = min_t(s64, h->next_objref, INT_MAX);
 	st->defer_pending = ctx->deferqueue.count;
 	st->lookups = h->lookups;
 	st->probes = h->probes;
@@ -350,18 +486,24 @@ static int ioc_stats(struct ckpt_ctx *ctx, void *arg)
 	st->mod_objs = atomic_long_read(&ckpt_objs_live);
 	st->mod_defers = atomic_long_read(&ckpt_defers_live);
 	ckpt_test_counts(st);
+	st->max_objs = h->max_objs;
+	st->max_defers = ctx->deferqueue.max;
+	st->max_tests = ctx->max_tests;
+	st->nr_tests = ctx->nr_tests;
 	return 0;
 }
 
-static int ioc_errors(struct ckpt_ctx *ctx, void *arg)
+static int ioc_errors(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
+		      size_t usize)
 {
 	struct ckpt_err_entry __user *ubuf;
 	struct ckpt_errors *e = arg;
 	u32 cap = e->count;
 	u64 seq;
 
-	if (e->__pad) {
-		ckpt_err(ctx, -EINVAL, 0, __func__, "non-zero padding");
+	if (e->__pad || e->last) {
+		ckpt_err(ctx, -EINVAL, 0, __func__, "non-zero %s",
+			 e->__pad ? "padding" : "unused input field");
 		return -EINVAL;
 	}
 	if (cap > CKPT_ERR_LOG_MAX) {
@@ -377,9 +519,9 @@ static int ioc_errors(struct ckpt_ctx *ctx, void *arg)
 		seq = (u64)e->since + 1;	/* since may be U32_MAX */
 	e->count = 0;
 	for (; seq <= ctx->err_seq && e->count < cap; seq++, e->count++)
-		if (copy_to_user(&ubuf[e->count],
-				 &ctx->errs[(seq - 1) % CKPT_ERR_LOG_MAX],
-				 sizeof(*ubuf)))
+		if (ckpt_copy_to_user(&ubuf[e->count],
+				      &ctx->errs[(seq - 1) % CKPT_ERR_LOG_MAX],
+				      sizeof(*ubuf)))
 			return -EFAULT;
 	e->last = ctx->err_seq;
 	return 0;
@@ -396,19 +538,13 @@ struct defer_data {
 	u64 tag;			/* LOG */
 };
 
+/* the tag log is allocated when the first LOG is queued: running one
+ * never allocates, so it cannot fail with ENOMEM and lose its entry */
 static int defer_log(void *data)
 {
 	struct defer_data *d = data;
 	struct ckpt_ctx *ctx = d->ctx;
 
-	if (!ctx->tags) {
-		ctx->tags = kvmalloc_array(CKPT_TAGS_MAX, sizeof(*ctx->tags),
-					   GFP_KERNEL_ACCOUNT);
-		if (!ctx->tags) {
-			ckpt_err(ctx, -ENOMEM, 0, __func__, "tag log");
-			return -ENOMEM;
-		}
-	}
 	if (ctx->nr_tags >= CKPT_TAGS_MAX) {
 		ckpt_err(ctx, -ENOSPC, 0, __func__, "tag log full");
 		return -ENOSPC;
@@ -446,7 +582,20 @@ static int defer_fail(void *data)
 	return -d->err;
 }
 
-static int ioc_defer_add(struct ckpt_ctx *ctx, void *arg)
+static int defer_queue(struct ckpt_ctx *ctx, ckpt_defer_fn_t fn,
+		       ckpt_defer_dtor_t dtor, struct defer_data *d)
+{
+	int ret = ckpt_deferqueue_add(&ctx->deferqueue, fn, dtor, d,
+				      sizeof(*d));
+
+	if (ret)
+		ckpt_err(ctx, ret, d->objref, "ckpt_deferqueue_add", "%s",
+			 ret == -ENOSPC ? "deferqueue full" : "no memory");
+	return ret;
+}
+
+static int ioc_defer_add(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
+			 size_t usize)
 {
 	struct defer_data d = { .ctx = ctx };
 	struct ckpt_defer *a = arg;
@@ -459,19 +608,39 @@ static int ioc_defer_add(struct ckpt_ctx *ctx, void *arg)
 	}
 	switch (a->action) {
 	case CKPT_DEFER_LOG:
+		if (a->objref || a->arg)
+			break;
+		if (!ctx->tags) {
+			ctx->tags = ckpt_fault() ? NULL :
+				kvmalloc_array(CKPT_TAGS_MAX,
+					       sizeof(*ctx->tags),
+					       GFP_KERNEL_ACCOUNT);
+			if (!ctx->tags) {
+				ckpt_err(ctx, -ENOMEM, 0, __func__,
+					 "tag log");
+				return -ENOMEM;
+			}
+		}
 		d.tag = a->tag;
-		return ckpt_deferqueue_add(&ctx->deferqueue, defer_log, NULL,
-					   &d, sizeof(d));
+		return defer_queue(ctx, defer_log, NULL, &d);
 	case CKPT_DEFER_FAIL:
-		if (a->arg <= 0 || a->arg > MAX_ERRNO)
+		/* above: ERESTARTSYS and friends, which must not leave */
+		if (a->arg <= 0 || a->arg > CKPT_ERRNO_MAX || a->objref ||
+		    a->tag)
 			break;
 		d.err = a->arg;
-		return ckpt_deferqueue_add(&ctx->deferqueue, defer_fail, NULL,
-					   &d, sizeof(d));
+		return defer_queue(ctx, defer_fail, NULL, &d);
 	case CKPT_DEFER_DROP:
+		if (a->arg || a->tag)
+			break;
 		ret = check_live(ctx, a->objref, __func__);
 		if (ret)
 			return ret;
+		if (ctx->objhash.mode == CKPT_MODE_CHECKPOINT) {
+			ckpt_err(ctx, -EBADFD, a->objref, __func__,
+				 "deferred drop on a checkpoint context");
+			return -EBADFD;
+		}
 		obj = ckpt_obj_find(&ctx->objhash, a->objref, CKPT_OBJ_NONE);
 		ret = IS_ERR(obj) ? PTR_ERR(obj) :
 		      obj->flags & CKPT_OBJF_DROPPED ? -ESTALE : 0;
@@ -484,35 +653,41 @@ static int ioc_defer_add(struct ckpt_ctx *ctx, void *arg)
 		d.ops = obj->ops;
 		d.ptr = obj->ptr;
 		d.ops->ref_grab(d.ptr);
-		ret = ckpt_deferqueue_add(&ctx->deferqueue, defer_drop,
-					  defer_drop_dtor, &d, sizeof(d));
+		ret = defer_queue(ctx, defer_drop, defer_drop_dtor, &d);
 		if (ret)
 			d.ops->ref_drop(d.ptr);
 		return ret;
 	}
 	/* CKPT_DEFER_EPOLL is reserved until restart adds epoll items */
-	ckpt_err(ctx, -EINVAL, a->objref, __func__, "action %u arg %d",
-		 a->action, a->arg);
+	ckpt_err(ctx, -EINVAL, a->objref, __func__,
+		 "action %u arg %d, or a non-zero unused field", a->action,
+		 a->arg);
 	return -EINVAL;
 }
 
-static int ioc_defer_run(struct ckpt_ctx *ctx, void *arg)
+static int ioc_defer_run(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
+			 size_t usize)
 {
 	return ckpt_deferqueue_run(&ctx->deferqueue);
 }
 
-static int ioc_tags(struct ckpt_ctx *ctx, void *arg)
+static int ioc_tags(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
+		    size_t usize)
 {
 	struct ckpt_tags *t = arg;
 
+	if (t->total) {
+		ckpt_err(ctx, -EINVAL, 0, __func__, "non-zero unused field");
+		return -EINVAL;
+	}
 	if (t->count > CKPT_TAGS_MAX) {
 		ckpt_err(ctx, -EMSGSIZE, 0, __func__, "count %u > %u",
 			 t->count, CKPT_TAGS_MAX);
 		return -EMSGSIZE;
 	}
-	if (ctx->nr_tags &&
-	    copy_to_user(u64_to_user_ptr(t->buf), ctx->tags,
-			 min(t->count, ctx->nr_tags) * sizeof(*ctx->tags)))
+	if (ctx->nr_tags && t->count &&
+	    ckpt_copy_to_user(u64_to_user_ptr(t->buf), ctx->tags,
+			      min(t->count, ctx->nr_tags) * sizeof(*ctx->tags)))
 		return -EFAULT;
 	t->total = ctx->nr_tags;
 	return 0;
@@ -542,13 +717,17 @@ static int contained_leak(void *arg, struct ckpt_obj *obj, long refs)
 		 obj->ops->name, obj->users, refs);
 	if (w->copied >= w->count)
 		return 0;
-	if (copy_to_user(&w->buf[w->copied], &l, sizeof(l)))
+	if (ckpt_copy_to_user(&w->buf[w->copied], &l, sizeof(l))) {
+		ckpt_err(w->ctx, -EFAULT, obj->objref, "ioc_contained",
+			 "leak %u unwritable", w->copied);
 		return -EFAULT;
+	}
 	w->copied++;
 	return 0;
 }
 
-static int ioc_contained(struct ckpt_ctx *ctx, void *arg)
+static int ioc_contained(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
+			 size_t usize)
 {
 	struct ckpt_contained *c = arg;
 	struct contained_walk w = {
@@ -558,6 +737,10 @@ static int ioc_contained(struct ckpt_ctx *ctx, void *arg)
 	};
 	long ret;
 
+	if (c->total) {
+		ckpt_err(ctx, -EINVAL, 0, __func__, "non-zero unused field");
+		return -EINVAL;
+	}
 	if (c->count > CKPT_BATCH_MAX) {
 		ckpt_err(ctx, -EMSGSIZE, 0, __func__, "count %u > %u",
 			 c->count, CKPT_BATCH_MAX);
@@ -575,33 +758,61 @@ static int ioc_contained(struct ckpt_ctx *ctx, void *arg)
 
 /* ---- test objects ------------------------------------------------------- */
 
-static int ioc_test_new(struct ckpt_ctx *ctx, void *arg)
+/* writes its own result: a new object whose id cannot be told is put back */
+static int ioc_test_new(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
+			size_t usize)
 {
 	struct ckpt_test_obj *t = arg;
 	int id = ckpt_test_new(ctx);
 
-	if (id < 0)
+	if (id < 0) {
+		ckpt_err(ctx, id, 0, __func__, "%s", id == -ENOSPC ?
+			 "too many test objects" : "no memory");
 		return id;
+	}
 	t->id = id;
 	t->refs = 1;
+	if (ckpt_copy_to_user(uarg, t, min(usize, sizeof(*t)))) {
+		ckpt_test_put(ctx, id);
+		ctx->next_test_id--;
+		ckpt_err(ctx, -EFAULT, 0, __func__, "result unwritable");
+		return -EFAULT;
+	}
 	return 0;
 }
 
-static int ioc_test_put(struct ckpt_ctx *ctx, void *arg)
+static int test_unused_check(struct ckpt_ctx *ctx, struct ckpt_test_obj *t,
+			     const char *func)
+{
+	if (!t->refs && !t->grabs && !t->drops)
+		return 0;
+	ckpt_err(ctx, -EINVAL, 0, func, "non-zero unused input field");
+	return -EINVAL;
+}
+
+static int ioc_test_put(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
+			size_t usize)
 {
 	struct ckpt_test_obj *t = arg;
-	int ret = ckpt_test_put(ctx, t->id);
+	int ret = test_unused_check(ctx, t, __func__);
 
+	if (ret)
+		return ret;
+	ret = ckpt_test_put(ctx, t->id);
 	if (ret)
 		ckpt_err(ctx, ret, 0, __func__, "no test object %d", t->id);
 	return ret;
 }
 
-static int ioc_test_stat(struct ckpt_ctx *ctx, void *arg)
+static int ioc_test_stat(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
+			 size_t usize)
 {
 	struct ckpt_test_obj *t = arg;
-	int ret = ckpt_test_stat(ctx, t);
+	int ret = test_unused_check(ctx, t, __func__);
 
+	if (ret)
+		return ret;
+	ret = ckpt_test_stat(ctx, t);
 	if (ret)
 		ckpt_err(ctx, ret, 0, __func__, "no test object %d", t->id);
 	return ret;
@@ -613,22 +824,23 @@ struct ckpt_ioc {
 	unsigned int cmd;
 	const char *name;
 	unsigned int ver0;	/* size of the first version of its struct */
-	bool out_on_error;	/* copy the struct back even on failure */
-	int (*fn)(struct ckpt_ctx *ctx, void *arg);
+	bool own_out;		/* the handler writes its result itself */
+	int (*fn)(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
+		  size_t usize);
 };
 
-#define CKPT_IOC(c, v, f, e) \
+#define CKPT_IOC(c, v, f, o) \
 	[_IOC_NR(c)] = { .cmd = c, .name = #c, .ver0 = v, .fn = f, \
-			 .out_on_error = e }
+			 .own_out = o }
 
 static const struct ckpt_ioc ckpt_iocs[] = {
 	CKPT_IOC(CKPT_IOC_SETUP, CKPT_SETUP_SIZE_VER0, ioc_setup, false),
 	CKPT_IOC(CKPT_IOC_STATS, CKPT_STATS_SIZE_VER0, ioc_stats, false),
 	CKPT_IOC(CKPT_IOC_ERRORS, CKPT_ERRORS_SIZE_VER0, ioc_errors, false),
 	CKPT_IOC(CKPT_IOC_LOOKUP_ADD, CKPT_OBJ_ARG_SIZE_VER0, ioc_lookup_add,
-		 false),
-	CKPT_IOC(CKPT_IOC_INSERT, CKPT_OBJ_ARG_SIZE_VER0, ioc_insert, false),
-	CKPT_IOC(CKPT_IOC_FETCH, CKPT_OBJ_ARG_SIZE_VER0, ioc_fetch, false),
+		 true),
+	CKPT_IOC(CKPT_IOC_INSERT, CKPT_OBJ_ARG_SIZE_VER0, ioc_insert, true),
+	CKPT_IOC(CKPT_IOC_FETCH, CKPT_OBJ_ARG_SIZE_VER0, ioc_fetch, true),
 	CKPT_IOC(CKPT_IOC_LOOKUP_ADD_BATCH, CKPT_BATCH_SIZE_VER0,
 		 ioc_lookup_add_batch, true),
 	CKPT_IOC(CKPT_IOC_INSERT_BATCH, CKPT_BATCH_SIZE_VER0,
@@ -636,14 +848,14 @@ static const struct ckpt_ioc ckpt_iocs[] = {
 	CKPT_IOC(CKPT_IOC_FETCH_BATCH, CKPT_BATCH_SIZE_VER0, ioc_fetch_batch,
 		 true),
 	CKPT_IOC(CKPT_IOC_CONTAINED, CKPT_CONTAINED_SIZE_VER0, ioc_contained,
-		 true),
+		 false),
 	CKPT_IOC(CKPT_IOC_RELEASE, 0, ioc_release, false),
 	CKPT_IOC(CKPT_IOC_DEFER_ADD, CKPT_DEFER_SIZE_VER0, ioc_defer_add,
 		 false),
 	CKPT_IOC(CKPT_IOC_DEFER_RUN, 0, ioc_defer_run, false),
 	CKPT_IOC(CKPT_IOC_TAGS, CKPT_TAGS_SIZE_VER0, ioc_tags, false),
 	CKPT_IOC(CKPT_IOC_TEST_NEW, CKPT_TEST_OBJ_SIZE_VER0, ioc_test_new,
-		 false),
+		 true),
 	CKPT_IOC(CKPT_IOC_TEST_PUT, CKPT_TEST_OBJ_SIZE_VER0, ioc_test_put,
 		 false),
 	CKPT_IOC(CKPT_IOC_TEST_STAT, CKPT_TEST_OBJ_SIZE_VER0, ioc_test_stat,
@@ -678,7 +890,7 @@ static int ioc_copy_in(struct ckpt_ctx *ctx, const struct ckpt_ioc *ioc,
 	}
 	if (!(_IOC_DIR(cmd) & _IOC_WRITE))
 		return 0;
-	ret = copy_struct_from_user(karg, ksize, uarg, usize);
+	ret = ckpt_copy_struct_from_user(karg, ksize, uarg, usize);
 	if (ret)
 		ckpt_err(ctx, ret, 0, ioc->name, "argument of %zu bytes %s",
 			 usize, ret == -E2BIG ? "has a non-zero tail" :
@@ -691,11 +903,34 @@ static int ioc_copy_out(const struct ckpt_ioc *ioc, unsigned int cmd,
 {
 	size_t usize = _IOC_SIZE(cmd), ksize = _IOC_SIZE(ioc->cmd);
 
-	if (copy_to_user(uarg, karg, min(usize, ksize)))
+	if (ckpt_copy_to_user(uarg, karg, min(usize, ksize)))
 		return -EFAULT;
-	if (usize > ksize && clear_user(uarg + ksize, usize - ksize))
+	if (usize > ksize && (ckpt_fault() ||
+			      clear_user(uarg + ksize, usize - ksize)))
 		return -EFAULT;
 	return 0;
+}
+
+/*
+ * Who may use a context: its opener, or anyone with the same credentials
+ * (the same uids, gids and user namespace: a fork, a thread), or anyone
+ * holding CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN in the initial user
+ * namespace, the capability open() asked for.  The rule of kcmp() and
+ * pidfd_getfd(): a context fd passed on or leaked is worth nothing.
+ */
+static bool ckpt_capable(void)
+{
+	return capable(CAP_CHECKPOINT_RESTORE) || capable(CAP_SYS_ADMIN);
+}
+
+static bool ckpt_same_cred(const struct cred *a, const struct cred *b)
+{
+	return a == b ||
+	       (a->user_ns == b->user_ns &&
+		uid_eq(a->uid, b->uid) && uid_eq(a->euid, b->euid) &&
+		uid_eq(a->suid, b->suid) && uid_eq(a->fsuid, b->fsuid) &&
+		gid_eq(a->gid, b->gid) && gid_eq(a->egid, b->egid) &&
+		gid_eq(a->sgid, b->sgid) && gid_eq(a->fsgid, b->fsgid));
 }
 
 static long ckpt_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
@@ -707,19 +942,23 @@ static long ckpt_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	long ret;
 	u32 seq;
 
+	/* refused before anything, the error log included */
+	if (!ckpt_same_cred(file->f_cred, current_cred()) && !ckpt_capable())
+		return -EPERM;
 	if (_IOC_TYPE(cmd) == CKPT_IOC_MAGIC &&
 	    _IOC_NR(cmd) < ARRAY_SIZE(ckpt_iocs))
 		ioc = &ckpt_iocs[_IOC_NR(cmd)];
+	if (mutex_lock_killable(&ctx->lock))
+		return -EINTR;
 	/* the size may differ (a struct grown or older); nothing else may */
 	if (!ioc || !ioc->fn || _IOC_DIR(cmd) != _IOC_DIR(ioc->cmd) ||
 	    (!ioc->ver0 && _IOC_SIZE(cmd))) {
-		mutex_lock(&ctx->lock);
 		ckpt_err(ctx, -ENOTTY, 0, __func__, "unknown ioctl %#x", cmd);
 		mutex_unlock(&ctx->lock);
 		return -ENOTTY;
 	}
 
-	mutex_lock(&ctx->lock);
+	ckpt_fault_arm();
 	seq = ctx->err_seq;
 	memset(&karg, 0, sizeof(karg));
 	if (ioc->ver0) {
@@ -727,8 +966,9 @@ static long ckpt_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		if (ret)
 			goto out;
 	}
-	ret = ioc->fn(ctx, &karg);
-	if ((_IOC_DIR(cmd) & _IOC_READ) && (ret >= 0 || ioc->out_on_error) &&
+	ret = ioc->fn(ctx, &karg, uarg, _IOC_SIZE(cmd));
+	if ((_IOC_DIR(cmd) & _IOC_READ) && !ioc->own_out &&
+	    (ret >= 0 || cmd == CKPT_IOC_CONTAINED) &&
 	    ioc_copy_out(ioc, cmd, &karg, uarg)) {
 		ret = -EFAULT;
 		ckpt_err(ctx, ret, 0, ioc->name, "result unwritable");
@@ -736,6 +976,7 @@ static long ckpt_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 out:
 	if (ret < 0 && ctx->err_seq == seq)
 		ckpt_err(ctx, ret, 0, ioc->name, "failed");
+	ckpt_fault_disarm();
 	mutex_unlock(&ctx->lock);
 	return ret;
 }
@@ -747,6 +988,9 @@ static int ckpt_open(struct inode *inode, struct file *file)
 	struct ckpt_ctx *ctx;
 	int ret;
 
+	/* beyond the file mode: a context reads and installs others' files */
+	if (!ckpt_capable())
+		return -EPERM;
 	ctx = kvzalloc(sizeof(*ctx), GFP_KERNEL_ACCOUNT);
 	if (!ctx)
 		return -ENOMEM;
@@ -759,6 +1003,7 @@ static int ckpt_open(struct inode *inode, struct file *file)
 	mutex_init(&ctx->lock);
 	ckpt_deferqueue_init(&ctx->deferqueue);
 	INIT_LIST_HEAD(&ctx->test_objs);
+	ctx->max_tests = CKPT_MAX_TESTS_DEFAULT;
 	ctx->policy = CKPT_POLICY_CLEAR_EARLY;
 	file->private_data = ctx;
 	atomic_long_inc(&ckpt_contexts_live);

@@ -13,6 +13,7 @@
  * arguments were reversed, which queued the head onto the entry).
  */
 #include <linux/errno.h>
+#include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 #include "ckpt_core.h"
@@ -35,6 +36,7 @@ void ckpt_deferqueue_init(struct ckpt_deferqueue_head *head)
 	spin_lock_init(&head->lock);
 	INIT_LIST_HEAD(&head->list);
 	head->count = 0;
+	head->max = CKPT_MAX_DEFERS_DEFAULT;
 }
 
 /**
@@ -45,7 +47,8 @@ void ckpt_deferqueue_init(struct ckpt_deferqueue_head *head)
  * @data: copied into the entry
  * @size: bytes of @data
  *
- * Return: 0, or -ENOMEM with nothing queued.
+ * Return: 0, -ENOSPC when @head already holds its max entries, or -ENOMEM;
+ * nothing is queued on failure.
  */
 int ckpt_deferqueue_add(struct ckpt_deferqueue_head *head,
 			ckpt_defer_fn_t fn, ckpt_defer_dtor_t dtor,
@@ -53,7 +56,11 @@ int ckpt_deferqueue_add(struct ckpt_deferqueue_head *head,
 {
 	struct ckpt_deferqueue *dq;
 
-	dq = kmalloc(sizeof(*dq) + size, GFP_KERNEL_ACCOUNT);
+	/* read unlocked: the context serializes its adds under its mutex */
+	if (head->count >= head->max)
+		return -ENOSPC;
+	dq = ckpt_fault() ? NULL :
+		kmalloc(sizeof(*dq) + size, GFP_KERNEL_ACCOUNT);
 	if (!dq)
 		return -ENOMEM;
 	dq->fn = fn;
@@ -111,6 +118,7 @@ int ckpt_deferqueue_run(struct ckpt_deferqueue_head *head)
 		if (ret < 0)
 			return ret;
 		nr++;
+		cond_resched();
 	}
 	return nr;
 }
@@ -127,5 +135,6 @@ void ckpt_deferqueue_destroy(struct ckpt_deferqueue_head *head)
 		if (dq->dtor)
 			dq->dtor(dq->data);
 		deferqueue_kfree(dq);
+		cond_resched();
 	}
 }

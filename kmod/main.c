@@ -7,6 +7,17 @@
 #include <linux/module.h>
 #include "ckpt_ctx.h"
 
+/* ceilings of the per-context limits (ckpt.h, "Limits"); root may move them */
+unsigned int ckpt_max_objs = CKPT_MAX_OBJS_CEILING;
+module_param_named(max_objs, ckpt_max_objs, uint, 0644);
+MODULE_PARM_DESC(max_objs, "most hash entries SETUP may allow a context");
+unsigned int ckpt_max_defers = CKPT_MAX_DEFERS_CEILING;
+module_param_named(max_defers, ckpt_max_defers, uint, 0644);
+MODULE_PARM_DESC(max_defers, "most deferqueue entries SETUP may allow");
+unsigned int ckpt_max_tests = CKPT_MAX_TESTS_CEILING;
+module_param_named(max_tests, ckpt_max_tests, uint, 0644);
+MODULE_PARM_DESC(max_tests, "most test objects SETUP may allow a context");
+
 static struct miscdevice ckpt_misc = {
 	.minor = MISC_DYNAMIC_MINOR,
 	.name = "ckpt",

@@ -16,7 +16,10 @@
 #include <linux/err.h>
 #include <linux/errno.h>
 #include <linux/hash.h>
+#include <linux/limits.h>
+#include <linux/sched.h>
 #include <linux/slab.h>
+#include <linux/string.h>
 #include "ckpt_core.h"
 
 atomic_long_t ckpt_objs_live = ATOMIC_LONG_INIT(0);
@@ -45,14 +48,16 @@ int ckpt_obj_hash_alloc(struct ckpt_obj_hash *h, unsigned int bits,
 {
 	struct hlist_head *head;
 
-	head = kvcalloc(1UL << bits, sizeof(*head),
-			GFP_KERNEL_ACCOUNT | __GFP_NOWARN);
+	head = ckpt_fault() ? NULL :
+		kvcalloc(1UL << bits, sizeof(*head),
+			 GFP_KERNEL_ACCOUNT | __GFP_NOWARN);
 	if (!head)
 		return -ENOMEM;
 	h->head = head;
 	h->bits = bits;
 	h->autogrow = autogrow;
 	h->next_objref = 1;
+	h->max_objs = CKPT_MAX_OBJS_DEFAULT;
 	INIT_HLIST_HEAD(&h->free);
 	return 0;
 }
@@ -71,8 +76,9 @@ int ckpt_obj_hash_resize(struct ckpt_obj_hash *h, unsigned int bits)
 	struct ckpt_obj *obj;
 	unsigned long i;
 
-	head = kvcalloc(1UL << bits, sizeof(*head),
-			GFP_KERNEL_ACCOUNT | __GFP_NOWARN);
+	head = ckpt_fault() ? NULL :
+		kvcalloc(1UL << bits, sizeof(*head),
+			 GFP_KERNEL_ACCOUNT | __GFP_NOWARN);
 	if (!head)
 		return -ENOMEM;
 	for (i = 0; i < (1UL << h->bits); i++) {
@@ -82,6 +88,7 @@ int ckpt_obj_hash_resize(struct ckpt_obj_hash *h, unsigned int bits)
 				       &head[obj_bucket(h, obj->ptr,
 							obj->objref, bits)]);
 		}
+		cond_resched();
 	}
 	kvfree(h->head);
 	h->head = head;
@@ -114,12 +121,12 @@ static struct ckpt_obj *obj_find_by_ptr(struct ckpt_obj_hash *h, void *ptr)
 	return NULL;
 }
 
-/* restart side: find an entry by objref; a checkpoint hash is walked whole */
+/* find an entry by objref: restart keys the buckets by it, checkpoint
+ * assigns objrefs densely and indexes them in by_ref; both O(1) */
 static struct ckpt_obj *obj_find_by_objref(struct ckpt_obj_hash *h,
 					   int objref)
 {
 	struct ckpt_obj *obj;
-	unsigned long i;
 
 	h->lookups++;
 	if (h->mode == CKPT_MODE_RESTART) {
@@ -131,14 +138,35 @@ static struct ckpt_obj *obj_find_by_objref(struct ckpt_obj_hash *h,
 		}
 		return NULL;
 	}
-	for (i = 0; i < (1UL << h->bits); i++) {
-		hlist_for_each_entry(obj, &h->head[i], hash) {
-			h->probes++;
-			if (obj->objref == objref)
-				return obj;
-		}
-	}
-	return NULL;
+	if (objref <= 0 || (unsigned long)objref > h->by_ref_size)
+		return NULL;
+	obj = h->by_ref[objref - 1];
+	if (obj)
+		h->probes++;
+	return obj;
+}
+
+/* make room in by_ref for objref @objref; -ENOMEM changes nothing */
+static int obj_by_ref_reserve(struct ckpt_obj_hash *h, int objref)
+{
+	unsigned long size = h->by_ref_size ?: 64;
+	struct ckpt_obj **by_ref;
+
+	if ((unsigned long)objref <= h->by_ref_size)
+		return 0;
+	while (size < (unsigned long)objref)
+		size *= 2;
+	by_ref = ckpt_fault() ? NULL :
+		kvcalloc(size, sizeof(*by_ref),
+			 GFP_KERNEL_ACCOUNT | __GFP_NOWARN);
+	if (!by_ref)
+		return -ENOMEM;
+	if (h->by_ref_size)
+		memcpy(by_ref, h->by_ref, h->by_ref_size * sizeof(*by_ref));
+	kvfree(h->by_ref);
+	h->by_ref = by_ref;
+	h->by_ref_size = size;
+	return 0;
 }
 
 /* hash ops are valid only while the hash is live and in one mode */
@@ -157,7 +185,10 @@ static struct ckpt_obj *obj_new(struct ckpt_obj_hash *h, void *ptr,
 {
 	struct ckpt_obj *obj;
 
-	obj = kmalloc(sizeof(*obj), GFP_KERNEL_ACCOUNT);
+	if (h->mode == CKPT_MODE_CHECKPOINT &&
+	    obj_by_ref_reserve(h, objref))
+		return NULL;
+	obj = ckpt_fault() ? NULL : kmalloc(sizeof(*obj), GFP_KERNEL_ACCOUNT);
 	if (!obj)
 		return NULL;
 	obj->ptr = ptr;
@@ -167,6 +198,8 @@ static struct ckpt_obj *obj_new(struct ckpt_obj_hash *h, void *ptr,
 	obj->users = 0;
 	hlist_add_head(&obj->hash,
 		       &h->head[obj_bucket(h, ptr, objref, h->bits)]);
+	if (h->mode == CKPT_MODE_CHECKPOINT)
+		h->by_ref[objref - 1] = obj;
 	ops->ref_grab(ptr);
 	h->nr_objs++;
 	atomic_long_inc(&ckpt_objs_live);
@@ -201,7 +234,8 @@ int ckpt_obj_lookup(struct ckpt_obj_hash *h, void *ptr,
  * @first: set to whether @ptr was added now
  *
  * Return: the objref (> 0), -EBADFD when @h is a restart hash or cleared,
- * -ENOMSG when @ptr is known under another type, or -ENOMEM.
+ * -ENOMSG when @ptr is known under another type, -ENOSPC when the hash is
+ * full (max_objs, or objref INT_MAX used), or -ENOMEM.
  */
 int ckpt_obj_lookup_add(struct ckpt_obj_hash *h, void *ptr,
 			const struct ckpt_obj_ops *ops, bool *first)
@@ -220,7 +254,9 @@ int ckpt_obj_lookup_add(struct ckpt_obj_hash *h, void *ptr,
 		obj->users++;
 		return obj->objref;
 	}
-	obj = obj_new(h, ptr, h->next_objref, ops);
+	if (h->nr_objs >= h->max_objs || h->next_objref > INT_MAX)
+		return -ENOSPC;
+	obj = obj_new(h, ptr, (int)h->next_objref, ops);
 	if (!obj)
 		return -ENOMEM;
 	h->next_objref++;
@@ -237,7 +273,7 @@ int ckpt_obj_lookup_add(struct ckpt_obj_hash *h, void *ptr,
  * @ops: its type's operations
  *
  * Return: 0, -EINVAL for objref <= 0, -EEXIST for a used objref, -EBADFD
- * when @h is a checkpoint hash or cleared, or -ENOMEM.
+ * when @h is a checkpoint hash or cleared, -ENOSPC when full, or -ENOMEM.
  */
 int ckpt_obj_insert(struct ckpt_obj_hash *h, void *ptr, int objref,
 		    const struct ckpt_obj_ops *ops)
@@ -251,10 +287,12 @@ int ckpt_obj_insert(struct ckpt_obj_hash *h, void *ptr, int objref,
 		return ret;
 	if (obj_find_by_objref(h, objref))
 		return -EEXIST;
+	if (h->nr_objs >= h->max_objs)
+		return -ENOSPC;
 	if (!obj_new(h, ptr, objref, ops))
 		return -ENOMEM;
 	if (objref >= h->next_objref)
-		h->next_objref = objref + 1;
+		h->next_objref = (s64)objref + 1;
 	return 0;
 }
 
@@ -315,9 +353,13 @@ void *ckpt_obj_fetch(struct ckpt_obj_hash *h, int objref,
  * @objref: the object
  *
  * The entry stays (objects are never removed one by one) so that its objref
- * is not reused; clear will not drop it again.
+ * is not reused; clear will not drop it again.  Restart hashes only: in a
+ * checkpoint hash the entry would stay findable by pointer without a
+ * reference, and a new object the allocator placed at the same address
+ * would be "already seen" (and CONTAINED would ask freed memory its users).
  *
- * Return: 0, or -ESTALE when already dropped, or an error of ckpt_obj_find().
+ * Return: 0, -ESTALE when already dropped, -EBADFD for a checkpoint hash,
+ * or an error of ckpt_obj_find().
  */
 int ckpt_obj_drop(struct ckpt_obj_hash *h, int objref)
 {
@@ -325,7 +367,7 @@ int ckpt_obj_drop(struct ckpt_obj_hash *h, int objref)
 
 	if (objref <= 0)
 		return -EINVAL;
-	if (!h->head || h->cleared)
+	if (!h->head || h->cleared || h->mode == CKPT_MODE_CHECKPOINT)
 		return -EBADFD;
 	obj = obj_find_by_objref(h, objref);
 	if (!obj)
@@ -335,6 +377,47 @@ int ckpt_obj_drop(struct ckpt_obj_hash *h, int objref)
 	obj->flags |= CKPT_OBJF_DROPPED;
 	obj->ops->ref_drop(obj->ptr);
 	return 0;
+}
+
+/**
+ * ckpt_obj_unadd - undo the add of the newest entry (a failed operation)
+ * @h: the hash
+ * @objref: the entry just added by lookup_add or insert
+ * @next_objref: h->next_objref as it was before that add
+ *
+ * For a caller whose operation failed after the add (its result could not
+ * be written back): the entry goes, its reference is dropped and its objref
+ * can be given again, so a retry sees the object as new.  Only the newest
+ * entry of a checkpoint hash may be undone (objrefs stay dense).
+ */
+void ckpt_obj_unadd(struct ckpt_obj_hash *h, int objref, s64 next_objref)
+{
+	struct ckpt_obj *obj = obj_find_by_objref(h, objref);
+
+	if (!obj)
+		return;
+	hlist_del(&obj->hash);
+	if (h->mode == CKPT_MODE_CHECKPOINT)
+		h->by_ref[objref - 1] = NULL;
+	if (!(obj->flags & CKPT_OBJF_DROPPED))
+		obj->ops->ref_drop(obj->ptr);
+	kfree(obj);
+	atomic_long_dec(&ckpt_objs_live);
+	h->nr_objs--;
+	h->next_objref = next_objref;
+}
+
+/**
+ * ckpt_obj_unmeet - undo one lookup_add that found an existing entry
+ * @h: the hash
+ * @objref: its objref
+ */
+void ckpt_obj_unmeet(struct ckpt_obj_hash *h, int objref)
+{
+	struct ckpt_obj *obj = obj_find_by_objref(h, objref);
+
+	if (obj && obj->users)
+		obj->users--;
 }
 
 /**
@@ -376,6 +459,7 @@ long ckpt_obj_contained(struct ckpt_obj_hash *h, ckpt_obj_visit_t leak,
 				return ret;
 			nr++;
 		}
+		cond_resched();
 	}
 	return nr;
 }
@@ -404,6 +488,7 @@ void ckpt_obj_hash_clear(struct ckpt_obj_hash *h)
 			h->nr_objs--;
 			h->nr_free++;
 		}
+		cond_resched();
 	}
 	h->cleared = true;
 }
@@ -425,9 +510,14 @@ void ckpt_obj_hash_free(struct ckpt_obj_hash *h)
 		kfree(obj);
 		h->nr_free--;
 		atomic_long_dec(&ckpt_objs_live);
+		if (!(h->nr_free & 1023))
+			cond_resched();
 	}
 	kvfree(h->head);
 	h->head = NULL;
+	kvfree(h->by_ref);
+	h->by_ref = NULL;
+	h->by_ref_size = 0;
 	h->freed = true;
 }
 
@@ -449,6 +539,8 @@ unsigned int ckpt_obj_max_chain(const struct ckpt_obj_hash *h)
 			n++;
 		if (n > max)
 			max = n;
+		if (!(i & 1023))
+			cond_resched();
 	}
 	return max;
 }

@@ -4,8 +4,12 @@
  * names them: FILE (a struct file, by fd), INODE (a file's inode: the two
  * ends of a pipe share it), TEST (a module-owned counted blob, by id).
  */
+#include <linux/fdtable.h>
 #include <linux/file.h>
 #include <linux/fs.h>
+#include <linux/mm.h>
+#include <linux/rbtree.h>
+#include <linux/version.h>
 #include <linux/kref.h>
 #include <linux/magic.h>
 #include <linux/pipe_fs_i.h>
@@ -22,12 +26,42 @@ static void file_drop(void *ptr)
 	fput(ptr);
 }
 
-/* every reference but the hash's own: fd table slots, mappings, ... */
+/*
+ * The mappings of @file: each VMA whose vm_file is @file holds one
+ * reference on it.  They sit in the interval tree of the file's
+ * address_space, with the VMAs of every other open of the same inode.
+ */
+static long file_mappings(struct file *file)
+{
+	struct address_space *mapping = file->f_mapping;
+	struct vm_area_struct *vma;
+	struct rb_node *node;
+	long nr = 0, seen = 0;
+
+	if (!mapping)
+		return 0;
+	i_mmap_lock_read(mapping);
+	for (node = rb_first_cached(&mapping->i_mmap); node;
+	     node = rb_next(node)) {
+		vma = rb_entry(node, struct vm_area_struct, shared.rb);
+		if (vma->vm_file == file)
+			nr++;
+		if (!(++seen & 1023))
+			cond_resched();
+	}
+	i_mmap_unlock_read(mapping);
+	return nr;
+}
+
+/*
+ * Every reference but the hash's own and the mappings' (ckpt.h, leak
+ * detection): fd table slots of any process, files in flight, ...
+ */
 static long file_users(void *ptr)
 {
 	struct file *file = ptr;
 
-	return file_count(file) - 1;
+	return file_count(file) - 1 - file_mappings(file);
 }
 
 /*
@@ -93,6 +127,7 @@ static const struct ckpt_obj_ops ckpt_inode_ops = {
 
 struct ckpt_testobj {
 	struct kref ref;
+	struct ckpt_ctx *ctx;	/* its maker, which outlives it */
 	struct list_head node;	/* ctx->test_objs while alive */
 	int id;
 	bool handle;		/* the creator's reference is still held */
@@ -110,6 +145,7 @@ static void testobj_release(struct kref *ref)
 	struct ckpt_testobj *t = container_of(ref, struct ckpt_testobj, ref);
 
 	list_del(&t->node);
+	t->ctx->nr_tests--;
 	kfree(t);
 	atomic_long_dec(&test_live);
 	atomic64_inc(&test_frees);
@@ -160,16 +196,21 @@ static struct ckpt_testobj *testobj_find(struct ckpt_ctx *ctx, int id)
  * ckpt_test_new - make a test object owned by @ctx
  * @ctx: the context; its creator reference is the object's first
  *
- * Return: the new id (> 0), or -ENOMEM.
+ * Return: the new id (> 0), -ENOSPC when @ctx has max_tests alive or has
+ * used every id up to INT_MAX, or -ENOMEM.
  */
 int ckpt_test_new(struct ckpt_ctx *ctx)
 {
 	struct ckpt_testobj *t;
 
-	t = kzalloc(sizeof(*t), GFP_KERNEL_ACCOUNT);
+	if (ctx->nr_tests >= ctx->max_tests || ctx->next_test_id == INT_MAX)
+		return -ENOSPC;
+	t = ckpt_fault() ? NULL : kzalloc(sizeof(*t), GFP_KERNEL_ACCOUNT);
 	if (!t)
 		return -ENOMEM;
 	kref_init(&t->ref);
+	t->ctx = ctx;
+	ctx->nr_tests++;
 	t->id = ++ctx->next_test_id;
 	t->handle = true;
 	list_add_tail(&t->node, &ctx->test_objs);
@@ -307,28 +348,62 @@ void ckpt_handle_put(u32 type, void *ptr)
 	}
 }
 
+/*
+ * Install a new fd on @file for the caller, through receive_fd() (the LSM's
+ * file-receive hook), only once its number is written at @ufd: an EFAULT
+ * leaves no fd behind.  receive_fd() takes @ufd from 6.8 on and reserves,
+ * writes, then installs.  6.1's installs at once (the variant taking a
+ * ufd, __receive_fd(), is not exported there): the destination is probed
+ * first and the fd closed again if it cannot be written after all.
+ */
+static int ckpt_receive_fd(struct file *file, int __user *ufd,
+			   unsigned int o_flags)
+{
+	int fd;
+
+	if (ckpt_fault())
+		return -EMFILE;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
+	if (ckpt_fault())
+		return -EFAULT;
+	return receive_fd(file, ufd, o_flags);
+#else
+	if (ckpt_fault() || put_user(-1, ufd))
+		return -EFAULT;
+	fd = receive_fd(file, o_flags);
+	if (fd < 0)
+		return fd;
+	if (ckpt_fault() || put_user(fd, ufd)) {
+		close_fd(fd);
+		return -EFAULT;
+	}
+	return fd;
+#endif
+}
+
 /**
  * ckpt_handle_install - give userspace a handle on an object (fetch)
  * @type: its type
  * @ptr: the object, referenced by the hash
  * @flags: CKPT_OBJ_CLOEXEC
+ * @uhandle: where the caller reads the handle; written before an fd is
+ *           installed
  *
  * Return: a new fd on the same open file description (FILE), the id (TEST),
- * -EINVAL for an INODE (no handle exists for it), or -EMFILE.
+ * -EINVAL for an INODE (no handle exists for it), -EMFILE, or -EFAULT with
+ * nothing installed.
  */
-int ckpt_handle_install(u32 type, void *ptr, u32 flags)
+int ckpt_handle_install(u32 type, void *ptr, u32 flags, int __user *uhandle)
 {
 	struct ckpt_testobj *t = ptr;
-	int fd;
 
 	switch (type) {
 	case CKPT_OBJ_FILE:
-		fd = get_unused_fd_flags(flags & CKPT_OBJ_CLOEXEC ?
-					 O_CLOEXEC : 0);
-		if (fd >= 0)
-			fd_install(fd, get_file((struct file *)ptr));
-		return fd;
+		return ckpt_receive_fd(ptr, uhandle, flags & CKPT_OBJ_CLOEXEC ?
+				       O_CLOEXEC : 0);
 	case CKPT_OBJ_TEST:
+		if (ckpt_fault() || put_user(t->id, uhandle))
+			return -EFAULT;
 		return t->id;
 	default:
 		return -EINVAL;
@@ -365,17 +440,17 @@ static u32 file_kind(struct file *file)
  * @h: the checkpoint hash, where the file's inode gets its objref
  * @file: the file
  * @info: filled in
+ * @inode_first: set to whether the inode was added now
  *
  * Return: 0, or an error of ckpt_obj_lookup_add() for the inode.
  */
 int ckpt_file_info_fill(struct ckpt_obj_hash *h, struct file *file,
-			struct ckpt_file_info *info)
+			struct ckpt_file_info *info, bool *inode_first)
 {
-	bool first;
 	int objref;
 
 	objref = ckpt_obj_lookup_add(h, file_inode(file), &ckpt_inode_ops,
-				     &first);
+				     inode_first);
 	if (objref < 0)
 		return objref;
 	info->kind = file_kind(file);

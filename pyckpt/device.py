@@ -251,12 +251,21 @@ class Context:
         policy: Policy | int = Policy.CLEAR_EARLY,
         hash_bits: int = 0,
         autogrow: bool = False,
+        *,
+        max_objs: int = 0,
+        max_defers: int = 0,
+        max_tests: int = 0,
     ) -> None:
-        """Choose the policy and the bucket count (2**hash_bits; 0: default)."""
+        """Choose the policy, the bucket count (2**hash_bits; 0: default) and
+        the context's limits (0: the defaults of ckpt.h; a full collection
+        refuses one more with ENOSPC)."""
         arg = ffi.new("struct ckpt_setup *")
         arg.policy = policy
         arg.hash_bits = hash_bits
         arg.flags = lib.CKPT_SETUP_AUTOGROW if autogrow else 0
+        arg.max_objs = max_objs
+        arg.max_defers = max_defers
+        arg.max_tests = max_tests
         self.ioctl(lib.CKPT_IOC_SETUP, arg)
 
     def release(self) -> None:
@@ -405,7 +414,7 @@ class Context:
         self.defer_add(DeferAction.DROP, objref=objref)
 
     def defer_fail(self, err: int) -> None:
-        """When run, fail with errno err (1..4095)."""
+        """When run, fail with errno err (1..CKPT_ERRNO_MAX, EHWPOISON)."""
         self.defer_add(DeferAction.FAIL, arg=err)
 
     def defer_run(self) -> int:
@@ -422,6 +431,7 @@ class Context:
         buf = ffi.new("__u64[]", total)
         t.buf = int(ffi.cast("uintptr_t", buf))
         t.count = total
+        t.total = 0  # an output: must be zero on input
         self.ioctl(lib.CKPT_IOC_TAGS, t)
         return list(buf[0 : min(total, t.total)])
 

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <linux/err.h>
 #include <linux/errno.h>
+#include <linux/limits.h>
 #include "../ckpt_core.h"
 #include "host.h"
 
@@ -266,6 +267,130 @@ static void test_drop_early(void)
 	CHECK_EQ(a.drops, 1);
 }
 
+static int work_fn(void *data);
+static void work_dtor(void *data);
+static void add_work(struct ckpt_deferqueue_head *q, int tag, int ret);
+
+/* issue 8.1: a checkpoint entry never loses its reference early */
+static void test_drop_refused_on_checkpoint(void)
+{
+	struct ckpt_obj_hash h;
+	struct tobj a = {};
+	bool first;
+
+	new_hash(&h, CKPT_HASH_BITS_DEFAULT, false);
+	CHECK_EQ(ckpt_obj_lookup_add(&h, &a, &test_ops, &first), 1);
+	CHECK_EQ(ckpt_obj_drop(&h, 1), -EBADFD);
+	CHECK_EQ(a.refs, 1);
+	CHECK_EQ(ckpt_obj_lookup(&h, &a, CKPT_OBJ_TEST), 1);
+	ckpt_obj_hash_free(&h);
+	CHECK_EQ(a.refs, 0);
+}
+
+/* issue 8.5: lookup by objref is one probe in a checkpoint hash too */
+static void test_objref_lookup_is_o1(void)
+{
+	enum { N = 5000 };
+	struct ckpt_obj_hash h;
+	struct tobj *t = calloc(N, sizeof(*t));
+	bool first;
+	int i, bad = 0;
+	u64 probes;
+
+	new_hash(&h, CKPT_HASH_BITS_DEFAULT, false);
+	for (i = 0; i < N; i++)
+		ckpt_obj_lookup_add(&h, &t[i], &test_ops, &first);
+	probes = h.probes;
+	for (i = 0; i < N; i++)
+		bad += ckpt_obj_fetch(&h, i + 1, CKPT_OBJ_TEST) != &t[i];
+	CHECK_EQ(bad, 0);
+	CHECK_EQ(h.probes - probes, N);
+	CHECK_EQ(PTR_ERR(ckpt_obj_fetch(&h, N + 1, CKPT_OBJ_TEST)), -ENOENT);
+	CHECK_EQ(PTR_ERR(ckpt_obj_fetch(&h, 1 << 30, CKPT_OBJ_TEST)), -ENOENT);
+	ckpt_obj_hash_free(&h);
+	free(t);
+}
+
+/* issue 8.4 and 8.9: full hashes and the last objref refuse with ENOSPC */
+static void test_limits(void)
+{
+	struct ckpt_deferqueue_head q;
+	struct ckpt_obj_hash h;
+	struct tobj t[4] = {};
+	bool first;
+
+	new_hash(&h, CKPT_HASH_BITS_DEFAULT, false);
+	h.max_objs = 2;
+	CHECK_EQ(ckpt_obj_lookup_add(&h, &t[0], &test_ops, &first), 1);
+	CHECK_EQ(ckpt_obj_lookup_add(&h, &t[1], &test_ops, &first), 2);
+	CHECK_EQ(ckpt_obj_lookup_add(&h, &t[2], &test_ops, &first), -ENOSPC);
+	CHECK_EQ(ckpt_obj_lookup_add(&h, &t[1], &test_ops, &first), 2);
+	CHECK_EQ(t[2].grabs, 0);
+	ckpt_obj_hash_free(&h);
+
+	new_hash(&h, CKPT_HASH_BITS_DEFAULT, false);
+	h.max_objs = 1;
+	CHECK_EQ(ckpt_obj_insert(&h, &t[0], INT_MAX, &test_ops), 0);
+	CHECK_EQ(h.next_objref, (s64)INT_MAX + 1);	/* no signed overflow */
+	CHECK_EQ(ckpt_obj_insert(&h, &t[1], 5, &test_ops), -ENOSPC);
+	ckpt_obj_hash_free(&h);
+
+	new_hash(&h, CKPT_HASH_BITS_DEFAULT, false);
+	h.next_objref = INT_MAX;
+	h.mode = CKPT_MODE_CHECKPOINT;
+	/* by_ref would need 2^31 slots: take the reserve's failure instead */
+	h.max_objs = 0;
+	CHECK_EQ(ckpt_obj_lookup_add(&h, &t[3], &test_ops, &first), -ENOSPC);
+	h.max_objs = 10;
+	h.next_objref = (s64)INT_MAX + 1;
+	CHECK_EQ(ckpt_obj_lookup_add(&h, &t[3], &test_ops, &first), -ENOSPC);
+	ckpt_obj_hash_free(&h);
+
+	ckpt_deferqueue_init(&q);
+	q.max = 2;
+	add_work(&q, 1, 0);
+	add_work(&q, 2, 0);
+	CHECK_EQ(ckpt_deferqueue_add(&q, work_fn, work_dtor, &t, 1), -ENOSPC);
+	CHECK_EQ(q.count, 2);
+	ckpt_deferqueue_destroy(&q);
+	CHECK_EQ(atomic_long_read(&ckpt_defers_live), 0);
+}
+
+/* issue 8.6: an add undone leaves the hash as it was; a retry is FIRST */
+static void test_undo(void)
+{
+	struct ckpt_obj_hash h;
+	struct tobj a = {}, b = {};
+	bool first;
+	s64 next;
+
+	new_hash(&h, CKPT_HASH_BITS_DEFAULT, false);
+	CHECK_EQ(ckpt_obj_lookup_add(&h, &a, &test_ops, &first), 1);
+	next = h.next_objref;
+	CHECK_EQ(ckpt_obj_lookup_add(&h, &b, &test_ops, &first), 2);
+	ckpt_obj_unadd(&h, 2, next);
+	CHECK_EQ(b.refs, 0);
+	CHECK_EQ(h.nr_objs, 1);
+	CHECK_EQ(ckpt_obj_lookup(&h, &b, CKPT_OBJ_TEST), 0);
+	CHECK_EQ(ckpt_obj_lookup_add(&h, &b, &test_ops, &first), 2);
+	CHECK(first);
+	CHECK_EQ(ckpt_obj_lookup_add(&h, &a, &test_ops, &first), 1);
+	ckpt_obj_unmeet(&h, 1);
+	CHECK_EQ(ckpt_obj_find(&h, 1, CKPT_OBJ_TEST)->users, 1);
+	ckpt_obj_hash_free(&h);
+	CHECK_EQ(a.refs + b.refs, 0);
+
+	new_hash(&h, CKPT_HASH_BITS_DEFAULT, false);
+	next = h.next_objref;
+	CHECK_EQ(ckpt_obj_insert(&h, &a, 9, &test_ops), 0);
+	ckpt_obj_unadd(&h, 9, next);
+	CHECK_EQ(h.next_objref, 1);
+	CHECK_EQ(PTR_ERR(ckpt_obj_fetch(&h, 9, CKPT_OBJ_TEST)), -ENOENT);
+	CHECK_EQ(ckpt_obj_insert(&h, &a, 9, &test_ops), 0);
+	ckpt_obj_hash_free(&h);
+	CHECK_EQ(a.refs, 0);
+}
+
 static void test_fixed_buckets(void)
 {
 	enum { N = 10000 };
@@ -487,12 +612,16 @@ static const struct test tests[] = {
 	T(test_checkpoint_then_insert),
 	T(test_clear_then_free),
 	T(test_drop_early),
+	T(test_drop_refused_on_checkpoint),
+	T(test_objref_lookup_is_o1),
+	T(test_undo),
 	T(test_fixed_buckets),
 	T(test_autogrow),
 	T(test_contained),
 	T(test_deferqueue_order),
 	T(test_deferqueue_first_error),
 	T(test_deferqueue_destroy),
+	T(test_limits),
 	T(test_alloc_failures),
 };
 

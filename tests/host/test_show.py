@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from pyckpt.abi import FileKind, FMode
+from pyckpt.abi import FileKind, FMode, lib
 from pyckpt.image import Fd, File, Image, ImageError, Task, iter_records
 from pyckpt.show import o_flags_names, summary, to_dot, to_json
 from tests.host.test_image import rich_image
@@ -33,7 +33,8 @@ def test_summary(image: Image) -> None:
     text = summary(image)
     lines = text.splitlines()
     assert lines[0] == "image: Linux 6.12.0-test x86_64 (#1 SMP PREEMPT_DYNAMIC)"
-    assert "frozen 2023-11-14T22:13:20.125000Z, format 1, abi 1" in lines[1]
+    abi = lib.CKPT_ABI_VERSION
+    assert f"frozen 2023-11-14T22:13:20.125000Z, format 1, abi {abi}" in lines[1]
     assert "4 tasks, 10 files, 3 pipes, 1 epolls, 2 errors" in lines[2]
     assert 'task 101 ppid 100 sid 100 pgid 101 comm "worker"' in lines
     assert '  argv "/bin/sh" "-c" "" "x\\xfe"' in lines

@@ -55,7 +55,7 @@ def test_first_error_stops_the_run(ctx: Context) -> None:
     assert ctx.stats().defer_pending == 0
 
 
-@pytest.mark.parametrize("err", [1, errno.ENOMEM, 4095])
+@pytest.mark.parametrize("err", [1, errno.ENOMEM, 133])  # 133: EHWPOISON, the last
 def test_fail_returns_its_errno(ctx: Context, err: int) -> None:
     ctx.defer_fail(err)
     with pytest.raises(OSError) as info:
@@ -63,7 +63,7 @@ def test_fail_returns_its_errno(ctx: Context, err: int) -> None:
     assert info.value.errno == err
 
 
-@pytest.mark.parametrize("err", [0, -1, 4096, 2**31 - 1])
+@pytest.mark.parametrize("err", [0, -1, 134, 512, 4095, 4096, 2**31 - 1])
 def test_fail_errno_out_of_range(ctx: Context, err: int) -> None:
     with raises_errno(errno.EINVAL, "CKPT_IOC_DEFER_ADD"):
         ctx.defer_fail(err)

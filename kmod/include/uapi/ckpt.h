@@ -14,25 +14,51 @@
  * copy_struct_from_user()), a longer one with a zero tail is accepted.
  *
  * Errors (returned as -1/errno by ioctl(2)); each is distinct on purpose:
+ *   EPERM     open(): the caller lacks CAP_CHECKPOINT_RESTORE and
+ *             CAP_SYS_ADMIN in the initial user namespace; any ioctl: the
+ *             caller's credentials (uids, gids, user namespace) differ from
+ *             the opener's and it lacks both capabilities (the rule of kcmp()
+ *             and pidfd_getfd(): a leaked context fd is worth nothing).  A
+ *             refused caller changes nothing, not even the error log.
+ *   EINTR     a fatal signal arrived while waiting for the context's lock
  *   ENOTTY    unknown ioctl
  *   EPROTO    argument struct shorter than its first version
  *   E2BIG     argument struct longer than known, with a non-zero tail, or
  *             a batch item_size above CKPT_ITEM_SIZE_MAX
  *   EMSGSIZE  batch count above CKPT_BATCH_MAX, or a tag or error log
  *             buffer above CKPT_TAGS_MAX or CKPT_ERR_LOG_MAX entries
- *   ENOSPC    deferred LOG when the tag log already holds CKPT_TAGS_MAX
- *   EINVAL    objref <= 0, unknown type/policy/action/flag, non-zero padding
+ *   ENOSPC    a per-context limit is reached: hash entries (max_objs),
+ *             deferqueue entries (max_defers), test objects (max_tests),
+ *             the tag log (CKPT_TAGS_MAX), or no objref is left (INT_MAX
+ *             given).  See "limits" below.
+ *   EINVAL    objref <= 0, unknown type/policy/action/flag, non-zero padding,
+ *             a non-zero input field the ioctl does not use, a limit above
+ *             the module's ceiling, a DEFER_FAIL errno outside
+ *             1..CKPT_ERRNO_MAX
  *   ENOENT    objref names no object in this context
  *   EEXIST    objref already used (insert)
  *   ENOMSG    objref names an object of another type
  *   ESTALE    object's hash reference was already dropped (deferred drop)
  *   EBADF     fd is not open in the caller, or is a /dev/ckpt context
  *   EBADFD    context in the wrong state: checkpoint op on a restart context
- *             or the reverse, or any hash op after release
+ *             or the reverse (DEFER_DROP is a restart op), or any hash op
+ *             after release
  *   EBUSY     setup after objects were added
- *   EFAULT    bad user address
+ *   EFAULT    bad user address (nothing was changed: FETCH installs its fd
+ *             only once the result is written, a failed lookup_add or insert
+ *             is undone)
  *   ENOMEM    allocation failed (nothing was changed)
- * Every error also appends an entry to the context's error log.
+ * Every error but EPERM also appends an entry to the context's error log.
+ *
+ * Input fields an ioctl does not use (outputs, fields of another action)
+ * must be zero (EINVAL), so that they can be given a meaning later.
+ *
+ * A context holds what it references until it is released or closed.  A
+ * unix socket that carries its own context fd in flight (SCM_RIGHTS sent,
+ * never received) and is itself in that context's hash forms a cycle that
+ * only the unix garbage collector could break, and it does not know about
+ * the hash: the context is never released.  Do not insert a socket whose
+ * queue holds the context's fd.
  */
 #ifndef _UAPI_LINUX_CKPT_H
 #define _UAPI_LINUX_CKPT_H
@@ -40,7 +66,7 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-#define CKPT_ABI_VERSION	1
+#define CKPT_ABI_VERSION	2
 #define CKPT_DEVICE		"/dev/ckpt"
 
 /* ---- objects ----------------------------------------------------------- */
@@ -94,6 +120,11 @@ struct ckpt_file_info {
  *   insert (restart):        in type, handle, objref (> 0, unused).
  *   fetch (restart):         in type, objref, flags; out handle (a new fd
  *                            for FILE, the id for TEST; INODE: EINVAL).
+ * Fields that are not an input of the operation must be zero (EINVAL).
+ * FETCH works on a checkpoint context too; lookup by objref is O(1) in
+ * both modes.  The new fd goes through receive_fd() (the LSM's
+ * file-receive hook) and is installed only once the handle is written
+ * back: EFAULT leaves no fd behind.
  */
 struct ckpt_obj_arg {
 	__u32 type;		/* enum ckpt_obj_type */
@@ -113,7 +144,7 @@ struct ckpt_batch {
 	__u64 items;		/* user address of struct ckpt_obj_arg[count] */
 	__u32 count;		/* at most CKPT_BATCH_MAX */
 	__u32 item_size;	/* sizeof(struct ckpt_obj_arg) of the caller */
-	__u32 done;		/* out: items completed */
+	__u32 done;		/* out: items completed (in: 0) */
 	__u32 __pad;
 };
 #define CKPT_BATCH_SIZE_VER0	24
@@ -123,12 +154,23 @@ struct ckpt_batch {
 /*
  * Leak detection (linux-cr's ckpt_obj_contained()): after every task was
  * collected, each object must be referenced exactly as often as lookup_add
- * met it.  A file counts its references (file_count, less the hash's own);
- * a pipe or FIFO inode counts the files open on it.  More references than
- * 'users' means something outside the collected tree holds the object;
- * fewer is not reported (fd tables shared between tasks are met once per
- * task).  Other types are not checked.  A
- * context with nothing added yet has no leaks; a restart context: EBADFD.
+ * met it.  What is counted:
+ *   FILE   file_count() less the hash's own reference, less the mappings of
+ *          the file (VMAs whose vm_file is it, found through its
+ *          address_space): a mapping is not a holder the image restores,
+ *          whoever maps it.  Every other reference counts: fd table slots of
+ *          any process, the caller's own included (the coordinator's
+ *          pidfd_getfd() copies are holders until it closes them: call
+ *          CONTAINED with only the hash holding what it collected), files
+ *          in flight in a unix socket, and short-lived kernel references
+ *          (a concurrent read()).
+ *   INODE  of a pipe or FIFO: the files open on it (pipe->files); each
+ *          distinct file lookup_add met counts once.
+ * More references than 'users' means something outside the collected tree
+ * holds the object; fewer is not reported (fd tables shared between tasks
+ * are met once per task).  Other types (TEST, other inodes) are not
+ * checked.  A context with nothing added yet has no leaks; a restart
+ * context: EBADFD.
  */
 struct ckpt_leak {
 	__s32 objref;
@@ -140,7 +182,7 @@ struct ckpt_leak {
 struct ckpt_contained {
 	__u64 buf;		/* user address of struct ckpt_leak[count] */
 	__u32 count;		/* in: capacity (<= CKPT_BATCH_MAX); out: copied */
-	__u32 total;		/* out: leaks found (EBUSY when not 0) */
+	__u32 total;		/* out: leaks found (EBUSY when not 0); in: 0 */
 };
 #define CKPT_CONTAINED_SIZE_VER0	16
 
@@ -165,13 +207,36 @@ enum ckpt_policy {
 /* ckpt_setup.flags */
 #define CKPT_SETUP_AUTOGROW	0x1	/* double buckets past 2 objects each */
 
+/*
+ * Limits: every per-context collection is bounded, so that nothing a caller
+ * sends pins unbounded kernel memory.  A full collection refuses one more
+ * with ENOSPC.  SETUP may choose each limit (0: the default below) up to a
+ * ceiling the module parameter of the same name sets
+ * (/sys/module/ckpt/parameters/max_objs, ...; defaults CKPT_*_CEILING);
+ * above it: EINVAL.  The tag log (CKPT_TAGS_MAX) and the error log (a ring
+ * of CKPT_ERR_LOG_MAX) have fixed sizes.  A DROP holds one reference per
+ * queued entry, so max_defers also bounds repeated DROPs of one objref.
+ */
+#define CKPT_MAX_OBJS_DEFAULT	(1U << 20)	/* hash entries */
+#define CKPT_MAX_DEFERS_DEFAULT	(1U << 16)	/* queued deferqueue entries */
+#define CKPT_MAX_TESTS_DEFAULT	(1U << 16)	/* live test objects made */
+#define CKPT_MAX_OBJS_CEILING	(1U << 22)
+#define CKPT_MAX_DEFERS_CEILING	(1U << 20)
+#define CKPT_MAX_TESTS_CEILING	(1U << 20)
+
 struct ckpt_setup {
 	__u32 policy;		/* enum ckpt_policy */
 	__u32 hash_bits;	/* 0: CKPT_HASH_BITS_DEFAULT */
 	__u32 flags;		/* CKPT_SETUP_* */
 	__u32 __pad;
+	/* since ABI 2; a 16-byte struct gets the defaults */
+	__u32 max_objs;		/* 0: CKPT_MAX_OBJS_DEFAULT */
+	__u32 max_defers;	/* 0: CKPT_MAX_DEFERS_DEFAULT */
+	__u32 max_tests;	/* 0: CKPT_MAX_TESTS_DEFAULT */
+	__u32 __pad2;
 };
 #define CKPT_SETUP_SIZE_VER0	16
+#define CKPT_SETUP_SIZE_VER1	32	/* ABI 2: the limits */
 
 /* ---- deferqueue (seed 002) --------------------------------------------- */
 
@@ -180,14 +245,27 @@ enum ckpt_defer_action {
 	CKPT_DEFER_NONE = 0,
 	CKPT_DEFER_LOG = 1,	/* append 'tag' to the tag log */
 	CKPT_DEFER_DROP = 2,	/* drop the hash's reference of 'objref' */
-	CKPT_DEFER_FAIL = 3,	/* fail with errno 'arg' (1..4095) */
+	CKPT_DEFER_FAIL = 3,	/* fail with errno 'arg' (1..CKPT_ERRNO_MAX) */
 	CKPT_DEFER_EPOLL = 4,	/* reserved: add an epoll item (EINVAL) */
 	CKPT_DEFER_ACTION_MAX
 };
 
+/* the last errno userspace may see (EHWPOISON); above are kernel-internal */
+#define CKPT_ERRNO_MAX		133
+
 /*
- * DROP resolves objref when enqueued (ENOENT/ENOMSG then) and holds its own
- * reference on the object until it runs or the queue is destroyed unrun.
+ * DROP is a restart operation (a checkpoint context: EBADFD; there a dropped
+ * entry would stay findable by pointer without a reference).  It resolves
+ * objref when enqueued (ENOENT/ENOMSG then) and holds its own reference on
+ * the object until it runs or the queue is destroyed unrun.  Fields the
+ * action does not use must be zero: LOG uses tag, DROP objref, FAIL arg.
+ *
+ * CKPT_IOC_RELEASE destroys whatever is still queued, unrun (each entry's
+ * reference dropped): work not run by then is not run, so no reference
+ * outlives what the policy promises.  linux-cr's restart ran its queue as a
+ * step of its own before letting the tasks go, which DEFER_RUN is here;
+ * running it inside RELEASE could fail half way through the one call that
+ * must always succeed.
  */
 struct ckpt_defer {
 	__u32 action;		/* enum ckpt_defer_action */
@@ -204,7 +282,7 @@ struct ckpt_defer {
 struct ckpt_tags {
 	__u64 buf;		/* user address of __u64[count] */
 	__u32 count;		/* in: capacity (<= CKPT_TAGS_MAX) */
-	__u32 total;		/* out: tags logged so far */
+	__u32 total;		/* out: tags logged so far; in: 0 */
 };
 #define CKPT_TAGS_SIZE_VER0	16
 
@@ -228,7 +306,7 @@ struct ckpt_errors {
 	__u64 buf;		/* user address of struct ckpt_err_entry[count] */
 	__u32 count;		/* in: capacity (<= CKPT_ERR_LOG_MAX); out: copied */
 	__u32 since;		/* in: last seq already seen */
-	__u32 last;		/* out: newest seq */
+	__u32 last;		/* out: newest seq; in: 0 */
 	__u32 __pad;
 };
 #define CKPT_ERRORS_SIZE_VER0	24
@@ -252,7 +330,7 @@ struct ckpt_stats {
 	__u64 nr_free;		/* entries on the free list */
 	__u32 max_chain;	/* longest bucket chain */
 	__u32 nr_grows;		/* bucket array doublings */
-	__s32 next_objref;
+	__s32 next_objref;	/* INT_MAX once objref INT_MAX is used */
 	__u32 defer_pending;
 	__u64 lookups;		/* hash probes (lookup_add, fetch, ...) */
 	__u64 probes;		/* entries compared by those probes */
@@ -264,14 +342,21 @@ struct ckpt_stats {
 	__u64 mod_test_grabs;	/* cumulative ref_grab of test objects */
 	__u64 mod_test_drops;	/* cumulative ref_drop of test objects */
 	__u64 mod_test_frees;	/* cumulative frees of test objects */
+	/* since ABI 2: this context's limits (ckpt_setup) and test objects */
+	__u32 max_objs;
+	__u32 max_defers;
+	__u32 max_tests;
+	__u32 nr_tests;		/* test objects made here and alive */
 };
 #define CKPT_STATS_SIZE_VER0	120
+#define CKPT_STATS_SIZE_VER1	136	/* ABI 2: limits, nr_tests */
 
 /* ---- test objects ------------------------------------------------------- */
 
 /*
  * A module-owned refcounted blob, private to the context that made it.  The
  * creator holds one reference (its handle) until CKPT_IOC_TEST_PUT or close.
+ * PUT and STAT take id; refs, grabs and drops must be zero on input.
  */
 struct ckpt_test_obj {
 	__s32 id;		/* out (new), in (put, stat) */
@@ -283,7 +368,11 @@ struct ckpt_test_obj {
 
 /* ---- ioctls ------------------------------------------------------------- */
 
-#define CKPT_IOC_MAGIC		0xCB
+/*
+ * 0xC7: free in Documentation/userspace-api/ioctl/ioctl-number.rst (0xCB,
+ * the first version's, is the CBM serial IEC bus's).
+ */
+#define CKPT_IOC_MAGIC		0xC7
 
 #define CKPT_IOC_SETUP		_IOW(CKPT_IOC_MAGIC, 0x01, struct ckpt_setup)
 #define CKPT_IOC_STATS		_IOR(CKPT_IOC_MAGIC, 0x02, struct ckpt_stats)
@@ -296,7 +385,8 @@ struct ckpt_test_obj {
 #define CKPT_IOC_FETCH_BATCH	_IOWR(CKPT_IOC_MAGIC, 0x1a, struct ckpt_batch)
 /* Checkpoint: list objects referenced from outside; EBUSY if any. */
 #define CKPT_IOC_CONTAINED	_IOWR(CKPT_IOC_MAGIC, 0x1b, struct ckpt_contained)
-/* Let restarted tasks go: clear/free per policy.  No hash op after it. */
+/* Let restarted tasks go: destroy the unrun deferqueue, clear/free the hash
+ * per policy.  No hash op after it. */
 #define CKPT_IOC_RELEASE	_IO(CKPT_IOC_MAGIC, 0x20)
 #define CKPT_IOC_DEFER_ADD	_IOW(CKPT_IOC_MAGIC, 0x30, struct ckpt_defer)
 /* Run the queue in FIFO order: returns the count run, or the first error
