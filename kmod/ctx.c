@@ -772,7 +772,11 @@ static int ioc_test_new(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
 	}
 	t->id = id;
 	t->refs = 1;
-	if (ckpt_copy_to_user(uarg, t, min(usize, sizeof(*t)))) {
+	/* an output-only struct: a longer one's tail is zeroed, not read */
+	if (ckpt_copy_to_user(uarg, t, min(usize, sizeof(*t))) ||
+	    (usize > sizeof(*t) &&
+	     (ckpt_fault() || clear_user(uarg + sizeof(*t),
+					 usize - sizeof(*t))))) {
 		ckpt_test_put(ctx, id);
 		ctx->next_test_id--;
 		ckpt_err(ctx, -EFAULT, 0, __func__, "result unwritable");

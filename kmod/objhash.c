@@ -27,10 +27,10 @@ atomic_long_t ckpt_objs_live = ATOMIC_LONG_INIT(0);
 /* grow past this many entries per bucket on average */
 #define CKPT_OBJ_HASH_LOAD	2
 
-static u32 obj_bucket(const struct ckpt_obj_hash *h, void *ptr, int objref,
+static u32 obj_bucket(enum ckpt_obj_mode mode, void *ptr, int objref,
 		      unsigned int bits)
 {
-	if (h->mode == CKPT_MODE_RESTART)
+	if (mode == CKPT_MODE_RESTART)
 		return hash_32((u32)objref, bits);
 	return hash_ptr(ptr, bits);
 }
@@ -85,7 +85,7 @@ int ckpt_obj_hash_resize(struct ckpt_obj_hash *h, unsigned int bits)
 		hlist_for_each_entry_safe(obj, t, &h->head[i], hash) {
 			hlist_del(&obj->hash);
 			hlist_add_head(&obj->hash,
-				       &head[obj_bucket(h, obj->ptr,
+				       &head[obj_bucket(h->mode, obj->ptr,
 							obj->objref, bits)]);
 		}
 		cond_resched();
@@ -169,24 +169,24 @@ static int obj_by_ref_reserve(struct ckpt_obj_hash *h, int objref)
 	return 0;
 }
 
-/* hash ops are valid only while the hash is live and in one mode */
+/* hash ops are valid only while the hash is live and in one mode; the
+ * first add that succeeds sets the mode (a failed one leaves none) */
 static int obj_hash_check(struct ckpt_obj_hash *h, enum ckpt_obj_mode mode)
 {
 	if (!h->head || h->cleared)
 		return -EBADFD;
 	if (h->mode != CKPT_MODE_NONE && h->mode != mode)
 		return -EBADFD;
-	h->mode = mode;
 	return 0;
 }
 
 static struct ckpt_obj *obj_new(struct ckpt_obj_hash *h, void *ptr,
-				int objref, const struct ckpt_obj_ops *ops)
+				int objref, const struct ckpt_obj_ops *ops,
+				enum ckpt_obj_mode mode)
 {
 	struct ckpt_obj *obj;
 
-	if (h->mode == CKPT_MODE_CHECKPOINT &&
-	    obj_by_ref_reserve(h, objref))
+	if (mode == CKPT_MODE_CHECKPOINT && obj_by_ref_reserve(h, objref))
 		return NULL;
 	obj = ckpt_fault() ? NULL : kmalloc(sizeof(*obj), GFP_KERNEL_ACCOUNT);
 	if (!obj)
@@ -196,9 +196,10 @@ static struct ckpt_obj *obj_new(struct ckpt_obj_hash *h, void *ptr,
 	obj->objref = objref;
 	obj->flags = 0;
 	obj->users = 0;
+	h->mode = mode;
 	hlist_add_head(&obj->hash,
-		       &h->head[obj_bucket(h, ptr, objref, h->bits)]);
-	if (h->mode == CKPT_MODE_CHECKPOINT)
+		       &h->head[obj_bucket(mode, ptr, objref, h->bits)]);
+	if (mode == CKPT_MODE_CHECKPOINT)
 		h->by_ref[objref - 1] = obj;
 	ops->ref_grab(ptr);
 	h->nr_objs++;
@@ -256,7 +257,7 @@ int ckpt_obj_lookup_add(struct ckpt_obj_hash *h, void *ptr,
 	}
 	if (h->nr_objs >= h->max_objs || h->next_objref > INT_MAX)
 		return -ENOSPC;
-	obj = obj_new(h, ptr, (int)h->next_objref, ops);
+	obj = obj_new(h, ptr, (int)h->next_objref, ops, CKPT_MODE_CHECKPOINT);
 	if (!obj)
 		return -ENOMEM;
 	h->next_objref++;
@@ -289,7 +290,7 @@ int ckpt_obj_insert(struct ckpt_obj_hash *h, void *ptr, int objref,
 		return -EEXIST;
 	if (h->nr_objs >= h->max_objs)
 		return -ENOSPC;
-	if (!obj_new(h, ptr, objref, ops))
+	if (!obj_new(h, ptr, objref, ops, CKPT_MODE_RESTART))
 		return -ENOMEM;
 	if (objref >= h->next_objref)
 		h->next_objref = (s64)objref + 1;
@@ -388,7 +389,8 @@ int ckpt_obj_drop(struct ckpt_obj_hash *h, int objref)
  * For a caller whose operation failed after the add (its result could not
  * be written back): the entry goes, its reference is dropped and its objref
  * can be given again, so a retry sees the object as new.  Only the newest
- * entry of a checkpoint hash may be undone (objrefs stay dense).
+ * entry of a checkpoint hash may be undone (objrefs stay dense).  A hash
+ * back to empty has no mode again, as before its first add.
  */
 void ckpt_obj_unadd(struct ckpt_obj_hash *h, int objref, s64 next_objref)
 {
@@ -405,6 +407,8 @@ void ckpt_obj_unadd(struct ckpt_obj_hash *h, int objref, s64 next_objref)
 	atomic_long_dec(&ckpt_objs_live);
 	h->nr_objs--;
 	h->next_objref = next_objref;
+	if (!h->nr_objs && !h->nr_free && next_objref == 1)
+		h->mode = CKPT_MODE_NONE;
 }
 
 /**

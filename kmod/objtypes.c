@@ -359,15 +359,17 @@ void ckpt_handle_put(u32 type, void *ptr)
 static int ckpt_receive_fd(struct file *file, int __user *ufd,
 			   unsigned int o_flags)
 {
-	int fd;
-
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
 	if (ckpt_fault())
 		return -EMFILE;
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
 	if (ckpt_fault())
 		return -EFAULT;
 	return receive_fd(file, ufd, o_flags);
 #else
+	int fd;
+
+	if (ckpt_fault())
+		return -EMFILE;
 	if (ckpt_fault() || put_user(-1, ufd))
 		return -EFAULT;
 	fd = receive_fd(file, o_flags);

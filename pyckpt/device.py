@@ -442,7 +442,8 @@ class Context:
         referenced from outside (linux-cr's ckpt_obj_contained); [] if none.
 
         Call it with no fd of your own open on a collected file: such a copy
-        counts as an outside reference.
+        (a pidfd_getfd() one included) counts as an outside reference.
+        Mappings of a file (mmap) are not counted (ckpt.h).
         """
         cap = BATCH_MAX
         buf = ffi.new("struct ckpt_leak[]", cap)

@@ -11,6 +11,7 @@ ones (objref overflow, unchecked unused fields).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import mmap
 import os
@@ -261,7 +262,7 @@ def test_fetch_into_a_readonly_page_installs_no_fd(ctx: Context, pipe) -> None:
     with raises_errno(E.EFAULT, "CKPT_IOC_FETCH"):
         ctx.ioctl(lib.CKPT_IOC_FETCH, arg)
     assert _nr_fds() == n
-    keep[1].close()
+    del keep  # the mapping goes with its buffer
 
 
 def test_lookup_add_into_a_readonly_page_keeps_first(ctx: Context, pipe) -> None:
@@ -269,7 +270,7 @@ def test_lookup_add_into_a_readonly_page_keeps_first(ctx: Context, pipe) -> None
     arg, keep = _readonly_arg("struct ckpt_obj_arg", type=ObjType.FILE, handle=r)
     with raises_errno(E.EFAULT, "CKPT_IOC_LOOKUP_ADD"):
         ctx.ioctl(lib.CKPT_IOC_LOOKUP_ADD, arg)
-    keep[1].close()
+    del keep
     got = ctx.lookup_add(r)
     assert (got.objref, got.first, got.file.inode_objref) == (1, True, 2)
     assert ctx.stats().nr_objs == 2
@@ -293,14 +294,30 @@ def test_release_leaves_no_reference_of_a_queued_drop(
 # ---- 8. leak detection ----------------------------------------------------------------
 
 
+def _map(fd: int, flags: int) -> int:
+    """mmap(2) itself: Python's mmap keeps a dup of the fd, a holder."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    addr = libc.mmap(None, 4096, mmap.PROT_READ, flags, fd, 0)
+    assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+    return addr
+
+
+def _unmap(addr: int) -> None:
+    libc = ctypes.CDLL(None)
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.munmap(addr, 4096)
+
+
 def test_a_mapping_of_a_collected_file_is_not_a_leak(ctx: Context, fds: Fds) -> None:
     with tempfile.TemporaryFile(dir="/tmp") as f:
         f.write(b"x" * 4096)
         f.flush()
         fd = os.open(f"/proc/self/fd/{f.fileno()}", os.O_RDWR)
         fds.add(fd)
-        m = mmap.mmap(fd, 4096)  # a vm_file reference to fd's file
-        m2 = mmap.mmap(fd, 4096, flags=mmap.MAP_PRIVATE)
+        maps = [_map(fd, mmap.MAP_SHARED), _map(fd, mmap.MAP_PRIVATE)]
         try:
             ctx.lookup_add(fd)
             assert ctx.contained() == []
@@ -309,8 +326,8 @@ def test_a_mapping_of_a_collected_file_is_not_a_leak(ctx: Context, fds: Fds) -> 
             (leak,) = ctx.contained()
             assert (leak.users, leak.refs) == (1, 2)
         finally:
-            m.close()
-            m2.close()
+            for addr in maps:
+                _unmap(addr)
 
 
 def test_a_pidfd_getfd_copy_counts_until_closed(ctx: Context, pipe, fds: Fds) -> None:
