@@ -21,6 +21,7 @@
  *             and pidfd_getfd(): a leaked context fd is worth nothing).  A
  *             refused caller changes nothing, not even the error log.
  *   EINTR     a fatal signal arrived while waiting for the context's lock
+ *             (nothing was changed or logged)
  *   ENOTTY    unknown ioctl
  *   EPROTO    argument struct shorter than its first version
  *   E2BIG     argument struct longer than known, with a non-zero tail, or
@@ -48,7 +49,8 @@
  *             only once the result is written, a failed lookup_add or insert
  *             is undone)
  *   ENOMEM    allocation failed (nothing was changed)
- * Every error but EPERM also appends an entry to the context's error log.
+ * Every error but EPERM and EINTR also appends an entry to the context's
+ * error log.
  *
  * Input fields an ioctl does not use (outputs, fields of another action)
  * must be zero (EINVAL), so that they can be given a meaning later.
