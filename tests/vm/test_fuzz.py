@@ -27,7 +27,7 @@ from hypothesis.stateful import (
 )
 from vmhelpers import mod_counts
 
-from pyckpt import CkptError, Context, ObjType, Policy
+from pyckpt import CkptError, Context, Policy
 
 E = errno
 LIVE = ("mod_contexts", "mod_objs", "mod_defers", "mod_test_live")
@@ -57,7 +57,8 @@ class Model:
     released: bool = False
     by_file: dict[int, int] = field(default_factory=dict)  # checkpoint
     by_pipe: dict[int, int] = field(default_factory=dict)  # checkpoint inodes
-    objs: dict[int, tuple[str, int]] = field(default_factory=dict)  # objref -> (type, ino)
+    # objref -> (type, ino)
+    objs: dict[int, tuple[str, int]] = field(default_factory=dict)
     dropped: set[int] = field(default_factory=set)
     queue: list[tuple[str, int]] = field(default_factory=list)
     tags: list[int] = field(default_factory=list)

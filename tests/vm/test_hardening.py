@@ -40,7 +40,7 @@ def _nr_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-# ---- 1. DEFER_DROP on a checkpoint context ------------------------------------
+# ---- 1. DEFER_DROP on a checkpoint context ----------------------------------
 
 
 def test_defer_drop_is_refused_on_a_checkpoint_context(ctx: Context, pipe) -> None:
@@ -79,7 +79,7 @@ def test_defer_drop_still_works_on_a_restart_context(ctx: Context, pipe) -> None
         ctx.fetch(1)
 
 
-# ---- 2. access control ----------------------------------------------------------
+# ---- 2. access control ------------------------------------------------------
 
 
 def _in_child(fn) -> int:
@@ -151,7 +151,7 @@ def test_open_needs_the_capability(fds: Fds) -> None:
         os.unlink(node)
 
 
-# ---- 3. errnos userspace may see ------------------------------------------------
+# ---- 3. errnos userspace may see --------------------------------------------
 
 
 @pytest.mark.parametrize("err", [0, 512, 4095, 134, -1])
@@ -167,7 +167,7 @@ def test_defer_fail_takes_the_last_userspace_errno(ctx: Context) -> None:
         ctx.defer_run()
 
 
-# ---- 4. limits --------------------------------------------------------------------
+# ---- 4. limits --------------------------------------------------------------
 
 
 def test_deferqueue_limit(ctx: Context) -> None:
@@ -226,7 +226,7 @@ def test_limits_above_the_module_ceiling_are_refused(ctx: Context) -> None:
     ctx.setup(max_objs=ceiling)
 
 
-# ---- 5. lookup by objref ------------------------------------------------------------
+# ---- 5. lookup by objref ----------------------------------------------------
 
 
 def test_fetch_on_a_checkpoint_hash_is_one_probe(ctx: Context) -> None:
@@ -238,7 +238,7 @@ def test_fetch_on_a_checkpoint_hash_is_one_probe(ctx: Context) -> None:
         assert ctx.stats().probes - before <= 2
 
 
-# ---- 6. failure paths ------------------------------------------------------------------
+# ---- 6. failure paths -------------------------------------------------------
 
 
 def _readonly_arg(ctype: str, **fields: int):
@@ -276,7 +276,7 @@ def test_lookup_add_into_a_readonly_page_keeps_first(ctx: Context, pipe) -> None
     assert ctx.stats().nr_objs == 2
 
 
-# ---- 7. release with queued work -----------------------------------------------------
+# ---- 7. release with queued work --------------------------------------------
 
 
 def test_release_leaves_no_reference_of_a_queued_drop(
@@ -291,7 +291,7 @@ def test_release_leaves_no_reference_of_a_queued_drop(
     assert ctx.stats().defer_pending == 0
 
 
-# ---- 8. leak detection ----------------------------------------------------------------
+# ---- 8. leak detection ------------------------------------------------------
 
 
 def _map(fd: int, flags: int) -> int:
@@ -301,7 +301,8 @@ def _map(fd: int, flags: int) -> int:
     libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
                           ctypes.c_int, ctypes.c_int, ctypes.c_long]
     addr = libc.mmap(None, 4096, mmap.PROT_READ, flags, fd, 0)
-    assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+    failed = (None, ctypes.c_void_p(-1).value)
+    assert addr not in failed, os.strerror(ctypes.get_errno())
     return addr
 
 
@@ -345,7 +346,7 @@ def test_a_pidfd_getfd_copy_counts_until_closed(ctx: Context, pipe, fds: Fds) ->
     assert ctx.contained() == []
 
 
-# ---- 9. small ones ------------------------------------------------------------------------
+# ---- 9. small ones ----------------------------------------------------------
 
 
 def test_objref_int_max_does_not_overflow(ctx: Context) -> None:
