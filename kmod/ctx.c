@@ -927,6 +927,11 @@ static bool ckpt_capable(void)
 	return capable(CAP_CHECKPOINT_RESTORE) || capable(CAP_SYS_ADMIN);
 }
 
+/*
+ * @b may act with @a's context: the same ids, and no capability of @a's
+ * missing from @b's permitted set (ptrace's rule: uid 0 that dropped its
+ * capabilities is not the root that opened the context).
+ */
 static bool ckpt_same_cred(const struct cred *a, const struct cred *b)
 {
 	return a == b ||
@@ -934,7 +939,8 @@ static bool ckpt_same_cred(const struct cred *a, const struct cred *b)
 		uid_eq(a->uid, b->uid) && uid_eq(a->euid, b->euid) &&
 		uid_eq(a->suid, b->suid) && uid_eq(a->fsuid, b->fsuid) &&
 		gid_eq(a->gid, b->gid) && gid_eq(a->egid, b->egid) &&
-		gid_eq(a->sgid, b->sgid) && gid_eq(a->fsgid, b->fsgid));
+		gid_eq(a->sgid, b->sgid) && gid_eq(a->fsgid, b->fsgid) &&
+		cap_issubset(a->cap_permitted, b->cap_permitted));
 }
 
 static long ckpt_ioctl(struct file *file, unsigned int cmd, unsigned long arg)

@@ -128,6 +128,33 @@ def test_same_credentials_may_share_a_context(ctx: Context, pipe) -> None:
     assert _in_child(lambda: 0 if ctx.stats().nr_objs == 1 else 1) == 0
 
 
+def _drop_all_capabilities() -> None:
+    """capset(2) with empty sets: still uid 0, but no capability at all."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable x 2
+    if libc.syscall(126, hdr, data) != 0:  # SYS_capset on x86_64
+        raise OSError(ctypes.get_errno(), "capset")
+
+
+def test_root_without_capabilities_is_refused(ctx: Context, pipe) -> None:
+    # Same ids as the opener but fewer capabilities: ptrace's rule refuses
+    # it, and so must the context (root that dropped its capabilities is not
+    # the root that opened it).
+    r, _ = pipe()
+    ctx.insert(1, r)
+
+    def child() -> int:
+        _drop_all_capabilities()
+        try:
+            ctx.stats()
+        except CkptError as e:
+            return 0 if e.errno == E.EPERM else 2
+        return 1
+
+    assert _in_child(child) == 0, "a capability-less uid 0 used the context"
+
+
 def test_open_needs_the_capability(fds: Fds) -> None:
     # a node with mode 0666, so that only the module's own check refuses
     node = tempfile.mktemp(dir="/tmp", prefix="ckpt-node")
