@@ -17,7 +17,8 @@
  *   EPERM     open(): the caller lacks CAP_CHECKPOINT_RESTORE and
  *             CAP_SYS_ADMIN in the initial user namespace; any ioctl: the
  *             caller's credentials (uids, gids, user namespace) differ from
- *             the opener's and it lacks both capabilities (the rule of kcmp()
+ *             the opener's, or it has fewer permitted capabilities, and it
+ *             lacks both capabilities (the rule of kcmp()
  *             and pidfd_getfd(): a leaked context fd is worth nothing).  A
  *             refused caller changes nothing, not even the error log.
  *   EINTR     a fatal signal arrived while waiting for the context's lock
