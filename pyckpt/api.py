@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 
 from pyckpt.abi import Policy
-from pyckpt.checkpoint import CheckpointResult
-from pyckpt.checkpoint import checkpoint as _checkpoint
+from pyckpt.checkpointer import CheckpointResult
+from pyckpt.checkpointer import checkpoint as _checkpoint
 from pyckpt.image import Image
-from pyckpt.restart import Restarted
-from pyckpt.restart import restart as _restart
+from pyckpt.restarter import Restarted
+from pyckpt.restarter import restart as _restart
 
 __all__ = ["checkpoint", "restart"]
 

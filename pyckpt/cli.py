@@ -170,8 +170,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pyckpt.checkpoint import CheckpointError
-    from pyckpt.restart import RestartError
+    from pyckpt.checkpointer import CheckpointError
+    from pyckpt.restarter import RestartError
 
     args = parser().parse_args(argv)
     if getattr(args, "command", None) and args.command[0] == "--":

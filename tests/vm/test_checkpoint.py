@@ -24,7 +24,7 @@ from trees import Member, Tree
 from vmhelpers import delta, mod_counts
 
 from pyckpt import Context, FileKind, FMode, pidfd_getfd
-from pyckpt.checkpoint import CheckpointError, CheckpointResult, checkpoint
+from pyckpt.checkpointer import CheckpointError, CheckpointResult, checkpoint
 from pyckpt.device import epoll_add
 from pyckpt.image import Fd, File, Image, Task
 

@@ -29,7 +29,7 @@ from vmhelpers import delta, mod_counts
 from pyckpt import Context, FileKind, FMode, Policy
 from pyckpt.device import kcmp_epoll_tfd, kcmp_file, pidfd_getfd
 from pyckpt.image import Epoll, EpollItem, Fd, File, Head, Image, Pipe, Task
-from pyckpt.restart import Restarted, RestartError, restart
+from pyckpt.restarter import Restarted, RestartError, restart
 
 O_CLOEXEC = 0o2000000
 READ, WRITE = FMode.READ, FMode.WRITE
