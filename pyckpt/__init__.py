@@ -11,7 +11,7 @@ named like a package attribute is shadowed by it).
 
 from pyckpt.abi import DEVICE, DeferAction, FileKind, FMode, ObjType, Policy, State
 from pyckpt.api import checkpoint, restart
-from pyckpt.checkpointer import CheckpointError, CheckpointResult
+from pyckpt.checkpointer import CheckpointResult
 from pyckpt.device import (
     Context,
     FileInfo,
@@ -21,9 +21,17 @@ from pyckpt.device import (
     kcmp_file,
     pidfd_getfd,
 )
-from pyckpt.errors import CkptError, DeviceMissingError, ErrorEntry
-from pyckpt.image import Image, ImageError
-from pyckpt.restarter import Restarted, RestartError
+from pyckpt.errors import (
+    CheckpointError,
+    CkptError,
+    DeviceMissingError,
+    Error,
+    ErrorEntry,
+    ImageError,
+    RestartError,
+)
+from pyckpt.image import Image
+from pyckpt.restarter import Restarted
 
 __all__ = [
     "DEVICE",
@@ -33,6 +41,7 @@ __all__ = [
     "Context",
     "DeferAction",
     "DeviceMissingError",
+    "Error",
     "ErrorEntry",
     "FMode",
     "FileInfo",

@@ -30,7 +30,7 @@ import psutil
 
 from pyckpt.abi import FileKind, FMode, ObjType
 from pyckpt.device import Context, FileInfo, kcmp_epoll_tfd, pidfd_getfd, tee
-from pyckpt.errors import CkptError
+from pyckpt.errors import CheckpointError, CkptError
 from pyckpt.image import (
     Epoll,
     EpollItem,
@@ -54,23 +54,6 @@ _EPOLL_ITEM = re.compile(
     r"tfd:\s*(-?\d+)\s+events:\s*([0-9a-fA-F]+)\s+data:\s*([0-9a-fA-F]+)"
     r"\s+pos:\s*(-?\d+)\s+ino:\s*([0-9a-fA-F]+)\s+sdev:\s*([0-9a-fA-F]+)"
 )
-
-
-class CheckpointError(Exception):
-    """The tree cannot be checkpointed; nothing on the system was changed.
-
-    problems: one line per problem found (all of them, not just the first)
-    errno:    an errno in the spirit of the kernel's (EBUSY for leaks), or 0
-    """
-
-    def __init__(
-        self, msg: str, problems: list[str] | None = None, errno: int = 0
-    ) -> None:
-        self.problems = list(problems or [])
-        self.errno = errno
-        if self.problems:
-            msg += "\n" + "\n".join(f"  {p}" for p in self.problems)
-        super().__init__(msg)
 
 
 @dataclass

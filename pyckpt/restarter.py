@@ -35,7 +35,7 @@ from typing import NoReturn, Self
 
 from pyckpt.abi import FileKind, FMode, Policy
 from pyckpt.device import Context, epoll_add
-from pyckpt.errors import CkptError
+from pyckpt.errors import CkptError, RestartError
 from pyckpt.image import Epoll, File, Image, Pipe, Task
 
 __all__ = ["RestartError", "Restarted", "restart"]
@@ -60,10 +60,6 @@ _MSG_MAX = 3000  # a report line stays below PIPE_BUF: written atomically
 # The coordinator's own fds are all close-on-exec (os.open, pipe2, eventfd and
 # epoll with *_CLOEXEC): the kernel keeps O_CLOEXEC out of f_flags, so the
 # restored files' flags do not change with it; the stubs set each fd's own.
-
-
-class RestartError(Exception):
-    """Restart failed; nothing it created is left (processes, fds, context)."""
 
 
 # ---- checks before anything is created ----------------------------------------
