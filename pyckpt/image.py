@@ -1075,7 +1075,7 @@ def _pack(
             value = (var or {})[v.name]
             if v.item is None:
                 count, raw = len(value), bytes(value)
-            elif isinstance(value, (bytes, bytearray)):  # packed items
+            elif isinstance(value, (bytes, bytearray, memoryview)):  # packed items
                 count, raw = len(value) // v.item_size, bytes(value)
             else:
                 count = len(value)
