@@ -1127,7 +1127,12 @@ def checkpoint(
     except OSError as e:
         watchdog.done()
         raise CheckpointError(f"cannot open the checkpoint device: {e}") from e
-    frz = _FREEZER_CLASSES[freezer](root, ours, watchdog)
+    try:
+        frz = _FREEZER_CLASSES[freezer](root, ours, watchdog)
+    except BaseException:
+        ctx.close()
+        watchdog.done()
+        raise
     uts = os.uname()
     head = Head(
         time=0.0,

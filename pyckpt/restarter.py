@@ -104,6 +104,7 @@ class _Plan:
     epolls: list[Epoll]
     relocate: bool = False
     argv_given: bool = False
+    coordinator: int = 0  # the pid that forks the root stub
     warnings: list[str] = field(default_factory=list)
 
 
@@ -586,8 +587,13 @@ def _take_credentials(t: Task) -> None:
     os.setresuid(t.ruid, t.euid, t.suid)
     if t.fsuid != t.euid:
         _libc_call("setfsuid", t.fsuid)
-    # setfs*id() report no error: check everything from the kernel's view
-    got = _proc_ids()
+    # setfs*id() report no error: check everything as the kernel has it
+    # (setfs*id(-1) changes nothing and returns the current value)
+    got = (
+        [*os.getresuid(), _libc_call("setfsuid", 0xFFFFFFFF)],
+        [*os.getresgid(), _libc_call("setfsgid", 0xFFFFFFFF)],
+        sorted(set(os.getgroups())),
+    )
     want = (
         [t.ruid, t.euid, t.suid, t.fsuid],
         [t.rgid, t.egid, t.sgid, t.fsgid],
@@ -597,15 +603,6 @@ def _take_credentials(t: Task) -> None:
         raise RestartError(f"credentials are {got}, not {want}")
     if t.no_new_privs:
         _libc_call("prctl", _PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-
-
-def _proc_ids() -> tuple[list[int], list[int], list[int]]:
-    with open("/proc/self/status") as f:
-        status = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
-    uids = [int(x) for x in status["Uid"].split()]
-    gids = [int(x) for x in status["Gid"].split()]
-    groups = sorted({int(x) for x in status["Groups"].split()})
-    return uids, gids, groups
 
 
 def _exec(plan: _Plan, task: Task) -> NoReturn:
@@ -636,7 +633,8 @@ def _stub(
     try:
         _stub_build(plan, task, ctx, box, ancestors)
         wfd = box[0]
-        parent = os.getppid()
+        # who forked this stub: the stub above it, or the coordinator
+        parent = ancestors.get(task.ppid, plan.coordinator)
         _take_credentials(task)
         # after the credentials (changing them clears it): die with the parent
         _libc_call("prctl", _PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -1020,6 +1018,7 @@ def restart(
     """
     plan = _check(image, list(argv) if argv is not None else None, limits)
     plan.relocate = relocate
+    plan.coordinator = os.getpid()
     _libc_call("getpid")  # load libc once here, not in every stub
     try:
         ctx = Context()

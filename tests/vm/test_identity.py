@@ -635,3 +635,47 @@ def test_cgroup_child_forked_during_the_freeze_goes_home(tmp_path, monkeypatch):
                 os.kill(child, signal.SIGKILL)
         p.kill()
         p.wait()
+
+
+def test_keyboard_interrupt_reaps_the_epoll_helper(monkeypatch) -> None:
+    """Ctrl-C while the epoll helper works: the helper is killed and reaped
+    (no zombie, no stray process), and so is every stub."""
+    import select
+
+    import pyckpt.restarter as rs
+
+    rw = FMode.READ | FMode.WRITE
+    files = [
+        File(1, FileKind.EVENTFD, os.O_RDWR, rw),
+        File(2, FileKind.EPOLL, os.O_RDWR, rw),
+    ]
+    img = _image([_task(100, 1, [Fd(3, 1), Fd(4, 2)])], files)
+    img.epolls = {2: pyckpt.image.Epoll(2, [pyckpt.image.EpollItem(1, 3, 1, 7)])}
+    spawned = []
+    real_spawn, real_poll = rs._spawn, select.poll
+
+    def spawn(*a):
+        real_spawn(*a)
+        spawned.append(True)
+
+    class Poll:
+        def __init__(self):
+            self.p = real_poll()
+
+        def register(self, *a):
+            self.p.register(*a)
+
+        def poll(self, *a):
+            if spawned:  # only the epoll step's wait
+                raise KeyboardInterrupt
+            return self.p.poll(*a)
+
+    before = {c.pid for c in psutil.Process().children()}
+    monkeypatch.setattr(rs, "_spawn", spawn)
+    monkeypatch.setattr(select, "poll", Poll)
+    with pytest.raises(KeyboardInterrupt):
+        restart(img)
+    monkeypatch.undo()
+    assert spawned
+    left = [c for c in psutil.Process().children() if c.pid not in before]
+    assert left == [], [(c.pid, c.status()) for c in left]
