@@ -31,7 +31,7 @@ from pyckpt.errors import (
     RestartError,
 )
 from pyckpt.image import Image
-from pyckpt.restarter import Restarted
+from pyckpt.restarter import Limits, Restarted
 
 __all__ = [
     "DEVICE",
@@ -48,6 +48,7 @@ __all__ = [
     "FileKind",
     "Image",
     "ImageError",
+    "Limits",
     "LookupResult",
     "ObjType",
     "Policy",

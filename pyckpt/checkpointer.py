@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from pyckpt.abi import FileKind, FMode, ObjType
-from pyckpt.abi import lib
+from pyckpt.abi import FileKind, FMode, ObjType, lib
 from pyckpt.device import Context, FileInfo, pidfd_getfd, tee
 from pyckpt.errors import CheckpointError, CkptError
 from pyckpt.image import (
