@@ -513,13 +513,15 @@ def _watchdog_main(rfd: int) -> None:
         with contextlib.suppress(OSError):
             signal.pidfd_send_signal(pidfd, signal.SIGCONT)
     if cgroup:
-        with contextlib.suppress(OSError):
-            with open(os.path.join(cgroup, "cgroup.freeze"), "w") as f:
-                f.write("0")
+        # home first (a task leaving a frozen cgroup for a thawed one runs),
+        # then thaw whatever could not be moved
         for pid, where in origin.items():
             with contextlib.suppress(OSError):
                 with open(CGROUP_ROOT + where + "/cgroup.procs", "w") as f:
                     f.write(str(pid))
+        with contextlib.suppress(OSError):
+            with open(os.path.join(cgroup, "cgroup.freeze"), "w") as f:
+                f.write("0")
         for _ in range(100):
             try:
                 os.rmdir(cgroup)

@@ -63,3 +63,12 @@ def test_cli_internal_error_no_traceback(monkeypatch, capsys) -> None:
     assert cli.main(["show", "/proc/self/cmdline"]) == 1
     err = capsys.readouterr().err
     assert "internal error: KeyError('bug')" in err and "Traceback" not in err
+
+
+def test_old_module_names_are_no_longer_shadowed_functions() -> None:
+    # `import pyckpt.checkpoint as m` used to bind the function silently
+    for name in ("checkpoint", "restart"):
+        ns: dict = {}
+        with pytest.raises(ModuleNotFoundError):
+            exec(f"import pyckpt.{name} as m", ns)
+        assert callable(getattr(pyckpt, name))
