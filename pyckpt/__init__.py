@@ -4,14 +4,14 @@ pyckpt.checkpoint(pid, output) and pyckpt.restart(image) checkpoint and
 restart a process tree's file-object graph; pyckpt.Image is the image;
 pyckpt.Context is one kernel context, one method per ioctl.
 
-The functions checkpoint and restart shadow the submodules of the same names
-as attributes of the package; `from pyckpt.checkpoint import ...` still
-reaches the module.
+The functions live in pyckpt.api; the machinery in pyckpt.checkpointer and
+pyckpt.restarter, whose names cannot collide with the functions (a submodule
+named like a package attribute is shadowed by it).
 """
 
 from pyckpt.abi import DEVICE, DeferAction, FileKind, FMode, ObjType, Policy, State
 from pyckpt.api import checkpoint, restart
-from pyckpt.checkpoint import CheckpointError, CheckpointResult
+from pyckpt.checkpointer import CheckpointResult
 from pyckpt.device import (
     Context,
     FileInfo,
@@ -21,9 +21,17 @@ from pyckpt.device import (
     kcmp_file,
     pidfd_getfd,
 )
-from pyckpt.errors import CkptError, DeviceMissingError, ErrorEntry
-from pyckpt.image import Image, ImageError
-from pyckpt.restart import Restarted, RestartError
+from pyckpt.errors import (
+    CheckpointError,
+    CkptError,
+    DeviceMissingError,
+    Error,
+    ErrorEntry,
+    ImageError,
+    RestartError,
+)
+from pyckpt.image import Image
+from pyckpt.restarter import Limits, Restarted
 
 __all__ = [
     "DEVICE",
@@ -33,12 +41,14 @@ __all__ = [
     "Context",
     "DeferAction",
     "DeviceMissingError",
+    "Error",
     "ErrorEntry",
     "FMode",
     "FileInfo",
     "FileKind",
     "Image",
     "ImageError",
+    "Limits",
     "LookupResult",
     "ObjType",
     "Policy",

@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 
 from pyckpt.abi import Policy
-from pyckpt.checkpoint import CheckpointResult
-from pyckpt.checkpoint import checkpoint as _checkpoint
+from pyckpt.checkpointer import CheckpointResult
+from pyckpt.checkpointer import checkpoint as _checkpoint
 from pyckpt.image import Image
-from pyckpt.restart import Restarted
-from pyckpt.restart import restart as _restart
+from pyckpt.restarter import Limits, Restarted
+from pyckpt.restarter import restart as _restart
 
 __all__ = ["checkpoint", "restart"]
 
@@ -30,15 +30,19 @@ def checkpoint(
 
     The tree is frozen (SIGSTOP, or the cgroup v2 freezer with
     freezer="cgroup") only while its state is collected; the image is built
-    in memory and, given output, written there after the thaw, atomically
-    (a failed checkpoint writes nothing).  kill=True ends the tree after a
-    successful checkpoint.  Raises CheckpointError naming the task, fd and
-    object at fault.
+    in memory and, given output, written there atomically and durably
+    (fsync): after the thaw, or with kill=True before the tree is killed (a
+    write that fails thaws it instead; kill=True needs output).  Raises
+    CheckpointError naming the task, fd and object at fault; the tree is
+    left running (SIGINT/SIGTERM/SIGHUP and the caller's death included).
     """
-    res = _checkpoint(pid, freezer=freezer, allow_external=allow_external, kill=kill)
-    if output is not None:
-        res.image.save(output)
-    return res
+    if kill and output is None:
+        raise ValueError("kill=True needs an output: the tree is killed only "
+                         "once its image is on disk")
+    save = None if output is None else (lambda image: image.save(output))
+    return _checkpoint(
+        pid, freezer=freezer, allow_external=allow_external, kill=kill, save=save
+    )
 
 
 def restart(
@@ -47,17 +51,30 @@ def restart(
     policy: Policy = Policy.CLEAR_EARLY,
     argv: list[str] | None = None,
     release: bool = True,
+    trust: bool = False,
+    relocate: bool = False,
+    limits: Limits = Limits(),
 ) -> Restarted:
     """Restart a checkpointed tree from an Image or an image file.
 
-    The whole image is read and validated first (ImageError otherwise).
-    Each object is created once and registered in the module's objhash by
-    its objref; stub tasks mirror the tree and take exactly their recorded
-    fd tables; the hash is cleared per policy and the tasks are released to
-    exec argv (default: each its recorded argv).  Memory and registers are
-    not restored.  With release=False the tasks wait at the barrier until
-    Restarted.release().
+    An image file is refused unless only root or the caller could have
+    written it (trust=True overrides); the whole image is then read and
+    validated (ImageError otherwise).  Each object is created once and
+    registered in the module's objhash by its objref; files reopened by path
+    must still be the recorded ones (relocate=True lets device and inode
+    differ); stub tasks mirror the tree, take exactly their recorded fd
+    tables and credentials; the hash is cleared per policy and the tasks are
+    released to exec their recorded executable, argv and environment (or
+    argv).  Memory and registers are not restored.  With release=False the
+    tasks wait at the barrier until Restarted.release().
     """
     if not isinstance(image, Image):
-        image = Image.load(image)
-    return _restart(image, policy=policy, argv=argv, release=release)
+        image = Image.load(image, trust=trust)
+    return _restart(
+        image,
+        policy=policy,
+        argv=argv,
+        release=release,
+        relocate=relocate,
+        limits=limits,
+    )

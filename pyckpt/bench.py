@@ -9,9 +9,11 @@ even under TCG, where absolute times are slow:
 3. seed 000's question: how long release() keeps restarted tasks waiting
    under each policy, and what is left for close();
 4. a whole checkpoint and restart of 10 tasks with 1,000 fds each: the
-   downtime (frozen time), image size, checkpoint and restart times.
+   downtime (frozen time), image size, checkpoint and restart times;
+5. what taking the recorded credentials costs a restart: the same image
+   restarted to the barrier with and without that step, alternately.
 
-`python -m pyckpt.bench cr` runs only the last.
+`python -m pyckpt.bench cr` runs only 4, `python -m pyckpt.bench creds` 5.
 """
 
 from __future__ import annotations
@@ -165,7 +167,8 @@ def _tree_task(gate: int, own: int, scratch: str) -> None:
 def checkpoint_restart() -> None:
     """10 tasks x 1,000 fds: half inherited from the root (shared open files,
     deduplicated by the objhash), half each task's own."""
-    from pyckpt.api import checkpoint, restart
+    from pyckpt.api import restart
+    from pyckpt.checkpointer import checkpoint  # kill without writing a file
 
     print(
         f"4. checkpoint and restart: {TASKS} tasks x {FDS_PER_TASK} fds "
@@ -213,10 +216,53 @@ def checkpoint_restart() -> None:
     print(f"   restart (to release){t_restart * 1e3:9.1f} ms")
 
 
+def credentials(ntasks: int = 16, rounds: int = 5) -> None:
+    """Restart time to the barrier with and without the credential step
+    (umask, 16 limits, groups, gids, uids, the /proc check, PDEATHSIG)."""
+    import pyckpt.restarter as rs
+    from pyckpt.image import RLIM_INFINITY, Head, Image, Task
+
+    print(f"5. credentials: restart of {ntasks} tasks (uid/gid 65534, 3 groups,")
+    print("   16 limits) to the barrier, with and without taking them")
+    lims = []
+    for r in range(16):
+        cur, top = resource.getrlimit(r)
+        lims.append((RLIM_INFINITY if cur < 0 else cur, RLIM_INFINITY if top < 0 else top))
+    ids = dict.fromkeys(
+        ("ruid", "euid", "suid", "fsuid", "rgid", "egid", "sgid", "fsgid"), 65534
+    )
+    tasks = [
+        Task(100 + i, 100 if i else 1, 100, 100, "t", ["/bin/true"], "/",
+             groups=[4, 24, 65533], umask=0o027, rlimits=lims, **ids)
+        for i in range(ntasks)
+    ]
+    u = os.uname()
+    img = Image(Head(time.time(), u.sysname, u.release, u.version, u.machine), tasks)
+    real = rs._take_credentials
+    times: dict[str, list[float]] = {"with": [], "without": []}
+    try:
+        for _ in range(rounds):
+            for mode in ("with", "without"):
+                rs._take_credentials = real if mode == "with" else (lambda t: None)
+                t0 = time.perf_counter()
+                r = rs.restart(img, release=False)
+                times[mode].append(time.perf_counter() - t0)
+                r.kill()
+    finally:
+        rs._take_credentials = real
+    w, wo = (sorted(times[m])[rounds // 2] for m in ("with", "without"))
+    print(f"   without   {wo * 1e3:9.1f} ms (median of {rounds})")
+    print(f"   with      {w * 1e3:9.1f} ms  ({w / wo:.2f}x, "
+          f"{(w - wo) / ntasks * 1e3:+.2f} ms per task)")
+
+
 def main() -> int:
     if not os.path.exists("/dev/ckpt"):
         print("pyckpt.bench: needs /dev/ckpt (run it in the VM: make bench)")
         return 2
+    if sys.argv[1:] == ["creds"]:
+        credentials()
+        return 0
     if sys.argv[1:] != ["cr"]:
         with eventfds(max(SIZES)) as fds:
             single_vs_batch(fds[:10_000])
@@ -224,6 +270,9 @@ def main() -> int:
             policies(fds)
         print()
     checkpoint_restart()
+    if sys.argv[1:] != ["cr"]:
+        print()
+        credentials()
     return 0
 
 

@@ -2,7 +2,8 @@
 
     pyckpt checkpoint PID -o IMAGE [--freezer signal|cgroup] [--allow-external] [--kill]
     pyckpt restart IMAGE [--policy clear-early|clear-at-end|free-upfront]
-                   [--hold-context] [-- CMD...]
+                   [--hold-context] [--trust-image] [--relocate]
+                   [--max-tasks N] [--max-fds N] [--max-pipe-bytes N] [-- CMD...]
     pyckpt show IMAGE [--json | --dot]
     pyckpt demo | bench
 
@@ -61,12 +62,28 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
+    import warnings
+
     from pyckpt.api import restart
     from pyckpt.image import Image
+    from pyckpt.restarter import Limits
 
     argv = args.command or None
-    image = Image.load(args.image)
-    r = restart(image, policy=POLICIES[args.policy], argv=argv)
+    image = Image.load(args.image, trust=args.trust_image)
+    limits = Limits(
+        tasks=args.max_tasks, fds=args.max_fds, pipe_bytes=args.max_pipe_bytes
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # printed below, once each
+        r = restart(
+            image,
+            policy=POLICIES[args.policy],
+            argv=argv,
+            relocate=args.relocate,
+            limits=limits,
+        )
+    for w in r.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     root_old = image.tasks[0].pid
     for old, new in r.pids.items():
         print(f"task {old} -> {new}", file=sys.stderr)
@@ -107,6 +124,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from pyckpt.restarter import Limits
+
     p = argparse.ArgumentParser(
         prog="pyckpt",
         description="Checkpoint and restart the file-object graph of a process "
@@ -152,6 +171,25 @@ def parser() -> argparse.ArgumentParser:
         help="keep the context open until the root exits (clear-at-end then "
         "holds every object that long)",
     )
+    r.add_argument(
+        "--trust-image",
+        action="store_true",
+        help="read an image even if someone other than root or you could "
+        "have written it (it decides what runs, and as whom)",
+    )
+    r.add_argument(
+        "--relocate",
+        action="store_true",
+        help="files reopened by path may have another device/inode (another "
+        "machine); their type and owner are still checked",
+    )
+    d = Limits()
+    r.add_argument("--max-tasks", type=int, default=d.tasks, metavar="N",
+                   help=f"refuse an image of more tasks (default {d.tasks})")
+    r.add_argument("--max-fds", type=int, default=d.fds, metavar="N",
+                   help=f"refuse an image of more fds in all (default {d.fds})")
+    r.add_argument("--max-pipe-bytes", type=int, default=d.pipe_bytes, metavar="N",
+                   help=f"refuse more buffered pipe data (default {d.pipe_bytes})")
     r.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     r.set_defaults(fn=cmd_restart)
 
@@ -170,8 +208,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pyckpt.checkpoint import CheckpointError
-    from pyckpt.restart import RestartError
+    from pyckpt.errors import Error
 
     args = parser().parse_args(argv)
     if getattr(args, "command", None) and args.command[0] == "--":
@@ -180,9 +217,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.fn(args)
     except KeyboardInterrupt:
         return 130
-    except (CheckpointError, RestartError, OSError, ValueError) as e:
-        # ImageError is a ValueError, CkptError an OSError: all say why
+    except (Error, OSError, ValueError) as e:
+        # every pyckpt error says why; OSError/ValueError: files, arguments
         print(f"pyckpt {args.cmd}: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - never a traceback for a user
+        print(f"pyckpt {args.cmd}: internal error: {e!r}", file=sys.stderr)
         return 1
 
 

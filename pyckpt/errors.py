@@ -1,4 +1,14 @@
-"""Exceptions of pyckpt: an errno, the ioctl that failed, and the kernel's words."""
+"""Exceptions of pyckpt, all under one root, pyckpt.Error:
+
+    Error
+      CkptError (also an OSError)    a /dev/ckpt ioctl failed
+        DeviceMissingError           /dev/ckpt does not exist
+      ImageError (also a ValueError) a malformed or untrusted image
+      CheckpointError                a tree cannot be checkpointed
+      RestartError                   an image cannot be restarted
+
+Each carries ``errno`` where one applies (0 otherwise).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +16,50 @@ import errno as _errno
 import os
 from dataclasses import dataclass
 from typing import Any
+
+
+class Error(Exception):
+    """The root of every exception pyckpt's API raises on purpose."""
+
+    errno: int = 0
+
+
+class ImageError(Error, ValueError):
+    """A malformed image; ``offset`` is the byte offset of the bad record."""
+
+    def __init__(self, offset: int, msg: str, errno: int = 0) -> None:
+        super().__init__(f"image offset {offset}: {msg}")
+        self.offset = offset
+        self.msg = msg
+        self.errno = errno
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.offset, self.msg, self.errno))
+
+
+class CheckpointError(Error):
+    """The tree cannot be checkpointed; nothing on the system was changed.
+
+    problems: one line per problem found (all of them, not just the first)
+    errno:    an errno in the spirit of the kernel's (EBUSY for leaks), or 0
+    """
+
+    def __init__(
+        self, msg: str, problems: list[str] | None = None, errno: int = 0
+    ) -> None:
+        self.problems = list(problems or [])
+        self.errno = errno
+        if self.problems:
+            msg += "\n" + "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(msg)
+
+
+class RestartError(Error):
+    """Restart failed; nothing it created is left (processes, fds, context)."""
+
+    def __init__(self, msg: str, errno: int = 0) -> None:
+        super().__init__(msg)
+        self.errno = errno
 
 
 @dataclass(frozen=True)
@@ -28,7 +82,7 @@ class ErrorEntry:
         return f"{self.func}{where}: {self.msg} ({name})"
 
 
-class CkptError(OSError):
+class CkptError(OSError, Error):
     """A /dev/ckpt ioctl failed.
 
     errno:   the positive errno the ioctl returned

@@ -19,13 +19,15 @@ from __future__ import annotations
 import functools
 import math
 import os
+import stat
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pyckpt.abi import FileKind, FMode, HdrType, ObjType, ffi, lib
+from pyckpt.errors import ImageError
 
 __all__ = [
     "Epoll",
@@ -43,13 +45,8 @@ __all__ = [
 ]
 
 
-class ImageError(ValueError):
-    """A malformed image; ``offset`` is the byte offset of the bad record."""
-
-    def __init__(self, offset: int, msg: str) -> None:
-        super().__init__(f"image offset {offset}: {msg}")
-        self.offset = offset
-        self.msg = msg
+RLIM_INFINITY = (1 << 64) - 1  # as the image stores it (~0ULL)
+RLIM_NLIMITS = int(lib.CKPT_RLIM_NLIMITS)
 
 
 @dataclass
@@ -65,7 +62,7 @@ class Head:
     abi_version: int = 0  # 0: the writer fills CKPT_ABI_VERSION
 
 
-@dataclass
+@dataclass(slots=True)
 class Fd:
     """FD: one descriptor of a task's table."""
 
@@ -86,6 +83,24 @@ class Task:
     argv: list[str]
     cwd: str
     fds: list[Fd] = field(default_factory=list)
+    # credentials (format 2): restart gives the task exactly these
+    ruid: int = 0
+    euid: int = 0
+    suid: int = 0
+    fsuid: int = 0
+    rgid: int = 0
+    egid: int = 0
+    sgid: int = 0
+    fsgid: int = 0
+    groups: list[int] = field(default_factory=list)
+    umask: int = 0o022
+    no_new_privs: bool = False
+    # (soft, hard) by RLIMIT_* number, RLIM_INFINITY for none; None: not
+    # recorded (restart leaves the limits it inherits)
+    rlimits: list[tuple[int, int]] | None = None
+    env: list[str] = field(default_factory=list)
+    exe: str = ""  # "": exec argv[0] from PATH
+    root: str = "/"
 
 
 @dataclass
@@ -102,6 +117,14 @@ class File:
     external: bool = False  # also referenced from outside the tree
     count: int = 0  # EVENTFD
     efd_flags: int = 0  # EVENTFD
+    efd_sem_unknown: bool = False  # EVENTFD: the kernel did not say (6.1)
+    # REG, DIR, FIFO: what fstat() said at checkpoint (restart verifies them)
+    st_dev: int = 0
+    st_ino: int = 0
+    st_mode: int = 0
+    st_uid: int = 0
+    st_gid: int = 0
+    st_size: int = 0
 
 
 @dataclass
@@ -115,7 +138,7 @@ class Pipe:
     no_writer: bool = False  # write end closed everywhere
 
 
-@dataclass
+@dataclass(slots=True)
 class EpollItem:
     """One epoll watch: its target file by objref, as epoll_ctl() took it."""
 
@@ -125,12 +148,62 @@ class EpollItem:
     data: int
 
 
+_ITEM = "struct ckpt_epoll_item"
+
+
+def _item_view(raw: bytes) -> Any:
+    """The items of ``raw`` as a cffi array over its bytes (no copy)."""
+    return ffi.from_buffer(f"{_ITEM}[]", raw)
+
+
+class EpollItems(Sequence[EpollItem]):
+    """An EPOLL record's items, decoded one at a time from its bytes: a
+    million items stay 24 MiB instead of a million Python objects."""
+
+    __slots__ = ("_raw", "_view")
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+        self._view = _item_view(raw)
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(i)
+        it = self._view[i]
+        return EpollItem(it.target, it.tfd, it.events, it.data)
+
+    def __iter__(self) -> Iterator[EpollItem]:
+        for it in self._view:
+            yield EpollItem(it.target, it.tfd, it.events, it.data)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EpollItems):
+            return self._raw == other._raw
+        if isinstance(other, Sequence):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"EpollItems({list(self)!r})"
+
+
 @dataclass
 class Epoll:
-    """EPOLL: the items of one epoll file (written after every task)."""
+    """EPOLL: the items of one epoll file (written after every task).
+
+    ``items`` is a list, or an EpollItems as Image.from_bytes() makes it.
+    """
 
     objref: int
-    items: list[EpollItem] = field(default_factory=list)
+    items: Sequence[EpollItem] = field(default_factory=list)
 
 
 @dataclass
@@ -164,8 +237,11 @@ class Image:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Image:
-        """Parse and check a whole image; ImageError (only) if malformed."""
-        return _Parser(bytes(data)).parse()
+        """Parse and check a whole image; ImageError (only) if malformed.
+
+        Time and memory are linear in the image's size: the model takes a
+        small multiple of it (EPOLL items stay packed, see EpollItems)."""
+        return _Parser(data if isinstance(data, bytes) else bytes(data)).parse()
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically: a temp file beside ``path``, fsync, rename.
@@ -200,9 +276,41 @@ class Image:
             os.close(dfd)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Image:
+    def load(cls, path: str | os.PathLike[str], *, trust: bool = False) -> Image:
+        """Read an image file; ImageError if it is not one to believe.
+
+        An image is as trustworthy as whoever could write it (restart gives
+        its tasks the credentials it names): a file not owned by root or by
+        the caller, or writable by group or others, is refused before it is
+        read, unless trust=True.
+        """
         with open(path, "rb") as f:
+            if not trust:
+                check_trusted(os.fstat(f.fileno()), os.fspath(path))
             return cls.from_bytes(f.read())
+
+
+def check_trusted(st: os.stat_result, path: str) -> None:
+    """ImageError unless only root or the caller could have written the file."""
+    me = os.geteuid()
+    mode = stat.S_IMODE(st.st_mode)
+    why = ""
+    if not stat.S_ISREG(st.st_mode):
+        why = "not a regular file"
+    elif st.st_uid not in (0, me):
+        why = f"owned by uid {st.st_uid}, neither root nor the caller (uid {me})"
+    elif mode & 0o022:
+        who = "group and others" if mode & 0o022 == 0o022 else (
+            "its group" if mode & 0o020 else "others"
+        )
+        why = f"writable by {who}"
+    if why:
+        raise ImageError(
+            0,
+            f"{path}: refusing an image {why} (owner uid {st.st_uid}, mode "
+            f"{mode:04o}): whoever can write it chooses what restart runs and "
+            "as whom (trust it explicitly: --trust-image / trust=True)",
+        )
 
 
 # ---- record layouts ----------------------------------------------------------
@@ -254,6 +362,10 @@ _LAYOUTS: dict[int, _Layout] = {
             _Var("comm", "comm_len", "CKPT_COMM_MAX"),
             _Var("argv", "argv_len", "CKPT_ARGV_MAX"),
             _Var("cwd", "cwd_len", "CKPT_PATH_MAX"),
+            _Var("groups", "ngroups", "CKPT_GROUPS_MAX", "uint32_t"),
+            _Var("env", "env_len", "CKPT_ENV_MAX"),
+            _Var("exe", "exe_len", "CKPT_PATH_MAX"),
+            _Var("root", "root_len", "CKPT_PATH_MAX"),
         ),
     ),
     HdrType.FILE: _Layout(
@@ -320,8 +432,14 @@ _PADS: dict[str, tuple[int, ...]] = {
     ctype: _pad_offsets(ctype)
     for ctype in [_HDR]
     + [lay.struct for lay in _LAYOUTS.values()]
-    + [v.item for lay in _LAYOUTS.values() for v in lay.var if v.item]
+    + [
+        v.item
+        for lay in _LAYOUTS.values()
+        for v in lay.var
+        if v.item and v.item.startswith("struct ")
+    ]
 }
+
 
 
 def _unpack(ctype: str, raw: bytes) -> Any:
@@ -334,7 +452,12 @@ def _unpack(ctype: str, raw: bytes) -> Any:
 def _decode_fields(ctype: str, p: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, f in _fields(ctype):
-        if f.type.kind == "array":  # char[] (uts names): the raw bytes
+        if f.type.kind == "array" and f.type.item.kind == "struct":  # rlim[]
+            out[name] = [
+                {k: int(getattr(e, k)) for k, _ in f.type.item.fields}
+                for e in getattr(p, name)
+            ]
+        elif f.type.kind == "array":  # char[] (uts names): the raw bytes
             out[name] = bytes(ffi.buffer(getattr(p, name)))
         else:
             out[name] = int(getattr(p, name))
@@ -370,17 +493,18 @@ class Record:
         return self.offset + self.len
 
 
-def iter_records(data: bytes) -> Iterator[Record]:
+def iter_records(data: bytes, *, packed_items: bool = False) -> Iterator[Record]:
     """Decode the records of ``data`` one at a time, each checked by itself.
 
     Stops at the end of ``data`` (whether or not a TAIL was seen: the grammar
     is the parser's business) and raises ImageError for anything after a
     TAIL.  Cross-record rules (ptags, counts, objrefs, checksum) are not
-    checked here; ``Image.from_bytes()`` does.
+    checked here; ``Image.from_bytes()`` does.  ``packed_items``: EPOLL
+    items stay bytes (the reader's way) instead of a list of dicts.
     """
     offset, tag = 0, 1
     while offset < len(data):
-        rec = _read_obj(data, offset, tag)
+        rec = _read_obj(data, offset, tag, packed_items)
         yield rec
         offset, tag = rec.end, tag + 1
         if rec.type == HdrType.TAIL and offset < len(data):
@@ -389,7 +513,7 @@ def iter_records(data: bytes) -> Iterator[Record]:
             )
 
 
-def _read_obj(data: bytes, offset: int, tag: int) -> Record:
+def _read_obj(data: bytes, offset: int, tag: int, packed: bool = False) -> Record:
     """Seed 003's ckpt_read_obj(len, max) for the record at ``offset``.
 
     The exact len is enforced for records without a variable part; for the
@@ -447,27 +571,16 @@ def _read_obj(data: bytes, offset: int, tag: int) -> Record:
     pos = offset + lay.size
     for v in lay.var:
         size = fields[v.count] * v.item_size
-        part = data[pos : pos + size]
-        if v.item is None:
-            fields[v.name] = part
-        else:
-            fields[v.name] = _decode_items(name, offset, v.item, part)
+        fields[v.name] = data[pos : pos + size]  # arrays: the checks decode
         pos += size
 
     rec = Record(offset, tag, HdrType(rtype), rlen, ptag, fields)
     _CHECKS[rec.type](rec, name)
+    if rec.type == HdrType.EPOLL and not packed:
+        fields["items"] = [
+            _decode_fields(_ITEM, it) for it in _item_view(fields["items"])
+        ]
     return rec
-
-
-def _decode_items(name: str, offset: int, ctype: str, part: bytes) -> list[dict]:
-    size = ffi.sizeof(ctype)
-    items = []
-    for i in range(0, len(part), size):
-        raw = part[i : i + size]
-        if _nonzero_pad(ctype, raw):
-            raise ImageError(offset, f"{name}: non-zero padding in item {i // size}")
-        items.append(_decode_fields(ctype, _unpack(ctype, raw)))
-    return items
 
 
 # ---- record-local checks: values that are wrong whatever surrounds them ------
@@ -487,6 +600,14 @@ def _check_head(rec: Record, name: str) -> None:
     f = rec.fields
     if f["magic"] != lib.CKPT_HEAD_MAGIC:
         raise _bad(rec, name, f"bad magic {f['magic']:#x}")
+    if f["format_version"] == 1:
+        raise _bad(
+            rec,
+            name,
+            "format version 1 is refused: its TASK records hold no credentials "
+            "(uids, gids, groups, limits, executable), so a restart would run "
+            "every task as root; checkpoint the tree again with this pyckpt",
+        )
     if f["format_version"] != lib.CKPT_FORMAT_VERSION:
         raise _bad(rec, name, f"unsupported format version {f['format_version']}")
     if f["abi_version"] != lib.CKPT_ABI_VERSION:
@@ -508,16 +629,36 @@ def _check_tree(rec: Record, name: str) -> None:
         raise _bad(rec, name, f"root_pid {rec.fields['root_pid']} < 0")
 
 
+def _strings(rec: Record, name: str, key: str, count: str) -> None:
+    raw, n = rec.fields[key], rec.fields[count]
+    nuls = raw.count(b"\0")
+    if nuls != n or (n and not raw.endswith(b"\0")):
+        raise _bad(rec, name, f"{key} has {nuls} NULs for {count} {n}")
+    rec.fields[key] = raw[:-1].split(b"\0") if n else []
+
+
+_TASK_FLAGS = lib.CKPT_TASK_NO_NEW_PRIVS | lib.CKPT_TASK_RLIMITS
+
+
 def _check_task(rec: Record, name: str) -> None:
     f = rec.fields
     if f["pid"] <= 0:
         raise _bad(rec, name, f"pid {f['pid']} <= 0")
-    _no_nul(rec, name, "comm", "cwd")
-    argv, argc = f["argv"], f["argc"]
-    nuls = argv.count(b"\0")
-    if nuls != argc or (argc and not argv.endswith(b"\0")):
-        raise _bad(rec, name, f"argv has {nuls} NULs for argc {argc}")
-    f["argv"] = argv[:-1].split(b"\0") if argc else []
+    _no_nul(rec, name, "comm", "cwd", "exe", "root")
+    _strings(rec, name, "argv", "argc")
+    _strings(rec, name, "env", "envc")
+    if f["flags"] & ~_TASK_FLAGS:
+        raise _bad(rec, name, f"unknown flags {f['flags']:#x}")
+    if f["umask"] & ~0o777:
+        raise _bad(rec, name, f"umask {f['umask']:#o} out of range")
+    f["groups"] = list(ffi.from_buffer("uint32_t[]", f["groups"]))
+    if not f["flags"] & lib.CKPT_TASK_RLIMITS and any(
+        r["cur"] or r["max"] for r in f["rlim"]
+    ):
+        raise _bad(rec, name, "rlim[] set without CKPT_TASK_RLIMITS")
+    for i, r in enumerate(f["rlim"]):
+        if r["cur"] > r["max"]:
+            raise _bad(rec, name, f"rlim[{i}]: soft {r['cur']} above hard {r['max']}")
 
 
 def _check_fd(rec: Record, name: str) -> None:
@@ -538,7 +679,7 @@ def _check_file(rec: Record, name: str) -> None:
         raise _bad(rec, name, f"kind {f['kind']} out of range")
     if f["f_mode"] & ~_FMODE_ALL:
         raise _bad(rec, name, f"f_mode {f['f_mode']:#x} out of range")
-    if f["flags"] & ~lib.CKPT_FILE_EXTERNAL:
+    if f["flags"] & ~(lib.CKPT_FILE_EXTERNAL | lib.CKPT_FILE_EFD_SEM_UNKNOWN):
         raise _bad(rec, name, f"unknown flags {f['flags']:#x}")
     if f["kind"] in _PIPE_KINDS and f["pipe_objref"] <= 0:
         raise _bad(rec, name, f"pipe_objref {f['pipe_objref']} <= 0 on a pipe end")
@@ -568,13 +709,17 @@ def _check_epoll(rec: Record, name: str) -> None:
     f = rec.fields
     if f["objref"] <= 0:
         raise _bad(rec, name, f"objref {f['objref']} <= 0")
-    seen: set[tuple[int, int]] = set()
-    for i, item in enumerate(f["items"]):
-        if item["target"] <= 0:
-            raise _bad(rec, name, f"item {i}: target {item['target']} <= 0")
-        key = (item["target"], item["tfd"])
+    # one int per item, not a tuple: memory stays a small multiple of the record
+    seen: set[int] = set()
+    for i, it in enumerate(_item_view(f["items"])):
+        target, tfd = it.target, it.tfd
+        if getattr(it, "__pad"):
+            raise _bad(rec, name, f"non-zero padding in item {i}")
+        if target <= 0:
+            raise _bad(rec, name, f"item {i}: target {target} <= 0")
+        key = (target << 32) | (tfd & 0xFFFFFFFF)
         if key in seen:
-            raise _bad(rec, name, f"item {i}: target {key[0]} fd {key[1]} twice")
+            raise _bad(rec, name, f"item {i}: target {target} fd {tfd} twice")
         seen.add(key)
 
 
@@ -631,7 +776,7 @@ class _Parser:
 
     def __init__(self, data: bytes) -> None:
         self.data = data
-        self.records = iter_records(data)
+        self.records = iter_records(data, packed_items=True)
         self.peeked: Record | None = None
         self.image: Image | None = None
         self.defs: dict[int, _Def] = {}
@@ -747,6 +892,23 @@ class _Parser:
             comm=_str(f["comm"]),
             argv=[_str(a) for a in f["argv"]],
             cwd=_str(f["cwd"]),
+            ruid=f["ruid"],
+            euid=f["euid"],
+            suid=f["suid"],
+            fsuid=f["fsuid"],
+            rgid=f["rgid"],
+            egid=f["egid"],
+            sgid=f["sgid"],
+            fsgid=f["fsgid"],
+            groups=f["groups"],
+            umask=f["umask"],
+            no_new_privs=bool(f["flags"] & lib.CKPT_TASK_NO_NEW_PRIVS),
+            rlimits=[(r["cur"], r["max"]) for r in f["rlim"]]
+            if f["flags"] & lib.CKPT_TASK_RLIMITS
+            else None,
+            env=[_str(e) for e in f["env"]],
+            exe=_str(f["exe"]),
+            root=_str(f["root"]),
         )
         numbers: set[int] = set()
         for j in range(f["nr_fds"]):
@@ -805,6 +967,13 @@ class _Parser:
             external=bool(f["flags"] & lib.CKPT_FILE_EXTERNAL),
             count=f["count"],
             efd_flags=f["efd_flags"],
+            efd_sem_unknown=bool(f["flags"] & lib.CKPT_FILE_EFD_SEM_UNKNOWN),
+            st_dev=f["st_dev"],
+            st_ino=f["st_ino"],
+            st_mode=f["st_mode"],
+            st_uid=f["st_uid"],
+            st_gid=f["st_gid"],
+            st_size=f["st_size"],
         )
         pobj = f["pipe_objref"]
         known = self.defs.get(pobj) if kind in _PIPE_KINDS else None
@@ -857,18 +1026,16 @@ class _Parser:
                 f"{known.epoll_at})",
             )
         known.epoll_at = rec.offset
-        items = []
-        for i, item in enumerate(rec.fields["items"]):
-            target = self.defs.get(item["target"])
-            if target is None or target.what != "file":
+        raw = rec.fields["items"]
+        for i, it in enumerate(_item_view(raw)):
+            target = it.target
+            d = self.defs.get(target)
+            if d is None or d.what != "file":
                 raise ImageError(
                     rec.offset,
-                    f"EPOLL record: item {i}: target {item['target']} names no file",
+                    f"EPOLL record: item {i}: target {target} names no file",
                 )
-            items.append(
-                EpollItem(item["target"], item["tfd"], item["events"], item["data"])
-            )
-        return Epoll(objref, items)
+        return Epoll(objref, EpollItems(raw))
 
     def _tail(self, rec: Record) -> None:
         self._top(rec)
@@ -908,6 +1075,8 @@ def _pack(
             value = (var or {})[v.name]
             if v.item is None:
                 count, raw = len(value), bytes(value)
+            elif isinstance(value, (bytes, bytearray, memoryview)):  # packed items
+                count, raw = len(value) // v.item_size, bytes(value)
             else:
                 count = len(value)
                 raw = bytes(ffi.buffer(ffi.new(f"{v.item}[]", value))) if value else b""
@@ -1029,6 +1198,16 @@ def _write(image: Image) -> bytes:
     pipes_done: set[int] = set()
     for t in tasks:
         argv = b"".join(_enc(a, f"task {t.pid} argv") + b"\0" for a in t.argv)
+        env = b"".join(_enc(e, f"task {t.pid} env") + b"\0" for e in t.env)
+        flags = lib.CKPT_TASK_NO_NEW_PRIVS if t.no_new_privs else 0
+        rlim = [{"cur": 0, "max": 0}] * RLIM_NLIMITS
+        if t.rlimits is not None:
+            if len(t.rlimits) != RLIM_NLIMITS:
+                raise ValueError(
+                    f"task {t.pid}: {len(t.rlimits)} rlimits, not {RLIM_NLIMITS}"
+                )
+            flags |= lib.CKPT_TASK_RLIMITS
+            rlim = [{"cur": c, "max": m} for c, m in t.rlimits]
         task = add(
             HdrType.TASK,
             tree,
@@ -1039,11 +1218,27 @@ def _write(image: Image) -> bytes:
                 "pgid": t.pgid,
                 "nr_fds": len(t.fds),
                 "argc": len(t.argv),
+                "envc": len(t.env),
+                "flags": flags,
+                "ruid": t.ruid,
+                "euid": t.euid,
+                "suid": t.suid,
+                "fsuid": t.fsuid,
+                "rgid": t.rgid,
+                "egid": t.egid,
+                "sgid": t.sgid,
+                "fsgid": t.fsgid,
+                "umask": t.umask,
+                "rlim": rlim,
             },
             {
                 "comm": _enc(t.comm, f"task {t.pid} comm"),
                 "argv": argv,
                 "cwd": _enc(t.cwd, f"task {t.pid} cwd"),
+                "groups": list(t.groups),
+                "env": env,
+                "exe": _enc(t.exe, f"task {t.pid} exe"),
+                "root": _enc(t.root, f"task {t.pid} root"),
             },
         )
         for fd in t.fds:
@@ -1065,9 +1260,16 @@ def _write(image: Image) -> bytes:
                     "f_mode": f.f_mode,
                     "pos": f.pos,
                     "pipe_objref": f.pipe_objref,
-                    "flags": lib.CKPT_FILE_EXTERNAL if f.external else 0,
+                    "flags": (lib.CKPT_FILE_EXTERNAL if f.external else 0)
+                    | (lib.CKPT_FILE_EFD_SEM_UNKNOWN if f.efd_sem_unknown else 0),
                     "count": f.count,
                     "efd_flags": f.efd_flags,
+                    "st_dev": f.st_dev,
+                    "st_ino": f.st_ino,
+                    "st_mode": f.st_mode,
+                    "st_uid": f.st_uid,
+                    "st_gid": f.st_gid,
+                    "st_size": f.st_size,
                 },
                 {"path": _enc(f.path, f"file {f.objref} path")},
             )
@@ -1084,10 +1286,14 @@ def _write(image: Image) -> bytes:
                     {"data": pipe.data},
                 )
     for objref in sorted(image.epolls):
-        items = [
-            {"target": i.target, "tfd": i.tfd, "events": i.events, "data": i.data}
-            for i in image.epolls[objref].items
-        ]
+        its = image.epolls[objref].items
+        if isinstance(its, EpollItems):
+            items: Any = its._raw  # already packed
+        else:
+            items = [
+                {"target": i.target, "tfd": i.tfd, "events": i.events, "data": i.data}
+                for i in its
+            ]
         add(HdrType.EPOLL, file_tags[objref], {"objref": objref}, {"items": items})
     for e in image.errors:
         add(

@@ -188,6 +188,18 @@ def summary(image: Image) -> str:
         )
         lines.append(("  argv " + " ".join(_quoted(a) for a in t.argv)).rstrip())
         lines.append(f"  cwd  {_text(t.cwd)}")
+        if t.exe:
+            lines.append(f"  exe  {_text(t.exe)}")
+        if t.root != "/":
+            lines.append(f"  root {_text(t.root)}")
+        groups = ",".join(map(str, t.groups)) or "-"
+        lines.append(
+            f"  uid {t.ruid}/{t.euid}/{t.suid}/{t.fsuid} "
+            f"gid {t.rgid}/{t.egid}/{t.sgid}/{t.fsgid} groups {groups} "
+            f"umask {t.umask:04o}" + (" no_new_privs" if t.no_new_privs else "")
+        )
+        if t.env:
+            lines.append(f"  env  {len(t.env)} variables")
         for fd in t.fds:
             f = image.files.get(fd.objref)
             what = _file_text(f) if f else "(missing)"
@@ -204,7 +216,12 @@ def summary(image: Image) -> str:
             if f.pipe_objref:
                 extra.append(f"pipe {f.pipe_objref}")
             if f.kind == FileKind.EVENTFD:
-                extra.append(f"count {f.count} efd_flags {f.efd_flags:#x}")
+                sem = (
+                    "semaphore unknown"
+                    if f.efd_sem_unknown
+                    else f"efd_flags {f.efd_flags:#x}"
+                )
+                extra.append(f"count {f.count} {sem}")
             if f.external:
                 extra.append("external")
             tail = f" ({', '.join(extra)})" if extra else ""
@@ -257,17 +274,28 @@ def summary(image: Image) -> str:
 # ---- JSON ---------------------------------------------------------------------
 
 # the bytes fields of Record.fields that are text (paths, names, messages)
-_TEXT = {"comm", "cwd", "path", "msg", "sysname", "release", "version", "machine"}
+_TEXT = {
+    "comm",
+    "cwd",
+    "path",
+    "msg",
+    "sysname",
+    "release",
+    "version",
+    "machine",
+    "exe",
+    "root",
+}
 
 
 def _json_value(key: str, value: Any, out: dict[str, Any]) -> None:
     """One decoded field into ``out``: text as its exact str when it is UTF-8,
     else escaped by _text() plus ``<key>_base64`` (nothing is lost); buffers
     as base64; numbers and item dicts as they are."""
-    if key == "argv":
+    if key in ("argv", "env"):
         out[key] = [_json_text(a) for a in value]
         if not all(_utf8(a) for a in value):
-            out["argv_base64"] = [base64.b64encode(a).decode() for a in value]
+            out[f"{key}_base64"] = [base64.b64encode(a).decode() for a in value]
     elif isinstance(value, bytes) and key in _TEXT:
         out[key] = _json_text(value)
         if not _utf8(value):

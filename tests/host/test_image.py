@@ -185,10 +185,11 @@ def test_layout_from_cffi(data: bytes, records: list[Record]) -> None:
     machine = ffi.offsetof("struct ckpt_hdr_head", "machine")
     assert data[machine : machine + lib.CKPT_UTS_LEN] == b"x86_64".ljust(65, b"\0")
     assert head.len == ffi.sizeof("struct ckpt_hdr_head")
-    # a TASK's variable part: comm, argv (NUL-terminated), cwd, zero padding
+    # a TASK's variable part: comm, argv (NUL-terminated), cwd, groups,
+    # environ, exe, root, zero padding
     task = first(records, HdrType.TASK)
     start = task.offset + ffi.sizeof("struct ckpt_hdr_task")
-    var = b"init" + b"/bin/sh\0-c\0\0x\xfe\0" + b"/"
+    var = b"init" + b"/bin/sh\0-c\0\0x\xfe\0" + b"/" + b"/"
     assert data[start : start + len(var)] == var
     assert data[start + len(var) : task.end] == bytes(task.end - start - len(var))
     assert task.fields["argv_len"] == 15 and task.fields["argc"] == 4
@@ -323,7 +324,15 @@ class Spec:
 
 
 _VAR = {
-    HdrType.TASK: {"comm": "comm_len", "argv": "argv_len", "cwd": "cwd_len"},
+    HdrType.TASK: {
+        "comm": "comm_len",
+        "argv": "argv_len",
+        "cwd": "cwd_len",
+        "groups": "ngroups",
+        "env": "env_len",
+        "exe": "exe_len",
+        "root": "root_len",
+    },
     HdrType.FILE: {"path": "path_len"},
     HdrType.PIPE: {"data": "data_len"},
     HdrType.EPOLL: {"items": "nr_items"},
@@ -344,6 +353,7 @@ def specs(data: bytes) -> list[Spec]:
             del fields[count]
         if r.type == HdrType.TASK:
             var["argv"] = b"".join(a + b"\0" for a in var["argv"])
+            var["env"] = b"".join(e + b"\0" for e in var["env"])
         out.append(Spec(r.tag, r.type, r.ptag, fields, var))
     return copy.deepcopy(out)
 
@@ -438,7 +448,9 @@ def test_unknown_type(data: bytes, records: list[Record], value: int) -> None:
 def test_head_checks(data: bytes, records: list[Record]) -> None:
     head = records[0]
     raises(patch(data, head, "magic", 1), 0, "HEAD record: bad magic 0x1")
-    raises(patch(data, head, "format_version", 2), 0, "unsupported format version 2")
+    raises(patch(data, head, "format_version", 3), 0, "unsupported format version 3")
+    e = raises(patch(data, head, "format_version", 1), 0, "format version 1 is refused")
+    assert "no credentials" in e.msg and "as root" in e.msg
     raises(patch(data, head, "abi_version", 0), 0, "unsupported ABI version 0")
     raises(patch(data, head, "time_nsec", 10**9), 0, "time_nsec 1000000000")
     raises(patch(data, head, "__pad", 1), 0, "non-zero padding in struct ckpt_hdr_head")
@@ -673,7 +685,7 @@ def test_file_checks(data: bytes, records: list[Record]) -> None:
     f0 = first(records, HdrType.FILE)  # /dev/null, CHR
     raises(patch(data, f0, "kind", 11), f0.offset, "FILE record: kind 11 out of range")
     raises(patch(data, f0, "f_mode", 4), f0.offset, "f_mode 0x4 out of range")
-    raises(patch(data, f0, "flags", 2), f0.offset, "FILE record: unknown flags 0x2")
+    raises(patch(data, f0, "flags", 4), f0.offset, "FILE record: unknown flags 0x4")
     raises(patch(data, f0, "pipe_objref", 3), f0.offset, "pipe_objref 3 on a CHR file")
     f4 = first(records, HdrType.FILE, 1)
     assert f4.fields["objref"] == 4
@@ -1001,6 +1013,7 @@ def test_record_structs_have_no_hidden_padding() -> None:
     from pyckpt.image import _LAYOUTS, _PADS
 
     for layout in _LAYOUTS.values():
-        for ctype in [layout.struct] + [v.item for v in layout.var if v.item]:
+        items = [v.item for v in layout.var if v.item and v.item.startswith("struct")]
+        for ctype in [layout.struct] + items:
             assert set(_PADS[ctype]) == _explicit_pads(ffi.typeof(ctype)), ctype
         assert layout.size % 8 == 0, layout.struct

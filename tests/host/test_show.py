@@ -34,7 +34,7 @@ def test_summary(image: Image) -> None:
     lines = text.splitlines()
     assert lines[0] == "image: Linux 6.12.0-test x86_64 (#1 SMP PREEMPT_DYNAMIC)"
     abi = lib.CKPT_ABI_VERSION
-    assert f"frozen 2023-11-14T22:13:20.125000Z, format 1, abi {abi}" in lines[1]
+    assert f"frozen 2023-11-14T22:13:20.125000Z, format 2, abi {abi}" in lines[1]
     assert "4 tasks, 10 files, 3 pipes, 1 epolls, 2 errors" in lines[2]
     assert 'task 101 ppid 100 sid 100 pgid 101 comm "worker"' in lines
     assert '  argv "/bin/sh" "-c" "" "x\\xfe"' in lines
@@ -173,3 +173,29 @@ def test_dot_escapes_quotes() -> None:
     # every quoted string in the output is balanced: no stray quote
     for line in dot.splitlines():
         assert len(re.sub(r"\\.", "", line).split('"')) % 2 == 1, line
+
+
+def test_summary_credentials_and_unknown_semaphore() -> None:
+    """show prints a task's identity, and an eventfd whose EFD_SEMAPHORE the
+    checkpointing kernel did not report as unknown, not as 'not semaphore'."""
+    from pyckpt.abi import FileKind, FMode
+    from pyckpt.image import Fd, File, Head, Image, Task
+
+    rw = FMode.READ | FMode.WRITE
+    img = Image(
+        head=Head(1.0, "Linux", "6.1.0-x", "#1", "x86_64"),
+        tasks=[
+            Task(5, 1, 5, 5, "sh", ["-sh"], "/", [Fd(0, 1), Fd(1, 2)], ruid=65534,
+                 euid=65534, suid=65534, fsuid=65534, rgid=7, egid=7, sgid=7,
+                 fsgid=7, groups=[8, 9], umask=0o027, env=["A=1"], exe="/bin/sh")
+        ],
+        files={
+            1: File(1, FileKind.EVENTFD, 2, rw, count=3, efd_sem_unknown=True),
+            2: File(2, FileKind.EVENTFD, 2, rw, count=4, efd_flags=0),
+        },
+    )
+    text = summary(Image.from_bytes(img.to_bytes()))
+    assert "uid 65534/65534/65534/65534 gid 7/7/7/7 groups 8,9 umask 0027" in text
+    assert "  exe  /bin/sh" in text and "env  1 variables" in text
+    assert "count 3 semaphore unknown" in text
+    assert "count 4 efd_flags 0x0" in text

@@ -24,7 +24,7 @@ from trees import Member, Tree
 from vmhelpers import delta, mod_counts
 
 from pyckpt import Context, FileKind, FMode, pidfd_getfd
-from pyckpt.checkpoint import CheckpointError, CheckpointResult, checkpoint
+from pyckpt.checkpointer import CheckpointError, CheckpointResult, checkpoint
 from pyckpt.device import epoll_add
 from pyckpt.image import Fd, File, Image, Task
 
@@ -264,6 +264,12 @@ def test_regular_file_offset_append_and_directory(spawn: Spawn, tmp_path: Path) 
     assert rw.f_flags & os.O_NONBLOCK and not rw.f_flags & os.O_APPEND
     assert rw.f_mode == FMode.READ | FMode.WRITE
     assert (d.kind, d.path) == (FileKind.DIR, str(tmp_path))
+    # what restart verifies before it reopens them
+    for f, p in ((app, path), (rw, path), (d, tmp_path)):
+        st = os.stat(p)
+        assert (f.st_dev, f.st_ino, f.st_mode) == (st.st_dev, st.st_ino, st.st_mode)
+        assert (f.st_uid, f.st_gid) == (st.st_uid, st.st_gid)
+    assert app.st_size == 8005
 
 
 def test_cloexec_is_per_fd(spawn: Spawn, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from vmhelpers import delta, mod_counts
 from pyckpt import Context, FileKind, FMode, Policy
 from pyckpt.device import kcmp_epoll_tfd, kcmp_file, pidfd_getfd
 from pyckpt.image import Epoll, EpollItem, Fd, File, Head, Image, Pipe, Task
-from pyckpt.restart import Restarted, RestartError, restart
+from pyckpt.restarter import Restarted, RestartError, restart
 
 O_CLOEXEC = 0o2000000
 READ, WRITE = FMode.READ, FMode.WRITE
@@ -39,7 +39,26 @@ WAIT = 60.0  # a Python start under TCG takes seconds
 # ---- building images ----------------------------------------------------------
 
 
+_TYPE = {FileKind.REG: stat.S_IFREG, FileKind.DIR: stat.S_IFDIR,
+         FileKind.FIFO: stat.S_IFIFO}
+
+
+def identify(f: File) -> File:
+    """Fill what a checkpoint records of a file reopened by path (its type
+    alone when the path does not exist)."""
+    if f.kind in _TYPE and not f.st_mode:
+        try:
+            st = os.stat(f.path)
+        except FileNotFoundError:
+            f.st_mode = _TYPE[f.kind] | 0o644
+        else:
+            f.st_dev, f.st_ino, f.st_mode = st.st_dev, st.st_ino, st.st_mode
+            f.st_uid, f.st_gid, f.st_size = st.st_uid, st.st_gid, st.st_size
+    return f
+
+
 def image(tasks: list[Task], files: list[File], pipes=(), epolls=()) -> Image:
+    files = [identify(f) for f in files]
     u = os.uname()
     return Image(
         head=Head(

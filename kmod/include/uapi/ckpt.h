@@ -446,7 +446,7 @@ enum ckpt_hdr_type {
 
 #define CKPT_HEAD_MAGIC		0x0a74706b63797000ULL	/* "\0pyckpt\n" */
 #define CKPT_TAIL_MAGIC		0x0a6c696174797000ULL	/* "\0pytail\n" */
-#define CKPT_FORMAT_VERSION	1
+#define CKPT_FORMAT_VERSION	2	/* 1: no credentials in TASK, no stat in FILE */
 #define CKPT_UTS_LEN		65	/* __NEW_UTS_LEN + 1 */
 
 /* bounds the reader enforces on the variable parts */
@@ -456,6 +456,9 @@ enum ckpt_hdr_type {
 #define CKPT_PIPE_DATA_MAX	(16 * 1024 * 1024)
 #define CKPT_EPOLL_ITEMS_MAX	(1 << 20)
 #define CKPT_MSG_MAX		4096
+#define CKPT_GROUPS_MAX		65536	/* NGROUPS_MAX */
+#define CKPT_ENV_MAX		(256 * 1024)
+#define CKPT_RLIM_NLIMITS	16	/* RLIM_NLIMITS on x86-64 */
 
 struct ckpt_hdr_head {
 	struct ckpt_hdr h;
@@ -478,7 +481,23 @@ struct ckpt_hdr_tree {
 	__s32 root_pid;
 };
 
-/* followed by comm, argv (argc NUL-terminated strings) and cwd */
+/* one resource limit; RLIM_INFINITY is ~0ULL */
+struct ckpt_rlimit {
+	__u64 cur;
+	__u64 max;
+};
+
+/* ckpt_hdr_task.flags */
+#define CKPT_TASK_NO_NEW_PRIVS	0x1	/* prctl(PR_SET_NO_NEW_PRIVS) was set */
+#define CKPT_TASK_RLIMITS	0x2	/* rlim[] holds the task's limits */
+
+/*
+ * One process and its credentials (format 2).  Followed by comm, argv (argc
+ * NUL-terminated strings), cwd, groups (ngroups __u32), environ (envc
+ * NUL-terminated strings), exe and root (paths, no NUL).  Restart gives the
+ * task exactly these credentials; an empty exe means "exec argv[0] from
+ * PATH"; root must be "/" (a chrooted task is refused at checkpoint).
+ */
 struct ckpt_hdr_task {
 	struct ckpt_hdr h;
 	__s32 pid;
@@ -490,7 +509,22 @@ struct ckpt_hdr_task {
 	__u32 argc;
 	__u32 argv_len;
 	__u32 cwd_len;		/* no NUL */
-	__u32 __pad;
+	__u32 flags;		/* CKPT_TASK_* */
+	__u32 ruid;		/* real, effective, saved and filesystem uid */
+	__u32 euid;
+	__u32 suid;
+	__u32 fsuid;
+	__u32 rgid;		/* the same four gids */
+	__u32 egid;
+	__u32 sgid;
+	__u32 fsgid;
+	__u32 umask;		/* <= 0777 */
+	__u32 ngroups;		/* supplementary groups; <= CKPT_GROUPS_MAX */
+	__u32 envc;
+	__u32 env_len;		/* <= CKPT_ENV_MAX */
+	__u32 exe_len;		/* no NUL */
+	__u32 root_len;		/* no NUL */
+	struct ckpt_rlimit rlim[CKPT_RLIM_NLIMITS];	/* by RLIMIT_* number */
 };
 
 /* ckpt_hdr_fd.flags */
@@ -506,8 +540,15 @@ struct ckpt_hdr_fd {
 
 /* ckpt_hdr_file.flags */
 #define CKPT_FILE_EXTERNAL	0x1	/* also held outside the tree */
+#define CKPT_FILE_EFD_SEM_UNKNOWN 0x2	/* EVENTFD: the kernel did not say
+					 * whether EFD_SEMAPHORE is set (6.1) */
 
-/* one open file description; followed by its path (no NUL) */
+/*
+ * One open file description; followed by its path (no NUL).  For a file
+ * restart reopens by path (REG, DIR, FIFO) the st_* fields are what fstat()
+ * said at checkpoint: restart refuses a file whose type or owner differ, or
+ * whose device and inode differ (unless told the files were relocated).
+ */
 struct ckpt_hdr_file {
 	struct ckpt_hdr h;
 	__s32 objref;
@@ -520,6 +561,13 @@ struct ckpt_hdr_file {
 	__u64 count;		/* EVENTFD: counter */
 	__u32 efd_flags;	/* EVENTFD: EFD_SEMAPHORE if known */
 	__u32 path_len;		/* REG, DIR, FIFO (where to reopen) */
+	__u64 st_dev;		/* REG, DIR, FIFO: as stat(2) gives them */
+	__u64 st_ino;
+	__u32 st_mode;		/* type and permission bits */
+	__u32 st_uid;
+	__u32 st_gid;
+	__u32 __pad;
+	__s64 st_size;
 };
 
 /* ckpt_hdr_pipe.flags */

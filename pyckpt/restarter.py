@@ -7,11 +7,20 @@ The steps follow linux-cr's restart with the module's objhash in the middle:
    closes its own fds, so that only the hash holds the objects;
 3. fork stub processes that mirror the recorded tree; each one fetches its
    files from the hash, puts them at their recorded numbers, closes all else,
-   reports, and waits at the barrier (SIGUSR1);
+   takes its recorded credentials (groups, gids, uids, umask, limits),
+   reports, and waits at the barrier (SIGUSR1) holding nothing but its
+   recorded fds; PR_SET_PDEATHSIG kills it if its parent (the coordinator,
+   or the stub above it) dies first, so a coordinator's death takes every
+   stub with it;
 4. add the epoll items (a helper process fetches the epoll files and their
    targets: linux-cr deferred this until every file existed);
 5. release: CKPT_IOC_RELEASE (clear/free per policy), then SIGUSR1 to every
-   stub, which execs its program with the restored fd table.
+   stub, which clears its PDEATHSIG and execs its recorded executable with
+   its recorded argv and environment and the restored fd table.
+
+Files reopened by path are checked first: opened O_PATH|O_NOFOLLOW, their
+type, owner, device and inode compared with the image (``relocate`` lets the
+device and inode differ), and only then opened for real, non-blocking.
 
 Memory and registers are not restored: a restarted task starts a program
 again (argv, or its recorded one) with its kernel-object state restored.
@@ -20,6 +29,7 @@ again (argv, or its recorded one) with its kernel-object state restored.
 from __future__ import annotations
 
 import contextlib
+import errno as _errno
 import faulthandler
 import fcntl
 import gc
@@ -29,16 +39,18 @@ import select
 import signal
 import stat
 import time
+import warnings
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn, Self
+from typing import Any, NoReturn, Self
 
 from pyckpt.abi import FileKind, FMode, Policy
 from pyckpt.device import Context, epoll_add
-from pyckpt.errors import CkptError
-from pyckpt.image import Epoll, File, Image, Pipe, Task
+from pyckpt.errors import CkptError, RestartError
+from pyckpt.image import RLIM_INFINITY, Epoll, File, Image, Pipe, Task
 
-__all__ = ["RestartError", "Restarted", "restart"]
+__all__ = ["Limits", "RestartError", "Restarted", "restart"]
 
 # creation flags: the file exists already, its content is not to be touched
 _OPEN_DROP = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY
@@ -56,14 +68,28 @@ _KINDS = {
 _EXEC_FAILED = 127
 _STUB_FAILED = 126
 _MSG_MAX = 3000  # a report line stays below PIPE_BUF: written atomically
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NO_NEW_PRIVS = 38
+_EVENTFD_INIT_MAX = (1 << 32) - 1  # eventfd(2) takes an unsigned int
+_TYPES = {
+    FileKind.REG: stat.S_IFREG,
+    FileKind.DIR: stat.S_IFDIR,
+    FileKind.FIFO: stat.S_IFIFO,
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one restart creates at most; an image asking for more is refused
+    before anything is created (raise them deliberately: CLI --max-*)."""
+
+    tasks: int = 1024
+    fds: int = 1 << 20  # FD records over all tasks
+    pipe_bytes: int = 256 << 20  # buffered pipe data over all pipes
 
 # The coordinator's own fds are all close-on-exec (os.open, pipe2, eventfd and
 # epoll with *_CLOEXEC): the kernel keeps O_CLOEXEC out of f_flags, so the
 # restored files' flags do not change with it; the stubs set each fd's own.
-
-
-class RestartError(Exception):
-    """Restart failed; nothing it created is left (processes, fds, context)."""
 
 
 # ---- checks before anything is created ----------------------------------------
@@ -76,11 +102,35 @@ class _Plan:
     argv: dict[int, list[str]]
     pipes: dict[int, list[File]]  # pipe_objref -> its files, image order
     epolls: list[Epoll]
+    relocate: bool = False
+    argv_given: bool = False
+    coordinator: int = 0  # the pid that forks the root stub
+    warnings: list[str] = field(default_factory=list)
 
 
-def _check(image: Image, argv: list[str] | None) -> _Plan:
+def _check_limits(image: Image, limits: Limits) -> None:
+    nfds = sum(len(t.fds) for t in image.tasks)
+    nbytes = sum(len(p.data) for p in image.pipes.values())
+    for what, n, top, flag in (
+        ("tasks", len(image.tasks), limits.tasks, "--max-tasks"),
+        ("fds", nfds, limits.fds, "--max-fds"),
+        ("bytes of pipe data", nbytes, limits.pipe_bytes, "--max-pipe-bytes"),
+    ):
+        if n > top:
+            raise RestartError(
+                f"image has {n} {what}, above the limit of {top} ({flag} / "
+                "Limits raise it)",
+                _errno.E2BIG,
+            )
+
+
+def _check(
+    image: Image, argv: list[str] | None, limits: Limits = Limits()
+) -> _Plan:
     if not image.tasks:
         raise RestartError("image has no task")
+    _check_limits(image, limits)
+    notes: list[str] = []
     seen: dict[int, Task] = {}
     children: dict[int, list[Task]] = {}
     # stubs raise their soft limit as far as the hard one to hold the table
@@ -97,6 +147,17 @@ def _check(image: Image, argv: list[str] | None) -> _Plan:
         prog = argv if argv is not None else t.argv
         if not prog:
             raise RestartError(f"task {t.pid}: no argv to exec")
+        if t.root != "/":
+            raise RestartError(
+                f"task {t.pid}: root directory {t.root!r}: chrooted tasks are "
+                "not supported"
+            )
+        ids = (t.ruid, t.euid, t.suid, t.fsuid, t.rgid, t.egid, t.sgid, t.fsgid)
+        if any(not 0 <= i < 0xFFFFFFFF for i in (*ids, *t.groups)):
+            # (uid_t)-1 tells set*id() "leave unchanged": it would stay root
+            raise RestartError(f"task {t.pid}: uid, gid or group out of range")
+        if t.exe and not t.exe.startswith("/"):
+            raise RestartError(f"task {t.pid}: executable {t.exe!r} is not absolute")
         numbers: set[int] = set()
         for fd in t.fds:
             if fd.fd < 0 or fd.fd in numbers or fd.fd >= nofile:
@@ -120,6 +181,17 @@ def _check(image: Image, argv: list[str] | None) -> _Plan:
         paths = (FileKind.REG, FileKind.DIR, FileKind.FIFO)
         if f.kind in paths and not f.path.startswith("/"):
             raise RestartError(f"{where}: no absolute path ({f.path!r})")
+        if f.kind in paths and stat.S_IFMT(f.st_mode) != _TYPES[f.kind]:
+            raise RestartError(
+                f"{where}: {f.path}: the image records no matching file type "
+                f"(st_mode {f.st_mode:#o} for a {f.kind.name}): refusing to "
+                "reopen it unchecked"
+            )
+        if f.kind == FileKind.EVENTFD and f.efd_sem_unknown:
+            notes.append(
+                f"{where}: eventfd restarted without EFD_SEMAPHORE: the "
+                "checkpointing kernel did not say whether it was set"
+            )
         if f.kind in (FileKind.PIPE, FileKind.FIFO):
             if f.pipe_objref <= 0 or f.pipe_objref in image.files:
                 raise RestartError(f"{where}: bad pipe objref {f.pipe_objref}")
@@ -147,7 +219,9 @@ def _check(image: Image, argv: list[str] | None) -> _Plan:
         children=children,
         argv={t.pid: list(argv if argv is not None else t.argv) for t in image.tasks},
         pipes=pipes,
-        epolls=[ep for ep in image.epolls.values() if ep.items],
+        epolls=[ep for ep in image.epolls.values() if len(ep.items)],
+        argv_given=argv is not None,
+        warnings=notes,
     )
 
 
@@ -212,19 +286,100 @@ class _Objects:
 _FLUSH_ABOVE = 256  # coordinator fds held before inserting them
 
 
-def _make_file(objs: _Objects, f: File) -> None:
+def _verify(f: File, st: os.stat_result, relocate: bool) -> None:
+    """RestartError (what differs) unless st is the file the image recorded."""
+    diffs = []
+    if stat.S_IFMT(st.st_mode) != stat.S_IFMT(f.st_mode):
+        diffs.append(
+            f"type {_type_name(st.st_mode)}, recorded {_type_name(f.st_mode)}"
+        )
+    if (st.st_uid, st.st_gid) != (f.st_uid, f.st_gid):
+        diffs.append(
+            f"owner {st.st_uid}:{st.st_gid}, recorded {f.st_uid}:{f.st_gid}"
+        )
+    if not relocate and (st.st_dev, st.st_ino) != (f.st_dev, f.st_ino):
+        diffs.append(
+            f"device/inode {st.st_dev:#x}/{st.st_ino}, recorded "
+            f"{f.st_dev:#x}/{f.st_ino} (another file: --relocate allows it)"
+        )
+    if diffs:
+        raise RestartError(
+            f"objref {f.objref}: {f.path}: not the file that was checkpointed: "
+            + "; ".join(diffs)
+        )
+
+
+def _type_name(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISREG, "regular file"),
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISLNK, "symbolic link"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return name
+    return f"mode {mode:#o}"
+
+
+def _open_verified(f: File, flags: int, relocate: bool) -> int:
+    """Open f.path as checkpointed, or RestartError: no symlink followed at
+    the last component, nothing opened before its identity is checked (an
+    O_PATH fd runs no driver's open), never blocking (O_NONBLOCK, cleared
+    afterwards unless recorded), never creating or truncating."""
+    try:
+        pfd = os.open(f.path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise RestartError(
+            f"objref {f.objref}: cannot reopen {f.path}: {e.strerror}", e.errno
+        ) from e
+    try:
+        _verify(f, os.fstat(pfd), relocate)
+        flags = (flags & ~_OPEN_DROP & ~os.O_NOFOLLOW) | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(f"/proc/self/fd/{pfd}", flags)
+        except OSError as e:
+            raise RestartError(
+                f"objref {f.objref}: cannot reopen {f.path}: {e.strerror}", e.errno
+            ) from e
+    finally:
+        os.close(pfd)
+    fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & _SETFL)
+    return fd
+
+
+def _make_file(objs: _Objects, f: File, plan: _Plan) -> None:
     if f.kind in (FileKind.REG, FileKind.DIR):
-        flags = f.f_flags & ~_OPEN_DROP
+        flags = f.f_flags
         if f.kind == FileKind.DIR:
             flags |= os.O_DIRECTORY
-        fd = objs.keep(os.open(f.path, flags))
+        fd = objs.keep(_open_verified(f, flags, plan.relocate))
+        if f.kind == FileKind.REG:
+            size = os.fstat(fd).st_size
+            if size < f.pos:
+                plan.warnings.append(
+                    f"objref {f.objref}: {f.path} is now {size} bytes, shorter "
+                    f"than its saved offset {f.pos}"
+                )
         if f.pos:
             os.lseek(fd, f.pos, os.SEEK_SET)
     elif f.kind == FileKind.EVENTFD:
         flags = os.EFD_CLOEXEC | (f.efd_flags & os.EFD_SEMAPHORE)
         if f.f_flags & os.O_NONBLOCK:
             flags |= os.EFD_NONBLOCK
-        fd = objs.keep(os.eventfd(f.count, flags))
+        if f.count <= _EVENTFD_INIT_MAX:
+            fd = objs.keep(os.eventfd(f.count, flags))
+        else:
+            # eventfd(2) takes 32 bits; the counter holds up to 2^64 - 2
+            fd = objs.keep(os.eventfd(0, flags))
+            try:
+                os.eventfd_write(fd, f.count)
+            except (OSError, OverflowError) as e:
+                raise RestartError(
+                    f"objref {f.objref}: eventfd count {f.count}: {e}"
+                ) from None
     elif f.kind == FileKind.EPOLL:
         fd = objs.keep(_epoll_create())
         if f.f_flags & _SETFL:
@@ -238,7 +393,9 @@ def _end_flags(f: File) -> int:
     return os.O_RDONLY if FMode(f.f_mode) == FMode.READ else os.O_WRONLY
 
 
-def _make_pipe(objs: _Objects, ref: int, files: list[File], p: Pipe | None) -> None:
+def _make_pipe(
+    objs: _Objects, ref: int, files: list[File], p: Pipe | None, plan: _Plan
+) -> None:
     """linux-cr's pipe restore: one pipe, each File its end, and the end
     opposite to the first File kept in the hash under the pipe objref."""
     direct = os.O_DIRECT if any(f.f_flags & os.O_DIRECT for f in files) else 0
@@ -265,14 +422,14 @@ def _make_pipe(objs: _Objects, ref: int, files: list[File], p: Pipe | None) -> N
         objs.inserts.append((ref, other))
 
 
-def _make_fifo(objs: _Objects, ref: int, files: list[File], p: Pipe | None) -> None:
+def _make_fifo(
+    objs: _Objects, ref: int, files: list[File], p: Pipe | None, plan: _Plan
+) -> None:
     """A named FIFO: an O_RDWR holder under the pipe objref (it never blocks
     and refills the data), each File opened by path with its own flags."""
     path = files[0].path
-    st = os.stat(path)
-    if not stat.S_ISFIFO(st.st_mode):
-        raise RestartError(f"objref {files[0].objref}: {path} is no longer a FIFO")
-    holder = objs.keep(os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
+    holder = objs.keep(_open_verified(files[0], os.O_RDWR, plan.relocate))
+    fcntl.fcntl(holder, fcntl.F_SETFL, os.O_NONBLOCK)
     _set_pipe_size(holder, p)
     if p is not None and p.data:
         try:
@@ -280,9 +437,8 @@ def _make_fifo(objs: _Objects, ref: int, files: list[File], p: Pipe | None) -> N
         except BlockingIOError:
             raise RestartError(f"pipe {ref}: FIFO {path} is full") from None
     for f in files:
-        flags = (f.f_flags & ~_OPEN_DROP) | os.O_NONBLOCK
-        fd = objs.keep(os.open(f.path, flags))
-        fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & _SETFL)
+        # the holder is a reader and a writer: no open here blocks or fails
+        fd = objs.keep(_open_verified(f, f.f_flags, plan.relocate))
         objs.inserts.append((f.objref, fd))
     objs.inserts.append((ref, holder))
 
@@ -294,7 +450,7 @@ def _create_objects(ctx: Context, image: Image, plan: _Plan) -> None:
             if f.kind in (FileKind.PIPE, FileKind.FIFO):
                 continue
             try:
-                _make_file(objs, f)
+                _make_file(objs, f, plan)
             except OSError as e:
                 raise RestartError(
                     f"objref {f.objref}: cannot reopen {f.path or f.kind.name}: "
@@ -305,7 +461,7 @@ def _create_objects(ctx: Context, image: Image, plan: _Plan) -> None:
             p = image.pipes.get(ref)
             make = _make_pipe if files[0].kind == FileKind.PIPE else _make_fifo
             try:
-                make(objs, ref, files, p)
+                make(objs, ref, files, p, plan)
             except OSError as e:
                 where = files[0].path or "pipe"
                 raise RestartError(
@@ -381,6 +537,87 @@ def _say(wfd: int, line: str) -> None:
 # ---- step 3: the stubs ------------------------------------------------------------
 
 
+_libc: Any = None
+_libc_ffi: Any = None
+
+
+def _libc_call(name: str, *args: int) -> int:
+    """prctl(2), setfsuid(2), setfsgid(2): not in the os module; called
+    through cffi's ABI mode (prototypes only, no layout)."""
+    global _libc, _libc_ffi
+    if _libc is None:
+        import cffi
+
+        _libc_ffi = cffi.FFI()
+        _libc_ffi.cdef(
+            "int prctl(int, unsigned long, unsigned long, unsigned long,"
+            " unsigned long); int setfsuid(unsigned int);"
+            " int setfsgid(unsigned int); int getpid(void);"
+        )
+        _libc = _libc_ffi.dlopen(None)
+    ret = int(getattr(_libc, name)(*args))
+    if ret == -1 and name == "prctl":
+        err = _libc_ffi.errno
+        raise OSError(err, f"{name}: {os.strerror(err)}")
+    return ret
+
+
+def _rlim(v: int) -> int:
+    return resource.RLIM_INFINITY if v == RLIM_INFINITY else v
+
+
+def _take_credentials(t: Task) -> None:
+    """The recorded identity, in the one order that cannot half-succeed
+    unnoticed: limits while still privileged (raising a hard limit needs
+    CAP_SYS_RESOURCE), then groups, gids and uids (after setresuid nothing
+    else may be changed); a uid other than 0 in all of real, effective and
+    saved leaves the task no capability (the kernel clears them).  Any
+    failure raises: the stub reports it and every stub is killed."""
+    os.umask(t.umask)
+    if t.rlimits is not None:
+        for r, (cur, top) in enumerate(t.rlimits):
+            try:
+                resource.setrlimit(r, (_rlim(cur), _rlim(top)))
+            except (OSError, ValueError) as e:
+                raise RestartError(f"setrlimit {r} ({cur}, {top}): {e}") from e
+    os.setgroups(t.groups)
+    os.setresgid(t.rgid, t.egid, t.sgid)
+    if t.fsgid != t.egid:
+        _libc_call("setfsgid", t.fsgid)
+    os.setresuid(t.ruid, t.euid, t.suid)
+    if t.fsuid != t.euid:
+        _libc_call("setfsuid", t.fsuid)
+    # setfs*id() report no error: check everything as the kernel has it
+    # (setfs*id(-1) changes nothing and returns the current value)
+    got = (
+        [*os.getresuid(), _libc_call("setfsuid", 0xFFFFFFFF)],
+        [*os.getresgid(), _libc_call("setfsgid", 0xFFFFFFFF)],
+        sorted(set(os.getgroups())),
+    )
+    want = (
+        [t.ruid, t.euid, t.suid, t.fsuid],
+        [t.rgid, t.egid, t.sgid, t.fsgid],
+        sorted(set(t.groups)),
+    )
+    if got != want:
+        raise RestartError(f"credentials are {got}, not {want}")
+    if t.no_new_privs:
+        _libc_call("prctl", _PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+
+def _exec(plan: _Plan, task: Task) -> NoReturn:
+    argv = plan.argv[task.pid]
+    env: dict[bytes, bytes] = {}
+    for e in task.env:
+        key, eq, value = os.fsencode(e).partition(b"=")
+        if eq and key:
+            env.setdefault(key, value)
+    if plan.argv_given or not task.exe:
+        os.execvpe(argv[0], argv, env)
+    # the program that ran, not what argv[0] finds: argv may be "-bash"
+    os.execve(task.exe, argv, env)
+
+
 def _stub(
     plan: _Plan, task: Task, ctx: Context, wfd: int, ancestors: dict[int, int]
 ) -> NoReturn:
@@ -396,15 +633,22 @@ def _stub(
     try:
         _stub_build(plan, task, ctx, box, ancestors)
         wfd = box[0]
+        # who forked this stub: the stub above it, or the coordinator
+        parent = ancestors.get(task.ppid, plan.coordinator)
+        _take_credentials(task)
+        # after the credentials (changing them clears it): die with the parent
+        _libc_call("prctl", _PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(code)  # the parent died before the line above
         _say(wfd, f"ready {task.pid}")
         os.close(wfd)
         signal.sigwait({signal.SIGUSR1})
+        _libc_call("prctl", _PR_SET_PDEATHSIG, 0, 0, 0, 0)  # released: normal life
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores them; exec keeps it
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         code = _EXEC_FAILED
-        argv = plan.argv[task.pid]
-        os.execvp(argv[0], argv)
+        _exec(plan, task)
     except BaseException as e:  # noqa: BLE001 - a stub never returns into the caller
         with contextlib.suppress(BaseException):
             if code == _STUB_FAILED:
@@ -469,6 +713,10 @@ class _Procs:
         self.pidfds: dict[int, int] = {}  # recorded -> pidfd
         self.children: dict[int, int] = {}  # ours to reap: recorded -> new
 
+    def go(self) -> None:
+        """Release every stub."""
+        self.signal(signal.SIGUSR1)
+
     def add(self, rec: int, new: int) -> None:
         if rec in self.pids:
             return
@@ -505,9 +753,6 @@ class _Procs:
         except ChildProcessError:
             return None
         return os.waitstatus_to_exitcode(status)
-
-    def __del__(self) -> None:
-        self.close()  # a Restarted dropped without kill() or wait()
 
     def close(self) -> None:
         pidfds, self.pidfds = self.pidfds, {}
@@ -610,7 +855,7 @@ def _epoll_helper(ctx: Context, epolls: list[Epoll], wfd: int) -> NoReturn:
             + [it.target for ep in epolls for it in ep.items]
         )
         floor = max([it.tfd for ep in epolls for it in ep.items] + [2]) + 1
-        _make_room(floor + len(refs) + 2)
+        _make_room(floor + len(refs) + 3)
         got = ctx.fetch_many(refs)
         os.close(ctx.fileno())
         tmp = _move_above(dict(zip(refs, got)) | {0: wfd}, floor)
@@ -639,13 +884,16 @@ def _restore_epolls(ctx: Context, epolls: list[Epoll], timeout: float) -> None:
     if not epolls:
         return
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
+    pid = 0
+    eof = False
+    status = -1
+    out = b""
     try:
         pid = os.fork()
         if pid == 0:
             _epoll_helper(ctx, epolls, wfd)
         os.close(wfd)
         wfd = -1
-        out = b""
         deadline = time.monotonic() + timeout
         p = select.poll()
         p.register(rfd, select.POLLIN)
@@ -653,12 +901,16 @@ def _restore_epolls(ctx: Context, epolls: list[Epoll], timeout: float) -> None:
             if p.poll(max(0, deadline - time.monotonic()) * 1000):
                 chunk = os.read(rfd, 65536)
                 if not chunk:
+                    eof = True
                     break
                 out += chunk
-        else:
-            os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
     finally:
+        # reaped on every path: timeout, error, KeyboardInterrupt
+        if pid > 0:
+            if not eof:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
         os.close(rfd)
         if wfd >= 0:
             os.close(wfd)
@@ -671,14 +923,28 @@ def _restore_epolls(ctx: Context, epolls: list[Epoll], timeout: float) -> None:
 # ---- the result -----------------------------------------------------------------
 
 
+def _abandon(procs: _Procs) -> None:
+    """A Restarted collected without release(): its stubs are killed."""
+    with contextlib.suppress(Exception):
+        procs.kill()
+
+
 @dataclass
 class Restarted:
-    """A restarted tree; its tasks wait at the barrier until release()."""
+    """A restarted tree; its tasks wait at the barrier until release().
+
+    Dropped (garbage-collected) before release(), it kills its stubs; they
+    also abort by themselves when the coordinator dies first.
+    """
 
     context: Context
     pids: dict[int, int]  # recorded pid -> new pid
     _procs: _Procs = field(repr=False)
     released: bool = False
+    warnings: list[str] = field(default_factory=list)  # reported, not refused
+
+    def __post_init__(self) -> None:
+        self._finalizer = weakref.finalize(self, _abandon, self._procs)
 
     def release(self) -> None:
         """CKPT_IOC_RELEASE (clear/free per policy), then let every task go."""
@@ -688,9 +954,10 @@ class Restarted:
             self.context.release()
         except (CkptError, ValueError) as e:
             self.kill()
-            raise RestartError(f"release: {e}") from e
+            raise RestartError(f"release: {e}", getattr(e, "errno", 0) or 0) from e
         self.released = True
-        self._procs.signal(signal.SIGUSR1)
+        self._finalizer.detach()
+        self._procs.go()
 
     def teardown(self) -> None:
         """Close the context: under clear-at-end the hash lets go only now."""
@@ -715,6 +982,7 @@ class Restarted:
 
     def kill(self) -> None:
         """SIGKILL every restarted task, reap them, teardown()."""
+        self._finalizer.detach()
         self._procs.kill()
         self.teardown()
 
@@ -732,36 +1000,52 @@ def restart(
     argv: Sequence[str] | None = None,
     release: bool = True,
     timeout: float = 10.0,
+    relocate: bool = False,
+    limits: Limits = Limits(),
 ) -> Restarted:
-    """Recreate image's objects and tasks; each task execs argv (or its
-    recorded argv) with its fd table restored.
+    """Recreate image's objects and tasks; each task takes its recorded
+    credentials and execs its recorded executable with its recorded argv and
+    environment (or argv, looked up on PATH) with its fd table restored.
 
     release=False returns with every task at the barrier (fd tables ready to
-    inspect); Restarted.release() lets them go.  Any failure raises
-    RestartError after killing and reaping every stub and closing every fd
-    and the context.
+    inspect); Restarted.release() lets them go.  relocate: files reopened by
+    path may have another device and inode (type and owner are still
+    checked).  limits: more tasks, fds or pipe bytes are refused.  Any
+    failure raises RestartError after killing and reaping every stub and
+    closing every fd and the context; what was only reported (a file now
+    shorter than its offset, an eventfd's unknown EFD_SEMAPHORE) is in
+    Restarted.warnings and warned about (RuntimeWarning).
     """
-    plan = _check(image, list(argv) if argv is not None else None)
+    plan = _check(image, list(argv) if argv is not None else None, limits)
+    plan.relocate = relocate
+    plan.coordinator = os.getpid()
+    _libc_call("getpid")  # load libc once here, not in every stub
     try:
         ctx = Context()
     except OSError as e:
-        raise RestartError(f"cannot open the ckpt device: {e}") from e
-    procs = _Procs()
+        raise RestartError(f"cannot open the ckpt device: {e}", e.errno or 0) from e
+    procs: _Procs | None = None
     try:
+        procs = _Procs()
         try:
             ctx.setup(policy=policy, autogrow=True)
             _create_objects(ctx, image, plan)
             _spawn(ctx, plan, procs, timeout)
             _restore_epolls(ctx, plan.epolls, timeout)
         except CkptError as e:
-            raise RestartError(str(e)) from e
+            raise RestartError(str(e), e.errno or 0) from e
         except OSError as e:
-            raise RestartError(f"{e.strerror or e}") from e
-        done = Restarted(context=ctx, pids=dict(procs.pids), _procs=procs)
+            raise RestartError(f"{e.strerror or e}", e.errno or 0) from e
+        done = Restarted(
+            context=ctx, pids=dict(procs.pids), _procs=procs, warnings=plan.warnings
+        )
     except BaseException:
-        procs.kill()
+        if procs is not None:
+            procs.kill()
         ctx.close()
         raise
+    for w in plan.warnings:
+        warnings.warn(w, RuntimeWarning, stacklevel=2)
     if release:
         done.release()
     return done

@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from pyckpt.abi import FileKind, FMode, ObjType
-from pyckpt.device import Context, FileInfo, kcmp_epoll_tfd, pidfd_getfd, tee
-from pyckpt.errors import CkptError
+from pyckpt.abi import FileKind, FMode, ObjType, lib
+from pyckpt.device import Context, FileInfo, pidfd_getfd, tee
+from pyckpt.errors import CheckpointError, CkptError
 from pyckpt.image import (
+    RLIM_INFINITY,
+    RLIM_NLIMITS,
     Epoll,
     EpollItem,
     ErrorRecord,
@@ -54,23 +56,6 @@ _EPOLL_ITEM = re.compile(
     r"tfd:\s*(-?\d+)\s+events:\s*([0-9a-fA-F]+)\s+data:\s*([0-9a-fA-F]+)"
     r"\s+pos:\s*(-?\d+)\s+ino:\s*([0-9a-fA-F]+)\s+sdev:\s*([0-9a-fA-F]+)"
 )
-
-
-class CheckpointError(Exception):
-    """The tree cannot be checkpointed; nothing on the system was changed.
-
-    problems: one line per problem found (all of them, not just the first)
-    errno:    an errno in the spirit of the kernel's (EBUSY for leaks), or 0
-    """
-
-    def __init__(
-        self, msg: str, problems: list[str] | None = None, errno: int = 0
-    ) -> None:
-        self.problems = list(problems or [])
-        self.errno = errno
-        if self.problems:
-            msg += "\n" + "\n".join(f"  {p}" for p in self.problems)
-        super().__init__(msg)
 
 
 @dataclass
@@ -116,6 +101,21 @@ def _proc_state(pid: int) -> str:
         return _stat_fields(_read(f"/proc/{pid}/stat"))[0].decode()
     except (OSError, ValueError):
         return ""  # gone (or going: an empty read)
+
+
+def _threads_stopped(pid: int) -> bool:
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True  # gone: the caller sees it in the leader's state
+    for tid in tids:
+        try:
+            st = _stat_fields(_read(f"/proc/{pid}/task/{tid}/stat"))[0]
+        except (OSError, ValueError):
+            continue  # this thread exited
+        if st not in (b"T", b"t", b"Z", b"X"):
+            return False
+    return True
 
 
 def _comm(pid: int) -> str:
@@ -231,11 +231,14 @@ def _check_not_ours(procs: list[psutil.Process], ours: dict[int, str]) -> None:
 class _Freezer:
     """Stops a tree and puts it back as it was found."""
 
-    def __init__(self, root: psutil.Process, ours: dict[int, str]) -> None:
+    def __init__(
+        self, root: psutil.Process, ours: dict[int, str], watchdog: _Watchdog
+    ) -> None:
         self.root = root
         self.ours = ours
         self.lister = _Lister(root)
         self.procs: list[psutil.Process] = []
+        self.watchdog = watchdog
 
     def freeze(self) -> list[psutil.Process]:
         """Freeze the tree, re-listing until no task appears: the final tree."""
@@ -283,8 +286,10 @@ class _Freezer:
 class _SignalFreezer(_Freezer):
     """SIGSTOP every task; SIGCONT only those we stopped."""
 
-    def __init__(self, root: psutil.Process, ours: dict[int, str]) -> None:
-        super().__init__(root, ours)
+    def __init__(
+        self, root: psutil.Process, ours: dict[int, str], watchdog: _Watchdog
+    ) -> None:
+        super().__init__(root, ours, watchdog)
         self.stopped: list[psutil.Process] = []  # by us, so ours to continue
 
     def _freeze_new(self, new: list[psutil.Process]) -> None:
@@ -293,6 +298,7 @@ class _SignalFreezer(_Freezer):
             state = _proc_state(p.pid)
             if state in ("T", "t"):
                 continue  # already stopped: left stopped at thaw
+            self.watchdog.note(f"stop {p.pid}")  # first: it may outlive us
             try:
                 p.suspend()
             except psutil.NoSuchProcess:
@@ -311,7 +317,11 @@ class _SignalFreezer(_Freezer):
             gone = [pid for pid, s in states.items() if s in ("", "Z", "X")]
             if gone:
                 raise CheckpointError(f"task {gone[0]} exited during the freeze")
-            return all(s in ("T", "t") for s in states.values())
+            # every thread, not only the leader: a thread still running
+            # could change the fd table while it is read
+            return all(s in ("T", "t") for s in states.values()) and all(
+                _threads_stopped(pid) for pid in waiting
+            )
 
         _wait_until(all_stopped, f"tasks {waiting} to stop")
 
@@ -325,8 +335,10 @@ class _SignalFreezer(_Freezer):
 class _CgroupFreezer(_Freezer):
     """The cgroup v2 freezer, in a cgroup of our own that is removed at thaw."""
 
-    def __init__(self, root: psutil.Process, ours: dict[int, str]) -> None:
-        super().__init__(root, ours)
+    def __init__(
+        self, root: psutil.Process, ours: dict[int, str], watchdog: _Watchdog
+    ) -> None:
+        super().__init__(root, ours, watchdog)
         if not os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.procs")):
             raise CheckpointError(f"no cgroup v2 hierarchy at {CGROUP_ROOT}")
         self.path = ""
@@ -340,6 +352,7 @@ class _CgroupFreezer(_Freezer):
     def _freeze_new(self, new: list[psutil.Process]) -> None:
         if not self.path:
             path = f"{CGROUP_ROOT}/pyckpt-{self.root.pid}-{os.urandom(4).hex()}"
+            self.watchdog.note(f"cgroup {path}")
             try:
                 os.mkdir(path)
             except OSError as e:
@@ -349,7 +362,13 @@ class _CgroupFreezer(_Freezer):
             try:
                 lines = _read_text(f"/proc/{p.pid}/cgroup").splitlines()
                 (where,) = [ln[3:] for ln in lines if ln.startswith("0::")]
+                if CGROUP_ROOT + where == self.path:
+                    # forked during the freeze inside our cgroup: it goes
+                    # back where its parent came from
+                    ppid = self.lister.ppid.get(p.pid, 0)
+                    where = self.origin.get(ppid, where)
                 self.origin[p.pid] = where
+                self.watchdog.note(f"origin {p.pid} {where}")
                 self._write("cgroup.procs", str(p.pid))
             except (ProcessLookupError, FileNotFoundError):
                 raise CheckpointError(
@@ -410,6 +429,108 @@ class _CgroupFreezer(_Freezer):
 
     def _undo_after_kill(self) -> None:
         self._undo()
+
+
+class _Watchdog:
+    """A process forked before the freeze that thaws the tree if the
+    coordinator dies without saying "done" (SIGKILL included): it learns
+    what is frozen through a pipe, line by line, before it is frozen, and
+    reads end-of-file when the coordinator is gone."""
+
+    def __init__(self) -> None:
+        self.wfd = -1
+        self.pid = 0
+
+    def start(self) -> None:
+        rfd, wfd = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _watchdog_main(rfd)
+            finally:
+                os._exit(0)
+        os.close(rfd)
+        self.wfd, self.pid = wfd, pid
+
+    def note(self, line: str) -> None:
+        if self.wfd >= 0:
+            os.write(self.wfd, (line + "\n").encode())  # < PIPE_BUF: atomic
+
+    def done(self, undone: bool = True) -> None:
+        """undone: the coordinator undid the freeze itself, the watchdog just
+        exits; else it undoes what it was told of, now, and exits."""
+        if self.wfd < 0:
+            return
+        if undone:
+            with contextlib.suppress(OSError):
+                os.write(self.wfd, b"done\n")
+        os.close(self.wfd)
+        self.wfd = -1
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+def _watchdog_main(rfd: int) -> None:
+    """The watchdog: never returns into the caller's code (os._exit)."""
+    import gc
+
+    gc.disable()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.setsid()  # out of the caller's process group and terminal
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) != rfd:
+            with contextlib.suppress(OSError):
+                os.close(int(name))
+    pidfds: list[int] = []
+    cgroup = ""
+    origin: dict[int, str] = {}
+    buf = b""
+    while True:
+        try:
+            chunk = os.read(rfd, 65536)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for raw in lines:
+            word, _, rest = raw.decode().partition(" ")
+            if word == "done":
+                os._exit(0)
+            with contextlib.suppress(OSError, ValueError):
+                if word == "stop":
+                    pidfds.append(os.pidfd_open(int(rest)))
+                elif word == "cgroup":
+                    cgroup = rest
+                elif word == "origin":
+                    pid, _, where = rest.partition(" ")
+                    origin[int(pid)] = where
+    # the coordinator died with the tree frozen: undo what it did
+    for pidfd in pidfds:
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(pidfd, signal.SIGCONT)
+    if cgroup:
+        # home first (a task leaving a frozen cgroup for a thawed one runs),
+        # then thaw whatever could not be moved
+        for pid, where in origin.items():
+            with contextlib.suppress(OSError):
+                with open(CGROUP_ROOT + where + "/cgroup.procs", "w") as f:
+                    f.write(str(pid))
+        with contextlib.suppress(OSError):
+            with open(os.path.join(cgroup, "cgroup.freeze"), "w") as f:
+                f.write("0")
+        for _ in range(100):
+            try:
+                os.rmdir(cgroup)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.01)
+    os._exit(0)
 
 
 _FREEZER_CLASSES: dict[str, type[_Freezer]] = {
@@ -493,6 +614,9 @@ class _Collector:
                 argv=[os.fsdecode(a) for a in cmdline.split(b"\0")[:-1]],
                 cwd=os.readlink(f"/proc/{pid}/cwd"),
             )
+            problem = _identity(task)
+            if problem:
+                self.problems.append(f"task {pid} ({comm}): {problem}")
             pidfd = self._own(os.pidfd_open(pid))
             fds = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
         except (OSError, psutil.Error) as e:
@@ -554,14 +678,21 @@ class _Collector:
             if not self._reachable(r):
                 return None
             f.path = r.link
+            # what restart checks before it hands the file out again
+            st = os.fstat(r.local)
+            f.st_dev, f.st_ino, f.st_mode = st.st_dev, st.st_ino, st.st_mode
+            f.st_uid, f.st_gid, f.st_size = st.st_uid, st.st_gid, st.st_size
         if kind in (FileKind.PIPE, FileKind.FIFO):
             f.pipe_objref = info.inode_objref
         elif kind == FileKind.ANON and r.link == "anon_inode:[eventfd]":
             f.kind = FileKind.EVENTFD
             m = re.search(r"^eventfd-count:\s*([0-9a-fA-F]+)", r.fdinfo, re.MULTILINE)
             f.count = int(m[1], 16) if m else 0
-            # 6.1 does not print eventfd-semaphore: then the flag is unknown (0)
-            if re.search(r"^eventfd-semaphore:\s*1", r.fdinfo, re.MULTILINE):
+            # 6.1 does not print eventfd-semaphore: then the flag is unknown
+            m = re.search(r"^eventfd-semaphore:\s*(\d)", r.fdinfo, re.MULTILINE)
+            if m is None:
+                f.efd_sem_unknown = True
+            elif m[1] == "1":
                 f.efd_flags = os.EFD_SEMAPHORE
         elif kind == FileKind.ANON and r.link == "anon_inode:[eventpoll]":
             f.kind = FileKind.EPOLL
@@ -653,10 +784,15 @@ class _Collector:
                 continue
             ep = self.first[objref]
             epoll = Epoll(objref=objref)
+            # kcmp's toff: the how-many-th item with this tfd (fdinfo and
+            # kcmp walk the same rbtree): two items may share a number
+            nth: dict[int, int] = {}
             for m in _EPOLL_ITEM.finditer(ep.fdinfo):
                 tfd, events, data = int(m[1]), int(m[2], 16), int(m[3], 16)
                 ino, sdev = int(m[5], 16), _kernel_dev(int(m[6], 16))
-                target = self._target(ep, tfd, ino, sdev, stats)
+                toff = nth.get(tfd, 0)
+                nth[tfd] = toff + 1
+                target = self._target(ep, tfd, toff, ino, sdev, stats)
                 if target is None:
                     self.problems.append(_epoll_leak(ep, tfd, ino, sdev, self.refs))
                     continue
@@ -667,6 +803,7 @@ class _Collector:
         self,
         ep: _FdRef,
         tfd: int,
+        toff: int,
         ino: int,
         sdev: tuple[int, int],
         stats: dict[int, os.stat_result],
@@ -676,7 +813,7 @@ class _Collector:
                 continue
             c = self.first[objref]
             try:
-                if kcmp_epoll_tfd(c.pid, c.fd, ep.pid, ep.fd, tfd):
+                if _kcmp_epoll_tfd(c.pid, c.fd, ep.pid, ep.fd, tfd, toff):
                     return objref
             except OSError as e:
                 raise CheckpointError(
@@ -743,9 +880,71 @@ class _Collector:
             )
 
 
+_NS = ("mnt", "pid", "user")
+
+
+def _identity(task: Task) -> str:
+    """Fill the task's credentials, limits, environment and executable from
+    /proc; a problem that makes it unrestartable as a string, else ''."""
+    pid = task.pid
+    status = _read_text(f"/proc/{pid}/status")
+
+    def line(key: str) -> list[str]:
+        m = re.search(rf"^{key}:[ \t]*(.*)$", status, re.MULTILINE)
+        return m[1].split() if m else []
+
+    task.ruid, task.euid, task.suid, task.fsuid = map(int, line("Uid"))
+    task.rgid, task.egid, task.sgid, task.fsgid = map(int, line("Gid"))
+    task.groups = [int(g) for g in line("Groups")]
+    umask = line("Umask")
+    task.umask = int(umask[0], 8) if umask else 0o022
+    task.no_new_privs = line("NoNewPrivs") == ["1"]
+    limits = []
+    for r in range(RLIM_NLIMITS):
+        soft, hard = resource.prlimit(pid, r)
+        limits.append(
+            (
+                RLIM_INFINITY if soft == resource.RLIM_INFINITY else soft,
+                RLIM_INFINITY if hard == resource.RLIM_INFINITY else hard,
+            )
+        )
+    task.rlimits = limits
+    env = _read_text_bytes(f"/proc/{pid}/environ")
+    task.env = [os.fsdecode(e) for e in env.split(b"\0")[:-1]]
+    try:
+        task.exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        task.exe = ""  # a kernel thread has none (refused elsewhere)
+    if task.exe.endswith(" (deleted)"):
+        return f"its executable {task.exe} was deleted"
+    for ns in _NS:
+        theirs = os.stat(f"/proc/{pid}/ns/{ns}").st_ino
+        if theirs != os.stat(f"/proc/self/ns/{ns}").st_ino:
+            return (
+                f"it runs in another {ns} namespace: restart recreates none, "
+                "so it is not checkpointed"
+            )
+    root = os.stat(f"/proc/{pid}/root")
+    mine = os.stat("/")
+    if (root.st_dev, root.st_ino) != (mine.st_dev, mine.st_ino):
+        where = os.readlink(f"/proc/{pid}/root")
+        return f"it is chrooted into {where}: chrooted tasks are not supported"
+    return ""
+
+
 def _read_text_bytes(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
+
+
+def _kcmp_epoll_tfd(
+    pid: int, fd: int, epoll_pid: int, efd: int, tfd: int, toff: int
+) -> bool:
+    """kcmp(KCMP_EPOLL_TFD) with its toff (device.kcmp_epoll_tfd passes 0)."""
+    ret = lib.ckpt_kcmp_epoll_tfd(pid, fd, epoll_pid, efd, tfd, toff)
+    if ret < 0:
+        raise OSError(-ret, f"kcmp(KCMP_EPOLL_TFD): {os.strerror(-ret)}")
+    return ret == 0
 
 
 def _why(e: BaseException) -> str:
@@ -802,7 +1001,7 @@ def _holder_outside(ep: _FdRef, tfd: int, ino: int, sdev: tuple[int, int]) -> st
                     or (os.major(st.st_dev), os.minor(st.st_dev)) != sdev
                 ):
                     continue
-                if kcmp_epoll_tfd(pid, int(name), ep.pid, ep.fd, tfd):
+                if _kcmp_epoll_tfd(pid, int(name), ep.pid, ep.fd, tfd, 0):
                     link = os.readlink(path)
                     return (
                         f"; held outside by pid {pid} ({_comm(pid)}) fd {name} ({link})"
@@ -853,20 +1052,68 @@ def _nofile_at_hard_limit() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _Signalled(BaseException):
+    """SIGINT/SIGTERM/SIGHUP while the tree was frozen."""
+
+    def __init__(self, sig: int) -> None:
+        super().__init__(sig)
+        self.sig = sig
+
+
+@contextlib.contextmanager
+def _thaw_on_signals() -> Iterator[Callable[[], None]]:
+    """While the tree may be frozen, SIGINT/SIGTERM/SIGHUP raise _Signalled
+    (so the caller thaws before dying).  Yields block(): from then on those
+    signals wait until the handlers are restored, so the undoing itself is
+    never interrupted; a signal that came meanwhile is then delivered to the
+    caller's own handler (the default ones end the process, as asked)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None  # handlers can be set only from the main thread
+        return
+
+    def handler(sig: int, frame: object) -> None:
+        raise _Signalled(sig)
+
+    old = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+
+    def block() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+    try:
+        yield block
+    finally:
+        block()
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
 def checkpoint(
     pid: int,
     *,
     freezer: str = "signal",
     allow_external: bool = False,
     kill: bool = False,
+    save: Callable[[Image], None] | None = None,
 ) -> CheckpointResult:
     """Checkpoint the process tree rooted at pid into an in-memory Image.
 
     freezer: "signal" (SIGSTOP/SIGCONT) or "cgroup" (cgroup v2 freezer).
     allow_external: save objects also held outside the tree, marked external,
     instead of failing.  kill: SIGKILL the tree instead of thawing it (only
-    once the checkpoint succeeded).  Raises CheckpointError with the tree
-    resumed as it was; ValueError for an unknown freezer.
+    once the checkpoint succeeded, and once save() returned: a save that
+    fails thaws the tree instead).  save: called with the image while the
+    tree is still frozen, when kill is set; else after the thaw.
+
+    Raises CheckpointError with the tree resumed as it was (SIGINT,
+    SIGTERM and SIGHUP while frozen thaw it first; a watchdog process thaws
+    it if the caller is killed outright); ValueError for an unknown freezer.
     """
     if freezer not in _FREEZER_CLASSES:
         raise ValueError(f"unknown freezer {freezer!r} (one of {', '.join(FREEZERS)})")
@@ -874,11 +1121,19 @@ def checkpoint(
     root = _root_process(pid)
     ours = _ours()
     _check_not_ours(_Lister(root).list(), ours)
+    watchdog = _Watchdog()
+    watchdog.start()  # before the context: it inherits no copy of it
     try:
         ctx = Context(autogrow=True)
     except OSError as e:
+        watchdog.done()
         raise CheckpointError(f"cannot open the checkpoint device: {e}") from e
-    frz = _FREEZER_CLASSES[freezer](root, ours)
+    try:
+        frz = _FREEZER_CLASSES[freezer](root, ours, watchdog)
+    except BaseException:
+        ctx.close()
+        watchdog.done()
+        raise
     uts = os.uname()
     head = Head(
         time=0.0,
@@ -891,34 +1146,67 @@ def checkpoint(
     col = _Collector(ctx, image)
     frozen_at = time.monotonic()
     head.time = time.time()
-    try:
-        # a copy of each distinct file stays open until the leak check
-        with _nofile_at_hard_limit():
-            frz.freeze()
-            _collect(frz, col)
-            col.leaks(allow_external)
-    except BaseException as exc:
-        col.close_locals()
-        ctx.close()
+    with _thaw_on_signals() as block:
         try:
-            frz.thaw()
-        except (OSError, psutil.Error, CheckpointError) as thaw_exc:
-            # the first error matters more
-            exc.add_note(f"and the tree could not be thawed: {thaw_exc}")
-        if isinstance(exc, (OSError, psutil.Error)):
-            raise CheckpointError(f"checkpoint of tree {pid} failed: {exc}") from exc
-        raise
-    # the hash pins every file: dropped before the tree runs again
-    ctx.close()
-    try:
-        if kill:
-            frz.kill()
-        else:
-            frz.thaw()
-    except (OSError, psutil.Error) as e:
-        what = "kill" if kill else "thaw"
-        raise CheckpointError(f"tree {pid}: could not {what} it: {e}") from e
+            # a copy of each distinct file stays open until the leak check
+            with _nofile_at_hard_limit():
+                frz.freeze()
+                _collect(frz, col)
+                col.leaks(allow_external)
+        except BaseException as exc:
+            block()
+            col.close_locals()
+            ctx.close()
+            try:
+                frz.thaw()
+                watchdog.done()
+            except (OSError, psutil.Error, CheckpointError) as thaw_exc:
+                # the first error matters more; the watchdog tries again
+                watchdog.done(undone=False)
+                exc.add_note(f"and the tree could not be thawed: {thaw_exc}")
+            if isinstance(exc, _Signalled):
+                if exc.sig == signal.SIGINT:
+                    raise KeyboardInterrupt from None
+                name = signal.Signals(exc.sig).name
+                raise CheckpointError(
+                    f"checkpoint of tree {pid} interrupted by {name}: the tree "
+                    "was thawed",
+                    errno=_errno.EINTR,
+                ) from None
+            if isinstance(exc, (OSError, psutil.Error)):
+                raise CheckpointError(
+                    f"checkpoint of tree {pid} failed: {exc}"
+                ) from exc
+            raise
+        block()  # from here on nothing interrupts the thaw or kill
+        # the hash pins every file: dropped before the tree runs again
+        ctx.close()
+        saved = False
+        try:
+            if kill and save is not None:
+                try:
+                    save(image)
+                except BaseException as e:
+                    frz.thaw()
+                    watchdog.done()
+                    raise CheckpointError(
+                        f"tree {pid}: the image could not be written ({e}): the "
+                        "tree was thawed, not killed",
+                        errno=getattr(e, "errno", 0) or 0,
+                    ) from e
+                saved = True
+            if kill:
+                frz.kill()
+            else:
+                frz.thaw()
+            watchdog.done()
+        except (OSError, psutil.Error) as e:
+            watchdog.done(undone=False)
+            what = "kill" if kill else "thaw"
+            raise CheckpointError(f"tree {pid}: could not {what} it: {e}") from e
     downtime = time.monotonic() - frozen_at
+    if save is not None and not saved:
+        save(image)
     return CheckpointResult(
         image=image,
         downtime=downtime,
