@@ -851,7 +851,7 @@ class _Collector:
                 name = (f.path if f and f.path else "") or (
                     refs[0].link if refs else f"objref {leak.objref}"
                 )
-                what = "the open file is also held outside the tree (fd, dup or mmap)"
+                what = "the open file is also held outside the tree (an fd, or in flight)"
             held = ", ".join(f"task {r.pid} ({r.comm}) fd {r.fd}" for r in refs)
             line = (
                 f"{name} in {held or 'the tree'}: {what}: held {leak.refs} times, "
