@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # vm/run.sh [CMD...]: boot Debian's installed kernel in QEMU through
-# virtme-ng, load kmod/ckpt.ko, and run CMD as root in the checkout with the
-# venv's python first on PATH. CMD's output and exit status come back.
+# virtme-ng, load the ckpt.ko built for it (build/kmod-$KVER/ckpt.ko), and run
+# CMD as root in the checkout with the venv's python first on PATH. CMD's
+# output and exit status come back.
 # With no CMD (and a terminal): an interactive shell in the guest.
 #
 # The guest sees the host's root read-only at the same paths (writable
 # overlays on /tmp, /etc, /var, ...), so write results to a CKPT_VM_RWDIR.
 #
 # Environment (all optional):
-#   CKPT_KVER=VER         kernel to boot (default: the one ckpt.ko was built
-#                         for, else vm/kver.sh's choice)
+#   CKPT_KVER=VER         kernel to boot (default: vm/kver.sh's, the newest
+#                         6.1); `make build` builds the module for each
+#                         kernel of `vm/kver.sh --all`
+#   CKPT_KO=FILE          the module to load (default build/kmod-$KVER/ckpt.ko);
+#                         the guest sees it as $CKPT_KO too
 #   CKPT_VM_TIMEOUT=SECS  kill the guest after this long (default 900)
 #   CKPT_VM_KVM=1         use KVM (default TCG: nested KVM hangs here)
 #   CKPT_VM_MEMORY=2G     CKPT_VM_CPUS=2
@@ -31,7 +35,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # CI may start us with no stdin at all; qemu needs something to read
 [ -e "/proc/$$/fd/0" ] || exec </dev/null
 VENV=${CKPT_VENV:-$ROOT/.venv}
-KO=$ROOT/kmod/ckpt.ko
 TIMEOUT=${CKPT_VM_TIMEOUT:-900}
 
 die() {
@@ -43,22 +46,28 @@ die() {
 # vng runs virtme-run and the guest runs the venv's python: both from PATH
 export PATH="$VENV/bin:$PATH"
 
-if [ "${CKPT_VM_NO_MODULE:-0}" != 1 ]; then
-	[ -f "$KO" ] || die "kmod/ckpt.ko is missing (run make build, or set CKPT_VM_NO_MODULE=1)"
-	if [ -n "$(find "$ROOT/kmod" -maxdepth 1 -name '*.[ch]' -newer "$KO" -print -quit)" ]; then
-		echo "vm/run.sh: warning: kmod/ckpt.ko is older than its sources (make build)" >&2
-	fi
-fi
-
-# Boot the kernel the module was built for, so insmod cannot fail on vermagic.
 KVER=${CKPT_KVER:-}
-if [ -z "$KVER" ] && [ "${CKPT_VM_NO_MODULE:-0}" != 1 ] && command -v modinfo >/dev/null; then
-	KVER=$(modinfo -F vermagic "$KO" 2>/dev/null | cut -d' ' -f1) || KVER=
-fi
-[ -n "$KVER" ] || KVER=$("$ROOT/vm/kver.sh")
+[ -n "$KVER" ] || KVER=$("$ROOT/vm/kver.sh") || die "no kernel to boot"
 KIMG=/boot/vmlinuz-$KVER
 [ -r "$KIMG" ] || die "cannot read $KIMG (is linux-image-$KVER installed? run make setup)"
 [ -d "/lib/modules/$KVER/kernel" ] || die "no /lib/modules/$KVER: virtme-ng needs its 9p and virtio modules"
+
+# The module built for this kernel, so insmod cannot fail on vermagic.
+if [ "${CKPT_VM_NO_MODULE:-0}" != 1 ]; then
+	KO=${CKPT_KO:-$ROOT/build/kmod-$KVER/ckpt.ko}
+	[ -f "$KO" ] || die "$KO is missing (make build, or make -C kmod KVER=$KVER; CKPT_VM_NO_MODULE=1 boots without it)"
+	KO=$(cd "$(dirname "$KO")" && pwd)/$(basename "$KO")
+	if command -v modinfo >/dev/null; then
+		built=$(modinfo -F vermagic "$KO" 2>/dev/null | cut -d' ' -f1) || built=
+		[ "$built" = "$KVER" ] || die "$KO was built for '$built', not $KVER"
+	fi
+	if [ -n "$(find "$ROOT/kmod" "$ROOT/kmod/include/uapi" -maxdepth 1 \
+		-name '*.[ch]' -newer "$KO" -print -quit)" ]; then
+		echo "vm/run.sh: warning: $KO is older than its sources (make build)" >&2
+	fi
+	# vm/guest.sh loads it; tests that reload the module find it there too
+	export CKPT_KO=$KO
+fi
 
 # Modules udev would load at boot that no test needs; they cost ~5 s of the
 # ~17 s boot under TCG (kvm alone ~4 s).
