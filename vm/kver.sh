@@ -13,6 +13,7 @@
 # virtme-ng cannot boot it, and rt is a different kernel. Debian names them
 # 6.1.0-56-amd64 (bookworm's ABI number) or 6.12.117+deb12-amd64 (newer
 # series, backports): X.Y.Z, one optional -tag or +tag, then -amd64.
+# CKPT_BOOT_DIR (default /boot) is where to look (tests/host/test_harness.py).
 set -euo pipefail
 
 all=0
@@ -35,12 +36,12 @@ if [ -n "${CKPT_KVER:-}" ]; then
 fi
 
 mapfile -t found < <(
-	find /boot -maxdepth 1 -name 'vmlinuz-*' -printf '%f\n' 2>/dev/null |
+	find "${CKPT_BOOT_DIR:-/boot}" -maxdepth 1 -name 'vmlinuz-*' -printf '%f\n' 2>/dev/null |
 		sed -n 's/^vmlinuz-//p' |
 		grep -E '^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.~]+)?-amd64$' | sort -V
 )
 if [ "${#found[@]}" -eq 0 ]; then
-	echo "vm/kver.sh: no Debian amd64 kernel in /boot (run make setup)" >&2
+	echo "vm/kver.sh: no Debian amd64 kernel in ${CKPT_BOOT_DIR:-/boot} (run make setup)" >&2
 	exit 1
 fi
 
