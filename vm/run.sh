@@ -155,7 +155,8 @@ vng+=(--exec "$tmp/guest-cmd")
 # Our own timeout instead of timeout(1): vng runs virtme-run, which runs
 # qemu; killing vng alone would leave qemu running, holding our stdout open.
 vng_pid=
-sleep_pid=
+watchdog_pid=
+timed_out=0
 descendants() {
 	local kids=() c
 	read -r -a kids <"/proc/$1/task/$1/children" 2>/dev/null || true
@@ -179,9 +180,17 @@ kill_guest() {
 # shellcheck disable=SC2317  # reached through trap
 on_signal() {
 	kill_guest
-	[ -z "$sleep_pid" ] || kill "$sleep_pid" 2>/dev/null || true
+	[ -z "$watchdog_pid" ] || kill "$watchdog_pid" 2>/dev/null || true
 	[ -z "${tmp:-}" ] || rm -rf "$tmp"
 	exit "$1"
+}
+# shellcheck disable=SC2317  # reached through trap
+on_timeout() {
+	# a guest that ended as the timer fired did not time out
+	[ -n "$vng_pid" ] && kill -0 "$vng_pid" 2>/dev/null || return 0
+	timed_out=1
+	echo "vm/run.sh: guest timed out after ${TIMEOUT}s (CKPT_VM_TIMEOUT), killing it" >&2
+	kill_guest
 }
 trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
@@ -201,23 +210,32 @@ if ! [ -t 2 ]; then
 	cats+=($!) err=$tmp/err
 fi
 
-sleep "$TIMEOUT" >/dev/null 2>&1 &
-sleep_pid=$!
 # explicit <&0: a background job would otherwise read /dev/null
 "${vng[@]}" <&0 >"$out" 2>"$err" &
 vng_pid=$!
 
+# The timer is a child that signals us: `wait -n PID...` on vng and a sleep
+# (bash 5.2) once missed vng's end and waited for the whole timeout. A plain
+# `wait PID` cannot miss it; a trapped signal interrupts it (status > 128).
+trap on_timeout USR1
+(
+	trap 'kill "$sp" 2>/dev/null; exit 0' TERM
+	sleep "$TIMEOUT" &
+	sp=$!
+	wait "$sp" && kill -USR1 $$
+) </dev/null >/dev/null 2>&1 &
+watchdog_pid=$!
+
 rc=0
-wait -n -p done_pid "$vng_pid" "$sleep_pid" || rc=$?
-if [ "$done_pid" = "$sleep_pid" ]; then
-	echo "vm/run.sh: guest timed out after ${TIMEOUT}s (CKPT_VM_TIMEOUT), killing it" >&2
-	kill_guest
-	wait "$vng_pid" 2>/dev/null || true
-	rc=124
-else
-	kill "$sleep_pid" 2>/dev/null || true
-	wait "$sleep_pid" 2>/dev/null || true
-fi
+while :; do
+	rc=0
+	wait "$vng_pid" || rc=$?
+	kill -0 "$vng_pid" 2>/dev/null || break # reaped: rc is vng's status
+done
+kill "$watchdog_pid" 2>/dev/null || true
+wait "$watchdog_pid" 2>/dev/null || true
+trap - USR1
+[ "$timed_out" = 0 ] || rc=124
 # let the last bytes through before we return
 [ "${#cats[@]}" -eq 0 ] || wait "${cats[@]}" 2>/dev/null || true
 rm -rf "$tmp"

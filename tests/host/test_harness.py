@@ -7,8 +7,11 @@ import os
 import re
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 KVER_SH = ROOT / "vm" / "kver.sh"
@@ -166,3 +169,69 @@ def test_dkms_conf_is_valid_bash() -> None:
     assert r.returncode == 0, r.stderr
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert r.stdout.strip() == f"make -C /k M=/d/ckpt/{version}/build modules"
+
+
+FAKE_VNG = """#!/bin/sh
+# stands in for virtme-ng: output on both streams, then wait, then a status
+echo $$ >"$FAKE_DIR/vng.pid"
+echo "fake vng out"
+echo "fake vng err" >&2
+sleep "$FAKE_SLEEP" &
+echo $! >"$FAKE_DIR/sleep.pid"
+wait
+exit "$FAKE_RC"
+"""
+
+
+def run_sh(
+    tmp_path: Path, sleep: int, rc: int, timeout: int
+) -> tuple[subprocess.CompletedProcess[str], float, list[int]]:
+    """vm/run.sh with a fake vng: its waiting, timeout and exit status."""
+    boot = subprocess.run([str(KVER_SH)], capture_output=True, text=True, check=False)
+    kv = boot.stdout.strip()
+    if boot.returncode or not Path(f"/lib/modules/{kv}/kernel").is_dir():
+        pytest.skip("no Debian kernel installed here (make setup installs one)")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "vng").write_text(FAKE_VNG)
+    (venv / "bin" / "vng").chmod(0o755)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CKPT_")}
+    env = {
+        **base,
+        "CKPT_VENV": str(venv),
+        "CKPT_VM_NO_MODULE": "1",
+        "CKPT_VM_TIMEOUT": str(timeout),
+        "FAKE_DIR": str(tmp_path),
+        "FAKE_SLEEP": str(sleep),
+        "FAKE_RC": str(rc),
+    }
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [str(ROOT / "vm" / "run.sh"), "true"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    pids = [int((tmp_path / f).read_text()) for f in ("vng.pid", "sleep.pid")]
+    return r, time.monotonic() - t0, pids
+
+
+def test_run_sh_passes_the_guest_status_and_output(tmp_path: Path) -> None:
+    r, took, _ = run_sh(tmp_path, sleep=1, rc=3, timeout=30)
+    assert r.returncode == 3
+    assert "fake vng out" in r.stdout and "fake vng err" in r.stderr
+    assert took < 20  # not the timeout
+
+
+def test_run_sh_timeout_kills_the_guest(tmp_path: Path) -> None:
+    r, took, pids = run_sh(tmp_path, sleep=120, rc=0, timeout=2)
+    assert r.returncode == 124, r.stderr
+    assert "timed out after 2s" in r.stderr
+    assert took < 30
+    # vng and what it started (qemu, here a sleep) are gone, not left behind
+    for pid in pids:
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().split()[2] == "Z"
