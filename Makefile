@@ -10,7 +10,7 @@ RESULTS := results
 # `=`, not `:=`: evaluated when a recipe uses it, after setup may have
 # installed the kernels. KVER: the default kernel, vm/run.sh's too (demo,
 # bench, vm-shell); KVERS: every kernel built and tested, one VM boot each
-# (see vm/kver.sh; CKPT_KVER or CKPT_KVERS narrows both).
+# (see vm/kver.sh; CKPT_KVER narrows both, CKPT_KVERS the list).
 KVER = $(shell vm/kver.sh)
 KVERS = $(shell vm/kver.sh --all)
 PYSTAMP := $(VENV)/.pyckpt-installed

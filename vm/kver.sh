@@ -27,7 +27,8 @@ case ${1:-} in
 esac
 
 if [ "$all" = 1 ] && [ -n "${CKPT_KVERS:-}" ]; then
-	printf '%s\n' ${CKPT_KVERS}
+	read -r -a list <<<"$CKPT_KVERS"
+	printf '%s\n' "${list[@]}"
 	exit 0
 fi
 if [ -n "${CKPT_KVER:-}" ]; then

@@ -157,6 +157,7 @@ vng+=(--exec "$tmp/guest-cmd")
 vng_pid=
 watchdog_pid=
 timed_out=0
+# shellcheck disable=SC2329  # reached through trap (on_signal, on_timeout)
 descendants() {
 	local kids=() c
 	read -r -a kids <"/proc/$1/task/$1/children" 2>/dev/null || true
@@ -165,6 +166,7 @@ descendants() {
 		descendants "$c"
 	done
 }
+# shellcheck disable=SC2329  # reached through trap (on_signal, on_timeout)
 kill_guest() {
 	local pids i
 	[ -n "$vng_pid" ] || return 0
@@ -177,14 +179,14 @@ kill_guest() {
 		sleep 0.2
 	done
 }
-# shellcheck disable=SC2317  # reached through trap
+# shellcheck disable=SC2317,SC2329  # reached through trap
 on_signal() {
 	kill_guest
 	[ -z "$watchdog_pid" ] || kill "$watchdog_pid" 2>/dev/null || true
 	[ -z "${tmp:-}" ] || rm -rf "$tmp"
 	exit "$1"
 }
-# shellcheck disable=SC2317  # reached through trap
+# shellcheck disable=SC2317,SC2329  # reached through trap
 on_timeout() {
 	# a guest that ended as the timer fired did not time out
 	[ -n "$vng_pid" ] && kill -0 "$vng_pid" 2>/dev/null || return 0

@@ -51,10 +51,10 @@ done
 
 # Each kernel we boot must have headers of the same version to build against
 # (an older image may sit beside the one the meta packages point at).
-kvers=$("$ROOT/vm/kver.sh" --all)
-kver=$("$ROOT/vm/kver.sh")
+mapfile -t kvers < <("$ROOT/vm/kver.sh" --all; "$ROOT/vm/kver.sh")
+[ "${#kvers[@]}" -gt 0 ] || die "no kernel found (vm/kver.sh)"
 headers=()
-for k in $(printf '%s\n' $kvers "$kver" | sort -u); do
+for k in $(printf '%s\n' "${kvers[@]}" | sort -u); do
 	[ -e "/lib/modules/$k/build/Makefile" ] || headers+=("linux-headers-$k")
 done
 [ "${#headers[@]}" -eq 0 ] || apt_install "${headers[@]}"
