@@ -8,8 +8,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RESULTS := results
 # `=`, not `:=`: evaluated when a recipe uses it, after setup may have
-# installed the kernel. The same choice as vm/run.sh's (see vm/kver.sh).
+# installed the kernels. KVER: the default kernel, vm/run.sh's too (demo,
+# bench, vm-shell); KVERS: every kernel built and tested, one VM boot each
+# (see vm/kver.sh; CKPT_KVER narrows both, CKPT_KVERS the list).
 KVER = $(shell vm/kver.sh)
+KVERS = $(shell vm/kver.sh --all)
 PYSTAMP := $(VENV)/.pyckpt-installed
 SUBMAKE := $(MAKE) --no-print-directory
 
@@ -19,8 +22,10 @@ setup:
 	@vm/setup.sh
 	@$(SUBMAKE) build
 
+# ckpt.ko for each kernel, in build/kmod-$KVER/ (kmod/Makefile)
 build: $(PYSTAMP)
-	@$(SUBMAKE) -C kmod KVER=$(KVER)
+	@kvers='$(KVERS)'; [ -n "$$kvers" ] || { echo "no kernel to build for (vm/kver.sh --all)" >&2; exit 1; }; \
+	for k in $$kvers; do $(SUBMAKE) -C kmod KVER=$$k || exit 1; done
 	@$(SUBMAKE) -C kmod/host
 
 # the PyPI packages, and the cffi extension pyckpt._ckpt (built from ckpt.h)
@@ -32,8 +37,9 @@ $(PYSTAMP): $(wildcard pyproject.toml setup.py cffi_build.py kmod/include/uapi/c
 		{ tail -n 40 build/pip.log >&2; exit 1; }
 	@touch $@
 
-# Host core under ASan/UBSan, host pytest, then one VM boot for tests/vm.
-# Every phase runs even if one before failed; the last line counts them all.
+# Host core under ASan/UBSan, host pytest, then tests/vm in one VM boot per
+# kernel (results/$KVER/). Every phase runs even if one before failed; the
+# last line counts them all, each kernel's VM tests under its own label.
 test: setup
 	@rm -rf $(RESULTS) && mkdir -p $(RESULTS)
 	@rc=0; \
@@ -43,11 +49,19 @@ test: setup
 	echo "== host: pytest (tests/, without tests/vm)"; \
 	$(PY) -m pytest tests --ignore=tests/vm -p no:cacheprovider \
 		--junitxml=$(RESULTS)/host.xml || rc=1; \
-	echo "== vm: vm/run-tests.sh (tests/vm in QEMU, one boot)"; \
-	vm/run-tests.sh || rc=1; \
+	vm=() labels=" "; \
+	for k in $(KVERS); do \
+		echo "== vm $$k: vm/run-tests.sh (tests/vm in QEMU, one boot)"; \
+		CKPT_KVER=$$k CKPT_RESULTS=$(RESULTS)/$$k vm/run-tests.sh || rc=1; \
+		l=vm-$$(echo "$$k" | cut -d. -f1,2); \
+		[[ $$labels != *" $$l "* ]] || l=vm-$$k; \
+		labels+="$$l "; \
+		vm+=("$$l=$(RESULTS)/$$k/vm.xml" "$$l-harness=$(RESULTS)/$$k/vm-harness.xml"); \
+	done; \
+	[ "$${#vm[@]}" -gt 0 ] || vm=(vm=$(RESULTS)/no-kernel-found.xml); \
+	cat $(RESULTS)/*/vm-time.txt 2>/dev/null; \
 	$(PY) tests/summary.py --rc $$rc --core $(RESULTS)/host-core.txt \
-		host=$(RESULTS)/host.xml vm=$(RESULTS)/vm.xml \
-		vm-harness=$(RESULTS)/vm-harness.xml
+		host=$(RESULTS)/host.xml "$${vm[@]}"
 
 demo: setup
 	@vm/run.sh python -m pyckpt.demo
@@ -62,7 +76,7 @@ vm-shell: setup
 	@vm/run.sh
 
 clean:
-	-@$(SUBMAKE) -C kmod clean KVER=$(KVER) >/dev/null 2>&1
+	-@$(SUBMAKE) -C kmod clean KVER=$(KVER) OUT=$(CURDIR)/kmod >/dev/null 2>&1
 	-@$(SUBMAKE) -C kmod/host clean >/dev/null
 	rm -rf $(RESULTS) build .hypothesis pyckpt.egg-info pyckpt/_ckpt.c pyckpt/_ckpt*.o \
 		pyckpt/_ckpt*.so $(PYSTAMP)

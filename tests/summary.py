@@ -4,7 +4,8 @@
     summary.py [--rc N] [--core FILE] [NAME=]FILE.xml ...
 
 Reads JUnit XML files (pytest's --junitxml, vm/run-tests.sh's harness
-checks) and the ``host-core: N passed, N failed`` line that
+checks; ``make test`` names each kernel's pair, e.g. ``vm-6.1=`` and
+``vm-6.1-harness=``) and the ``host-core: N passed, N failed`` line that
 ``make -C kmod/host test`` prints, shows one line per source, then prints
 ``N passed, N failed, N skipped`` as its last line. A source that is missing
 or unreadable counts as one failure, and so does a non-zero ``--rc`` (the
@@ -103,11 +104,14 @@ def main(argv: list[str]) -> int:
         total.broken(f"a step exited with status {args.rc}; see its output above")
 
     print()
+    # names such as vm-6.12-harness (one pair per kernel) set the column
+    width = max([12, *(len(t.name) for t in tallies)])
     for t in tallies:
         for note in t.notes:
             print(f"  {t.name}: {note}")
         print(
-            f"  {t.name:<12} {t.passed:5d} passed {t.failed:5d} failed {t.skipped:5d} skipped"
+            f"  {t.name:<{width}} {t.passed:5d} passed {t.failed:5d} failed"
+            f" {t.skipped:5d} skipped"
         )
     for note in total.notes:
         print(f"  {note}")

@@ -10,6 +10,7 @@ status=$R/vm-status
 : >"$status"
 note() { echo "$1=$2" >>"$status"; }
 
+note kernel "$(uname -r)"
 note t_start "$(date +%s.%N)"
 note uptime_start "$(cut -d' ' -f1 /proc/uptime)"
 python -m pytest tests/vm -p no:cacheprovider --junitxml="$R/vm.xml" "$@"

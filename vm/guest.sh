@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs inside the guest, started by vm/run.sh: load ckpt.ko, give CMD the
-# checkout as its working directory and the venv's python, then run it.
+# Runs inside the guest, started by vm/run.sh: load ckpt.ko ($CKPT_KO, which
+# vm/run.sh checked was built for this kernel; else build/kmod-$(uname -r)/),
+# give CMD the checkout as its working directory and the venv's python, then
+# run it.
 # With no CMD: an interactive shell set up the same way.
 set -u
 
@@ -42,8 +44,9 @@ if grep -qsx ckptroot /sys/bus/virtio/drivers/9pnet_virtio/*/mount_tag &&
 fi
 
 if [ "${CKPT_VM_NO_MODULE:-0}" != 1 ]; then
-	if ! out=$(insmod "$ROOT/kmod/ckpt.ko" 2>&1); then
-		echo "vm/run.sh: insmod kmod/ckpt.ko failed in the guest: $out" >&2
+	export CKPT_KO=${CKPT_KO:-$ROOT/build/kmod-$(uname -r)/ckpt.ko}
+	if ! out=$(insmod "$CKPT_KO" 2>&1); then
+		echo "vm/run.sh: insmod $CKPT_KO failed in the guest ($(uname -r)): $out" >&2
 		dmesg | tail -n 20 >&2
 		exit 125
 	fi

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # vm/run-tests.sh [PYTEST ARGS...]: boot once, run tests/vm under pytest in
 # the guest (vm/guest-tests.sh), rmmod ckpt, save the kernel log, and judge.
+# The kernel is $CKPT_KVER (default: vm/kver.sh's, the newest 6.1); `make
+# test` runs this once per kernel of `vm/kver.sh --all`.
 #
-# Results, in $CKPT_RESULTS (default: results/ in the checkout), come back
-# through a writable share, never from the console:
+# Results, in $CKPT_RESULTS (default: results/$KVER/ in the checkout), come
+# back through a writable share, never from the console:
 #   vm.xml          pytest's JUnit XML
 #   vm-harness.xml  this script's own checks, as JUnit (for tests/summary.py)
 #   vm-dmesg.txt    the guest's kernel log after rmmod
@@ -11,6 +13,7 @@
 #   vm-console.log  what the guest printed (for people, not parsed)
 #   vm-kernel.log   the guest kernel's console, warnings and worse: the oops
 #                   or panic of a guest that died is there
+#   vm-time.txt     the line with this run's times (boot, tests, total)
 # Exits non-zero if a test failed, the guest timed out or died, rmmod failed,
 # the kernel log shows a warning, oops, BUG, list corruption or leak, or the
 # kernel was tainted by anything but an unsigned out-of-tree module.
@@ -18,10 +21,14 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RESULTS=${CKPT_RESULTS:-$ROOT/results}
+KVER=${CKPT_KVER:-}
+[ -n "$KVER" ] || KVER=$("$ROOT/vm/kver.sh") || exit 2
+export CKPT_KVER=$KVER
+RESULTS=${CKPT_RESULTS:-$ROOT/results/$KVER}
 mkdir -p "$RESULTS" && RESULTS=$(cd "$RESULTS" && pwd) || exit 2
 rm -f "$RESULTS"/vm.xml "$RESULTS"/vm-harness.xml "$RESULTS"/vm-dmesg.txt \
-	"$RESULTS"/vm-status "$RESULTS"/vm-console.log "$RESULTS"/vm-kernel.log
+	"$RESULTS"/vm-status "$RESULTS"/vm-console.log "$RESULTS"/vm-kernel.log \
+	"$RESULTS"/vm-time.txt
 
 # Kernel log lines that fail the run. The taint messages of an unsigned
 # out-of-tree module ("loading out-of-tree module taints kernel", "module
@@ -64,12 +71,19 @@ check() { # NAME OK|failure-message
 
 case $rc in
 124) why="guest timed out (CKPT_VM_TIMEOUT=${CKPT_VM_TIMEOUT:-900}s)" ;;
-125) why="guest could not load kmod/ckpt.ko" ;;
+125) why="guest could not load ckpt.ko (see vm-console.log)" ;;
 255) why="guest died before its command ended (oops or panic? see vm-console.log)" ;;
 *) why="guest did not finish its script (vm/run.sh exit $rc)" ;;
 esac
 [ "${st[finished]:-}" = 1 ] && [ "$rc" != 124 ] && why=OK
 check guest_completed "$why"
+if [ -n "${st[kernel]:-}" ]; then
+	if [ "${st[kernel]}" = "$KVER" ]; then
+		check kernel_booted OK
+	else
+		check kernel_booted "the guest ran ${st[kernel]}, not $KVER"
+	fi
+fi
 if [ "$why" != OK ] && [ -s "$RESULTS/vm-kernel.log" ]; then
 	echo "--- last lines of the guest kernel's console (vm-kernel.log):" >&2
 	tail -n 40 "$RESULTS/vm-kernel.log" >&2
@@ -122,15 +136,15 @@ fi
 
 # Times: the host clock before vng; the guest's own clock (set from the
 # host's RTC at boot) around pytest.
-awk -v t0="$t0" -v t1="$t1" -v s="${st[t_start]:-}" -v e="${st[t_end]:-}" 'BEGIN {
+awk -v k="$KVER" -v t0="$t0" -v t1="$t1" -v s="${st[t_start]:-}" -v e="${st[t_end]:-}" 'BEGIN {
 	if (s != "" && e != "")
-		printf "vm: boot %.1f s, tests %.1f s, rmmod+dmesg+poweroff %.1f s, total %.1f s\n",
-			s - t0, e - s, t1 - e, t1 - t0
+		printf "vm %s: boot %.1f s, tests %.1f s, rmmod+dmesg+poweroff %.1f s, total %.1f s\n",
+			k, s - t0, e - s, t1 - e, t1 - t0
 	else if (s != "")
-		printf "vm: boot %.1f s, then the guest ended or was stopped %.1f s into the tests\n",
-			s - t0, t1 - s
+		printf "vm %s: boot %.1f s, then the guest ended or was stopped %.1f s into the tests\n",
+			k, s - t0, t1 - s
 	else
-		printf "vm: total %.1f s (the guest never started pytest)\n", t1 - t0
-}'
+		printf "vm %s: total %.1f s (the guest never started pytest)\n", k, t1 - t0
+}' | tee "$RESULTS/vm-time.txt"
 
 [ "$fails" -eq 0 ] && [ "${st[pytest]:-1}" = 0 ]

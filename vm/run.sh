@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # vm/run.sh [CMD...]: boot Debian's installed kernel in QEMU through
-# virtme-ng, load kmod/ckpt.ko, and run CMD as root in the checkout with the
-# venv's python first on PATH. CMD's output and exit status come back.
+# virtme-ng, load the ckpt.ko built for it (build/kmod-$KVER/ckpt.ko), and run
+# CMD as root in the checkout with the venv's python first on PATH. CMD's
+# output and exit status come back.
 # With no CMD (and a terminal): an interactive shell in the guest.
 #
 # The guest sees the host's root read-only at the same paths (writable
 # overlays on /tmp, /etc, /var, ...), so write results to a CKPT_VM_RWDIR.
 #
 # Environment (all optional):
-#   CKPT_KVER=VER         kernel to boot (default: the one ckpt.ko was built
-#                         for, else vm/kver.sh's choice)
+#   CKPT_KVER=VER         kernel to boot (default: vm/kver.sh's, the newest
+#                         6.1); `make build` builds the module for each
+#                         kernel of `vm/kver.sh --all`
+#   CKPT_KO=FILE          the module to load (default build/kmod-$KVER/ckpt.ko);
+#                         the guest sees it as $CKPT_KO too
 #   CKPT_VM_TIMEOUT=SECS  kill the guest after this long (default 900)
 #   CKPT_VM_KVM=1         use KVM (default TCG: nested KVM hangs here)
 #   CKPT_VM_MEMORY=2G     CKPT_VM_CPUS=2
@@ -31,7 +35,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # CI may start us with no stdin at all; qemu needs something to read
 [ -e "/proc/$$/fd/0" ] || exec </dev/null
 VENV=${CKPT_VENV:-$ROOT/.venv}
-KO=$ROOT/kmod/ckpt.ko
 TIMEOUT=${CKPT_VM_TIMEOUT:-900}
 
 die() {
@@ -43,22 +46,28 @@ die() {
 # vng runs virtme-run and the guest runs the venv's python: both from PATH
 export PATH="$VENV/bin:$PATH"
 
-if [ "${CKPT_VM_NO_MODULE:-0}" != 1 ]; then
-	[ -f "$KO" ] || die "kmod/ckpt.ko is missing (run make build, or set CKPT_VM_NO_MODULE=1)"
-	if [ -n "$(find "$ROOT/kmod" -maxdepth 1 -name '*.[ch]' -newer "$KO" -print -quit)" ]; then
-		echo "vm/run.sh: warning: kmod/ckpt.ko is older than its sources (make build)" >&2
-	fi
-fi
-
-# Boot the kernel the module was built for, so insmod cannot fail on vermagic.
 KVER=${CKPT_KVER:-}
-if [ -z "$KVER" ] && [ "${CKPT_VM_NO_MODULE:-0}" != 1 ] && command -v modinfo >/dev/null; then
-	KVER=$(modinfo -F vermagic "$KO" 2>/dev/null | cut -d' ' -f1) || KVER=
-fi
-[ -n "$KVER" ] || KVER=$("$ROOT/vm/kver.sh")
+[ -n "$KVER" ] || KVER=$("$ROOT/vm/kver.sh") || die "no kernel to boot"
 KIMG=/boot/vmlinuz-$KVER
 [ -r "$KIMG" ] || die "cannot read $KIMG (is linux-image-$KVER installed? run make setup)"
 [ -d "/lib/modules/$KVER/kernel" ] || die "no /lib/modules/$KVER: virtme-ng needs its 9p and virtio modules"
+
+# The module built for this kernel, so insmod cannot fail on vermagic.
+if [ "${CKPT_VM_NO_MODULE:-0}" != 1 ]; then
+	KO=${CKPT_KO:-$ROOT/build/kmod-$KVER/ckpt.ko}
+	[ -f "$KO" ] || die "$KO is missing (make build, or make -C kmod KVER=$KVER; CKPT_VM_NO_MODULE=1 boots without it)"
+	KO=$(cd "$(dirname "$KO")" && pwd)/$(basename "$KO")
+	if command -v modinfo >/dev/null; then
+		built=$(modinfo -F vermagic "$KO" 2>/dev/null | cut -d' ' -f1) || built=
+		[ "$built" = "$KVER" ] || die "$KO was built for '$built', not $KVER"
+	fi
+	if [ -n "$(find "$ROOT/kmod" "$ROOT/kmod/include/uapi" -maxdepth 1 \
+		-name '*.[ch]' -newer "$KO" -print -quit)" ]; then
+		echo "vm/run.sh: warning: $KO is older than its sources (make build)" >&2
+	fi
+	# vm/guest.sh loads it; tests that reload the module find it there too
+	export CKPT_KO=$KO
+fi
 
 # Modules udev would load at boot that no test needs; they cost ~5 s of the
 # ~17 s boot under TCG (kvm alone ~4 s).
@@ -146,7 +155,9 @@ vng+=(--exec "$tmp/guest-cmd")
 # Our own timeout instead of timeout(1): vng runs virtme-run, which runs
 # qemu; killing vng alone would leave qemu running, holding our stdout open.
 vng_pid=
-sleep_pid=
+watchdog_pid=
+timed_out=0
+# shellcheck disable=SC2329  # reached through trap (on_signal, on_timeout)
 descendants() {
 	local kids=() c
 	read -r -a kids <"/proc/$1/task/$1/children" 2>/dev/null || true
@@ -155,6 +166,7 @@ descendants() {
 		descendants "$c"
 	done
 }
+# shellcheck disable=SC2329  # reached through trap (on_signal, on_timeout)
 kill_guest() {
 	local pids i
 	[ -n "$vng_pid" ] || return 0
@@ -167,12 +179,20 @@ kill_guest() {
 		sleep 0.2
 	done
 }
-# shellcheck disable=SC2317  # reached through trap
+# shellcheck disable=SC2317,SC2329  # reached through trap
 on_signal() {
 	kill_guest
-	[ -z "$sleep_pid" ] || kill "$sleep_pid" 2>/dev/null || true
+	[ -z "$watchdog_pid" ] || kill "$watchdog_pid" 2>/dev/null || true
 	[ -z "${tmp:-}" ] || rm -rf "$tmp"
 	exit "$1"
+}
+# shellcheck disable=SC2317,SC2329  # reached through trap
+on_timeout() {
+	# a guest that ended as the timer fired did not time out
+	[ -n "$vng_pid" ] && kill -0 "$vng_pid" 2>/dev/null || return 0
+	timed_out=1
+	echo "vm/run.sh: guest timed out after ${TIMEOUT}s (CKPT_VM_TIMEOUT), killing it" >&2
+	kill_guest
 }
 trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
@@ -192,23 +212,32 @@ if ! [ -t 2 ]; then
 	cats+=($!) err=$tmp/err
 fi
 
-sleep "$TIMEOUT" >/dev/null 2>&1 &
-sleep_pid=$!
 # explicit <&0: a background job would otherwise read /dev/null
 "${vng[@]}" <&0 >"$out" 2>"$err" &
 vng_pid=$!
 
+# The timer is a child that signals us: `wait -n PID...` on vng and a sleep
+# (bash 5.2) once missed vng's end and waited for the whole timeout. A plain
+# `wait PID` cannot miss it; a trapped signal interrupts it (status > 128).
+trap on_timeout USR1
+(
+	trap 'kill "$sp" 2>/dev/null; exit 0' TERM
+	sleep "$TIMEOUT" &
+	sp=$!
+	wait "$sp" && kill -USR1 $$
+) </dev/null >/dev/null 2>&1 &
+watchdog_pid=$!
+
 rc=0
-wait -n -p done_pid "$vng_pid" "$sleep_pid" || rc=$?
-if [ "$done_pid" = "$sleep_pid" ]; then
-	echo "vm/run.sh: guest timed out after ${TIMEOUT}s (CKPT_VM_TIMEOUT), killing it" >&2
-	kill_guest
-	wait "$vng_pid" 2>/dev/null || true
-	rc=124
-else
-	kill "$sleep_pid" 2>/dev/null || true
-	wait "$sleep_pid" 2>/dev/null || true
-fi
+while :; do
+	rc=0
+	wait "$vng_pid" || rc=$?
+	kill -0 "$vng_pid" 2>/dev/null || break # reaped: rc is vng's status
+done
+kill "$watchdog_pid" 2>/dev/null || true
+wait "$watchdog_pid" 2>/dev/null || true
+trap - USR1
+[ "$timed_out" = 0 ] || rc=124
 # let the last bytes through before we return
 [ "${#cats[@]}" -eq 0 ] || wait "${cats[@]}" 2>/dev/null || true
 rm -rf "$tmp"

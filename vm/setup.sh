@@ -13,9 +13,12 @@ LOG=$ROOT/build/setup.log
 # build-essential: gcc and make for ckpt.ko, kmod/host and the cffi module;
 # kmod: insmod/rmmod/modinfo (the guest uses the host's root);
 # busybox-static: virtme-ng builds its initramfs with it;
-# python3-bpfcc: the real bcc, for Debian's /usr/bin/python3 only.
+# python3-bpfcc: the real bcc, for Debian's /usr/bin/python3 only;
+# the two kernels `make test` covers, with their headers: bookworm's default
+# 6.1 and its 6.12 (vm/kver.sh --all finds their versions).
 PKGS=(build-essential kmod qemu-system-x86 busybox-static
 	linux-image-amd64 linux-headers-amd64
+	linux-image-6.12-amd64 linux-headers-6.12-amd64
 	python3-venv python3-dev python3-bpfcc)
 
 say() { echo "setup: $*"; }
@@ -46,12 +49,15 @@ for p in "${PKGS[@]}"; do
 done
 [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
 
-# The kernel we boot must have headers of the same version to build against
+# Each kernel we boot must have headers of the same version to build against
 # (an older image may sit beside the one the meta packages point at).
-KVER=$("$ROOT/vm/kver.sh")
-if [ ! -e "/lib/modules/$KVER/build/Makefile" ]; then
-	apt_install "linux-headers-$KVER"
-fi
+mapfile -t kvers < <("$ROOT/vm/kver.sh" --all; "$ROOT/vm/kver.sh")
+[ "${#kvers[@]}" -gt 0 ] || die "no kernel found (vm/kver.sh)"
+headers=()
+for k in $(printf '%s\n' "${kvers[@]}" | sort -u); do
+	[ -e "/lib/modules/$k/build/Makefile" ] || headers+=("linux-headers-$k")
+done
+[ "${#headers[@]}" -eq 0 ] || apt_install "${headers[@]}"
 
 # A venv from Debian's python3 with the system site-packages: bcc comes only
 # from Debian (PyPI's "bcc" is another project). Remake it if it came from
