@@ -145,9 +145,17 @@ def wait_for(path: Path, timeout: float = WAIT) -> None:
         time.sleep(0.02)
 
 
-def results(path: Path) -> dict:
-    wait_for(path)
-    return json.loads(path.read_text())
+def results(path: Path, timeout: float = WAIT) -> dict:
+    """The JSON a restarted task wrote: the file appears when the task opens
+    it, before the task has written it, so wait until it parses."""
+    deadline = time.monotonic() + timeout
+    wait_for(path, timeout)
+    while True:
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            assert time.monotonic() < deadline, f"{path} never held JSON"
+            time.sleep(0.02)
 
 
 @pytest.fixture
