@@ -59,7 +59,7 @@ def roundtrip(body: Callable[[Member], None], image_path: str | None = None) -> 
             keep = {fd for fd, f in before[0].items() if not f.cloexec}
             r.release()
             wait_for(lambda: _comm(new[0]) == "sleep")
-            # exec sets the new comm before it closes the close-on-exec fds:
+            # exec (6.12) sets the new comm before it closes the close-on-exec fds:
             # give it the moment between the two before comparing
             with contextlib.suppress(TimeoutError):
                 wait_for(lambda: set(fds_of(new[0])) == keep, timeout=5.0)
