@@ -221,7 +221,6 @@ def main(
     module: str | None = None,
     kver: str | None = None,
     *,
-    quiet: bool = False,
     as_json: bool = False,
     vermagic_only: bool = False,
 ) -> int:
@@ -252,7 +251,7 @@ def main(
     report["problems"] = problems
     if as_json:
         print(json.dumps(report, indent=1))
-    elif not quiet or problems:
+    else:
         print(f"module   {ko} (vermagic {report.get('vermagic', '?').strip()})")
         print(f"kernel   {kver}: {'loadable' if not any('vermagic' in p for p in problems) else 'NOT loadable'}")
         if "checked" in report:

@@ -6,7 +6,7 @@
     pyckpt show IMAGE [--json | --dot]
     pyckpt demo | bench [resume]
     pyckpt repro halfpipe|deferqueue|epoll|header [--policy P | --all-policies] [--json]
-    pyckpt abi-check [--module KO] [--kver KVER] [--json]
+    pyckpt abi-check [--module KO] [--kver KVER] [--json] [--vermagic-only]
     pyckpt trace [--json] [--no-hist] -- CMD...
 
 Exit status: 0 on success (restart: the restarted root's own status), 1 when
@@ -126,7 +126,9 @@ def cmd_repro(args: argparse.Namespace) -> int:
 def cmd_abi_check(args: argparse.Namespace) -> int:
     from pyckpt import abicheck
 
-    return abicheck.main(args.module, args.kver, quiet=args.json, as_json=args.json)
+    return abicheck.main(
+        args.module, args.kver, as_json=args.json, vermagic_only=args.vermagic_only
+    )
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -226,6 +228,11 @@ def parser() -> argparse.ArgumentParser:
         help="the kernel that will load it (default: the running one)",
     )
     ac.add_argument("--json", action="store_true", help="the findings as JSON")
+    ac.add_argument(
+        "--vermagic-only",
+        action="store_true",
+        help="only whether the kernel can load the module (before insmod)",
+    )
     ac.set_defaults(fn=cmd_abi_check)
 
     tr = sub.add_parser(

@@ -97,7 +97,7 @@ def test_header_table_and_json_from_the_cli() -> None:
     assert types[0] == "HEAD" and types[-1] == "TAIL"
     # every FD record belongs to a task through its ptag
     fds = [r for r in rep["data"]["records"] if r["type"] == "FD"]
-    assert len(fds) == 5 and all(r["task"] for r in fds)
+    assert len(fds) == 4 and all(r["task"] for r in fds)
 
 
 def test_unknown_scenario_is_a_clear_error() -> None:
