@@ -33,7 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_KO = ROOT / "kmod" / "ckpt.ko"
 HEADER = ROOT / "kmod" / "include" / "uapi" / "ckpt.h"
 # where the uapi headers a userspace build sees live (linux-libc-dev)
-UAPI_DIRS = ("/usr/include/linux", "/usr/include/asm-generic", "/usr/include/x86_64-linux-gnu/asm")
+UAPI_DIRS = (
+    "/usr/include/linux",
+    "/usr/include/asm-generic",
+    "/usr/include/x86_64-linux-gnu/asm",
+)
 
 
 class AbiCheckError(Exception):
@@ -60,12 +64,16 @@ def _member_offset(die) -> int | None:
     return v[1] if len(v) == 2 and v[0] == 0x23 else None
 
 
-def dwarf_layouts(path: str | os.PathLike[str], prefix: str = "ckpt_") -> dict[str, Layout]:
+def dwarf_layouts(
+    path: str | os.PathLike[str], prefix: str = "ckpt_"
+) -> dict[str, Layout]:
     """struct name -> Layout for every complete struct named prefix* in the DWARF."""
     with open(path, "rb") as f:
         elf = ELFFile(f)
         if not elf.has_dwarf_info() or not elf.get_section_by_name(".debug_info"):
-            raise AbiCheckError(f"{path}: no DWARF (.debug_info): build with CONFIG_DEBUG_INFO")
+            raise AbiCheckError(
+                f"{path}: no DWARF (.debug_info): build with CONFIG_DEBUG_INFO"
+            )
         dwarf = elf.get_dwarf_info()
         out: dict[str, Layout] = {}
         for cu in dwarf.iter_CUs():
@@ -119,7 +127,9 @@ def compare_layouts(
             )
         for m, off in want.members.items():
             if m not in got.members:
-                problems.append(f"struct {name}: member {m} missing from ckpt.ko's DWARF")
+                problems.append(
+                    f"struct {name}: member {m} missing from ckpt.ko's DWARF"
+                )
             elif got.members[m] != off:
                 problems.append(
                     f"struct {name}: member {m} at offset {got.members[m]} in ckpt.ko, "
@@ -156,9 +166,7 @@ def kernel_vermagic(kver: str) -> str:
     for pattern in ("**/*.ko", "**/*.ko.xz"):
         for ko in glob.iglob(f"{base}/{pattern}", recursive=True):
             return modinfo(ko)["vermagic"]
-    raise AbiCheckError(
-        f"no modules under {base}: is linux-image-{kver} installed?"
-    )
+    raise AbiCheckError(f"no modules under {base}: is linux-image-{kver} installed?")
 
 
 def check_vermagic(ko: str | os.PathLike[str], kver: str) -> str | None:
@@ -177,12 +185,12 @@ def check_vermagic(ko: str | os.PathLike[str], kver: str) -> str | None:
 
 # ---- 3. kernel-internal constants ---------------------------------------------------
 
-_DEFINE = re.compile(r"^\s*#\s*define\s+([A-Za-z_]\w*)", re.M)
+_DEFINE = re.compile(r"^\s*#\s*define\s+([A-Za-z_]\w*)", re.MULTILINE)
 _MACRO = re.compile(r"\b([A-Z][A-Z0-9_]{2,})\b")
 
 
 def _strip_comments(text: str) -> str:
-    return re.sub(r"//[^\n]*", "", re.sub(r"/\*.*?\*/", "", text, flags=re.S))
+    return re.sub(r"//[^\n]*", "", re.sub(r"/\*.*?\*/", "", text, flags=re.DOTALL))
 
 
 def uapi_macros(dirs: tuple[str, ...] = UAPI_DIRS) -> set[str]:
@@ -200,7 +208,7 @@ def kernel_constants(header: str, uapi: set[str] | None = None) -> list[str]:
     one kernel's build."""
     code = _strip_comments(header)
     own = set(_DEFINE.findall(code))
-    for body in re.findall(r"\benum\b[^{;]*\{(.*?)\}", code, re.S):
+    for body in re.findall(r"\benum\b[^{;]*\{(.*?)\}", code, re.DOTALL):
         own.update(re.findall(r"([A-Za-z_]\w*)\s*(?:=[^,]*)?(?:,|$)", body.strip()))
     used: set[str] = set()
     for line in code.splitlines():
@@ -244,7 +252,8 @@ def main(
             report["kernel_constants"] = consts
             problems += [
                 f"ckpt.h uses {c}, defined neither in ckpt.h nor in the uapi headers: "
-                "a kernel-internal constant in the ABI" for c in consts
+                "a kernel-internal constant in the ABI"
+                for c in consts
             ]
     except (AbiCheckError, OSError) as e:
         problems.append(str(e))
@@ -253,7 +262,9 @@ def main(
         print(json.dumps(report, indent=1))
     else:
         print(f"module   {ko} (vermagic {report.get('vermagic', '?').strip()})")
-        print(f"kernel   {kver}: {'loadable' if not any('vermagic' in p for p in problems) else 'NOT loadable'}")
+        print(
+            f"kernel   {kver}: {'loadable' if not any('vermagic' in p for p in problems) else 'NOT loadable'}"
+        )
         if "checked" in report:
             print(
                 f"layouts  {len(report['checked'])} structs of ckpt.h compared with "
@@ -264,7 +275,9 @@ def main(
                     f"         not described by the module's DWARF (the module does not "
                     f"use them): {', '.join(report['absent'])}"
                 )
-            print(f"consts   kernel-internal constants in ckpt.h: {len(report['kernel_constants'])}")
+            print(
+                f"consts   kernel-internal constants in ckpt.h: {len(report['kernel_constants'])}"
+            )
         for p in problems:
             print(f"FAIL     {p}")
         if not problems:

@@ -11,7 +11,9 @@ even under TCG, where absolute times are slow:
 4. a whole checkpoint and restart of 10 tasks with 1,000 fds each: the
    downtime (frozen time), image size, checkpoint and restart times.
 
-`python -m pyckpt.bench cr` runs only the last.
+`python -m pyckpt.bench cr` runs only the last; `python -m pyckpt.bench resume
+[--sizes 100,1000] [--out DIR]` answers seed 000's question on real restarts
+(table, and with --out a JSON and a PNG plot).
 """
 
 from __future__ import annotations
@@ -213,11 +215,19 @@ def checkpoint_restart() -> None:
     print(f"   restart (to release){t_restart * 1e3:9.1f} ms")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     if not os.path.exists("/dev/ckpt"):
         print("pyckpt.bench: needs /dev/ckpt (run it in the VM: make bench)")
         return 2
-    if sys.argv[1:] != ["cr"]:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["resume"]:
+        out = args[args.index("--out") + 1] if "--out" in args else None
+        sizes = RESUME_SIZES
+        if "--sizes" in args:
+            sizes = tuple(int(x) for x in args[args.index("--sizes") + 1].split(","))
+        resume(sizes, out)
+        return 0
+    if args != ["cr"]:
         with eventfds(max(SIZES)) as fds:
             single_vs_batch(fds[:10_000])
             fixed_vs_autogrow(fds)
@@ -229,3 +239,146 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---- seed 000, answered on real restarts: `python -m pyckpt.bench resume` ------------
+
+RESUME_SIZES = (100, 1_000, 10_000, 100_000)
+# name -> (number of tasks, deep: each task a child of the previous one)
+SHAPES: dict[str, tuple[int, bool]] = {
+    "few tasks, many files": (2, False),
+    "many tasks, few files": (64, False),
+    "deep (chain of 16)": (16, True),
+    "flat (root + 15)": (16, False),
+}
+SHARED = 4  # files every task holds (inherited from the root, as a tree does)
+
+
+def resume_image(n: int, tasks: int, deep: bool) -> Any:
+    """An image of n eventfds over a tree of the given shape: SHARED files
+    held by every task, the rest spread evenly, each task its own."""
+    from pyckpt.abi import FileKind, FMode
+    from pyckpt.image import Fd, File, Head, Image, Task
+
+    uts = os.uname()
+    img = Image(Head(time.time(), uts.sysname, uts.release, uts.version, uts.machine))
+    rw = FMode.READ | FMode.WRITE
+    for ref in range(1, n + 1):
+        img.files[ref] = File(ref, FileKind.EVENTFD, os.O_RDWR, rw, count=ref)
+    shared = min(SHARED, n)
+    own = list(range(shared + 1, n + 1))
+    base = 1000
+    for i in range(tasks):
+        pid = base + i
+        ppid = (pid - 1 if deep else base) if i else 1
+        mine = own[i::tasks]
+        refs = list(range(1, shared + 1)) + mine
+        fds = [Fd(3 + k, ref) for k, ref in enumerate(refs)]
+        img.tasks.append(Task(pid, ppid, base, base, "bench", ["sleep"], "/", fds))
+    return img
+
+
+def resume_once(n: int, tasks: int, deep: bool, policy: Policy) -> dict[str, float]:
+    """Restart once; time release() (the clear or free per policy, then the
+    tasks let go: "all restored" to "released") and the teardown after it."""
+    from pyckpt.api import restart
+
+    img = resume_image(n, tasks, deep)
+    t0 = time.perf_counter()
+    r = restart(img, policy=policy, argv=["sleep", "600"], release=False)
+    restored = time.perf_counter() - t0
+    try:
+        release = timed(r.release)
+        close = timed(r.teardown)
+    finally:
+        r.kill()
+    return {"restore_s": restored, "release_ms": release * 1e3, "close_ms": close * 1e3}
+
+
+def resume(sizes: tuple[int, ...] = RESUME_SIZES, out_dir: str | None = None) -> dict:
+    """Seed 000's question: the time from "all tasks restored" to "tasks
+    released" under each policy, for each size and tree shape, side by side."""
+    order = (Policy.CLEAR_AT_END, Policy.CLEAR_EARLY, Policy.FREE_UPFRONT)
+    names = {p: p.name.lower().replace("_", "-") for p in order}
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = max(sizes) + 1024
+    if hard != resource.RLIM_INFINITY and hard < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+    print(
+        "seed 000: restored -> released (release(): clear/free per policy, then the "
+        "tasks go), ms"
+    )
+    head = " | ".join(f"{names[p]:>12}" for p in order)
+    print(
+        f"{'shape':24} {'objects':>8} | {head} | free/early early/end | close ms "
+        "(end, early, free)"
+    )
+    rows = []
+    for shape, (tasks, deep) in SHAPES.items():
+        for n in sizes:
+            res = {names[p]: resume_once(n, tasks, deep, p) for p in order}
+            rel = [res[names[p]]["release_ms"] for p in order]
+            closes = [res[names[p]]["close_ms"] for p in order]
+            end, early, free = rel
+            print(
+                f"{shape:24} {n:8d} | "
+                + " | ".join(f"{x:12.2f}" for x in rel)
+                + f" | {free / early:9.2f} {early / end:10.2f} | "
+                + ", ".join(f"{c:.1f}" for c in closes),
+                flush=True,
+            )
+            rows.append(
+                {
+                    "shape": shape,
+                    "tasks": tasks,
+                    "deep": deep,
+                    "objects": n,
+                    "policies": res,
+                }
+            )
+    data = {"kernel": os.uname().release, "rows": rows}
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        import json
+
+        path = os.path.join(out_dir, "resume.json")
+        with open(path, "w") as f:
+            json.dump(data, f, indent=1)
+        png = os.path.join(out_dir, "resume.png")
+        plot_resume(data, png)
+        print(f"wrote {path} and {png}")
+    return data
+
+
+def plot_resume(data: dict, path: str) -> None:
+    """One panel per shape: release time against objects, one line per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = list(dict.fromkeys(r["shape"] for r in data["rows"]))
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), sharex=True, sharey=True)
+    styles = {"clear-at-end": "o-", "clear-early": "s-", "free-upfront": "^-"}
+    for ax, shape in zip(axes.flat, shapes):
+        rows = [r for r in data["rows"] if r["shape"] == shape]
+        xs = [r["objects"] for r in rows]
+        for pol, style in styles.items():
+            ax.plot(
+                xs, [r["policies"][pol]["release_ms"] for r in rows], style, label=pol
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(shape)
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("objects in the hash")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("all restored -> released (ms)")
+    axes.flat[0].legend()
+    fig.suptitle(
+        f"seed 000: release cost per policy (ckpt.ko, {data['kernel']}, TCG guest)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -106,7 +106,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pyckpt import bench
 
-    return bench.main()
+    return bench.main(args.what)
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
@@ -196,7 +196,13 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="the module at work, narrated").set_defaults(
         fn=cmd_demo
     )
-    sub.add_parser("bench", help="the module's figures").set_defaults(fn=cmd_bench)
+    b = sub.add_parser(
+        "bench",
+        help="the module's figures; 'bench resume [--sizes N,N] [--out DIR]': "
+        "seed 000's question on real restarts",
+    )
+    b.add_argument("what", nargs=argparse.REMAINDER, help="cr | resume [...]")
+    b.set_defaults(fn=cmd_bench)
 
     from pyckpt.repro import SCENARIOS
 

@@ -37,8 +37,11 @@ CALLS = [
     ("ioc_release", "the release ioctl (CKPT_IOC_RELEASE)"),
     ("ckpt_release", "context teardown (close of /dev/ckpt)"),
 ]
-DROPS = [("file_drop", "ref drop: FILE"), ("inode_drop", "ref drop: INODE"),
-         ("test_drop", "ref drop: TEST")]
+DROPS = [
+    ("file_drop", "ref drop: FILE"),
+    ("inode_drop", "ref drop: INODE"),
+    ("test_drop", "ref drop: TEST"),
+]
 KFREE = "entry kfree"
 NAMES = [n for n, _ in CALLS] + [n for n, _ in DROPS] + [KFREE]
 FREE_ID = NAMES.index("ckpt_obj_hash_free")
@@ -147,6 +150,19 @@ int on_kfree(struct pt_regs *ctx)
 """
 
 
+def program(nslots: int) -> str:
+    """The BPF C text, probe functions included (KFREE_ID before FREE_ID:
+    one name contains the other)."""
+    text = _PROG.replace("NSLOTS", str(nslots)).replace("KFREE_ID", str(KFREE_ID))
+    text = text.replace("FREE_ID", str(FREE_ID))
+    for i in range(len(NAMES) - 1):
+        text += (
+            f"int enter_{i}(struct pt_regs *ctx) {{ return enter({i}); }}\n"
+            f"int leave_{i}(struct pt_regs *ctx) {{ return leave(ctx, {i}); }}\n"
+        )
+    return text
+
+
 class TraceUnavailable(Exception):
     """bcc cannot run here; the message says exactly why."""
 
@@ -158,16 +174,22 @@ def why_unavailable() -> str | None:
     try:
         import bcc  # noqa: F401
     except ImportError as e:
-        return (f"cannot import bcc ({e}): install Debian's python3-bpfcc and use a "
-                "venv with system site packages (the PyPI 'bcc' is another project)")
+        return (
+            f"cannot import bcc ({e}): install Debian's python3-bpfcc and use a "
+            "venv with system site packages (the PyPI 'bcc' is another project)"
+        )
     build = f"/lib/modules/{os.uname().release}/build"
     if not os.path.isdir(build):
         return f"no kernel headers at {build} for the running kernel"
-    if not (os.path.isdir("/sys/kernel/tracing/events")
-            or os.path.isdir("/sys/kernel/debug/tracing/events")):
+    if not (
+        os.path.isdir("/sys/kernel/tracing/events")
+        or os.path.isdir("/sys/kernel/debug/tracing/events")
+    ):
         return "tracefs is not mounted (/sys/kernel/tracing)"
     if not module_symbols():
-        return f"module {MODULE} is not loaded (no [{MODULE}] symbols in /proc/kallsyms)"
+        return (
+            f"module {MODULE} is not loaded (no [{MODULE}] symbols in /proc/kallsyms)"
+        )
     return None
 
 
@@ -208,13 +230,19 @@ class Trace:
         got = [a for n in names if (a := self.agg(n))]
         if not got:
             return None
-        return Agg(sum(a.count for a in got), min(a.first for a in got),
-                   max(a.last for a in got))
+        return Agg(
+            sum(a.count for a in got),
+            min(a.first for a in got),
+            max(a.last for a in got),
+        )
 
     def releases(self) -> list[int]:
         """The times the release ioctl returned."""
-        return [e["ts"] for e in self.events
-                if e["func"] == "ioc_release" and e["kind"] == LEAVE]
+        return [
+            e["ts"]
+            for e in self.events
+            if e["func"] == "ioc_release" and e["kind"] == LEAVE
+        ]
 
 
 class Tracer:
@@ -230,13 +258,9 @@ class Tracer:
         present = [n for n in NAMES[:-1] if n in syms]
         self.missing = [n for n in NAMES[:-1] if n not in syms]
         nslots = 2 * len(NAMES)
-        text = _PROG.replace("NSLOTS", str(nslots)).replace("FREE_ID", str(FREE_ID))
-        text = text.replace("KFREE_ID", str(KFREE_ID))
-        for i, n in enumerate(NAMES[:-1]):
-            text += (f"int enter_{i}(struct pt_regs *ctx) {{ return enter({i}); }}\n"
-                     f"int leave_{i}(struct pt_regs *ctx) {{ return leave(ctx, {i}); }}\n")
+        text = program(nslots)
         t0 = time.monotonic()
-        self.bpf = BPF(text=text)
+        self.bpf = BPF(text=text.encode())
         self.compile_s = time.monotonic() - t0
         drops = {n for n, _ in DROPS}
         for i, n in enumerate(NAMES[:-1]):
@@ -253,8 +277,16 @@ class Tracer:
 
     def _on_event(self, _cpu: int, data: Any, _size: int) -> None:
         e = self.bpf["events"].event(data)
-        self._events.append({"ts": e.ts, "tgid": e.tgid, "tid": e.tid,
-                             "func": NAMES[e.func], "kind": e.kind, "ret": e.ret})
+        self._events.append(
+            {
+                "ts": e.ts,
+                "tgid": e.tgid,
+                "tid": e.tid,
+                "func": NAMES[e.func],
+                "kind": e.kind,
+                "ret": e.ret,
+            }
+        )
 
     def poll(self, timeout_ms: int = 0) -> None:
         self.bpf.ring_buffer_poll(timeout_ms)
@@ -267,7 +299,7 @@ class Tracer:
 
     def _zero(self, name: str) -> None:
         t = self.bpf[name]
-        for k in t.keys():
+        for k in t:
             t[k] = type(t[k])()
 
     def collect(self) -> Trace:
@@ -280,8 +312,13 @@ class Tracer:
         for k, v in self.bpf["lat"].items():
             hist.setdefault(NAMES[k.func], {})[k.slot] = v.value
         lost = self.bpf["lost"][0].value
-        return Trace(aggs, sorted(self._events, key=lambda e: e["ts"]), hist, lost,
-                     list(self.missing))
+        return Trace(
+            aggs,
+            sorted(self._events, key=lambda e: e["ts"]),
+            hist,
+            lost,
+            list(self.missing),
+        )
 
     def close(self) -> None:
         self.bpf.cleanup()
@@ -306,23 +343,36 @@ def timeline(tr: Trace, limit: int = 60) -> str:
         ret = f" = {e['ret']}" if e["kind"] == LEAVE else ""
         at = f"+{(e['ts'] - t0) / 1e6:10.3f} ms"
         if len(run) == 1:
-            lines.append(f"  {at}  pid {e['tgid']:>6}  {arrow} {e['func']}{ret}   {what}")
+            lines.append(
+                f"  {at}  pid {e['tgid']:>6}  {arrow} {e['func']}{ret}   {what}"
+            )
         else:
             span = (run[-1]["ts"] - e["ts"]) / 1e6
-            lines.append(f"  {at}  pid {e['tgid']:>6}  {arrow} {e['func']} x{len(run)} "
-                         f"over {span:.3f} ms   {what}")
+            lines.append(
+                f"  {at}  pid {e['tgid']:>6}  {arrow} {e['func']} x{len(run)} "
+                f"over {span:.3f} ms   {what}"
+            )
         run.clear()
 
     for e in tr.events:
-        if run and (e["func"], e["kind"], e["tgid"]) != (run[0]["func"], run[0]["kind"],
-                                                         run[0]["tgid"]):
+        if run and (e["func"], e["kind"], e["tgid"]) != (
+            run[0]["func"],
+            run[0]["kind"],
+            run[0]["tgid"],
+        ):
             flush()
         run.append(e)
     flush()
     if len(lines) > limit:
-        lines = lines[: limit // 2] + [f"  ... {len(lines) - limit} lines ..."] + lines[-limit // 2 :]
+        lines = (
+            lines[: limit // 2]
+            + [f"  ... {len(lines) - limit} lines ..."]
+            + lines[-limit // 2 :]
+        )
     if tr.lost:
-        lines.append(f"  ({tr.lost} events lost: the ring buffer was full; counts below are exact)")
+        lines.append(
+            f"  ({tr.lost} events lost: the ring buffer was full; counts below are exact)"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -353,15 +403,20 @@ def counts(tr: Trace) -> str:
 
 def main(command: list[str], *, as_json: bool = False, hist: bool = True) -> int:
     if not command:
-        print("pyckpt trace: give a command: pyckpt trace -- CMD ARGS...", file=sys.stderr)
+        print(
+            "pyckpt trace: give a command: pyckpt trace -- CMD ARGS...", file=sys.stderr
+        )
         return 2
     try:
         tracer = Tracer()
     except TraceUnavailable as e:
         print(f"pyckpt trace: {e}", file=sys.stderr)
         return 1
-    print(f"pyckpt trace: BPF program compiled in {tracer.compile_s:.1f} s; "
-          f"running {' '.join(command)}", file=sys.stderr)
+    print(
+        f"pyckpt trace: BPF program compiled in {tracer.compile_s:.1f} s; "
+        f"running {' '.join(command)}",
+        file=sys.stderr,
+    )
     tracer.reset()
     proc = subprocess.Popen(command)
     while proc.poll() is None:
@@ -369,8 +424,17 @@ def main(command: list[str], *, as_json: bool = False, hist: bool = True) -> int
     tr = tracer.collect()
     tracer.close()
     if as_json:
-        print(json.dumps({"events": tr.events, "lost": tr.lost, "missing": tr.missing,
-                          "hist": tr.hist, "exit": proc.returncode}))
+        print(
+            json.dumps(
+                {
+                    "events": tr.events,
+                    "lost": tr.lost,
+                    "missing": tr.missing,
+                    "hist": tr.hist,
+                    "exit": proc.returncode,
+                }
+            )
+        )
         return proc.returncode
     print(f"\n== timeline ({len(tr.events)} events)")
     print(timeline(tr), end="")

@@ -21,7 +21,10 @@ _GATE_FD = 900  # above every fd a scenario places
 
 def _place(targets: dict[int, int], gate: int) -> None:
     """Keep only gate and each source at its target number (inheritable)."""
-    tmp = {dst: fcntl.fcntl(src, fcntl.F_DUPFD_CLOEXEC, _GATE_FD + 1) for dst, src in targets.items()}
+    tmp = {
+        dst: fcntl.fcntl(src, fcntl.F_DUPFD_CLOEXEC, _GATE_FD + 1)
+        for dst, src in targets.items()
+    }
     keep = {gate, *tmp.values()}
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)

@@ -119,29 +119,55 @@ def run(policies: Sequence[Policy] = DEFAULT_POLICIES) -> Report:
         }
         sfx = f" ({name})" if len(policies) > 1 else ""
         rep.rows += [
-            [f"FIFO order{sfx}", "list_add_tail(&ctx->deferqueue, &wq->list): "
-             "arguments swapped, the head is linked into an unset entry",
-             "list_add_tail(&dq->list, &head->list)", " ".join(map(str, tags))],
-            [f"entry size{sfx}", "kmalloc(sizeof(wq) + size): a pointer's size, "
-             "the copy overruns", "sizeof(*dq) + size",
-             f"8-byte tag {TAGS[3]:#x} came back intact" if TAGS[3] in tags else "corrupt"],
+            [
+                f"FIFO order{sfx}",
+                (
+                    "list_add_tail(&ctx->deferqueue, &wq->list): "
+                    "arguments swapped, the head is linked into an unset entry"
+                ),
+                "list_add_tail(&dq->list, &head->list)",
+                " ".join(map(str, tags)),
+            ],
+            [
+                f"entry size{sfx}",
+                "kmalloc(sizeof(wq) + size): a pointer's size, the copy overruns",
+                "sizeof(*dq) + size",
+                f"8-byte tag {TAGS[3]:#x} came back intact"
+                if TAGS[3] in tags
+                else "corrupt",
+            ],
             [f"run() returns the count{sfx}", "yes", "yes", f"{n} of {len(TAGS)}"],
-            [f"run() returns an error{sfx}", "promised; its code logged and went on",
-             "the first error; later entries stay queued",
-             f"{err}, ran {etags}, {pending} pending, next run {rest}"],
-            [f"create, attach, delete later{sfx}", "the example of the post",
-             "DROP drops the hash's reference when run",
-             f"reader {cad[0]} before run, {cad[1]} after; entries {cad[2]}"],
-            [f"queue torn down unrun{sfx}", "cr_ctx_free runs it",
-             "each entry's destructor", f"reader {unrun[0]} -> {unrun[1]}, "
-             f"{unrun[2]} entries left"],
+            [
+                f"run() returns an error{sfx}",
+                "promised; its code logged and went on",
+                "the first error; later entries stay queued",
+                f"{err}, ran {etags}, {pending} pending, next run {rest}",
+            ],
+            [
+                f"create, attach, delete later{sfx}",
+                "the example of the post",
+                "DROP drops the hash's reference when run",
+                f"reader {cad[0]} before run, {cad[1]} after; entries {cad[2]}",
+            ],
+            [
+                f"queue torn down unrun{sfx}",
+                "cr_ctx_free runs it",
+                "each entry's destructor",
+                f"reader {unrun[0]} -> {unrun[1]}, {unrun[2]} entries left",
+            ],
         ]
         rep.check(tags == TAGS, f"{name}: entries run in the order queued")
         rep.check(n == len(TAGS), f"{name}: run() returns the number run")
-        rep.check(err == "EIO" and etags == [1] and pending == 2 and rest == 2,
-                  f"{name}: run() returns the first error and stops there")
-        rep.check(cad[:2] == ["blocks", "EOF"],
-                  f"{name}: a deferred drop lets the last writer go when the queue runs")
-        rep.check(unrun == ("blocks", "EOF", 0),
-                  f"{name}: an unrun queue's destructors release what it held")
+        rep.check(
+            err == "EIO" and etags == [1] and pending == 2 and rest == 2,
+            f"{name}: run() returns the first error and stops there",
+        )
+        rep.check(
+            cad[:2] == ["blocks", "EOF"],
+            f"{name}: a deferred drop lets the last writer go when the queue runs",
+        )
+        rep.check(
+            unrun == ("blocks", "EOF", 0),
+            f"{name}: an unrun queue's destructors release what it held",
+        )
     return rep

@@ -55,7 +55,9 @@ EP_FD = 3  # where the root keeps its epoll
 
 def _restore(policy: Policy, rep: Report) -> dict:
     root = _tree.build(
-        _items_tree, [], root=lambda s: {EP_FD: s["ep"], 4: s["r"], 5: s["w"], 6: s["e"]}
+        _items_tree,
+        [],
+        root=lambda s: {EP_FD: s["ep"], 4: s["r"], 5: s["w"], 6: s["e"]},
     )
     try:
         live = epoll_items(root, EP_FD)
@@ -79,21 +81,31 @@ def _restore(policy: Policy, rep: Report) -> dict:
         r.kill()
     kinds = [img.files[i.target].kind.name for i in sorted(items, key=lambda i: i.tfd)]
     name = policy_name(policy)
-    rep.rows.append([
-        f"items restored after every file exists ({name})",
-        f"{len(live)} items on {', '.join(kinds)}; image: by target objref "
-        f"{sorted(i.target for i in items)}",
-        f"restored fdinfo {'equal to' if restored == live else 'DIFFERS from'} the "
-        f"original (tfd, events, data); each tfd names its target (kcmp): {same_target}",
-    ])
+    rep.rows.append(
+        [
+            f"items restored after every file exists ({name})",
+            (
+                f"{len(live)} items on {', '.join(kinds)}; image: by target objref "
+                f"{sorted(i.target for i in items)}"
+            ),
+            (
+                f"restored fdinfo {'equal to' if restored == live else 'DIFFERS from'} the "
+                f"original (tfd, events, data); each tfd names its target (kcmp): {same_target}"
+            ),
+        ]
+    )
     rep.check(restored == live, f"{name}: restored epoll items equal the originals")
     rep.check(same_target, f"{name}: each restored item watches the restored target")
     rep.check(
         img.files[ep_ref].kind == FileKind.EPOLL and len(items) == 2,
         f"{name}: the image holds the items by target objref",
     )
-    return {"live": live, "restored": restored, "targets_match": same_target,
-            "targets": [i.target for i in items]}
+    return {
+        "live": live,
+        "restored": restored,
+        "targets_match": same_target,
+        "targets": [i.target for i in items],
+    }
 
 
 def _leak(rep: Report) -> dict:
@@ -123,8 +135,16 @@ def _leak(rep: Report) -> dict:
         os.close(outside)
         os.close(w)
     line = next((x.strip() for x in msg.splitlines() if "checkpoint leak" in x), msg)
-    rep.rows.append(["checkpoint leak reported", "epoll target open only outside the "
-                     f"tree (coordinator fd {outside}, {link})", line or "NOT REPORTED"])
+    rep.rows.append(
+        [
+            "checkpoint leak reported",
+            (
+                "epoll target open only outside the "
+                f"tree (coordinator fd {outside}, {link})"
+            ),
+            line or "NOT REPORTED",
+        ]
+    )
     rep.check(link in line, f"the leak names the target's path ({link})")
     rep.check(f"original fd {outside}" in line, "the leak names the original fd")
     rep.check(f"held outside by pid {os.getpid()}" in line, "the leak names the holder")

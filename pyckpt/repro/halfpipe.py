@@ -191,8 +191,14 @@ def run(policies: Sequence[Policy] = DEFAULT_POLICIES) -> Report:
         "halfpipe",
         "000",
         "a half-closed pipe in each direction, restarted under each policy",
-        ["policy", "restored reader", "restored writer", "hash refs dropped",
-         "entries kfree'd", "release"],
+        [
+            "policy",
+            "restored reader",
+            "restored writer",
+            "hash refs dropped",
+            "entries kfree'd",
+            "release",
+        ],
     )
     log = f"/tmp/pyckpt-halfpipe-{os.getpid()}.log"
     try:
@@ -203,37 +209,67 @@ def run(policies: Sequence[Policy] = DEFAULT_POLICIES) -> Report:
             os.unlink(log)
     pipes = res.image.pipes.values()
     rep.check(
-        sorted((p.no_reader, p.no_writer) for p in pipes) == [(False, True), (True, False)],
+        sorted((p.no_reader, p.no_writer) for p in pipes)
+        == [(False, True), (True, False)],
         "checkpoint recorded one pipe with no writer and one with no reader",
     )
     for o in outcomes:
         name = policy_name(o.policy)
         rw, rt, rn = o.ev("reader")
         ww, wt, wn = o.ev("writer")
-        rep.rows.append([name, _reader_cell(o), _writer_cell(o), f"at {o.dropped_at}",
-                         f"at {o.freed_at}", f"{o.release_s * 1e3:.1f} ms"])
+        rep.rows.append(
+            [
+                name,
+                _reader_cell(o),
+                _writer_cell(o),
+                f"at {o.dropped_at}",
+                f"at {o.freed_at}",
+                f"{o.release_s * 1e3:.1f} ms",
+            ]
+        )
         rep.data[name] = {
-            "reader": {"event": rw, "bytes": rn, "ms": (rt - o.start("reader")) * 1e3,
-                       "before_close": rt < o.t_close},
-            "writer": {"event": ww, "bytes": wn, "ms": (wt - o.start("writer")) * 1e3,
-                       "before_close": wt < o.t_close},
+            "reader": {
+                "event": rw,
+                "bytes": rn,
+                "ms": (rt - o.start("reader")) * 1e3,
+                "before_close": rt < o.t_close,
+            },
+            "writer": {
+                "event": ww,
+                "bytes": wn,
+                "ms": (wt - o.start("writer")) * 1e3,
+                "before_close": wt < o.t_close,
+            },
             "dropped_at": o.dropped_at,
             "freed_at": o.freed_at,
             "release_ms": o.release_s * 1e3,
             "held_ms": (o.t_close - o.t_release) * 1e3,
         }
         early, drop, free = EXPECT[o.policy]
-        rep.check(rn == len(IN_FLIGHT) and rw == "eof",
-                  f"{name}: the reader got the {len(IN_FLIGHT)} bytes in flight, then EOF")
+        rep.check(
+            rn == len(IN_FLIGHT) and rw == "eof",
+            f"{name}: the reader got the {len(IN_FLIGHT)} bytes in flight, then EOF",
+        )
         if early:
-            rep.check(rt < o.t_close, f"{name}: the reader saw EOF before the context closed")
-            rep.check(ww == "epipe" and wn == 0, f"{name}: the writer got EPIPE on its first write")
+            rep.check(
+                rt < o.t_close, f"{name}: the reader saw EOF before the context closed"
+            )
+            rep.check(
+                ww == "epipe" and wn == 0,
+                f"{name}: the writer got EPIPE on its first write",
+            )
         else:
-            rep.check(rt >= o.t_close, f"{name}: the reader blocked until the context closed")
-            rep.check(ww == "epipe" and wn > 0 and wt >= o.t_close,
-                      f"{name}: the writer wrote into a pipe that briefly re-opened")
-        rep.check((o.dropped_at, o.freed_at) == (drop, free),
-                  f"{name}: refs dropped at {drop}, entries kfree'd at {free}")
+            rep.check(
+                rt >= o.t_close, f"{name}: the reader blocked until the context closed"
+            )
+            rep.check(
+                ww == "epipe" and wn > 0 and wt >= o.t_close,
+                f"{name}: the writer wrote into a pipe that briefly re-opened",
+            )
+        rep.check(
+            (o.dropped_at, o.freed_at) == (drop, free),
+            f"{name}: refs dropped at {drop}, entries kfree'd at {free}",
+        )
     rep.notes.append(
         f"The coordinator holds the context {HOLD:.0f} s after both tasks started, "
         "then closes it; times are from each task's start."

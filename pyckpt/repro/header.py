@@ -40,7 +40,9 @@ def run(policies: Sequence[Policy] = DEFAULT_POLICIES) -> Report:
         ["tag", "record", "ptag", "belongs to", "fields"],
     )
     root = _tree.build(
-        _shared, [lambda s: {3: s["r"], 4: s["e"]}], root=lambda s: {3: s["r"], 5: s["w"]}
+        _shared,
+        [lambda s: {3: s["r"], 4: s["e"]}],
+        root=lambda s: {3: s["r"], 5: s["w"]},
     )
     try:
         res = pyckpt.checkpoint(root, kill=True)
@@ -64,12 +66,22 @@ def run(policies: Sequence[Policy] = DEFAULT_POLICIES) -> Report:
     hf = head.fields
     rep.data["head"] = {
         k: _text(hf[k]) for k in ("sysname", "release", "version", "machine")
-    } | {"format_version": hf["format_version"], "abi_version": hf["abi_version"],
-         "time_sec": hf["time_sec"]}
-    rep.check(head.type == HdrType.HEAD and head.ptag == 0, "HEAD comes first, at top level")
+    } | {
+        "format_version": hf["format_version"],
+        "abi_version": hf["abi_version"],
+        "time_sec": hf["time_sec"],
+    }
     rep.check(
-        (_text(hf["sysname"]), _text(hf["release"]), _text(hf["version"]),
-         _text(hf["machine"])) == (uts.sysname, uts.release, uts.version, uts.machine),
+        head.type == HdrType.HEAD and head.ptag == 0, "HEAD comes first, at top level"
+    )
+    rep.check(
+        (
+            _text(hf["sysname"]),
+            _text(hf["release"]),
+            _text(hf["version"]),
+            _text(hf["machine"]),
+        )
+        == (uts.sysname, uts.release, uts.version, uts.machine),
         "HEAD holds the full uname of the checkpointing kernel (no EXTRAVERSION lost)",
     )
     rep.check(
@@ -81,12 +93,16 @@ def run(policies: Sequence[Policy] = DEFAULT_POLICIES) -> Report:
     for r in recs:
         t = task_of(r.ptag) if r.type != HdrType.TASK else r.fields.get("pid")
         if r.type == HdrType.HEAD:
-            what = (f"{_text(hf['sysname'])} {_text(hf['release'])} "
-                    f"{_text(hf['machine'])}, format {hf['format_version']}, "
-                    f"abi {hf['abi_version']}")
+            what = (
+                f"{_text(hf['sysname'])} {_text(hf['release'])} "
+                f"{_text(hf['machine'])}, format {hf['format_version']}, "
+                f"abi {hf['abi_version']}"
+            )
         elif r.type == HdrType.TASK:
-            what = (f"pid {r.fields['pid']} ppid {r.fields['ppid']} comm "
-                    f"{_text(r.fields['comm'])!r} (comm_len {r.fields['comm_len']})")
+            what = (
+                f"pid {r.fields['pid']} ppid {r.fields['ppid']} comm "
+                f"{_text(r.fields['comm'])!r} (comm_len {r.fields['comm_len']})"
+            )
         elif r.type == HdrType.FD:
             what = f"fd {r.fields['fd']} -> objref {r.fields['objref']}"
         elif r.type in (HdrType.FILE, HdrType.OBJREF, HdrType.PIPE, HdrType.EPOLL):
@@ -95,17 +111,34 @@ def run(policies: Sequence[Policy] = DEFAULT_POLICIES) -> Report:
             what = ""
         parent = by_tag[r.ptag].type.name if r.ptag else "-"
         belongs = f"task {t}" if t is not None else "-"
-        rep.rows.append([str(r.tag), r.type.name, f"{r.ptag} ({parent})" if r.ptag
-                         else "0", belongs, what])
+        rep.rows.append(
+            [
+                str(r.tag),
+                r.type.name,
+                f"{r.ptag} ({parent})" if r.ptag else "0",
+                belongs,
+                what,
+            ]
+        )
         if r.type == HdrType.FD:
-            links.append((task_of(r.ptag), r.fields["fd"], r.fields["objref"],
-                          by_tag[r.ptag].type))
+            links.append(
+                (
+                    task_of(r.ptag),
+                    r.fields["fd"],
+                    r.fields["objref"],
+                    by_tag[r.ptag].type,
+                )
+            )
     # the FD records, resolved through ptags, must give each task its own fds
     want = sorted((t.pid, f.fd, f.objref) for t in res.image.tasks for f in t.fds)
     got = sorted((pid, fd, ref) for pid, fd, ref, _ in links)
-    rep.check(all(p == HdrType.TASK for *_, p in links), "every FD's ptag is a TASK's tag")
-    rep.check(got == want and len(want) == 4,
-              "ptags give each task exactly its fds (4 FD records, 2 tasks)")
+    rep.check(
+        all(p == HdrType.TASK for *_, p in links), "every FD's ptag is a TASK's tag"
+    )
+    rep.check(
+        got == want and len(want) == 4,
+        "ptags give each task exactly its fds (4 FD records, 2 tasks)",
+    )
     files = [r for r in recs if r.type in (HdrType.FILE, HdrType.OBJREF)]
     rep.check(
         all(by_tag[r.ptag].type == HdrType.FD for r in files)
@@ -117,8 +150,14 @@ def run(policies: Sequence[Policy] = DEFAULT_POLICIES) -> Report:
         "a file shared by two tasks is saved once; the second FD gets an OBJREF",
     )
     rep.data["records"] = [
-        {"tag": r.tag, "type": r.type.name, "ptag": r.ptag, "task": task_of(r.ptag)
-         if r.type != HdrType.TASK else r.fields["pid"], "offset": r.offset, "len": r.len}
+        {
+            "tag": r.tag,
+            "type": r.type.name,
+            "ptag": r.ptag,
+            "task": task_of(r.ptag) if r.type != HdrType.TASK else r.fields["pid"],
+            "offset": r.offset,
+            "len": r.len,
+        }
         for r in recs
     ]
     return rep
