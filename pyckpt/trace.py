@@ -266,17 +266,19 @@ class Tracer:
         for i, n in enumerate(NAMES[:-1]):
             if n not in present:
                 continue
-            self.bpf.attach_kprobe(event=n, fn_name=f"enter_{i}")
+            self.bpf.attach_kprobe(event=n.encode(), fn_name=f"enter_{i}".encode())
             if n not in drops:
-                self.bpf.attach_kretprobe(event=n, fn_name=f"leave_{i}")
-        self.bpf.attach_kprobe(event="kvfree", fn_name="on_kvfree")
-        self.bpf.attach_kretprobe(event="kvfree", fn_name="on_kvfree_ret")
-        self.bpf.attach_kprobe(event="kfree", fn_name="on_kfree")
+                self.bpf.attach_kretprobe(
+                    event=n.encode(), fn_name=f"leave_{i}".encode()
+                )
+        self.bpf.attach_kprobe(event=b"kvfree", fn_name=b"on_kvfree")
+        self.bpf.attach_kretprobe(event=b"kvfree", fn_name=b"on_kvfree_ret")
+        self.bpf.attach_kprobe(event=b"kfree", fn_name=b"on_kfree")
         self._events: list[dict[str, Any]] = []
-        self.bpf["events"].open_ring_buffer(self._on_event)
+        self.bpf[b"events"].open_ring_buffer(self._on_event)
 
     def _on_event(self, _cpu: int, data: Any, _size: int) -> None:
-        e = self.bpf["events"].event(data)
+        e = self.bpf[b"events"].event(data)
         self._events.append(
             {
                 "ts": e.ts,
@@ -295,23 +297,25 @@ class Tracer:
         self.poll()
         self._events.clear()
         for name in ("aggs", "lost", "lat", "start"):
-            self.bpf[name].clear() if name in ("lat", "start") else self._zero(name)
+            self.bpf[name.encode()].clear() if name in ("lat", "start") else self._zero(
+                name
+            )
 
     def _zero(self, name: str) -> None:
-        t = self.bpf[name]
+        t = self.bpf[name.encode()]
         for k in t:
             t[k] = type(t[k])()
 
     def collect(self) -> Trace:
         self.poll()
         aggs = {}
-        for k, v in self.bpf["aggs"].items():
+        for k, v in self.bpf[b"aggs"].items():
             if v.count:
                 aggs[(NAMES[k.value // 2], k.value % 2)] = Agg(v.count, v.first, v.last)
         hist: dict[str, dict[int, int]] = {}
-        for k, v in self.bpf["lat"].items():
+        for k, v in self.bpf[b"lat"].items():
             hist.setdefault(NAMES[k.func], {})[k.slot] = v.value
-        lost = self.bpf["lost"][0].value
+        lost = self.bpf[b"lost"][0].value
         return Trace(
             aggs,
             sorted(self._events, key=lambda e: e["ts"]),

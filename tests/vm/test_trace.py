@@ -111,7 +111,7 @@ def test_timeline_and_histograms(tracer: trace.Tracer) -> None:
     tr = tracer.collect()
     text = trace.timeline(tr)
     lines = [ln for ln in text.splitlines() if f"pid {os.getpid():>6}" in ln]
-    funcs = [re.search(r"[-<]> (\S+)", ln)[1] for ln in lines]
+    funcs = [re.search(r"(?:->|<-) (\S+)", ln)[1] for ln in lines]
     # calls appear in the order made; the teardown's kfree comes last
     want = [
         "ckpt_deferqueue_run",
