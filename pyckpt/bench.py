@@ -246,10 +246,10 @@ if __name__ == "__main__":
 RESUME_SIZES = (100, 1_000, 10_000, 100_000)
 # name -> (number of tasks, deep: each task a child of the previous one, the
 # largest size run: a restart of 10^5 objects takes ~50 s under TCG, so only
-# the two extreme shapes go that far and the whole run stays near 6 minutes)
+# one shape goes that far and the whole run stays near 6 minutes)
 SHAPES: dict[str, tuple[int, bool, int]] = {
     "few tasks, many files": (2, False, 100_000),
-    "many tasks, few files": (64, False, 100_000),
+    "many tasks, few files": (64, False, 10_000),
     "deep (chain of 16)": (16, True, 10_000),
     "flat (root + 15)": (16, False, 10_000),
 }
@@ -316,6 +316,19 @@ def resume_once(n: int, tasks: int, deep: bool, policy: Policy) -> dict[str, flo
     }
 
 
+def best_of(n: int, tasks: int, deep: bool, policy: Policy) -> dict[str, float]:
+    """The fastest of a few restarts (fewer for large n): the guest's vCPUs
+    are host threads, and a run preempted by the host only ever gets slower."""
+    runs = [resume_once(n, tasks, deep, policy) for _ in range(_reps(n))]
+    out = {k: min(r[k] for r in runs) for k in runs[0]}
+    out["runs"] = len(runs)
+    return out
+
+
+def _reps(n: int) -> int:
+    return 3 if n <= 1_000 else 2 if n <= 10_000 else 1
+
+
 def resume(sizes: tuple[int, ...] = RESUME_SIZES, out_dir: str | None = None) -> dict:
     """Seed 000's question: the time from "all tasks restored" to "tasks
     released" under each policy, for each size and tree shape, side by side."""
@@ -334,7 +347,7 @@ def resume(sizes: tuple[int, ...] = RESUME_SIZES, out_dir: str | None = None) ->
     rows = []
     for shape, (tasks, deep, largest) in SHAPES.items():
         for n in (n for n in sizes if n <= largest):
-            res = {names[p]: resume_once(n, tasks, deep, p) for p in order}
+            res = {names[p]: best_of(n, tasks, deep, p) for p in order}
 
             def col(key: str, res: dict = res) -> str:
                 return " ".join(f"{res[names[p]][key]:12.2f}" for p in order)
