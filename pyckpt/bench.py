@@ -13,7 +13,8 @@ even under TCG, where absolute times are slow:
 
 `python -m pyckpt.bench cr` runs only the last; `python -m pyckpt.bench resume
 [--sizes 100,1000] [--out DIR]` answers seed 000's question on real restarts
-(table, and with --out a JSON and a PNG plot).
+(table, and with --out a JSON and a PNG plot); `resume --replot JSON` redraws
+the PNG from a run's JSON.
 """
 
 from __future__ import annotations
@@ -216,10 +217,21 @@ def checkpoint_restart() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:2] == ["resume", "--replot"] and len(args) == 3:
+        # the PNG again from a run's JSON, anywhere (the guest builds
+        # matplotlib's font cache at each boot: minutes under TCG)
+        import json
+
+        with open(args[2]) as f:
+            data = json.load(f)
+        png = os.path.splitext(args[2])[0] + ".png"
+        plot_resume(data, png)
+        print(f"wrote {png}")
+        return 0
     if not os.path.exists("/dev/ckpt"):
         print("pyckpt.bench: needs /dev/ckpt (run it in the VM: make bench)")
         return 2
-    args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["resume"]:
         out = args[args.index("--out") + 1] if "--out" in args else None
         sizes = RESUME_SIZES
@@ -391,14 +403,26 @@ def plot_resume(data: dict, path: str) -> None:
     shapes = list(dict.fromkeys(r["shape"] for r in data["rows"]))
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), sharex=True, sharey=True)
     styles = {"clear-at-end": "o-", "clear-early": "s-", "free-upfront": "^-"}
-    for ax, shape in zip(axes.flat, shapes):
+    colors = {
+        "clear-at-end": "tab:blue",
+        "clear-early": "tab:green",
+        "free-upfront": "tab:red",
+    }
+    for ax, shape in zip(axes.flat, shapes, strict=False):
         rows = [r for r in data["rows"] if r["shape"] == shape]
         xs = [r["objects"] for r in rows]
         for pol, style in styles.items():
             ys = [r["policies"][pol]["ioctl_ms"] for r in rows]
-            ax.plot(xs, ys, style, label=f"{pol}: release ioctl")
+            ax.plot(xs, ys, style, color=colors[pol], label=f"{pol}: release ioctl")
             tot = [r["policies"][pol]["release_ms"] for r in rows]
-            ax.plot(xs, tot, style, alpha=0.3, label=f"{pol}: all released")
+            ax.plot(
+                xs,
+                tot,
+                style,
+                color=colors[pol],
+                alpha=0.3,
+                label=f"{pol}: all tasks released",
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(shape)
