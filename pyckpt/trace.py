@@ -43,6 +43,8 @@ DROPS = [
     ("test_drop", "ref drop: TEST"),
 ]
 KFREE = "entry kfree"
+# return types other than int: 1 void, 2 pointer (shown as 0 or its errno)
+RTYPE = {"ckpt_obj_hash_clear": 1, "ckpt_obj_hash_free": 1, "ckpt_obj_fetch": 2}
 NAMES = [n for n, _ in CALLS] + [n for n, _ in DROPS] + [KFREE]
 FREE_ID = NAMES.index("ckpt_obj_hash_free")
 KFREE_ID = NAMES.index(KFREE)
@@ -107,8 +109,13 @@ static int enter(u32 func)
 	return emit(func, 0, 0);
 }
 
-static int leave(struct pt_regs *ctx, u32 func)
+/* rtype 0: int, 1: void (no value), 2: pointer (0, or its errno: no
+ * kernel address leaves the kernel) */
+static int leave(struct pt_regs *ctx, u32 func, u32 rtype)
 {
+	u64 rc = PT_REGS_RC(ctx);
+	s64 ret = 0;
+
 	struct skey k = { (u32)bpf_get_current_pid_tgid(), func };
 	u64 *t = start.lookup(&k);
 
@@ -119,7 +126,11 @@ static int leave(struct pt_regs *ctx, u32 func)
 	}
 	if (func == FREE_ID)
 		infree.delete(&k.tid);
-	return emit(func, 1, PT_REGS_RC(ctx));
+	if (rtype == 0)
+		ret = (int)rc;
+	else if (rtype == 2 && rc >= (u64)-4095)
+		ret = (s64)rc;
+	return emit(func, 1, ret);
 }
 
 int on_kvfree(struct pt_regs *ctx)
@@ -158,7 +169,8 @@ def program(nslots: int) -> str:
     for i in range(len(NAMES) - 1):
         text += (
             f"int enter_{i}(struct pt_regs *ctx) {{ return enter({i}); }}\n"
-            f"int leave_{i}(struct pt_regs *ctx) {{ return leave(ctx, {i}); }}\n"
+            f"int leave_{i}(struct pt_regs *ctx) "
+            f"{{ return leave(ctx, {i}, {RTYPE.get(NAMES[i], 0)}); }}\n"
         )
     return text
 
@@ -344,7 +356,8 @@ def timeline(tr: Trace, limit: int = 60) -> str:
         e = run[0]
         what = NAMES_DOC.get(e["func"], e["func"])
         arrow = "->" if e["kind"] == ENTER else "<-"
-        ret = f" = {e['ret']}" if e["kind"] == LEAVE else ""
+        void = RTYPE.get(e["func"]) == 1
+        ret = f" = {e['ret']}" if e["kind"] == LEAVE and not void else ""
         at = f"+{(e['ts'] - t0) / 1e6:10.3f} ms"
         if len(run) == 1:
             lines.append(

@@ -128,6 +128,14 @@ def test_timeline_and_histograms(tracer: trace.Tracer) -> None:
     hist = trace.histograms(tr)
     assert "ckpt_obj_insert: 1 calls" in hist and "ioc_release: 1 calls" in hist, hist
     assert tr.lost == 0 and tr.missing == [], (tr.lost, tr.missing)
+    # what the kernel returned, without a kernel address: fetch's pointer is 0
+    rets = {
+        e["func"]: e["ret"]
+        for e in tr.events
+        if e["kind"] == trace.LEAVE and e["tgid"] == os.getpid()
+    }
+    assert (rets["ckpt_obj_insert"], rets["ckpt_obj_fetch"]) == (0, 0), rets
+    assert rets["ckpt_deferqueue_run"] == 5 and rets["ckpt_obj_hash_free"] == 0
 
 
 def test_cli_needs_a_command() -> None:
