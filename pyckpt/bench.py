@@ -13,7 +13,10 @@ even under TCG, where absolute times are slow:
 5. what taking the recorded credentials costs a restart: the same image
    restarted to the barrier with and without that step, alternately.
 
-`python -m pyckpt.bench cr` runs only 4, `python -m pyckpt.bench creds` 5.
+`python -m pyckpt.bench cr` runs only 4, `python -m pyckpt.bench creds` 5;
+`python -m pyckpt.bench resume [--sizes 100,1000] [--out DIR]` answers seed
+000's question on real restarts (table, and with --out a JSON and a PNG plot);
+`resume --replot JSON` redraws the PNG from a run's JSON.
 """
 
 from __future__ import annotations
@@ -256,14 +259,33 @@ def credentials(ntasks: int = 16, rounds: int = 5) -> None:
           f"{(w - wo) / ntasks * 1e3:+.2f} ms per task)")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:2] == ["resume", "--replot"] and len(args) == 3:
+        # the PNG again from a run's JSON, anywhere (the guest builds
+        # matplotlib's font cache at each boot: minutes under TCG)
+        import json
+
+        with open(args[2]) as f:
+            data = json.load(f)
+        png = os.path.splitext(args[2])[0] + ".png"
+        plot_resume(data, png)
+        print(f"wrote {png}")
+        return 0
     if not os.path.exists("/dev/ckpt"):
         print("pyckpt.bench: needs /dev/ckpt (run it in the VM: make bench)")
         return 2
-    if sys.argv[1:] == ["creds"]:
+    if args == ["creds"]:
         credentials()
         return 0
-    if sys.argv[1:] != ["cr"]:
+    if args[:1] == ["resume"]:
+        out = args[args.index("--out") + 1] if "--out" in args else None
+        sizes = RESUME_SIZES
+        if "--sizes" in args:
+            sizes = tuple(int(x) for x in args[args.index("--sizes") + 1].split(","))
+        resume(sizes, out)
+        return 0
+    if args != ["cr"]:
         with eventfds(max(SIZES)) as fds:
             single_vs_batch(fds[:10_000])
             fixed_vs_autogrow(fds)
@@ -278,3 +300,190 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---- seed 000, answered on real restarts: `python -m pyckpt.bench resume` ------------
+
+RESUME_SIZES = (100, 1_000, 10_000, 100_000)
+# name -> (number of tasks, deep: each task a child of the previous one, the
+# largest size run: a restart of 10^5 objects takes ~50 s under TCG, so only
+# one shape goes that far and the whole run stays near 6 minutes)
+SHAPES: dict[str, tuple[int, bool, int]] = {
+    "few tasks, many files": (2, False, 100_000),
+    "many tasks, few files": (64, False, 10_000),
+    "deep (chain of 16)": (16, True, 10_000),
+    "flat (root + 15)": (16, False, 10_000),
+}
+SHARED = 4  # files every task holds (inherited from the root, as a tree does)
+
+
+def resume_image(n: int, tasks: int, deep: bool) -> Any:
+    """An image of n eventfds over a tree of the given shape: SHARED files
+    held by every task, the rest spread evenly, each task its own."""
+    from pyckpt.abi import FileKind, FMode
+    from pyckpt.image import Fd, File, Head, Image, Task
+
+    uts = os.uname()
+    img = Image(Head(time.time(), uts.sysname, uts.release, uts.version, uts.machine))
+    rw = FMode.READ | FMode.WRITE
+    for ref in range(1, n + 1):
+        img.files[ref] = File(ref, FileKind.EVENTFD, os.O_RDWR, rw, count=ref)
+    shared = min(SHARED, n)
+    own = list(range(shared + 1, n + 1))
+    base = 1000
+    for i in range(tasks):
+        pid = base + i
+        ppid = (pid - 1 if deep else base) if i else 1
+        mine = own[i::tasks]
+        refs = list(range(1, shared + 1)) + mine
+        fds = [Fd(3 + k, ref) for k, ref in enumerate(refs)]
+        img.tasks.append(Task(pid, ppid, base, base, "bench", ["sleep"], "/", fds))
+    return img
+
+
+def resume_once(n: int, tasks: int, deep: bool, policy: Policy) -> dict[str, float]:
+    """Restart once with every task at the barrier, then time release():
+    the release ioctl (clear or free per policy: what the policy changes) and
+    the whole step to "released" (the ioctl, then SIGUSR1 to every task),
+    and the teardown that follows (what the policy left for later)."""
+    from pyckpt.restart import restart  # the form with a timeout: wide tables are slow
+
+    img = resume_image(n, tasks, deep)
+    # a stub's fd numbers must fit under the hard limit (root may raise it)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < n + 1024:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n + 1024, n + 1024))
+    t0 = time.perf_counter()
+    r = restart(img, policy=policy, argv=["sleep", "600"], release=False, timeout=600)
+    restored = time.perf_counter() - t0
+    ioctl = 0.0
+    release_ioctl = r.context.release
+
+    def timed_ioctl() -> None:
+        nonlocal ioctl
+        ioctl = timed(release_ioctl)
+
+    r.context.release = timed_ioctl  # type: ignore[method-assign]
+    try:
+        release = timed(r.release)
+        close = timed(r.teardown)
+    finally:
+        r.kill()
+    return {
+        "restore_s": restored,
+        "ioctl_ms": ioctl * 1e3,
+        "release_ms": release * 1e3,
+        "close_ms": close * 1e3,
+    }
+
+
+def best_of(n: int, tasks: int, deep: bool, policy: Policy) -> dict[str, float]:
+    """The fastest of a few restarts (fewer for large n): the guest's vCPUs
+    are host threads, and a run preempted by the host only ever gets slower."""
+    runs = [resume_once(n, tasks, deep, policy) for _ in range(_reps(n))]
+    out = {k: min(r[k] for r in runs) for k in runs[0]}
+    out["runs"] = len(runs)
+    return out
+
+
+def _reps(n: int) -> int:
+    return 3 if n <= 1_000 else 2 if n <= 10_000 else 1
+
+
+def resume(sizes: tuple[int, ...] = RESUME_SIZES, out_dir: str | None = None) -> dict:
+    """Seed 000's question: the time from "all tasks restored" to "tasks
+    released" under each policy, for each size and tree shape, side by side."""
+    order = (Policy.CLEAR_AT_END, Policy.CLEAR_EARLY, Policy.FREE_UPFRONT)
+    names = {p: p.name.lower().replace("_", "-") for p in order}
+    print(
+        "seed 000: the release step per policy, ms: the ioctl (clear/free) | all "
+        "restored -> released (ioctl + letting every task go) | teardown after"
+    )
+    cols = " ".join(f"{names[p]:>12}" for p in order)
+    print(
+        f"{'shape':22} {'objects':>7} | ioctl {cols} | free/early | released {cols}"
+        f" | close {cols}"
+    )
+    resume_once(100, 2, False, Policy.CLEAR_EARLY)  # warm up: imports, page cache
+    rows = []
+    for shape, (tasks, deep, largest) in SHAPES.items():
+        for n in (n for n in sizes if n <= largest):
+            res = {names[p]: best_of(n, tasks, deep, p) for p in order}
+
+            def col(key: str, res: dict = res) -> str:
+                return " ".join(f"{res[names[p]][key]:12.2f}" for p in order)
+
+            ratio = res["free-upfront"]["ioctl_ms"] / res["clear-early"]["ioctl_ms"]
+            print(
+                f"{shape:22} {n:7d} | ioctl {col('ioctl_ms')} | {ratio:10.1f} | "
+                f"released {col('release_ms')} | close {col('close_ms')}",
+                flush=True,
+            )
+            rows.append(
+                {
+                    "shape": shape,
+                    "tasks": tasks,
+                    "deep": deep,
+                    "objects": n,
+                    "policies": res,
+                }
+            )
+    data = {"kernel": os.uname().release, "rows": rows}
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        import json
+
+        path = os.path.join(out_dir, "resume.json")
+        with open(path, "w") as f:
+            json.dump(data, f, indent=1)
+        png = os.path.join(out_dir, "resume.png")
+        plot_resume(data, png)
+        print(f"wrote {path} and {png}")
+    return data
+
+
+def plot_resume(data: dict, path: str) -> None:
+    """One panel per shape: release time against objects, one line per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = list(dict.fromkeys(r["shape"] for r in data["rows"]))
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), sharex=True, sharey=True)
+    styles = {"clear-at-end": "o-", "clear-early": "s-", "free-upfront": "^-"}
+    colors = {
+        "clear-at-end": "tab:blue",
+        "clear-early": "tab:green",
+        "free-upfront": "tab:red",
+    }
+    for ax, shape in zip(axes.flat, shapes, strict=False):
+        rows = [r for r in data["rows"] if r["shape"] == shape]
+        xs = [r["objects"] for r in rows]
+        for pol, style in styles.items():
+            ys = [r["policies"][pol]["ioctl_ms"] for r in rows]
+            ax.plot(xs, ys, style, color=colors[pol], label=f"{pol}: release ioctl")
+            tot = [r["policies"][pol]["release_ms"] for r in rows]
+            ax.plot(
+                xs,
+                tot,
+                style,
+                color=colors[pol],
+                alpha=0.3,
+                label=f"{pol}: all tasks released",
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(shape)
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("objects in the hash")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("ms")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(
+        f"seed 000: release cost per policy (ckpt.ko, {data['kernel']}, TCG guest)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

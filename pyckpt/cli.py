@@ -5,7 +5,10 @@
                    [--hold-context] [--trust-image] [--relocate]
                    [--max-tasks N] [--max-fds N] [--max-pipe-bytes N] [-- CMD...]
     pyckpt show IMAGE [--json | --dot]
-    pyckpt demo | bench
+    pyckpt demo | bench [resume]
+    pyckpt repro halfpipe|deferqueue|epoll|header [--policy P | --all-policies] [--json]
+    pyckpt abi-check [--module KO] [--kver KVER] [--json] [--vermagic-only]
+    pyckpt trace [--json] [--no-hist] -- CMD...
 
 Exit status: 0 on success (restart: the restarted root's own status), 1 when
 the operation failed (the message says why; nothing was changed), 2 for a
@@ -120,7 +123,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pyckpt import bench
 
-    return bench.main()
+    return bench.main(args.what)
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    from pyckpt import repro
+
+    if args.all_policies:
+        policies = list(repro.POLICY_ORDER)
+    elif args.policy:
+        policies = [POLICIES[args.policy]]
+    else:
+        policies = None  # the scenario's own default
+    rep = repro.run(args.name, policies)
+    print(rep.to_json() if args.json else rep.render(), end="\n" if args.json else "")
+    return 0 if rep.ok else 1
+
+
+def cmd_abi_check(args: argparse.Namespace) -> int:
+    from pyckpt import abicheck
+
+    return abicheck.main(
+        args.module, args.kver, as_json=args.json, vermagic_only=args.vermagic_only
+    )
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from pyckpt import trace
+
+    return trace.main(args.command, as_json=args.json, hist=not args.no_hist)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -203,7 +234,60 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="the module at work, narrated").set_defaults(
         fn=cmd_demo
     )
-    sub.add_parser("bench", help="the module's figures").set_defaults(fn=cmd_bench)
+    b = sub.add_parser(
+        "bench",
+        help="the module's figures; 'bench resume [--sizes N,N] [--out DIR]': "
+        "seed 000's question on real restarts",
+    )
+    b.add_argument("what", nargs=argparse.REMAINDER, help="cr | resume [...]")
+    b.set_defaults(fn=cmd_bench)
+
+    from pyckpt.repro import SCENARIOS
+
+    rp = sub.add_parser(
+        "repro", help="reproduce one seed post's semantics on the module (VM)"
+    )
+    rp.add_argument(
+        "name",
+        choices=tuple(SCENARIOS),
+        help="; ".join(f"{k}: seed {v[1]}" for k, v in SCENARIOS.items()),
+    )
+    pg = rp.add_mutually_exclusive_group()
+    pg.add_argument("--policy", choices=tuple(POLICIES), help="one policy")
+    pg.add_argument(
+        "--all-policies", action="store_true", help="each policy, side by side"
+    )
+    rp.add_argument("--json", action="store_true", help="the figures as JSON")
+    rp.set_defaults(fn=cmd_repro)
+
+    ac = sub.add_parser(
+        "abi-check",
+        help="ckpt.ko's DWARF layouts against cffi's, and its vermagic "
+        "against a kernel",
+    )
+    ac.add_argument("--module", default=None, help="the .ko (default kmod/ckpt.ko)")
+    ac.add_argument(
+        "--kver",
+        default=None,
+        help="the kernel that will load it (default: the running one)",
+    )
+    ac.add_argument("--json", action="store_true", help="the findings as JSON")
+    ac.add_argument(
+        "--vermagic-only",
+        action="store_true",
+        help="only whether the kernel can load the module (before insmod)",
+    )
+    ac.set_defaults(fn=cmd_abi_check)
+
+    tr = sub.add_parser(
+        "trace",
+        help="bcc kprobes on ckpt.ko's functions while CMD runs: timeline "
+        "and latency histograms (VM, root)",
+    )
+    tr.add_argument("--json", action="store_true", help="every event as JSON")
+    tr.add_argument("--no-hist", action="store_true", help="no histograms")
+    tr.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    tr.set_defaults(fn=cmd_trace)
     return p
 
 

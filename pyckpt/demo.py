@@ -6,8 +6,10 @@
 3. the half-closed pipe of seed 000 under each policy: does the reader see
    EOF right after release (the tasks run), or only at teardown?
 4. a live process tree checkpointed (pyckpt.checkpoint) and restarted
-   (pyckpt.restart) under each policy: the restarted reader gets the bytes
-   that were in flight, then EOF at once, or only when the context goes.
+   (pyckpt.restart) under each policy (pyckpt repro halfpipe): the restarted
+   reader gets the bytes that were in flight, then EOF at once or only when
+   the context goes; the restarted writer gets EPIPE at once or writes into
+   a pipe that "briefly re-opened".
 
 Exits 0 when everything behaved as described, 1 otherwise, 2 without /dev/ckpt.
 """
@@ -15,12 +17,9 @@ Exits 0 when everything behaved as described, 1 otherwise, 2 without /dev/ckpt.
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import time
 from typing import Any
 
-import pyckpt
 from pyckpt import (
     Context,
     DeviceMissingError,
@@ -28,8 +27,8 @@ from pyckpt import (
     Policy,
     kcmp_file,
     pidfd_getfd,
-    show,
 )
+from pyckpt.repro import halfpipe
 
 POLICY_NAMES = {
     Policy.CLEAR_AT_END: "clear-at-end  (before the patch)",
@@ -179,117 +178,16 @@ def half_closed_pipe(d: Demo) -> None:
     d.failures.extend(wrong)
 
 
-# What every restarted task runs: the one holding the pipe at fd 0 reads it
-# and appends what it saw to its fd 1 (the restored log file).
-CONSUMER = r"""
-import os, select, sys, time
-try:
-    os.fstat(0)
-except OSError:
-    sys.exit(0)  # the root: no pipe
-t0, data = time.monotonic(), b""
-p = select.poll()
-p.register(0, select.POLLIN)
-while time.monotonic() - t0 < 1.5:
-    if p.poll(100):
-        chunk = os.read(0, 4096)
-        if not chunk:
-            break
-        data += chunk
-else:
-    os.write(1, b"%d bytes, no EOF within 1.5 s\n" % len(data))
-    sys.exit(0)
-ms = (time.monotonic() - t0) * 1e3
-os.write(1, b"%d bytes, then EOF after %d ms\n" % (len(data), ms))
-"""
-
-
-def _build_tree(log: str) -> int:
-    """root -> child: the child reads a pipe whose writer is gone everywhere
-    (bytes still buffered) and logs to an O_APPEND file; both hold nothing
-    else (the guest's fds 0-2 are consoles that cannot be saved)."""
-    gate_r, gate_w = os.pipe()
-    root = os.fork()
-    if root:
-        os.close(gate_w)
-        os.read(gate_r, 1)  # EOF: the tree is built
-        os.close(gate_r)
-        return root
-    try:
-        os.close(gate_r)
-        gate = os.dup2(gate_w, 100)
-        os.closerange(0, 100)
-        r, w = os.pipe()
-        os.write(w, b"in flight at checkpoint time\n" * 3)
-        os.dup2(os.eventfd(42), 5)  # the root keeps an eventfd
-        if os.fork() == 0:
-            os.dup2(r, 0)  # (a no-op when r is 0 already: hence set_inheritable)
-            os.dup2(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT), 1)
-            os.set_inheritable(0, True)
-            os.set_inheritable(1, True)
-            os.closerange(2, 100)
-            os.close(gate)
-            os.read(0, 0)
-            signal.pause()
-            os._exit(0)
-        os.closerange(0, 5)
-        os.close(gate)
-        signal.pause()
-    finally:
-        os._exit(0)
-
-
 def live_tree(d: Demo) -> None:
-    section("4. checkpoint and restart a live process tree")
-    log, img = f"/tmp/demo-{os.getpid()}.log", f"/tmp/demo-{os.getpid()}.img"
-    root = _build_tree(log)
-    try:
-        res = pyckpt.checkpoint(root, img, kill=True)
-    finally:
-        os.waitpid(root, 0)
-    print(
-        f"  pyckpt.checkpoint({root}): {res.nr_tasks} tasks, {res.nr_fds} fds, "
-        f"downtime {res.downtime * 1e3:.1f} ms, image {os.path.getsize(img)} bytes,"
-        " tree killed"
-    )
-    print("  pyckpt show:")
-    for line in show.summary(pyckpt.Image.load(img)).splitlines():
-        print(f"    {line}")
-    print("\n  restarted under each policy; the reader's own report:")
-    seen = {}
-    for policy in (Policy.CLEAR_AT_END, Policy.CLEAR_EARLY, Policy.FREE_UPFRONT):
-        before = _lines(log)
-        r = pyckpt.restart(img, policy=policy, argv=[sys.executable, "-c", CONSUMER])
-        deadline = time.monotonic() + 30
-        while len(_lines(log)) == len(before) and time.monotonic() < deadline:
-            time.sleep(0.05)  # the reader reports within 1.5 s of its start
-        r.teardown()
-        r.wait()
-        after = _lines(log)
-        seen[policy] = after[-1] if len(after) > len(before) else "no report"
-
-        print(f"  {POLICY_NAMES[policy]:34} {seen[policy]}")
-    os.unlink(img)
-    os.unlink(log)
-    n = len(b"in flight at checkpoint time\n" * 3)
-    d.check(
-        all(s.startswith(f"{n} bytes") for s in seen.values()),
-        "the bytes in flight came back under every policy",
-    )
-    d.check(
-        "no EOF" in seen[Policy.CLEAR_AT_END]
-        and "then EOF" in seen[Policy.CLEAR_EARLY]
-        and "then EOF" in seen[Policy.FREE_UPFRONT],
-        "EOF at once after clear-early/free-upfront, not while clear-at-end holds",
-    )
-
-
-def _lines(path: str) -> list[str]:
-    try:
-        with open(path) as f:
-            return f.read().splitlines()
-    except FileNotFoundError:
-        return []
+    section("4. checkpoint and restart a live process tree (pyckpt repro halfpipe)")
+    # the scenario builds, checkpoints and restarts the tree under each policy
+    rep = halfpipe.run()
+    for line in rep.render().splitlines()[2:]:
+        if line.startswith(("ok ", "NOT")):
+            continue
+        print(f"  {line}")
+    for claim, ok in rep.checks:
+        d.check(ok, claim)
 
 
 def main() -> int:
