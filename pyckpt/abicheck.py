@@ -17,12 +17,14 @@ Three checks, read with pyelftools from the module file itself:
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import json
 import lzma
 import os
 import re
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,26 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_KO = ROOT / "kmod" / "ckpt.ko"
+
+
+def default_ko(kver: str | None = None) -> Path:
+    """The module `make build` made for kver: $CKPT_KO (the guest sets it),
+    else build/kmod-KVER/ckpt.ko for kver, the running kernel, or the
+    project's default kernel (vm/kver.sh), the first that exists."""
+    if os.environ.get("CKPT_KO"):
+        return Path(os.environ["CKPT_KO"])
+    kvers = [kver or os.uname().release]
+    with contextlib.suppress(OSError):
+        out = subprocess.run(
+            [str(ROOT / "vm" / "kver.sh")], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        if out:
+            kvers.append(out)
+    paths = [ROOT / "build" / f"kmod-{k}" / "ckpt.ko" for k in kvers]
+    return next((p for p in paths if p.exists()), paths[-1])
+
+
+DEFAULT_KO = default_ko()
 HEADER = ROOT / "kmod" / "include" / "uapi" / "ckpt.h"
 # where the uapi headers a userspace build sees live (linux-libc-dev)
 UAPI_DIRS = (
@@ -232,7 +253,7 @@ def main(
     as_json: bool = False,
     vermagic_only: bool = False,
 ) -> int:
-    ko = Path(module) if module else DEFAULT_KO
+    ko = Path(module) if module else default_ko(kver)
     kver = kver or os.uname().release
     if not ko.exists():
         print(f"pyckpt abi-check: {ko} does not exist (make build)", file=sys.stderr)

@@ -1,7 +1,7 @@
 """The documented entry points: pyckpt.checkpoint() and pyckpt.restart().
 
-They add file handling to pyckpt.checkpoint.checkpoint (which buffers the
-image in memory) and pyckpt.restart.restart (which takes an Image).
+They add file handling to pyckpt.checkpointer.checkpoint (which buffers the
+image in memory) and pyckpt.restarter.restart (which takes an Image).
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ def checkpoint(
     left running (SIGINT/SIGTERM/SIGHUP and the caller's death included).
     """
     if kill and output is None:
-        raise ValueError("kill=True needs an output: the tree is killed only "
-                         "once its image is on disk")
+        raise ValueError(
+            "kill=True needs an output: the tree is killed only "
+            "once its image is on disk"
+        )
     save = None if output is None else (lambda image: image.save(output))
     return _checkpoint(
         pid, freezer=freezer, allow_external=allow_external, kill=kill, save=save
@@ -53,7 +55,7 @@ def restart(
     release: bool = True,
     trust: bool = False,
     relocate: bool = False,
-    limits: Limits = Limits(),
+    limits: Limits = Limits(),  # noqa: B008 (frozen: sharing it is safe)
 ) -> Restarted:
     """Restart a checkpointed tree from an Image or an image file.
 

@@ -230,13 +230,26 @@ def credentials(ntasks: int = 16, rounds: int = 5) -> None:
     lims = []
     for r in range(16):
         cur, top = resource.getrlimit(r)
-        lims.append((RLIM_INFINITY if cur < 0 else cur, RLIM_INFINITY if top < 0 else top))
+        lims.append(
+            (RLIM_INFINITY if cur < 0 else cur, RLIM_INFINITY if top < 0 else top)
+        )
     ids = dict.fromkeys(
         ("ruid", "euid", "suid", "fsuid", "rgid", "egid", "sgid", "fsgid"), 65534
     )
     tasks = [
-        Task(100 + i, 100 if i else 1, 100, 100, "t", ["/bin/true"], "/",
-             groups=[4, 24, 65533], umask=0o027, rlimits=lims, **ids)
+        Task(
+            100 + i,
+            100 if i else 1,
+            100,
+            100,
+            "t",
+            ["/bin/true"],
+            "/",
+            groups=[4, 24, 65533],
+            umask=0o027,
+            rlimits=lims,
+            **ids,
+        )
         for i in range(ntasks)
     ]
     u = os.uname()
@@ -255,8 +268,10 @@ def credentials(ntasks: int = 16, rounds: int = 5) -> None:
         rs._take_credentials = real
     w, wo = (sorted(times[m])[rounds // 2] for m in ("with", "without"))
     print(f"   without   {wo * 1e3:9.1f} ms (median of {rounds})")
-    print(f"   with      {w * 1e3:9.1f} ms  ({w / wo:.2f}x, "
-          f"{(w - wo) / ntasks * 1e3:+.2f} ms per task)")
+    print(
+        f"   with      {w * 1e3:9.1f} ms  ({w / wo:.2f}x, "
+        f"{(w - wo) / ntasks * 1e3:+.2f} ms per task)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,7 +361,9 @@ def resume_once(n: int, tasks: int, deep: bool, policy: Policy) -> dict[str, flo
     the release ioctl (clear or free per policy: what the policy changes) and
     the whole step to "released" (the ioctl, then SIGUSR1 to every task),
     and the teardown that follows (what the policy left for later)."""
-    from pyckpt.restart import restart  # the form with a timeout: wide tables are slow
+    from pyckpt.restarter import (
+        restart,  # the form with a timeout: wide tables are slow
+    )
 
     img = resume_image(n, tasks, deep)
     # a stub's fd numbers must fit under the hard limit (root may raise it)

@@ -516,12 +516,16 @@ def _watchdog_main(rfd: int) -> None:
         # home first (a task leaving a frozen cgroup for a thawed one runs),
         # then thaw whatever could not be moved
         for pid, where in origin.items():
-            with contextlib.suppress(OSError):
-                with open(CGROUP_ROOT + where + "/cgroup.procs", "w") as f:
-                    f.write(str(pid))
-        with contextlib.suppress(OSError):
-            with open(os.path.join(cgroup, "cgroup.freeze"), "w") as f:
-                f.write("0")
+            with (
+                contextlib.suppress(OSError),
+                open(CGROUP_ROOT + where + "/cgroup.procs", "w") as f,
+            ):
+                f.write(str(pid))
+        with (
+            contextlib.suppress(OSError),
+            open(os.path.join(cgroup, "cgroup.freeze"), "w") as f,
+        ):
+            f.write("0")
         for _ in range(100):
             try:
                 os.rmdir(cgroup)
@@ -851,7 +855,9 @@ class _Collector:
                 name = (f.path if f and f.path else "") or (
                     refs[0].link if refs else f"objref {leak.objref}"
                 )
-                what = "the open file is also held outside the tree (an fd, or in flight)"
+                what = (
+                    "the open file is also held outside the tree (an fd, or in flight)"
+                )
             held = ", ".join(f"task {r.pid} ({r.comm}) fd {r.fd}" for r in refs)
             line = (
                 f"{name} in {held or 'the tree'}: {what}: held {leak.refs} times, "

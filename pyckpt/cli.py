@@ -215,12 +215,27 @@ def parser() -> argparse.ArgumentParser:
         "machine); their type and owner are still checked",
     )
     d = Limits()
-    r.add_argument("--max-tasks", type=int, default=d.tasks, metavar="N",
-                   help=f"refuse an image of more tasks (default {d.tasks})")
-    r.add_argument("--max-fds", type=int, default=d.fds, metavar="N",
-                   help=f"refuse an image of more fds in all (default {d.fds})")
-    r.add_argument("--max-pipe-bytes", type=int, default=d.pipe_bytes, metavar="N",
-                   help=f"refuse more buffered pipe data (default {d.pipe_bytes})")
+    r.add_argument(
+        "--max-tasks",
+        type=int,
+        default=d.tasks,
+        metavar="N",
+        help=f"refuse an image of more tasks (default {d.tasks})",
+    )
+    r.add_argument(
+        "--max-fds",
+        type=int,
+        default=d.fds,
+        metavar="N",
+        help=f"refuse an image of more fds in all (default {d.fds})",
+    )
+    r.add_argument(
+        "--max-pipe-bytes",
+        type=int,
+        default=d.pipe_bytes,
+        metavar="N",
+        help=f"refuse more buffered pipe data (default {d.pipe_bytes})",
+    )
     r.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     r.set_defaults(fn=cmd_restart)
 
@@ -265,7 +280,9 @@ def parser() -> argparse.ArgumentParser:
         help="ckpt.ko's DWARF layouts against cffi's, and its vermagic "
         "against a kernel",
     )
-    ac.add_argument("--module", default=None, help="the .ko (default kmod/ckpt.ko)")
+    ac.add_argument(
+        "--module", default=None, help="the .ko (default build/kmod-KVER/ckpt.ko)"
+    )
     ac.add_argument(
         "--kver",
         default=None,

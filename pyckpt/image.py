@@ -300,8 +300,10 @@ def check_trusted(st: os.stat_result, path: str) -> None:
     elif st.st_uid not in (0, me):
         why = f"owned by uid {st.st_uid}, neither root nor the caller (uid {me})"
     elif mode & 0o022:
-        who = "group and others" if mode & 0o022 == 0o022 else (
-            "its group" if mode & 0o020 else "others"
+        who = (
+            "group and others"
+            if mode & 0o022 == 0o022
+            else ("its group" if mode & 0o020 else "others")
         )
         why = f"writable by {who}"
     if why:
@@ -439,7 +441,6 @@ _PADS: dict[str, tuple[int, ...]] = {
         if v.item and v.item.startswith("struct ")
     ]
 }
-
 
 
 def _unpack(ctype: str, raw: bytes) -> Any:

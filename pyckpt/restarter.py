@@ -87,6 +87,7 @@ class Limits:
     fds: int = 1 << 20  # FD records over all tasks
     pipe_bytes: int = 256 << 20  # buffered pipe data over all pipes
 
+
 # The coordinator's own fds are all close-on-exec (os.open, pipe2, eventfd and
 # epoll with *_CLOEXEC): the kernel keeps O_CLOEXEC out of f_flags, so the
 # restored files' flags do not change with it; the stubs set each fd's own.
@@ -124,9 +125,7 @@ def _check_limits(image: Image, limits: Limits) -> None:
             )
 
 
-def _check(
-    image: Image, argv: list[str] | None, limits: Limits = Limits()
-) -> _Plan:
+def _check(image: Image, argv: list[str] | None, limits: Limits = Limits()) -> _Plan:
     if not image.tasks:
         raise RestartError("image has no task")
     _check_limits(image, limits)
@@ -290,13 +289,9 @@ def _verify(f: File, st: os.stat_result, relocate: bool) -> None:
     """RestartError (what differs) unless st is the file the image recorded."""
     diffs = []
     if stat.S_IFMT(st.st_mode) != stat.S_IFMT(f.st_mode):
-        diffs.append(
-            f"type {_type_name(st.st_mode)}, recorded {_type_name(f.st_mode)}"
-        )
+        diffs.append(f"type {_type_name(st.st_mode)}, recorded {_type_name(f.st_mode)}")
     if (st.st_uid, st.st_gid) != (f.st_uid, f.st_gid):
-        diffs.append(
-            f"owner {st.st_uid}:{st.st_gid}, recorded {f.st_uid}:{f.st_gid}"
-        )
+        diffs.append(f"owner {st.st_uid}:{st.st_gid}, recorded {f.st_uid}:{f.st_gid}")
     if not relocate and (st.st_dev, st.st_ino) != (f.st_dev, f.st_ino):
         diffs.append(
             f"device/inode {st.st_dev:#x}/{st.st_ino}, recorded "

@@ -142,8 +142,9 @@ def test_load_own_private_image(tmp_path: Path) -> None:
     assert Image.load(p).tasks[0].exe == "/usr/bin/bash"
 
 
-@pytest.mark.parametrize("mode,who", [(0o620, "its group"), (0o602, "others"),
-                                      (0o666, "group and others")])
+@pytest.mark.parametrize(
+    "mode,who", [(0o620, "its group"), (0o602, "others"), (0o666, "group and others")]
+)
 def test_load_refuses_writable_image(tmp_path: Path, mode: int, who: str) -> None:
     p = saved(tmp_path)
     os.chmod(p, mode)
@@ -206,8 +207,9 @@ def test_epoll_record_memory_is_linear() -> None:
     assert peak < 4 * len(data), f"peak {peak >> 20} MiB for {len(data) >> 20} MiB"
     items = img.epolls[1].items
     assert len(items) == lib.CKPT_EPOLL_ITEMS_MAX
-    assert items[-1] == EpollItem(2, lib.CKPT_EPOLL_ITEMS_MAX - 1, 1,
-                                  lib.CKPT_EPOLL_ITEMS_MAX - 1)
+    assert items[-1] == EpollItem(
+        2, lib.CKPT_EPOLL_ITEMS_MAX - 1, 1, lib.CKPT_EPOLL_ITEMS_MAX - 1
+    )
 
 
 def test_packed_items_write_back_identically() -> None:
@@ -221,8 +223,16 @@ def test_many_fds_memory_is_linear() -> None:
     """Many small records (FD + OBJREF): the model stays a small multiple."""
     files = {1: File(1, FileKind.EVENTFD, os.O_RDWR, RW)}
     tasks = [
-        Task(10 + t, 10 if t else 1, 10, 10, "t", ["t"], "/",
-             [Fd(i, 1) for i in range(2000)])
+        Task(
+            10 + t,
+            10 if t else 1,
+            10,
+            10,
+            "t",
+            ["t"],
+            "/",
+            [Fd(i, 1) for i in range(2000)],
+        )
         for t in range(20)
     ]
     data = Image(head=head(), tasks=tasks, files=files).to_bytes()

@@ -185,9 +185,28 @@ def test_summary_credentials_and_unknown_semaphore() -> None:
     img = Image(
         head=Head(1.0, "Linux", "6.1.0-x", "#1", "x86_64"),
         tasks=[
-            Task(5, 1, 5, 5, "sh", ["-sh"], "/", [Fd(0, 1), Fd(1, 2)], ruid=65534,
-                 euid=65534, suid=65534, fsuid=65534, rgid=7, egid=7, sgid=7,
-                 fsgid=7, groups=[8, 9], umask=0o027, env=["A=1"], exe="/bin/sh")
+            Task(
+                5,
+                1,
+                5,
+                5,
+                "sh",
+                ["-sh"],
+                "/",
+                [Fd(0, 1), Fd(1, 2)],
+                ruid=65534,
+                euid=65534,
+                suid=65534,
+                fsuid=65534,
+                rgid=7,
+                egid=7,
+                sgid=7,
+                fsgid=7,
+                groups=[8, 9],
+                umask=0o027,
+                env=["A=1"],
+                exe="/bin/sh",
+            )
         ],
         files={
             1: File(1, FileKind.EVENTFD, 2, rw, count=3, efd_sem_unknown=True),

@@ -1,4 +1,4 @@
-"""pyckpt.checkpoint: freeze a live tree, collect its files, thaw it.
+"""pyckpt.checkpointer: freeze a live tree, collect its files, thaw it.
 
 Each test forks its own tree (tests/vm/trees.py), checkpoints it and checks
 the in-memory image against what the members reported; the tree is killed

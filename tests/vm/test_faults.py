@@ -19,7 +19,8 @@ from itertools import count
 from typing import Any
 
 import pytest
-from vmhelpers import Fds, mod_counts as _mod_counts
+from vmhelpers import Fds
+from vmhelpers import mod_counts as _mod_counts
 
 from pyckpt import CkptError, Context, ObjType, Policy
 
@@ -114,11 +115,8 @@ CASES: dict[str, tuple[Prep, Call]] = {
     "lookup_add first": (lambda c, f: _pipe(f), lambda c, s: c.lookup_add(s[0])),
     "lookup_add other end": (_checkpoint_pipe, lambda c, s: c.lookup_add(s[1])),
     "lookup_add again": (_checkpoint_pipe, lambda c, s: c.lookup_add(s[0])),
-
     "insert": (lambda c, f: _pipe(f), lambda c, s: c.insert(3, s[0])),
-
     "fetch": (_restart_pipe, lambda c, s: _same_file(c.fetch(1), s[0])),
-
     "fetch test": (_test_obj, lambda c, s: c.fetch(1, ObjType.TEST) == s),
     "contained": (_checkpoint_pipe, lambda c, s: c.contained()),
     "release": (_restart_pipe, lambda c, s: c.release()),

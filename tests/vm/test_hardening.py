@@ -71,7 +71,7 @@ def test_a_new_pipe_after_a_drop_attempt_is_first(ctx: Context, fds: Fds) -> Non
 
 
 def test_defer_drop_still_works_on_a_restart_context(ctx: Context, pipe) -> None:
-    r, w = pipe()
+    _r, w = pipe()
     ctx.insert(1, w)
     ctx.defer_drop(1)
     assert ctx.defer_run() == 1
@@ -325,8 +325,14 @@ def _map(fd: int, flags: int) -> int:
     """mmap(2) itself: Python's mmap keeps a dup of the fd, a holder."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
-                          ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mmap.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
     addr = libc.mmap(None, 4096, mmap.PROT_READ, flags, fd, 0)
     failed = (None, ctypes.c_void_p(-1).value)
     assert addr not in failed, os.strerror(ctypes.get_errno())

@@ -175,8 +175,9 @@ def test_credential_failure_kills_every_stub() -> None:
     tasks = [
         _task(100, 1),
         _task(101, 100, rlimits=rl),
-        _task(102, 101, rlimits=bad, ruid=NOBODY, euid=NOBODY, suid=NOBODY,
-              fsuid=NOBODY),
+        _task(
+            102, 101, rlimits=bad, ruid=NOBODY, euid=NOBODY, suid=NOBODY, fsuid=NOBODY
+        ),
         _task(103, 100),
     ]
     seen: list[int] = []
@@ -245,7 +246,9 @@ def test_stubs_die_with_their_coordinator(tmp_path: Path) -> None:
         coord.send_signal(signal.SIGKILL)
         coord.wait()
         # a chain of PDEATHSIGs: generous under a loaded emulated guest
-        assert wait_gone(stubs, 10.0) == [], [status(p)["State"] for p in stubs if _alive(p)]
+        assert wait_gone(stubs, 10.0) == [], [
+            status(p)["State"] for p in stubs if _alive(p)
+        ]
     finally:
         coord.kill()
         coord.wait()
@@ -379,9 +382,18 @@ def test_kill_only_after_the_image_is_written(sleeper, tmp_path: Path) -> None:
 def _reg_image(path: Path, pos: int = 0, flags: int = os.O_RDONLY) -> Image:
     st = os.stat(path)
     f = File(
-        1, FileKind.REG, flags, FMode.READ, pos=pos, path=str(path),
-        st_dev=st.st_dev, st_ino=st.st_ino, st_mode=st.st_mode,
-        st_uid=st.st_uid, st_gid=st.st_gid, st_size=st.st_size,
+        1,
+        FileKind.REG,
+        flags,
+        FMode.READ,
+        pos=pos,
+        path=str(path),
+        st_dev=st.st_dev,
+        st_ino=st.st_ino,
+        st_mode=st.st_mode,
+        st_uid=st.st_uid,
+        st_gid=st.st_gid,
+        st_size=st.st_size,
     )
     return _image([_task(100, 1, [Fd(3, 1)])], [f])
 
@@ -442,11 +454,23 @@ def test_fifo_never_blocks_and_creation_flags_are_dropped(tmp_path: Path) -> Non
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     st = os.stat(fifo)
-    ident = dict(st_dev=st.st_dev, st_ino=st.st_ino, st_mode=st.st_mode,
-                 st_uid=st.st_uid, st_gid=st.st_gid)
+    ident = {
+        "st_dev": st.st_dev,
+        "st_ino": st.st_ino,
+        "st_mode": st.st_mode,
+        "st_uid": st.st_uid,
+        "st_gid": st.st_gid,
+    }
     files = [
-        File(1, FileKind.FIFO, os.O_WRONLY, FMode.WRITE, path=str(fifo),
-             pipe_objref=10, **ident),
+        File(
+            1,
+            FileKind.FIFO,
+            os.O_WRONLY,
+            FMode.WRITE,
+            path=str(fifo),
+            pipe_objref=10,
+            **ident,
+        ),
     ]
     img = _image([_task(100, 1, [Fd(3, 1)])], files, [Pipe(10, 4096)])
     start = time.monotonic()
@@ -497,8 +521,14 @@ def test_eventfd_count_above_32_bits_restarts() -> None:
 
 
 def test_eventfd_semaphore_unknown_warns() -> None:
-    f = File(1, FileKind.EVENTFD, os.O_RDWR, FMode.READ | FMode.WRITE, count=1,
-             efd_sem_unknown=True)
+    f = File(
+        1,
+        FileKind.EVENTFD,
+        os.O_RDWR,
+        FMode.READ | FMode.WRITE,
+        count=1,
+        efd_sem_unknown=True,
+    )
     w = _restart_ok(_image([_task(100, 1, [Fd(3, 1)])], [f]))
     assert len(w) == 1 and "EFD_SEMAPHORE" in w[0]
 
@@ -553,8 +583,9 @@ def test_two_epoll_items_with_one_fd_number(tmp_path: Path) -> None:
     """After a close without EPOLL_CTL_DEL two items share tfd 10: each is
     matched to its own file (kcmp's toff), and the round trip keeps both."""
     ready = tmp_path / "ready"
-    p = subprocess.Popen([PY, "-c", TWO_ITEMS], preexec_fn=_close_stdio,
-                         env={"READY": str(ready)})
+    p = subprocess.Popen(
+        [PY, "-c", TWO_ITEMS], preexec_fn=_close_stdio, env={"READY": str(ready)}
+    )
     try:
         deadline = time.monotonic() + WAIT
         while not ready.exists():
@@ -570,7 +601,8 @@ def test_two_epoll_items_with_one_fd_number(tmp_path: Path) -> None:
         try:
             (new,) = r.pids.values()
             efd = next(
-                fd.fd for fd in img.tasks[0].fds
+                fd.fd
+                for fd in img.tasks[0].fds
                 if img.files[fd.objref].kind == FileKind.EPOLL
             )
             info = Path(f"/proc/{new}/fdinfo/{efd}").read_text()

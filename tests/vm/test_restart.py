@@ -1,4 +1,4 @@
-"""pyckpt.restart: images built by hand, restarted, checked without the module.
+"""pyckpt.restarter: images built by hand, restarted, checked without the module.
 
 The oracle is the kernel's own view: /proc/PID/fd and fdinfo, /proc/PID/stat,
 kcmp(KCMP_FILE) and kcmp(KCMP_EPOLL_TFD) (syscalls, not /dev/ckpt), and what
@@ -39,8 +39,11 @@ WAIT = 60.0  # a Python start under TCG takes seconds
 # ---- building images ----------------------------------------------------------
 
 
-_TYPE = {FileKind.REG: stat.S_IFREG, FileKind.DIR: stat.S_IFDIR,
-         FileKind.FIFO: stat.S_IFIFO}
+_TYPE = {
+    FileKind.REG: stat.S_IFREG,
+    FileKind.DIR: stat.S_IFDIR,
+    FileKind.FIFO: stat.S_IFIFO,
+}
 
 
 def identify(f: File) -> File:
