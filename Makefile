@@ -16,7 +16,7 @@ KVERS = $(shell vm/kver.sh --all)
 PYSTAMP := $(VENV)/.pyckpt-installed
 SUBMAKE := $(MAKE) --no-print-directory
 
-.PHONY: build setup test demo bench vm-shell clean distclean
+.PHONY: build setup test demo bench fuzz vm-shell clean distclean
 
 setup:
 	@vm/setup.sh
@@ -71,6 +71,12 @@ demo: setup
 bench: setup
 	@$(SUBMAKE) -C kmod/host bench
 	@vm/run.sh python -m pyckpt.bench
+
+# the ioctl state machine (tests/vm/test_fuzz.py) with a long budget, on the
+# default kernel; make test runs it with a short one. FUZZ_EXAMPLES=N to change.
+FUZZ_EXAMPLES ?= 500
+fuzz: setup
+	@CKPT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) CKPT_VM_TIMEOUT=3600 vm/run-tests.sh -k test_fuzz
 
 vm-shell: setup
 	@vm/run.sh
