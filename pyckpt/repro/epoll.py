@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import pyckpt
 from pyckpt.abi import FileKind, Policy
+from pyckpt.checkpointer import checkpoint
 from pyckpt.device import epoll_add, kcmp_epoll_tfd
 from pyckpt.repro import Report, _tree, policy_name
 
@@ -61,7 +62,7 @@ def _restore(policy: Policy, rep: Report) -> dict:
     )
     try:
         live = epoll_items(root, EP_FD)
-        res = pyckpt.checkpoint(root, kill=True)
+        res = checkpoint(root, kill=True)  # killed while frozen, no file
     finally:
         _tree.kill(root)
     img = res.image

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import pyckpt
 from pyckpt.abi import Policy
+from pyckpt.checkpointer import checkpoint
 from pyckpt.device import Context
 from pyckpt.repro import POLICY_ORDER, Report, _tree, policy_name
 
@@ -110,7 +111,7 @@ def build_tree(log: str) -> int:
 def checkpoint_tree(log: str) -> pyckpt.CheckpointResult:
     root = build_tree(log)
     try:
-        return pyckpt.checkpoint(root, kill=True)
+        return checkpoint(root, kill=True)  # killed while frozen, no file
     finally:
         _tree.kill(root)
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import pyckpt
 from pyckpt.abi import HdrType, Policy, lib
+from pyckpt.checkpointer import checkpoint
 from pyckpt.image import iter_records
 from pyckpt.repro import Report, _tree
 
@@ -45,7 +45,7 @@ def run(policies: Sequence[Policy] = DEFAULT_POLICIES) -> Report:
         root=lambda s: {3: s["r"], 5: s["w"]},
     )
     try:
-        res = pyckpt.checkpoint(root, kill=True)
+        res = checkpoint(root, kill=True)  # killed while frozen, no file
     finally:
         _tree.kill(root)
     data = res.image.to_bytes()
