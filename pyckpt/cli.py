@@ -32,6 +32,14 @@ POLICIES = {
 }
 
 
+# restart's image limits: Limits field, flag, what exceeding it means
+LIMIT_FLAGS = (
+    ("tasks", "--max-tasks", "an image of more tasks"),
+    ("fds", "--max-fds", "an image of more fds in all"),
+    ("pipe_bytes", "--max-pipe-bytes", "more buffered pipe data"),
+)
+
+
 def _size(n: int) -> str:
     if n < 1024:
         return f"{n} B"
@@ -73,9 +81,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
     argv = args.command or None
     image = Image.load(args.image, trust=args.trust_image)
-    limits = Limits(
-        tasks=args.max_tasks, fds=args.max_fds, pipe_bytes=args.max_pipe_bytes
-    )
+    limits = Limits(**{field: getattr(args, field) for field, _, _ in LIMIT_FLAGS})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # printed below, once each
         r = restart(
@@ -215,27 +221,15 @@ def parser() -> argparse.ArgumentParser:
         "machine); their type and owner are still checked",
     )
     d = Limits()
-    r.add_argument(
-        "--max-tasks",
-        type=int,
-        default=d.tasks,
-        metavar="N",
-        help=f"refuse an image of more tasks (default {d.tasks})",
-    )
-    r.add_argument(
-        "--max-fds",
-        type=int,
-        default=d.fds,
-        metavar="N",
-        help=f"refuse an image of more fds in all (default {d.fds})",
-    )
-    r.add_argument(
-        "--max-pipe-bytes",
-        type=int,
-        default=d.pipe_bytes,
-        metavar="N",
-        help=f"refuse more buffered pipe data (default {d.pipe_bytes})",
-    )
+    for field, flag, what in LIMIT_FLAGS:
+        r.add_argument(
+            flag,
+            dest=field,
+            type=int,
+            default=getattr(d, field),
+            metavar="N",
+            help=f"refuse {what} (default {getattr(d, field)})",
+        )
     r.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     r.set_defaults(fn=cmd_restart)
 
