@@ -230,7 +230,7 @@ def parser() -> argparse.ArgumentParser:
             metavar="N",
             help=f"refuse {what} (default {getattr(d, field)})",
         )
-    r.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    r.add_argument("command", nargs="*", help="-- CMD ARGS...")
     r.set_defaults(fn=cmd_restart)
 
     s = sub.add_parser("show", help="decode an image")
@@ -297,17 +297,34 @@ def parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--json", action="store_true", help="every event as JSON")
     tr.add_argument("--no-hist", action="store_true", help="no histograms")
-    tr.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    tr.add_argument("command", nargs="*", help="-- CMD ARGS...")
     tr.set_defaults(fn=cmd_trace)
     return p
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Everything after the first `--` is the command, taken as it is; before
+    it, options may stand on either side of the image (as the README writes
+    them). argparse alone cannot do both: REMAINDER swallows options after
+    the image, and nargs="*" refuses `--` once an option came first."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    tail = None
+    if "--" in argv:
+        i = argv.index("--")
+        argv, tail = argv[:i], argv[i + 1 :]
+    p = parser()
+    args = p.parse_args(argv)
+    if tail is not None:
+        if not hasattr(args, "command"):
+            p.error("-- CMD only follows restart and trace")
+        args.command = [*args.command, *tail]
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from pyckpt.errors import Error
 
-    args = parser().parse_args(argv)
-    if getattr(args, "command", None) and args.command[0] == "--":
-        args.command = args.command[1:]
+    args = parse(argv)
     try:
         return args.fn(args)
     except KeyboardInterrupt:

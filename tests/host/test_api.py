@@ -8,6 +8,7 @@ import importlib
 import pytest
 
 import pyckpt
+from pyckpt import cli
 
 
 @pytest.mark.parametrize("name", ["checkpointer", "restarter", "image", "api"])
@@ -72,3 +73,33 @@ def test_old_module_names_are_no_longer_shadowed_functions() -> None:
         with pytest.raises(ModuleNotFoundError):
             exec(f"import pyckpt.{name} as m", ns)
         assert callable(getattr(pyckpt, name))
+
+
+@pytest.mark.parametrize(
+    ("argv", "policy", "command"),
+    [
+        # the README's order: options after the image, then -- CMD
+        (["x.img", "--policy", "clear-at-end"], "clear-at-end", []),
+        (
+            ["x.img", "--policy", "clear-at-end", "--", "sleep", "-n"],
+            "clear-at-end",
+            ["sleep", "-n"],
+        ),
+        (
+            ["--policy", "free-upfront", "x.img", "--", "--policy"],
+            "free-upfront",
+            ["--policy"],
+        ),
+        (["x.img", "--", "sleep", "1"], "clear-early", ["sleep", "1"]),
+    ],
+)
+def test_restart_options_after_the_image_are_options(
+    argv: list[str], policy: str, command: list[str]
+) -> None:
+    args = cli.parse(["restart", *argv])
+    assert (args.policy, args.command) == (policy, command)
+
+
+def test_trace_command_after_dashes() -> None:
+    args = cli.parse(["trace", "--json", "--", "pyckpt", "repro", "--json"])
+    assert args.json and args.command == ["pyckpt", "repro", "--json"]
