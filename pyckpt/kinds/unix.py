@@ -95,7 +95,9 @@ class Diag:
     state: int  # TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN
     name: bytes = b""  # sun_path as bound ("\0..." abstract), b"" unbound
     vfs: tuple[int, int] | None = None  # (st_dev, st_ino) of the bound file
-    peer: int = 0  # the peer's inode; 0: none, gone, or an embryo
+    # the peer's inode; 0: gone or an embryo (no inode); None: no peer (a
+    # datagram socket others connected to is ESTABLISHED without one)
+    peer: int | None = None
     icons: list[int] = field(default_factory=list)  # clients waiting (listener)
     rqueue: int = 0  # bytes queued to read; a listener: connections waiting
     wqueue: int = 0  # bytes sent not yet read; a listener: its backlog
@@ -118,7 +120,10 @@ def _parse_diag(body: bytes) -> Diag:
         val = body[off + 4 : off + nla_len]
         t = nla_type & 0x3FFF
         if t == UNIX_DIAG_NAME:
+            # a path's length counts its NUL; an abstract name's is exact
             d.name = bytes(val)
+            if d.name[:1] != b"\0":
+                d.name = d.name.split(b"\0", 1)[0]
         elif t == UNIX_DIAG_VFS:
             vino, vdev = struct.unpack_from("=II", val)
             d.vfs = (_kdev(vdev), vino)
@@ -662,7 +667,10 @@ def save_all(
         except UnixError as e:
             problems[key] = f"socket:[{d.ino}]: {e}"
             continue
-        if d.state == TCP_ESTABLISHED:
+        if d.peer is None and d.state == TCP_ESTABLISHED:
+            u.state = TCP_CLOSE  # connected to, not connected: no peer
+        if d.peer is not None:
+            u.state = TCP_ESTABLISHED
             if d.peer in by_ino:
                 u.peer = by_ino[d.peer]
             elif d.peer == 0 and d.ino in pending:
