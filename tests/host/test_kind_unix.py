@@ -4,7 +4,6 @@ shutdown state (no module needed: sockets work on any host)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import tempfile
@@ -197,7 +196,7 @@ def test_fds_in_flight_are_refused(keep: list[socket.socket]) -> None:
     os.close(r)
     os.close(w)
     before = set(os.listdir("/proc/self/fd"))
-    saved, problems = save_all(fds_of(a, b))
+    _saved, problems = save_all(fds_of(a, b))
     assert "fd(s) in flight" in problems[2]
     assert set(os.listdir("/proc/self/fd")) == before  # the peeked fds closed
     # still queued, fds and all
@@ -331,6 +330,4 @@ def test_make_failure_closes_everything(tmpdir_path: str) -> None:
     }
     with pytest.raises(UnixError, match="peer 9 is not in the image"):
         make_sockets(bad)
-    with contextlib.suppress(Exception):
-        pass
     assert set(os.listdir("/proc/self/fd")) == before
