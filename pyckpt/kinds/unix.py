@@ -271,10 +271,15 @@ def _name_bytes(addr: str | bytes | None) -> bytes:
     return addr if isinstance(addr, bytes) else os.fsencode(addr)
 
 
-def peek_queue(sock: socket.socket, stype: int) -> list[Msg]:
+def peek_queue(sock: socket.socket, stype: int, shutdown: int = 0) -> list[Msg]:
     """The socket's receive queue, in order, left unread (MSG_PEEK from
     SO_PEEK_OFF 0; the socket's own offset is put back).  InFlight if a
-    message carries fds."""
+    message carries fds.
+
+    Limits (the kernel's): a zero-length datagram already peeked once (by
+    the program, or an earlier checkpoint) is skipped by every peek at an
+    offset; a seqpacket socket shut for reading says end-of-file as a
+    zero-length read, so zero-length records at its end are not seen."""
     old = sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)
     anc = socket.CMSG_SPACE(_CMSG_FDS * 4) + socket.CMSG_SPACE(12)
     flags = socket.MSG_PEEK | socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
@@ -294,10 +299,12 @@ def peek_queue(sock: socket.socket, stype: int) -> list[Msg]:
                     f"{fds or 'some'} fd(s) in flight in its queue (SCM_RIGHTS "
                     f"sent, not yet received) after {len(out)} message(s)"
                 )
-            if stype == socket.SOCK_STREAM:
-                if not data:
-                    return out  # end of stream: the peer shut down or left
-            elif mflags & socket.MSG_TRUNC:
+            if not data and (
+                stype == socket.SOCK_STREAM
+                or (stype == socket.SOCK_SEQPACKET and shutdown & RCV_SHUTDOWN)
+            ):
+                return out  # end of stream: the peer shut down or left
+            if stype != socket.SOCK_STREAM and mflags & socket.MSG_TRUNC:
                 # larger than the buffer: peek it again, whole
                 if size >= PEEK_BUF_MAX:
                     raise UnixError(f"a datagram above {PEEK_BUF_MAX} bytes")
@@ -349,7 +356,7 @@ def save(fd: int, d: Diag) -> Unix:
                         st.st_gid,
                     )
         if d.state != TCP_LISTEN:
-            u.msgs = peek_queue(sock, d.type)
+            u.msgs = peek_queue(sock, d.type, d.shutdown)
         return u
     finally:
         sock.close()
@@ -666,6 +673,18 @@ def save_all(
             u = save(fd, d)
         except UnixError as e:
             problems[key] = f"socket:[{d.ino}]: {e}"
+            continue
+        outside = [c for c in d.icons if c not in by_ino]
+        if d.state == TCP_LISTEN and outside and not allow_external:
+            who = (
+                ", ".join(f"pid {p} fd {f}" for c in outside for p, f in holders(c))
+                or "no process"
+            )
+            problems[key] = (
+                f"socket:[{d.ino}] (listening on {addr_name(d.name)}): "
+                f"{len(outside)} connection(s) from outside the tree wait in "
+                f"its queue (held by {who})"
+            )
             continue
         if d.peer is None and d.state == TCP_ESTABLISHED:
             u.state = TCP_CLOSE  # connected to, not connected: no peer

@@ -331,3 +331,37 @@ def test_make_failure_closes_everything(tmpdir_path: str) -> None:
     with pytest.raises(UnixError, match="peer 9 is not in the image"):
         make_sockets(bad)
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_listener_with_a_client_outside_is_refused(
+    tmpdir_path: str, keep: list[socket.socket]
+) -> None:
+    lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lst.bind(f"{tmpdir_path}/l")
+    lst.listen()
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect(f"{tmpdir_path}/l")
+    keep += [lst, c]
+    _, problems = save_all({1: lst.fileno()})
+    assert "1 connection(s) from outside the tree" in problems[1]
+    assert f"pid {os.getpid()} fd {c.fileno()}" in problems[1]
+    # the client alone: waiting on a listener outside
+    _, problems = save_all({1: c.fileno()})
+    assert "waiting in the queue of a listener outside the tree" in problems[1]
+
+
+@pytest.mark.parametrize("stype", TYPES, ids=unix.TYPES.get)
+def test_peer_gone_every_type(stype: int, keep: list[socket.socket]) -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, stype)
+    a.send(b"m")
+    a.close()
+    saved, problems = save_all({1: b.fileno()})
+    assert not problems and saved[1].peer_gone and saved[1].msgs == [Msg(b"m")]
+    b.close()
+    (nb,) = [socket.socket(fileno=fd) for fd in make_sockets(saved).values()]
+    keep.append(nb)
+    assert nb.recv(10) == b"m"
+    ino = os.fstat(nb.fileno()).st_ino
+    assert unix.diag([ino])[ino].peer == 0  # a peer, dead
+    with pytest.raises(OSError):
+        nb.send(b"x", socket.MSG_DONTWAIT)
