@@ -23,12 +23,25 @@ from __future__ import annotations
 
 import contextlib
 import errno as _errno
+import fcntl
 import os
 import socket
 import stat
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pyckpt.abi import FileKind, HdrType, lib
+from pyckpt.errors import ImageError, RestartError
+from pyckpt.kinds.base import Kind, extra
+from pyckpt.kinds.regular import SETFL
+from pyckpt.records import Layout, Record, Var, bad, no_nul
+
+if TYPE_CHECKING:
+    from pyckpt.checkpointer import _Collector, _FdRef
+    from pyckpt.image import File, Image, _Parser, _Writer
+    from pyckpt.restarter import _Objects, _Plan
 
 # <asm-generic/socket.h> (x86-64); Python's socket module lacks some
 SO_PASSCRED = 16
@@ -245,6 +258,8 @@ class Unix:
     name_uid: int = 0
     name_gid: int = 0
     msgs: list[Msg] = field(default_factory=list)  # its receive queue, in order
+    # read from an image: its UNIX record's offset (what check_image names)
+    at: int = field(default=0, compare=False, repr=False)
 
     @property
     def path(self) -> bool:
@@ -736,3 +751,378 @@ def _outq(fd: int) -> int:
     buf = bytearray(4)
     fcntl.ioctl(fd, termios.TIOCOUTQ, buf)  # SIOCOUTQ == TIOCOUTQ
     return int.from_bytes(buf, "little")
+
+
+# ---- the kind ------------------------------------------------------------------------
+
+_STATES = (TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN)
+
+
+def _family_name(family: int, stype: int) -> str:
+    if family in (socket.AF_INET, socket.AF_INET6):
+        proto = {socket.SOCK_STREAM: "TCP", socket.SOCK_DGRAM: "UDP"}.get(stype, "raw")
+        return f"{proto} ({socket.AddressFamily(family).name})"
+    with contextlib.suppress(ValueError):
+        return socket.AddressFamily(family).name
+    return f"family {family}"
+
+
+def _foreign(fd: int) -> tuple[int, int, str]:
+    """A socket's family, type and addresses (for the message that refuses it)."""
+    s = socket.socket(fileno=os.dup(fd))
+    try:
+        family = s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
+        stype = s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+        where = ""
+        with contextlib.suppress(OSError):
+            where = f" {s.getsockname()}"
+        with contextlib.suppress(OSError):
+            where += f" -> {s.getpeername()}"
+        return family, stype, where
+    finally:
+        s.close()
+
+
+def _check_unix(rec: Record, name: str) -> None:
+    f = rec.fields
+    if f["objref"] <= 0:
+        raise bad(rec, name, f"objref {f['objref']} <= 0")
+    for key in ("peer", "listener"):
+        if f[key] < 0 or f[key] == f["objref"]:
+            raise bad(rec, name, f"{key} {f[key]}: not another file's objref")
+    if f["type"] not in TYPES:
+        raise bad(rec, name, f"type {f['type']}: not stream, dgram or seqpacket")
+    if f["state"] not in _STATES:
+        raise bad(rec, name, f"state {f['state']} unknown")
+    if f["flags"] & ~lib.CKPT_UNIX_FLAGS:
+        raise bad(rec, name, f"unknown flags {f['flags']:#x}")
+    if f["shutdown"] & ~(RCV_SHUTDOWN | SEND_SHUTDOWN):
+        raise bad(rec, name, f"shutdown {f['shutdown']:#x} unknown")
+    if f["nr_msgs"] > lib.CKPT_UNIX_MSGS_MAX:
+        raise bad(rec, name, f"nr_msgs {f['nr_msgs']} above CKPT_UNIX_MSGS_MAX")
+    gone = bool(f["flags"] & lib.CKPT_UNIX_PEER_GONE)
+    if f["family"] != socket.AF_UNIX and not gone:
+        raise bad(rec, name, f"family {f['family']}: not AF_UNIX nor a peer gone")
+    if f["state"] == TCP_LISTEN and (
+        f["peer"] or f["listener"] or f["nr_msgs"] or not f["name"]
+    ):
+        raise bad(rec, name, "listening: a peer, listener, queue or no name")
+    if f["state"] != TCP_ESTABLISHED and (f["peer"] or f["listener"] or gone):
+        raise bad(rec, name, "unconnected with a peer, listener or a peer gone")
+    if f["state"] == TCP_ESTABLISHED and (
+        bool(f["peer"]) + bool(f["listener"]) + gone != 1
+    ):
+        raise bad(rec, name, "connected: not exactly one of peer, listener, gone")
+    if f["listener"] and f["type"] == socket.SOCK_DGRAM:
+        raise bad(rec, name, "a datagram socket waiting on a listener")
+    if f["flags"] & lib.CKPT_UNIX_EXTERNAL_PEER and not gone:
+        raise bad(rec, name, "external peer without PEER_GONE")
+    if f["name"][:1] not in (b"", b"\0"):
+        no_nul(rec, name, "name")
+
+
+def _check_msg(rec: Record, name: str) -> None:
+    if rec.fields["objref"] <= 0:
+        raise bad(rec, name, f"objref {rec.fields['objref']} <= 0")
+
+
+class UnixKind(Kind):
+    name = "unix"
+    kinds = (FileKind.UNIX,)
+    records = (
+        (
+            HdrType.UNIX,
+            Layout(
+                "struct ckpt_hdr_unix",
+                (Var("name", "name_len", "CKPT_UNIX_NAME_MAX"),),
+            ),
+            _check_unix,
+        ),
+        (
+            HdrType.UNIX_MSG,
+            Layout(
+                "struct ckpt_hdr_unix_msg",
+                (
+                    Var("data", "data_len", "CKPT_UNIX_DATA_MAX"),
+                    Var("addr", "addr_len", "CKPT_UNIX_NAME_MAX"),
+                ),
+            ),
+            _check_msg,
+        ),
+    )
+
+    # ---- checkpoint ----
+
+    def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
+        return kind == FileKind.SOCK
+
+    def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
+        from pyckpt.image import ErrorRecord  # image imports the kinds
+
+        family, stype, where = _foreign(r.local)
+        f.kind = FileKind.UNIX
+        if family == socket.AF_UNIX:
+            return True  # saved in collect(), with its peer
+        what = f"{_family_name(family, stype)} socket{where}"
+        if not col.opts.allow_external or stype not in TYPES:
+            col.problem(
+                r,
+                f"{what}: only unix sockets are saved (--allow-external "
+                "restarts a TCP or UDP socket as one whose peer has gone)",
+            )
+            return False
+        f.extra = Unix(
+            type=stype,
+            state=TCP_ESTABLISHED,
+            foreign=family,
+            peer_gone=True,
+            external_peer=True,
+        )
+        col.image.errors.append(
+            ErrorRecord(
+                0,
+                f"external: {r.where()}: {what}: restarts with its peer gone",
+                f.objref,
+                r.pid,
+                r.fd,
+            )
+        )
+        return True
+
+    def collect(self, col: _Collector) -> None:
+        from pyckpt.image import ErrorRecord  # image imports the kinds
+
+        mine = {
+            o: col.first[o]
+            for o, f in col.image.files.items()
+            if f.kind == FileKind.UNIX and f.extra is None
+        }
+        if not mine:
+            return
+        try:
+            saved, problems = save_all(
+                {o: r.local for o, r in mine.items()}, col.opts.allow_external
+            )
+        except OSError as e:
+            for r in mine.values():
+                col.problem(r, f"unix socket: sock_diag failed: {e}")
+            return
+        for o, why in problems.items():
+            col.problem(mine[o], why)
+        for o, u in saved.items():
+            col.image.files[o].extra = u
+            if u.external_peer:
+                r = mine[o]
+                col.image.errors.append(
+                    ErrorRecord(
+                        0,
+                        f"external: {r.where()}: unix socket: its "
+                        "peer is outside the tree: restarts with its "
+                        "peer gone",
+                        o,
+                        r.pid,
+                        r.fd,
+                    )
+                )
+
+    # ---- the image ----
+
+    def write_file(self, w: _Writer, image: Image, f: File, tag: int) -> None:
+        u = extra(f, Unix)
+        flags = (
+            (lib.CKPT_UNIX_PASSCRED if u.passcred else 0)
+            | (lib.CKPT_UNIX_PEER_GONE if u.peer_gone else 0)
+            | (lib.CKPT_UNIX_EXTERNAL_PEER if u.external_peer else 0)
+        )
+        utag = w.add(
+            HdrType.UNIX,
+            tag,
+            {
+                "objref": f.objref,
+                "peer": u.peer,
+                "listener": u.listener,
+                "family": u.foreign or socket.AF_UNIX,
+                "type": u.type,
+                "state": u.state,
+                "flags": flags,
+                "shutdown": u.shutdown,
+                "backlog": u.backlog,
+                "sndbuf": u.sndbuf,
+                "rcvbuf": u.rcvbuf,
+                "nr_msgs": len(u.msgs),
+                "name_mode": u.name_mode,
+                "name_uid": u.name_uid,
+                "name_gid": u.name_gid,
+                "vfs_dev": u.vfs_dev,
+                "vfs_ino": u.vfs_ino,
+            },
+            {"name": u.name},
+        )
+        for m in u.msgs:
+            w.add(
+                HdrType.UNIX_MSG,
+                utag,
+                {"objref": f.objref},
+                {"data": m.data, "addr": m.addr},
+            )
+
+    def read_file(self, p: _Parser, image: Image, f: File, rec: Record) -> None:
+        urec = p.read((HdrType.UNIX,), "after a UNIX FILE")
+        p.ptag(urec, rec.tag, "its FILE")
+        uf = urec.fields
+        if uf["objref"] != f.objref:
+            raise ImageError(
+                urec.offset,
+                f"UNIX record: objref {uf['objref']} differs from its FILE's "
+                f"{f.objref}",
+            )
+        flags = uf["flags"]
+        u = Unix(
+            type=uf["type"],
+            state=uf["state"],
+            name=uf["name"],
+            peer=uf["peer"],
+            listener=uf["listener"],
+            peer_gone=bool(flags & lib.CKPT_UNIX_PEER_GONE),
+            external_peer=bool(flags & lib.CKPT_UNIX_EXTERNAL_PEER),
+            foreign=0 if uf["family"] == socket.AF_UNIX else uf["family"],
+            passcred=bool(flags & lib.CKPT_UNIX_PASSCRED),
+            shutdown=uf["shutdown"],
+            backlog=uf["backlog"],
+            sndbuf=uf["sndbuf"],
+            rcvbuf=uf["rcvbuf"],
+            vfs_dev=uf["vfs_dev"],
+            vfs_ino=uf["vfs_ino"],
+            name_mode=uf["name_mode"],
+            name_uid=uf["name_uid"],
+            name_gid=uf["name_gid"],
+            at=urec.offset,
+        )
+        for _ in range(uf["nr_msgs"]):
+            m = p.read((HdrType.UNIX_MSG,), f"UNIX record with nr_msgs {uf['nr_msgs']}")
+            p.ptag(m, urec.tag, "its UNIX")
+            if m.fields["objref"] != f.objref:
+                raise ImageError(
+                    m.offset,
+                    f"UNIX_MSG record: objref {m.fields['objref']} differs from "
+                    f"its UNIX's {f.objref}",
+                )
+            u.msgs.append(Msg(m.fields["data"], m.fields["addr"]))
+        f.extra = u
+
+    def check_model(self, image: Image) -> None:
+        for f in image.files.values():
+            if f.kind == FileKind.UNIX:
+                extra(f, Unix)
+
+    def check_image(self, image: Image) -> None:
+        for f in image.files.values():
+            if f.kind != FileKind.UNIX:
+                continue
+            u = extra(f, Unix)
+            for key, ref in (("peer", u.peer), ("listener", u.listener)):
+                if not ref:
+                    continue
+                o = image.files.get(ref)
+                ou = o.extra if o is not None else None
+                if not isinstance(ou, Unix) or ou.type != u.type:
+                    raise ImageError(
+                        u.at,
+                        f"UNIX record of objref {f.objref}: {key} {ref} is not "
+                        "a unix socket of its type",
+                    )
+                if key == "listener" and ou.state != TCP_LISTEN:
+                    raise ImageError(
+                        u.at,
+                        f"UNIX record of objref {f.objref}: listener {ref} "
+                        "does not listen",
+                    )
+                if (
+                    key == "peer"
+                    and ou.peer != f.objref
+                    and (u.type != socket.SOCK_DGRAM or not ou.name)
+                ):
+                    raise ImageError(
+                        u.at,
+                        f"UNIX record of objref {f.objref}: peer {ref} is "
+                        "not its peer back, nor a bound datagram socket",
+                    )
+
+    # ---- restart ----
+
+    def check(self, files: list[File], plan: _Plan) -> None:
+        for f in files:
+            u = extra(f, Unix)
+            if u.external_peer:
+                plan.warnings.append(
+                    f"objref {f.objref}: {self.describe(f)}: its peer was "
+                    "outside the tree: restarted with its peer gone"
+                )
+
+    def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
+        socks = {f.objref: extra(f, Unix) for f in files}
+        try:
+            made = make_sockets(socks)
+        except (UnixError, OSError) as e:
+            raise RestartError(f"unix sockets: {e}") from e
+        for fd in made.values():
+            objs.keep(fd)
+        for f in files:
+            fd = made[f.objref]
+            fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & SETFL)
+            objs.insert(f.objref, fd)
+        objs.done()
+
+    # ---- show ----
+
+    def describe(self, f: File) -> str:
+        u = f.extra
+        if not isinstance(u, Unix):
+            return "socket"
+        if u.foreign:
+            return f"{_family_name(u.foreign, u.type)} socket (external, peer gone)"
+        out = f"unix {TYPES.get(u.type, u.type)}"
+        if u.name:
+            out += f" {addr_name(u.name)}"
+        if u.state == TCP_LISTEN:
+            out += f" listening (backlog {u.backlog})"
+        elif u.peer:
+            out += f" -> objref {u.peer}"
+        elif u.listener:
+            out += f" pending on objref {u.listener}"
+        elif u.peer_gone:
+            out += " (peer outside: gone)" if u.external_peer else " (peer gone)"
+        if u.msgs:
+            out += f", {len(u.msgs)} queued ({sum(len(m.data) for m in u.msgs)} bytes)"
+        return out
+
+    def details(self, image: Image) -> list[str]:
+        from pyckpt.show import preview  # show imports the kinds
+
+        lines = []
+        for ref in sorted(image.files):
+            f = image.files[ref]
+            u = f.extra
+            if f.kind != FileKind.UNIX or not isinstance(u, Unix):
+                continue
+            opts = [
+                n
+                for n, on in (
+                    ("passcred", u.passcred),
+                    ("shut rd", u.shutdown & RCV_SHUTDOWN),
+                    ("shut wr", u.shutdown & SEND_SHUTDOWN),
+                )
+                if on
+            ]
+            extra_s = f" [{', '.join(opts)}]" if opts else ""
+            lines.append(
+                f"socket {ref}: {self.describe(f)}; sndbuf {u.sndbuf} rcvbuf "
+                f"{u.rcvbuf}{extra_s}"
+            )
+            for m in u.msgs:
+                frm = f" from {addr_name(m.addr)}" if m.addr else ""
+                lines.append(f"  {len(m.data)} bytes{frm} {preview(m.data)}")
+        return lines
+
+
+KIND = UnixKind()
