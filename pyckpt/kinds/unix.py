@@ -572,6 +572,10 @@ def _make_all(
             if u.type != socket.SOCK_DGRAM or not p.name:
                 raise UnixError(f"{what}: connected one way to an unnamed socket")
             continue
+        if u.type != socket.SOCK_DGRAM and (u.type, u.name) in listeners:
+            # u was accepted on a listener: its peer is the client
+            key, u, p = u.peer, p, u
+            what = _what(key, u)
         via = listeners.get((u.type, p.name)) if u.type != socket.SOCK_DGRAM else None
         if via is not None and u.peer not in made:
             # u is the client, p was accepted on the listener: names kept

@@ -239,9 +239,10 @@ def test_options_kept(keep: list[socket.socket]) -> None:
     assert got == want
 
 
+@pytest.mark.parametrize("accepted_first", [False, True], ids=["client", "accepted"])
 @pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
 def test_listener_accepted_and_pending_connections(
-    abstract: bool, tmpdir_path: str, keep: list[socket.socket]
+    abstract: bool, accepted_first: bool, tmpdir_path: str, keep: list[socket.socket]
 ) -> None:
     name: str | bytes = (
         b"\0pyckpt-test-%d" % os.getpid() if abstract else f"{tmpdir_path}/sock"
@@ -256,7 +257,10 @@ def test_listener_accepted_and_pending_connections(
     s1.send(b"reply")
     c2 = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     c2.connect(name)  # pending: never accepted
-    saved, (nl, nc1, ns1, nc2) = remake((lst, c1, s1, c2), keep)
+    if accepted_first:  # made in the other order: the same result
+        saved, (nl, ns1, nc1, nc2) = remake((lst, s1, c1, c2), keep)
+    else:
+        saved, (nl, nc1, ns1, nc2) = remake((lst, c1, s1, c2), keep)
     assert saved[1].state == TCP_LISTEN and saved[1].backlog == 7
     assert saved[4].listener == 1 and saved[4].peer == 0
     assert saved[2].peer == 3 and saved[3].peer == 2
