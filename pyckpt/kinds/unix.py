@@ -364,7 +364,10 @@ def save(fd: int, d: Diag) -> Unix:
                 u.vfs_dev, u.vfs_ino = d.vfs
             with contextlib.suppress(OSError):
                 st = os.lstat(u.name)
-                if (st.st_dev, st.st_ino) == (u.vfs_dev, u.vfs_ino):
+                # the inode only: through overlayfs the socket's dentry is
+                # the upper layer's, whose st_dev stat(2) does not show
+                if stat.S_ISSOCK(st.st_mode) and st.st_ino == u.vfs_ino:
+                    u.vfs_dev = st.st_dev  # as restart's lstat will see it
                     u.name_mode, u.name_uid, u.name_gid = (
                         st.st_mode,
                         st.st_uid,
@@ -586,12 +589,15 @@ def _make_all(
             made[u.peer] = a
             _options(a, p)
             continue
+        # no listener to go through: a pair, unnamed (an accepted socket's
+        # name is its listener's: binding it again would take the path)
         a, b = socket.socketpair(socket.AF_UNIX, u.type)
         made[key], made[u.peer] = a, b
         _options(a, u)
         _options(b, p)
-        _bind(a, u, what)
-        _bind(b, p, _what(u.peer, p))
+        if u.type == socket.SOCK_DGRAM:
+            _bind(a, u, what)
+            _bind(b, p, _what(u.peer, p))
     # 2b. datagram sockets connected one way, once their peer exists (it
     # may be connected one way itself)
     oneway = [
@@ -703,6 +709,12 @@ def save_all(
                 f"socket:[{d.ino}] (listening on {addr_name(d.name)}): "
                 f"{len(outside)} connection(s) from outside the tree wait in "
                 f"its queue (held by {who})"
+            )
+            continue
+        if u.path and not u.name.startswith(b"/"):
+            problems[key] = (
+                f"socket:[{d.ino}]: bound to the relative path "
+                f"{addr_name(u.name)}: only absolute paths are rebound"
             )
             continue
         if d.peer is None and d.state == TCP_ESTABLISHED:
