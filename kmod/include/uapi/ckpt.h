@@ -409,15 +409,17 @@ struct ckpt_test_obj {
  * of 8 (zero padding); ptag is the tag (record index, from 1) of the parent
  * record, 0 at top level.  The grammar, parents in brackets:
  *
- *   HEAD TREE { TASK[TREE] { FD[TASK] ( FILE[FD] [PIPE[FILE]] | OBJREF[FD] ) } }
+ *   HEAD TREE { TASK[TREE] { FD[TASK] ( FILE[FD] [kind] | OBJREF[FD] ) } }
  *   { EPOLL[its FILE] } TAIL
+ *   kind: PIPE[FILE] | UNIX[FILE] { UNIX_MSG[UNIX] }
  *
  * ERROR records (ptag 0) may appear anywhere between HEAD and TAIL and count
  * in nr_records.  TREE's root_pid is the first TASK's pid.
  *
  * FD names its file's objref; the first FD of a file is followed by the FILE
  * record that defines the objref, every later one by an OBJREF.  A pipe's
- * first FILE is followed by the PIPE record (its pipe_objref, data).  EPOLL
+ * first FILE is followed by the PIPE record (its pipe_objref, data); a unix
+ * socket's FILE by its UNIX record and nr_msgs UNIX_MSG records.  EPOLL
  * records come after all tasks, so every target is already defined (linux-cr
  * deferred epoll items the same way); an epoll file without items may have
  * none.  Every objref is > 0 and defined
