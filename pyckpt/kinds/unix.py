@@ -843,7 +843,7 @@ def _check_msg(rec: Record, name: str) -> None:
 
 
 class UnixKind(Kind):
-    name = "unix"
+    name = "unix socket"
     kinds = (FileKind.UNIX,)
     records = (
         (
