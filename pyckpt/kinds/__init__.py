@@ -9,6 +9,8 @@ its late step finds them).  Adding a kind means one new module (see
   regular   regular.py    REG, DIR        -            by path, identity checked
   pipe      pipe.py       PIPE, FIFO      PIPE         pipe2() / FIFO by path
   eventfd   eventfd.py    EVENTFD         -            eventfd(count, flags)
+  unix      unix.py       UNIX            UNIX,        socketpair(), bind/listen,
+                                          UNIX_MSG     connect+accept; queues re-sent
   epoll     epoll.py      EPOLL           EPOLL        epoll_create, items late
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import os
 
 from pyckpt.abi import FileKind, HdrType
-from pyckpt.kinds import epoll, eventfd, pipe, regular
+from pyckpt.kinds import epoll, eventfd, pipe, regular, unix
 from pyckpt.kinds.base import Kind
 from pyckpt.records import register
 
@@ -27,6 +29,7 @@ KINDS: tuple[Kind, ...] = (
     regular.KIND,
     pipe.KIND,
     eventfd.KIND,
+    unix.KIND,
     epoll.KIND,
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from pyckpt.image import (
     Task,
     iter_records,
 )
+from pyckpt.kinds.unix import TCP_ESTABLISHED, TYPES, Msg, Unix
 from pyckpt.records import pack as _pack
 
 RW = FMode.READ | FMode.WRITE
@@ -58,6 +60,41 @@ def rich_image() -> Image:
         File(10, FileKind.PIPE, os.O_RDONLY, FMode.READ, pipe_objref=11),
         File(12, FileKind.DIR, os.O_RDONLY | os.O_DIRECTORY, FMode.READ, path="/"),
         File(13, FileKind.SOCK, os.O_RDWR, RW),
+        # a stream socket pair with data queued one way, a bound datagram
+        # socket with a message from a named sender
+        File(
+            14,
+            FileKind.UNIX,
+            os.O_RDWR,
+            RW,
+            extra=Unix(
+                type=socket.SOCK_STREAM,
+                state=TCP_ESTABLISHED,
+                peer=15,
+                name=b"/run/accepted.sock",
+                passcred=True,
+                shutdown=2,
+                msgs=[Msg(b"queued\0bytes")],
+            ),
+        ),
+        File(
+            15,
+            FileKind.UNIX,
+            os.O_RDWR | os.O_NONBLOCK,
+            RW,
+            extra=Unix(type=socket.SOCK_STREAM, state=TCP_ESTABLISHED, peer=14),
+        ),
+        File(
+            16,
+            FileKind.UNIX,
+            os.O_RDWR,
+            RW,
+            extra=Unix(
+                type=socket.SOCK_DGRAM,
+                name=b"\0abstract",
+                msgs=[Msg(b"", b"/run/sender"), Msg(b"two")],
+            ),
+        ),
     ]
     pipes = [
         Pipe(3, 65536, b"hello\x00\xffworld"),
@@ -85,7 +122,16 @@ def rich_image() -> Image:
             "/home/\udcc3",
             [Fd(0, 2), Fd(4, 5), Fd(5, 6), Fd(6, 8), Fd(9, 9)],
         ),
-        Task(102, 101, 100, 101, "", [], "/tmp", [Fd(10, 10), Fd(11, 12), Fd(12, 13)]),
+        Task(
+            102,
+            101,
+            100,
+            101,
+            "",
+            [],
+            "/tmp",
+            [Fd(10, 10), Fd(11, 12), Fd(12, 13), Fd(13, 14), Fd(14, 15), Fd(15, 16)],
+        ),
         Task(103, 100, 103, 103, "idle", ["idle"], "/", []),
     ]
     epolls = [
@@ -146,6 +192,8 @@ def test_writer_order_tags_ptags(records: list[Record]) -> None:
         HdrType.OBJREF: {HdrType.FD},
         HdrType.PIPE: {HdrType.FILE},
         HdrType.EPOLL: {HdrType.FILE},
+        HdrType.UNIX: {HdrType.FILE},
+        HdrType.UNIX_MSG: {HdrType.UNIX},
     }
     for r in records:
         assert r.len % 8 == 0 and r.offset % 8 == 0
@@ -337,6 +385,8 @@ _VAR = {
     HdrType.PIPE: {"data": "data_len"},
     HdrType.EPOLL: {"items": "nr_items"},
     HdrType.ERROR: {"msg": "msg_len"},
+    HdrType.UNIX: {"name": "name_len"},
+    HdrType.UNIX_MSG: {"data": "data_len", "addr": "addr_len"},
 }
 
 
@@ -437,7 +487,7 @@ def test_ptag_and_header_pad(
     raises(patch(data, rec, "h.__pad", 1), rec.offset, "non-zero padding in its header")
 
 
-@pytest.mark.parametrize("value", [0, int(HdrType.EPOLL) + 1, 2**32 - 1])
+@pytest.mark.parametrize("value", [0, max(HdrType) + 1, 2**32 - 1])
 def test_unknown_type(data: bytes, records: list[Record], value: int) -> None:
     rec = first(records, HdrType.FD)
     raises(
@@ -968,6 +1018,23 @@ def images(draw: st.DrawFn) -> Image:
                 )
             )
             image.epolls[ref] = Epoll(ref, items)
+    for f in image.files.values():
+        if f.kind == FileKind.UNIX:
+            f.extra = Unix(
+                type=draw(st.sampled_from(list(TYPES))),
+                name=draw(st.sampled_from([b"", b"\0", b"\0a\0b", b"/p"])),
+                passcred=draw(st.booleans()),
+                msgs=draw(
+                    st.lists(
+                        st.builds(
+                            Msg,
+                            st.binary(max_size=16),
+                            st.sampled_from([b"", b"/s", b"\0x"]),
+                        ),
+                        max_size=3,
+                    )
+                ),
+            )
     image.errors = draw(
         st.lists(
             st.builds(
@@ -1017,3 +1084,92 @@ def test_record_structs_have_no_hidden_padding() -> None:
         for ctype in [layout.struct] + items:
             assert set(pad_offsets(ctype)) == _explicit_pads(ffi.typeof(ctype)), ctype
         assert layout.size % 8 == 0, layout.struct
+
+
+# ---- UNIX, UNIX_MSG (pyckpt/kinds/unix.py) ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("objref", 0, "objref 0 <= 0"),
+        ("peer", 14, "peer 14: not another file's objref"),
+        ("peer", -1, "peer -1: not another file's objref"),
+        ("listener", -5, "listener -5: not another"),
+        ("type", 3, "type 3: not stream, dgram or seqpacket"),
+        ("state", 2, "state 2 unknown"),
+        ("flags", 0x80, "unknown flags 0x80"),
+        ("shutdown", 4, "shutdown 0x4 unknown"),
+        ("family", 2, "family 2: not AF_UNIX nor a peer gone"),
+        ("state", 10, "listening: a peer, listener, queue or no name"),
+        ("state", 7, "unconnected with a peer, listener or a peer gone"),
+        ("flags", 0x2, "connected: not exactly one of peer, listener, gone"),
+        ("flags", 0x5, "external peer without PEER_GONE"),
+        ("nr_msgs", 2**31, "nr_msgs 2147483648 above CKPT_UNIX_MSGS_MAX"),
+        ("name_len", 109, "name_len 109 exceeds CKPT_UNIX_NAME_MAX"),
+    ],
+)
+def test_unix_record_checks(
+    data: bytes, records: list[Record], field: str, value: int, fragment: str
+) -> None:
+    rec = first(records, HdrType.UNIX)
+    raises(patch(data, rec, field, value), rec.offset, f"UNIX record: {fragment}")
+
+
+def test_unix_msg_checks(data: bytes, records: list[Record]) -> None:
+    msg = first(records, HdrType.UNIX_MSG)
+    raises(patch(data, msg, "objref", 0), msg.offset, "UNIX_MSG record: objref 0")
+    raises(
+        patch(data, msg, "objref", 15),
+        msg.offset,
+        "UNIX_MSG record: objref 15 differs from its UNIX's 14",
+    )
+    raises(
+        patch(data, msg, "data_len", 2**32 - 1),
+        msg.offset,
+        "data_len 4294967295 exceeds CKPT_UNIX_DATA_MAX",
+    )
+    raises(
+        patch(data, msg, "addr_len", 200),
+        msg.offset,
+        "addr_len 200 exceeds CKPT_UNIX_NAME_MAX",
+    )
+
+
+def test_unix_grammar(data: bytes, records: list[Record]) -> None:
+    sp = specs(data)
+    u = find(sp, HdrType.UNIX, objref=14)
+    # the queue declared longer than it is: the next record is not a UNIX_MSG
+    bad = copy.deepcopy(sp)
+    bad[u].fields["nr_msgs"] = 2
+    image, offsets = build(bad)
+    with pytest.raises(ImageError, match="where UNIX_MSG record is due"):
+        Image.from_bytes(image)
+    # a UNIX FILE without its UNIX record
+    bad = copy.deepcopy(sp)
+    del bad[u : u + 2]
+    with pytest.raises(ImageError, match="where UNIX record is due"):
+        Image.from_bytes(build(bad)[0])
+    # a NUL inside a path name
+    bad = copy.deepcopy(sp)
+    bad[u].var["name"] = b"/run/a\0b"
+    image, offsets = build(bad)
+    raises(image, offsets[u], "UNIX record: NUL inside name")
+    # the peer is not a unix socket of its type, or not its peer back
+    for peer, fragment in ((5, "peer 5 is not a unix socket"), (16, "is not a unix")):
+        bad = copy.deepcopy(sp)
+        bad[u].fields["peer"] = peer
+        image, offsets = build(bad)
+        raises(image, offsets[u], fragment)
+    bad = copy.deepcopy(sp)
+    f16 = find(bad, HdrType.UNIX, objref=16)
+    bad[f16].fields.update(state=TCP_ESTABLISHED, type=socket.SOCK_STREAM, peer=15)
+    image, offsets = build(bad)
+    raises(image, offsets[f16], "peer 15 is not its peer back")
+
+
+def test_unix_round_trip_keeps_everything(image: Image) -> None:
+    back = Image.from_bytes(image.to_bytes())
+    for ref in (14, 15, 16):
+        assert back.files[ref].extra == image.files[ref].extra
+    assert back.files[16].extra.msgs[0] == Msg(b"", b"/run/sender")

@@ -35,7 +35,7 @@ def test_summary(image: Image) -> None:
     assert lines[0] == "image: Linux 6.12.0-test x86_64 (#1 SMP PREEMPT_DYNAMIC)"
     abi = lib.CKPT_ABI_VERSION
     assert f"frozen 2023-11-14T22:13:20.125000Z, format 2, abi {abi}" in lines[1]
-    assert "4 tasks, 10 files, 3 pipes, 1 epolls, 2 errors" in lines[2]
+    assert "4 tasks, 13 files, 3 pipes, 1 epolls, 2 errors" in lines[2]
     assert 'task 101 ppid 100 sid 100 pgid 101 comm "worker"' in lines
     assert '  argv "/bin/sh" "-c" "" "x\\xfe"' in lines
     assert "  cwd  /home/\\xc3" in lines
@@ -218,3 +218,17 @@ def test_summary_credentials_and_unknown_semaphore() -> None:
     assert "  exe  /bin/sh" in text and "env  1 variables" in text
     assert "count 3 semaphore unknown" in text
     assert "count 4 efd_flags 0x0" in text
+
+
+def test_summary_unix_sockets(image: Image) -> None:
+    lines = summary(image).splitlines()
+    assert (
+        "  fd 13 -> objref 14 unix stream /run/accepted.sock -> objref 15, 1 queued "
+        "(12 bytes) read+write O_RDWR" in lines
+    )
+    at = lines.index("unix sockets:")
+    assert lines[at + 1] == (
+        "  socket 14: unix stream /run/accepted.sock -> objref 15, 1 queued (12 "
+        "bytes); sndbuf 0 rcvbuf 0 [passcred, shut wr]"
+    )
+    assert '    0 bytes from /run/sender ""' in lines

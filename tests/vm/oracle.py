@@ -5,7 +5,9 @@ facts(pids) describes a tree (given in tree order) with every identity
 replaced by a position, so that an original tree and its restart (other pids,
 other inodes) compare equal exactly when they have the same fd numbers, the
 same sharing of open file descriptions and pipes, the same flags, offsets,
-buffered data, eventfd counts and epoll readiness.  Reading buffered data
+buffered data, eventfd counts and epoll readiness, and the same unix sockets
+(type, state, name, peer as which fd of which task, shutdown, SO_PASSCRED,
+buffer sizes, bytes queued; with data, the queued messages themselves).  Reading buffered data
 consumes it, so facts(..., data=True) is the last look at a tree.  (The
 trees themselves are built by tests/vm/trees.py.)
 """
@@ -16,7 +18,9 @@ import array
 import fcntl
 import os
 import select
+import socket
 import stat
+import struct
 import termios
 import time
 from collections.abc import Callable
@@ -91,8 +95,139 @@ class FdFacts:
     extra: tuple = ()  # eventfd count, epoll items, pipe data
 
 
+# ---- unix sockets: sock_diag read here, not through pyckpt ----
+
+_SO_PASSCRED = 16
+
+
+def _unix_diag() -> dict[int, dict]:
+    """Every unix socket by inode: type, state, name, peer, icons, rqueue,
+    shutdown (NETLINK_SOCK_DIAG, UNIX_DIAG: what ss -x reads)."""
+    show = 0x1 | 0x4 | 0x8 | 0x10  # NAME, PEER, ICONS, RQLEN
+    req = struct.pack(
+        "=BBHIIIII",
+        socket.AF_UNIX,
+        0,
+        0,
+        ~0 & 0xFFFFFFFF,
+        0,
+        show,
+        0xFFFFFFFF,
+        0xFFFFFFFF,
+    )
+    msg = struct.pack("=IHHII", 16 + len(req), 20, 0x301, 1, 0) + req
+    out: dict[int, dict] = {}
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4) as nl:
+        nl.sendall(msg)
+        while True:
+            buf = nl.recv(1 << 20)
+            off = 0
+            while off + 16 <= len(buf):
+                ln, mtype = struct.unpack_from("=IH", buf, off)
+                if mtype == 3:  # NLMSG_DONE
+                    return out
+                if mtype == 20:
+                    body = buf[off + 16 : off + ln]
+                    stype, state, ino = (
+                        body[1],
+                        body[2],
+                        struct.unpack_from("=I", body, 4)[0],
+                    )
+                    d = {
+                        "type": stype,
+                        "state": state,
+                        "name": b"",
+                        "peer": None,
+                        "icons": (),
+                        "rqueue": 0,
+                        "shutdown": 0,
+                    }
+                    a = 16
+                    while a + 4 <= len(body):
+                        alen, atype = struct.unpack_from("=HH", body, a)
+                        val = body[a + 4 : a + alen]
+                        if atype == 0:
+                            d["name"] = val if val[:1] == b"\0" else val.rstrip(b"\0")
+                        elif atype == 2:
+                            d["peer"] = struct.unpack_from("=I", val)[0]
+                        elif atype == 3:
+                            d["icons"] = struct.unpack(f"={len(val) // 4}I", val)
+                        elif atype == 4:
+                            d["rqueue"] = struct.unpack_from("=I", val)[0]
+                        elif atype == 6:
+                            d["shutdown"] = val[0]
+                        a += (alen + 3) & ~3
+                    out[ino] = d
+                off += (ln + 3) & ~3
+            if not buf:
+                return out
+
+
+def _socket_facts(
+    pid: int, fd: int, ino: int, diag: dict[int, dict], where: dict[int, tuple]
+) -> tuple:
+    """(type, state, name, peer as (task position, fd), shutdown, passcred,
+    sndbuf, rcvbuf, bytes queued): the peer by where it is, not its inode."""
+    d = diag.get(ino)
+    if d is None:
+        return ("not unix",)
+    peer: object = "none"
+    if d["peer"] is not None:
+        if d["peer"] in where:
+            peer = where[d["peer"]]
+        elif d["peer"] == 0:
+            lst = [i for i, x in diag.items() if ino in x["icons"]]
+            peer = ("pending", where.get(lst[0], "outside")) if lst else "gone"
+        else:
+            peer = "outside"
+    state = d["state"]
+    if d["peer"] is None and state == 1:
+        state = 7  # a datagram socket others connected to: no peer of its own
+    c = _copy(pid, fd)
+    try:
+        s = socket.socket(fileno=c)
+        try:
+            opts = tuple(
+                s.getsockopt(socket.SOL_SOCKET, o)
+                for o in (_SO_PASSCRED, socket.SO_SNDBUF, socket.SO_RCVBUF)
+            )
+        finally:
+            s.detach()
+    finally:
+        os.close(c)
+    return (d["type"], state, d["name"], peer, d["shutdown"], *opts, d["rqueue"])
+
+
+def _socket_queue(pid: int, fd: int) -> tuple:
+    """Every queued message (data, sender), read: consumes them."""
+    c = _copy(pid, fd)
+    s = socket.socket(fileno=c)
+    out = []
+    try:
+        while True:
+            try:
+                data, addr = s.recvfrom(1 << 20, socket.MSG_DONTWAIT)
+            except (BlockingIOError, OSError):
+                break
+            if not data and s.type != socket.SOCK_DGRAM:
+                break  # end of stream
+            out.append((data, addr or ""))
+    finally:
+        s.close()
+    return tuple(out)
+
+
 def facts(pids: list[int], data: bool = False) -> list[dict[int, FdFacts]]:
     """Per task (in the order given): fd number -> FdFacts."""
+    # unix sockets: which fd of which task holds each socket inode
+    where: dict[int, tuple[int, int]] = {}
+    for i, pid in enumerate(pids):
+        for fd in fds_of(pid):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                where.setdefault(int(link[8:-1]), (i, fd))
+    diag = _unix_diag() if where else {}
+    socks_read: set[int] = set()
     seen_ofd: list[tuple[int, int]] = []
     seen_obj: list[tuple[int, int]] = []
     out: list[dict[int, FdFacts]] = []
@@ -116,7 +251,13 @@ def facts(pids: list[int], data: bool = False) -> list[dict[int, FdFacts]]:
             obj = seen_obj.index(key)
             kind = _kind(pid, fd)
             extra: tuple = ()
-            if kind == "[eventfd]":
+            if stat.S_ISSOCK(st.st_mode):
+                kind = "socket"
+                extra = _socket_facts(pid, fd, st.st_ino, diag, where)
+                if data and st.st_ino not in socks_read:
+                    socks_read.add(st.st_ino)
+                    extra += (_socket_queue(pid, fd),)
+            elif kind == "[eventfd]":
                 extra = (int(info["eventfd-count"], 16),)
             elif kind == "[eventpoll]":
                 extra = _epoll_facts(pid, fd)

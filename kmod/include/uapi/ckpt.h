@@ -97,6 +97,7 @@ enum ckpt_file_kind {
 	/* image only: the coordinator resolves ANON to what it can save */
 	CKPT_FILE_EVENTFD = 9,
 	CKPT_FILE_EPOLL = 10,
+	CKPT_FILE_UNIX = 17,	/* unix socket (or, external, another family) */
 	CKPT_FILE_KIND_MAX
 };
 
@@ -408,15 +409,17 @@ struct ckpt_test_obj {
  * of 8 (zero padding); ptag is the tag (record index, from 1) of the parent
  * record, 0 at top level.  The grammar, parents in brackets:
  *
- *   HEAD TREE { TASK[TREE] { FD[TASK] ( FILE[FD] [PIPE[FILE]] | OBJREF[FD] ) } }
+ *   HEAD TREE { TASK[TREE] { FD[TASK] ( FILE[FD] [kind] | OBJREF[FD] ) } }
  *   { EPOLL[its FILE] } TAIL
+ *   kind: PIPE[FILE] | UNIX[FILE] { UNIX_MSG[UNIX] }
  *
  * ERROR records (ptag 0) may appear anywhere between HEAD and TAIL and count
  * in nr_records.  TREE's root_pid is the first TASK's pid.
  *
  * FD names its file's objref; the first FD of a file is followed by the FILE
  * record that defines the objref, every later one by an OBJREF.  A pipe's
- * first FILE is followed by the PIPE record (its pipe_objref, data).  EPOLL
+ * first FILE is followed by the PIPE record (its pipe_objref, data); a unix
+ * socket's FILE by its UNIX record and nr_msgs UNIX_MSG records.  EPOLL
  * records come after all tasks, so every target is already defined (linux-cr
  * deferred epoll items the same way); an epoll file without items may have
  * none.  Every objref is > 0 and defined
@@ -441,6 +444,8 @@ enum ckpt_hdr_type {
 	CKPT_HDR_TAIL = 8,
 	CKPT_HDR_PIPE = 9,
 	CKPT_HDR_EPOLL = 10,
+	CKPT_HDR_UNIX = 11,
+	CKPT_HDR_UNIX_MSG = 12,
 	CKPT_HDR_TYPE_MAX
 };
 
@@ -603,6 +608,68 @@ struct ckpt_hdr_epoll {
 	struct ckpt_hdr h;
 	__s32 objref;		/* the epoll file */
 	__u32 nr_items;
+};
+
+/* ckpt_hdr_unix.flags */
+#define CKPT_UNIX_PASSCRED	0x1	/* SO_PASSCRED set */
+#define CKPT_UNIX_PEER_GONE	0x2	/* connected, its peer closed (or external) */
+#define CKPT_UNIX_EXTERNAL_PEER	0x4	/* the peer was outside the tree */
+#define CKPT_UNIX_FLAGS		0x7	/* every flag above */
+
+/* ckpt_hdr_unix.state: the kernel's sk_state values unix sockets use */
+#define CKPT_UNIX_UNCONNECTED	7	/* TCP_CLOSE: no peer (maybe bound) */
+#define CKPT_UNIX_CONNECTED	1	/* TCP_ESTABLISHED: has (had) a peer */
+#define CKPT_UNIX_LISTENING	10	/* TCP_LISTEN */
+
+/* ckpt_hdr_unix.shutdown: the kernel's sk_shutdown bits */
+#define CKPT_UNIX_SHUT_RCV	0x1
+#define CKPT_UNIX_SHUT_SEND	0x2
+
+#define CKPT_UNIX_NAME_MAX	108		/* sizeof(sun_path) */
+#define CKPT_UNIX_MSGS_MAX	(1 << 20)	/* UNIX_MSG records of a socket */
+#define CKPT_UNIX_DATA_MAX	(64 * 1024 * 1024)	/* one message's bytes */
+
+/*
+ * A unix socket (FILE.kind CKPT_FILE_UNIX), right after its FILE record
+ * (ptag: the FILE's tag); followed by its bound name (sun_path bytes,
+ * leading NUL for an abstract name) and by nr_msgs UNIX_MSG records, its
+ * receive queue in order.  peer and listener are FILE objrefs of other
+ * UNIX files of the image (defined anywhere in it).  A socket of another
+ * family exists only as external (family != AF_UNIX, PEER_GONE).
+ */
+struct ckpt_hdr_unix {
+	struct ckpt_hdr h;
+	__s32 objref;		/* its FILE's objref */
+	__s32 peer;		/* the peer's FILE objref; 0: none (or gone) */
+	__s32 listener;		/* pending connection: its listener; else 0 */
+	__u32 family;		/* AF_UNIX; else an external socket (PEER_GONE) */
+	__u32 type;		/* SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET */
+	__u32 state;		/* CKPT_UNIX_UNCONNECTED, _CONNECTED, _LISTENING */
+	__u32 flags;		/* CKPT_UNIX_* */
+	__u32 shutdown;		/* CKPT_UNIX_SHUT_* */
+	__u32 backlog;		/* LISTENING: listen()'s backlog */
+	__u32 sndbuf;		/* SO_SNDBUF as getsockopt() says it */
+	__u32 rcvbuf;		/* SO_RCVBUF */
+	__u32 name_len;		/* bound name bytes; <= CKPT_UNIX_NAME_MAX */
+	__u32 nr_msgs;		/* UNIX_MSG records that follow */
+	__u32 name_mode;	/* path name: the socket file's st_mode, uid, */
+	__u32 name_uid;		/*   gid (0 0 0: unknown, left as bind makes it) */
+	__u32 name_gid;
+	__u64 vfs_dev;		/* path name: the socket file's st_dev, st_ino */
+	__u64 vfs_ino;		/*   (restart replaces only that file) */
+};
+
+/*
+ * One queued message of a unix socket (a datagram, or bytes of a stream),
+ * ptag: its UNIX record; followed by the data, then the sender's address
+ * (datagrams: sun_path bytes; 0 bytes: unnamed sender or a stream).
+ */
+struct ckpt_hdr_unix_msg {
+	struct ckpt_hdr h;
+	__s32 objref;		/* the receiving socket's FILE objref */
+	__u32 data_len;		/* <= CKPT_UNIX_DATA_MAX */
+	__u32 addr_len;		/* <= CKPT_UNIX_NAME_MAX */
+	__u32 __pad;
 };
 
 /* ckpt_write_err(): followed by the message (no NUL) */
