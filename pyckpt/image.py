@@ -386,6 +386,13 @@ _LAYOUTS: dict[int, _Layout] = {
         "struct ckpt_hdr_epoll",
         (_Var("items", "nr_items", "CKPT_EPOLL_ITEMS_MAX", "struct ckpt_epoll_item"),),
     ),
+    # issue 10 kinds (wired in with the kinds framework)
+    HdrType.SIGNALFD: _Layout("struct ckpt_hdr_signalfd"),
+    HdrType.TIMERFD: _Layout("struct ckpt_hdr_timerfd"),
+    HdrType.CONTENTS: _Layout(
+        "struct ckpt_hdr_contents",
+        (_Var("data", "data_len", "CKPT_CONTENTS_DATA_MAX"),),
+    ),
 }
 # a record type added to ckpt.h must get a layout here before anything runs
 if set(_LAYOUTS) != set(HdrType):

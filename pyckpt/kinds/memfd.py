@@ -1,0 +1,220 @@
+"""memfd and deleted regular files: their contents go into the image.
+
+A memfd (/proc link ``/memfd:NAME (deleted)`` on tmpfs or hugetlbfs) and a
+regular file whose last name was removed (``st_nlink == 0``) can be
+reopened by no path: checkpoint reads what they hold through the
+coordinator's copy with pread(2) (the file offset, shared with the tree,
+does not move), up to a limit per file (Options.contents_limit, CLI
+``--max-file-contents``); the end of the file that is a hole is not stored.
+Restart makes an unlinked file again: memfd_create() with the same name
+(MFD_ALLOW_SEALING when it had seals), or an O_TMPFILE (else a named file
+unlinked at once) in the directory the file was deleted from; writes the
+data, sets the size, mode and owner, and only then adds the seals.  Several
+open files on one inode (a memfd reopened through /proc/PID/fd) share it
+again: the first one is made, the others reopened through
+/proc/self/fd/N with their own flags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as _errno
+import fcntl
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+
+F_ADD_SEALS = 1033
+F_GET_SEALS = 1034
+F_SEAL_SEAL = 0x1
+SEALS = 0x3F  # F_SEAL_SEAL .. F_SEAL_EXEC (6.3+)
+MFD_NAME_MAX = 249
+TMPFS_MAGIC = 0x01021994
+HUGETLBFS_MAGIC = 0x958458F6
+DEFAULT_LIMIT = 1 << 20
+_DELETED = " (deleted)"
+_MEMFD = "/memfd:"
+_CHUNK = 1 << 20
+
+
+@dataclass
+class Contents:
+    """CONTENTS record: what a MEMFD or DELETED file holds."""
+
+    data: bytes = b""  # the file's first bytes; the rest up to size: zeros
+    seals: int = 0  # MEMFD: F_GET_SEALS
+    same_as: int = 0  # objref of an earlier file on the same inode (no data)
+
+
+class TooBig(Exception):
+    """The file holds more than the limit allows."""
+
+
+def memfd_name(link: str) -> str | None:
+    """The name of a memfd from its /proc fd link, None if not a memfd's."""
+    if link.startswith(_MEMFD) and link.endswith(_DELETED):
+        return link[len(_MEMFD) : -len(_DELETED)]
+    return None
+
+
+def deleted_path(link: str) -> str:
+    """Where a deleted file was: its link without " (deleted)"."""
+    return link.removesuffix(_DELETED)
+
+
+def fs_type(fd: int) -> int:
+    """statfs(2)'s f_type of the file's filesystem."""
+    import ctypes
+
+    buf = ctypes.create_string_buffer(120)  # struct statfs (x86-64)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.fstatfs(fd, buf) < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return int.from_bytes(buf.raw[:8], "little")
+
+
+def is_memfd(link: str, st: os.stat_result, fd: int) -> bool:
+    """A memfd: the link says so, it has no name left and lives on tmpfs
+    (or hugetlbfs), never a deleted file that happened to be called so."""
+    return (
+        memfd_name(link) is not None
+        and st.st_nlink == 0
+        and stat.S_ISREG(st.st_mode)
+        and fs_type(fd) in (TMPFS_MAGIC, HUGETLBFS_MAGIC)
+    )
+
+
+def is_deleted(link: str, st: os.stat_result) -> bool:
+    """A regular file no name leads to any more."""
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 0 and link.endswith(_DELETED)
+
+
+def get_seals(fd: int) -> int:
+    try:
+        return fcntl.fcntl(fd, F_GET_SEALS)
+    except OSError as e:
+        if e.errno == _errno.EINVAL:  # a file that cannot have seals
+            return 0
+        raise
+
+
+def _private(fd: int) -> int | None:
+    """Our own open file on fd's inode (read-only), None if it cannot be."""
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def data_end(own: int, size: int) -> int:
+    """Where the file's last data ends (a trailing hole is not stored).
+
+    SEEK_DATA/SEEK_HOLE move an offset, so ``own`` must be a private open
+    file of the inode (/proc/self/fd/N), never the tree's."""
+    end = pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(own, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == _errno.ENXIO:  # only a hole from pos on
+                break
+            return size
+        pos = os.lseek(own, start, os.SEEK_HOLE)
+        end = pos
+    return min(end, size)
+
+
+def read_contents(fd: int, size: int, limit: int) -> bytes:
+    """The file's bytes up to its last data, read with pread(2) through the
+    coordinator's copy ``fd`` (the offset it shares with the tree does not
+    move; a write-only file is read through a private read-only open file);
+    TooBig when more than ``limit`` would be stored."""
+    own = _private(fd)
+    try:
+        end = size if own is None else data_end(own, size)
+        if end > limit:
+            raise TooBig(
+                f"{size} bytes ({end} to store), above the limit of {limit}"
+            )
+        src = fd
+        if own is not None:
+            acc = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+            if acc == os.O_WRONLY:
+                src = own
+        chunks = []
+        pos = 0
+        while pos < end:
+            chunk = os.pread(src, min(_CHUNK, end - pos), pos)
+            if not chunk:
+                break  # truncated meanwhile (by a holder outside the tree)
+            chunks.append(chunk)
+            pos += len(chunk)
+        return b"".join(chunks)
+    finally:
+        if own is not None:
+            os.close(own)
+
+
+def save(fd: int, st: os.stat_result, limit: int, memfd: bool) -> Contents:
+    data = read_contents(fd, st.st_size, limit)
+    return Contents(data=data, seals=get_seals(fd) if memfd else 0)
+
+
+def _fill(fd: int, c: Contents, st_mode: int, size: int, uid: int, gid: int) -> None:
+    pos = 0
+    view = memoryview(c.data)
+    while pos < len(view):
+        pos += os.pwrite(fd, view[pos : pos + _CHUNK], pos)
+    os.ftruncate(fd, size)
+    os.fchmod(fd, stat.S_IMODE(st_mode))
+    with contextlib.suppress(PermissionError):  # unprivileged: keep ours
+        if (os.fstat(fd).st_uid, os.fstat(fd).st_gid) != (uid, gid):
+            os.fchown(fd, uid, gid)
+
+
+def make_memfd(
+    name: str, c: Contents, st_mode: int, size: int, uid: int, gid: int
+) -> int:
+    """A new memfd (O_RDWR, close-on-exec) holding c, sealed as it was."""
+    # without MFD_ALLOW_SEALING a memfd reports F_SEAL_SEAL and nothing else
+    sealing = c.seals != F_SEAL_SEAL
+    flags = os.MFD_CLOEXEC | (os.MFD_ALLOW_SEALING if sealing else 0)
+    fd = os.memfd_create(name, flags)
+    try:
+        _fill(fd, c, st_mode, size, uid, gid)
+        if sealing and c.seals:
+            fcntl.fcntl(fd, F_ADD_SEALS, c.seals)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def make_deleted(
+    path: str, c: Contents, st_mode: int, size: int, uid: int, gid: int
+) -> int:
+    """A new unlinked regular file (O_RDWR, close-on-exec) holding c, made
+    in the directory ``path`` was deleted from."""
+    directory = os.path.dirname(path) or "/"
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        if e.errno not in (_errno.EOPNOTSUPP, _errno.EISDIR, _errno.EINVAL):
+            raise
+        # no O_TMPFILE on this filesystem: a fresh name, unlinked at once
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pyckpt-deleted-")
+        os.unlink(tmp)
+    try:
+        _fill(fd, c, st_mode, size, uid, gid)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def reopen(fd: int, f_flags: int) -> int:
+    """Another open file on fd's inode, with its own access mode and flags."""
+    keep = os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK | os.O_NOATIME | os.O_DIRECT
+    return os.open(f"/proc/self/fd/{fd}", (f_flags & keep) | os.O_CLOEXEC)
