@@ -192,20 +192,45 @@ def make_memfd(
     return fd
 
 
+def _create_unlinked(path: str) -> int:
+    """An unlinked regular file made in path's directory, under path's own
+    name when it is free (its /proc link then reads as the original's:
+    "PATH (deleted)"), else as an O_TMPFILE, else a fresh name."""
+    flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        # O_EXCL | O_NOFOLLOW: never an existing file, never through a link
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        try:
+            # unlink only what we made (the directory may not be ours alone)
+            if os.lstat(path).st_ino == os.fstat(fd).st_ino:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        if os.fstat(fd).st_nlink == 0:
+            return fd
+        os.close(fd)
+        raise OSError(_errno.EEXIST, f"{path}: replaced while it was made")
+    directory = os.path.dirname(path) or "/"
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        if e.errno not in (_errno.EOPNOTSUPP, _errno.EISDIR, _errno.EINVAL):
+            raise
+    # no O_TMPFILE on this filesystem: a fresh name, unlinked at once
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pyckpt-deleted-")
+    os.unlink(tmp)
+    return fd
+
+
 def make_deleted(
     path: str, c: Contents, st_mode: int, size: int, uid: int, gid: int
 ) -> int:
     """A new unlinked regular file (O_RDWR, close-on-exec) holding c, made
     in the directory ``path`` was deleted from."""
-    directory = os.path.dirname(path) or "/"
-    try:
-        fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
-    except OSError as e:
-        if e.errno not in (_errno.EOPNOTSUPP, _errno.EISDIR, _errno.EINVAL):
-            raise
-        # no O_TMPFILE on this filesystem: a fresh name, unlinked at once
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pyckpt-deleted-")
-        os.unlink(tmp)
+    fd = _create_unlinked(path)
     try:
         _fill(fd, c, st_mode, size, uid, gid)
     except BaseException:

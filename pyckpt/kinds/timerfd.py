@@ -121,7 +121,7 @@ def make(state: Timerfd, f_flags: int) -> int:
     return fd
 
 
-def describe(state: Timerfd) -> str:
+def summary(state: Timerfd) -> str:
     clock = CLOCKS.get(state.clockid, str(state.clockid))
     if not state.armed:
         what = "disarmed"

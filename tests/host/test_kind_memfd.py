@@ -140,6 +140,7 @@ def test_deleted_roundtrip(tmp_path) -> None:
             assert nst.st_dev == st.st_dev  # made in the same directory's fs
             assert os.pread(new, 100, 0) == b"line 1\nline 2\n"
             assert os.listdir(tmp_path) == []  # nothing left behind
+            assert _link(new) == f"{p} (deleted)"  # its name was free
             # its own open file with the recorded flags
             wr = mf.reopen(new, os.O_WRONLY | os.O_APPEND)
             try:
@@ -158,3 +159,17 @@ def test_deleted_directory_gone(tmp_path) -> None:
     c = mf.Contents(b"x")
     with pytest.raises(FileNotFoundError):
         mf.make_deleted(str(tmp_path / "gone" / "f"), c, 0o100600, 1, 0, 0)
+
+
+def test_deleted_name_taken_again(tmp_path) -> None:
+    # the name was reused since (a rotated log): never touched, made aside
+    p = tmp_path / "app.log"
+    p.write_bytes(b"the new file")
+    new = mf.make_deleted(str(p), mf.Contents(b"old"), 0o100600, 3, 0, 0)
+    try:
+        assert p.read_bytes() == b"the new file"
+        assert os.fstat(new).st_nlink == 0
+        assert os.pread(new, 10, 0) == b"old"
+        assert os.listdir(tmp_path) == ["app.log"]
+    finally:
+        os.close(new)

@@ -15,7 +15,9 @@ MS = 1_000_000
 
 def _new(clock: int, flags: int, value_ns: int, interval_ns: int = 0) -> int:
     fd = _libc.timerfd_create(clock, os.O_CLOEXEC | os.O_NONBLOCK)
-    _libc.timerfd_settime(fd, flags, divmod(value_ns, 10**9), divmod(interval_ns, 10**9))
+    _libc.timerfd_settime(
+        fd, flags, divmod(value_ns, 10**9), divmod(interval_ns, 10**9)
+    )
     return fd
 
 
@@ -30,7 +32,9 @@ def _ticks(fd: int) -> int:
         return 0
 
 
-@pytest.mark.parametrize("clock", [time.CLOCK_MONOTONIC, time.CLOCK_REALTIME, time.CLOCK_BOOTTIME])
+@pytest.mark.parametrize(
+    "clock", [time.CLOCK_MONOTONIC, time.CLOCK_REALTIME, time.CLOCK_BOOTTIME]
+)
 def test_relative_keeps_time_left(clock: int) -> None:
     fd = _new(clock, 0, 5000 * MS, 250 * MS)
     try:
@@ -102,7 +106,8 @@ def test_one_shot_expired_keeps_its_tick() -> None:
 
 def test_absolute_saved_as_expiry_and_past_fires_at_once() -> None:
     now = time.clock_gettime_ns(time.CLOCK_REALTIME)
-    fd = _new(time.CLOCK_REALTIME, tfd.TFD_TIMER_ABSTIME | tfd.TFD_TIMER_CANCEL_ON_SET, now + 200 * MS)
+    flags = tfd.TFD_TIMER_ABSTIME | tfd.TFD_TIMER_CANCEL_ON_SET
+    fd = _new(time.CLOCK_REALTIME, flags, now + 200 * MS)
     try:
         st = tfd.save(fd)
         assert st.flags == tfd.TFD_TIMER_ABSTIME | tfd.TFD_TIMER_CANCEL_ON_SET
@@ -122,7 +127,11 @@ def test_absolute_saved_as_expiry_and_past_fires_at_once() -> None:
 def test_absolute_periodic_counts_missed_periods() -> None:
     now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     st = tfd.Timerfd(
-        time.CLOCK_MONOTONIC, tfd.TFD_TIMER_ABSTIME, 3, divmod(now - 100 * MS, 10**9), (0, 10 * MS)
+        time.CLOCK_MONOTONIC,
+        tfd.TFD_TIMER_ABSTIME,
+        3,
+        divmod(now - 100 * MS, 10**9),
+        (0, 10 * MS),
     )
     new = tfd.make(st, os.O_NONBLOCK)
     try:
@@ -138,6 +147,6 @@ def test_fdinfo_missing_line() -> None:
         tfd.parse_fdinfo("clockid: 1\nsettime flags: 00\n")
 
 
-def test_describe() -> None:
+def test_summary() -> None:
     st = tfd.Timerfd(time.CLOCK_MONOTONIC, 0, 2, (1, 5), (0, 250 * MS))
-    assert tfd.describe(st) == "MONOTONIC in 1.000000005s every 0.250000000s ticks 2"
+    assert tfd.summary(st) == "MONOTONIC in 1.000000005s every 0.250000000s ticks 2"

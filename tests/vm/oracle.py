@@ -5,7 +5,9 @@ facts(pids) describes a tree (given in tree order) with every identity
 replaced by a position, so that an original tree and its restart (other pids,
 other inodes) compare equal exactly when they have the same fd numbers, the
 same sharing of open file descriptions and pipes, the same flags, offsets,
-buffered data, eventfd counts and epoll readiness.  Reading buffered data
+buffered data, eventfd counts, epoll readiness, signalfd masks, timerfd
+settings (clock, flags, interval, armed or not) and the contents (size,
+hash, seals) of memfds and deleted files.  Reading buffered data
 consumes it, so facts(..., data=True) is the last look at a tree.  (The
 trees themselves are built by tests/vm/trees.py.)
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import array
 import fcntl
+import hashlib
 import os
 import select
 import stat
@@ -70,6 +73,48 @@ def _copy(pid: int, fd: int) -> int:
         os.close(pidfd)
 
 
+F_GET_SEALS = 1034
+
+
+def _contents(pid: int, fd: int) -> tuple:
+    """(size, sha256, seals) of a memfd or deleted file, read with pread
+    through a private open file (no offset moves, write-only files too)."""
+    c = _copy(pid, fd)
+    try:
+        try:
+            seals = fcntl.fcntl(c, F_GET_SEALS)
+        except OSError:
+            seals = -1
+        own = os.open(f"/proc/self/fd/{c}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(c)
+    try:
+        size = os.fstat(own).st_size
+        h = hashlib.sha256()
+        pos = 0
+        while pos < size:
+            chunk = os.pread(own, min(1 << 20, size - pos), pos)
+            if not chunk:
+                break
+            h.update(chunk)
+            pos += len(chunk)
+        mode = stat.S_IMODE(os.fstat(own).st_mode)
+    finally:
+        os.close(own)
+    return (size, h.hexdigest(), seals, mode)
+
+
+def _timerfd(info: dict[str, str]) -> tuple:
+    """clock, settime flags, interval and whether it is armed: what a
+    restart keeps (the time left and the ticks move with time)."""
+    return (
+        int(info["clockid"]),
+        int(info["settime flags"], 8),
+        info["it_interval"],
+        info["it_value"] != "(0, 0)",
+    )
+
+
 def _pending(fd: int) -> bytes:
     """Bytes buffered in a pipe, read without blocking (poll + FIONREAD)."""
     n = array.array("i", [0])
@@ -120,6 +165,12 @@ def facts(pids: list[int], data: bool = False) -> list[dict[int, FdFacts]]:
                 extra = (int(info["eventfd-count"], 16),)
             elif kind == "[eventpoll]":
                 extra = _epoll_facts(pid, fd)
+            elif kind == "[signalfd]":
+                extra = (int(info["sigmask"], 16),)
+            elif kind == "[timerfd]":
+                extra = _timerfd(info)
+            elif stat.S_ISREG(st.st_mode) and st.st_nlink == 0:
+                extra = _contents(pid, fd)  # memfd or deleted file
             elif (
                 data
                 and stat.S_ISFIFO(st.st_mode)
