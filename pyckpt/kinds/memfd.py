@@ -135,9 +135,7 @@ def read_contents(fd: int, size: int, limit: int) -> bytes:
     try:
         end = size if own is None else data_end(own, size)
         if end > limit:
-            raise TooBig(
-                f"{size} bytes ({end} to store), above the limit of {limit}"
-            )
+            raise TooBig(f"{size} bytes ({end} to store), above the limit of {limit}")
         src = fd
         if own is not None:
             acc = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE

@@ -116,7 +116,8 @@ def test_absolute_saved_as_expiry_and_past_fires_at_once() -> None:
         new = tfd.make(st, os.O_NONBLOCK)
         try:
             assert _ticks(new) == 1  # fired at once
-            info = tfd.parse_fdinfo(open(f"/proc/self/fdinfo/{new}").read())
+            with open(f"/proc/self/fdinfo/{new}") as f:
+                info = tfd.parse_fdinfo(f.read())
             assert info["flags"] == st.flags and info["clockid"] == time.CLOCK_REALTIME
         finally:
             os.close(new)

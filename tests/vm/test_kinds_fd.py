@@ -177,7 +177,8 @@ def test_memfds_contents_seals_and_sharing() -> None:
 
     new = roundtrip(root)
     links = {
-        os.readlink(f"/proc/{new[0]}/fd/{fd}") for fd in os.listdir(f"/proc/{new[0]}/fd")
+        os.readlink(f"/proc/{new[0]}/fd/{fd}")
+        for fd in os.listdir(f"/proc/{new[0]}/fd")
     }
     assert {"/memfd:same name (deleted)", "/memfd:mapped (deleted)"} <= links
 
@@ -194,7 +195,10 @@ def test_deleted_file_keeps_contents_offset_and_name() -> None:
 
     try:
         new = roundtrip(root)
-        links = [os.readlink(f"/proc/{new[0]}/fd/{fd}") for fd in os.listdir(f"/proc/{new[0]}/fd")]
+        links = [
+            os.readlink(f"/proc/{new[0]}/fd/{fd}")
+            for fd in os.listdir(f"/proc/{new[0]}/fd")
+        ]
         assert links.count(f"{path} (deleted)") == 2
         assert not os.path.exists(path)
     finally:
@@ -221,6 +225,7 @@ def test_memfd_over_the_limit_refused_then_raised() -> None:
 
 # ---- a supervisor with a timerfd and a signalfd (issue 10's user-like tree) ----------
 
+DOWN = "-- down --"
 SUPERVISOR = textwrap.dedent(
     """
     import ctypes, os, select, signal, sys, time
@@ -234,6 +239,7 @@ SUPERVISOR = textwrap.dedent(
         except OSError:
             return ""
     if kind(TFD) != "anon_inode:[timerfd]":  # a first start: make them
+        os.closerange(0, 3)  # stdio on /dev/null: another helper's kind
         log = os.open({log!r}, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log, LOG); os.close(log)
         t = _libc.timerfd_create(time.CLOCK_MONOTONIC, os.O_NONBLOCK)
@@ -277,32 +283,32 @@ def test_supervisor_with_timerfd_and_signalfd(tmp_path) -> None:
     )
     new_root = 0
     try:
-        wait_for(lambda: open(log).read().count("tick") >= 2, 30)
+        wait_for(lambda: _log_after(log).count("tick") >= 2, 30)
         os.kill(sup.pid, signal.SIGUSR1)
-        wait_for(lambda: "signal SIGUSR1" in open(log).read(), 30)
+        wait_for(lambda: "signal SIGUSR1" in _log_after(log), 30)
         pids = [sup.pid, *psutil_children(sup.pid)]
         assert len(pids) == 2
         before = facts(pids)
         res = pyckpt.checkpoint(sup.pid, kill=True)
         sup.wait(10)
         with open(log, "a") as f:
-            f.write("-- down --\n")
+            f.write(DOWN + "\n")
         with pyckpt.restart(res.image, release=False) as r:
             new = [r.pids[p] for p in pids]
             new_root = new[0]
             assert facts(new) == before
             r.release()
-            wait_for(lambda: "restored" in open(log).read(), 60)
-            after = open(log).read().partition("-- down --")[2]
-            wait_for(lambda: "tick" in open(log).read().partition("-- down --")[2], 30)
+            wait_for(lambda: "restored" in _log_after(log, DOWN), 60)
+            after = _log_after(log, DOWN)
+            wait_for(lambda: "tick" in _log_after(log, DOWN), 30)
             os.kill(new[0], signal.SIGUSR1)
             wait_for(
-                lambda: "signal SIGUSR1" in open(log).read().partition("-- down --")[2],
+                lambda: "signal SIGUSR1" in _log_after(log, DOWN),
                 30,
             )
             os.kill(new[1], signal.SIGKILL)  # the worker dies: SIGCHLD read
             wait_for(
-                lambda: "signal SIGCHLD" in open(log).read().partition("-- down --")[2],
+                lambda: "signal SIGCHLD" in _log_after(log, DOWN),
                 30,
             )
             assert "started" not in after
@@ -315,6 +321,11 @@ def test_supervisor_with_timerfd_and_signalfd(tmp_path) -> None:
                 os.kill(new_root, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             sup.wait(10)
+
+
+def _log_after(log: str, marker: str = "") -> str:
+    with open(log) as f:
+        return f.read().partition(marker)[2] if marker else f.read()
 
 
 def psutil_children(pid: int) -> list[int]:
