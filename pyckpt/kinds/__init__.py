@@ -9,6 +9,11 @@ its late step finds them).  Adding a kind means one new module (see
   regular   regular.py    REG, DIR        -            by path, identity checked
   pipe      pipe.py       PIPE, FIFO      PIPE         pipe2() / FIFO by path
   eventfd   eventfd.py    EVENTFD         -            eventfd(count, flags)
+  signalfd  signalfd.py   SIGNALFD        SIGNALFD     signalfd(mask, flags)
+  timerfd   timerfd.py    TIMERFD         TIMERFD      timerfd_create + settime,
+                                                       unread ticks set back
+  contents  memfd.py      MEMFD, DELETED  CONTENTS     memfd_create / unlinked
+                                                       file, data, then seals
   epoll     epoll.py      EPOLL           EPOLL        epoll_create, items late
 """
 
@@ -17,16 +22,20 @@ from __future__ import annotations
 import os
 
 from pyckpt.abi import FileKind, HdrType
-from pyckpt.kinds import epoll, eventfd, pipe, regular
+from pyckpt.kinds import epoll, eventfd, memfd, pipe, regular, signalfd, timerfd
 from pyckpt.kinds.base import Kind
 from pyckpt.records import register
 
 __all__ = ["KINDS", "Kind", "by_file_kind", "by_record", "claim"]
 
 KINDS: tuple[Kind, ...] = (
+    # before regular: a deleted file is REG to the module, and claimed here
+    memfd.KIND,
     regular.KIND,
     pipe.KIND,
     eventfd.KIND,
+    signalfd.KIND,
+    timerfd.KIND,
     epoll.KIND,
 )
 

@@ -24,6 +24,18 @@ import os
 import stat
 import tempfile
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pyckpt.abi import FileKind, HdrType, lib
+from pyckpt.errors import ImageError, RestartError
+from pyckpt.kinds.base import Kind, extra
+from pyckpt.kinds.regular import SETFL
+from pyckpt.records import Layout, Record, Var, bad
+
+if TYPE_CHECKING:
+    from pyckpt.checkpointer import _Collector, _FdRef
+    from pyckpt.image import File, Image, _Parser, _Writer
+    from pyckpt.restarter import _Objects, _Plan
 
 F_ADD_SEALS = 1033
 F_GET_SEALS = 1034
@@ -241,3 +253,202 @@ def reopen(fd: int, f_flags: int) -> int:
     """Another open file on fd's inode, with its own access mode and flags."""
     keep = os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK | os.O_NOATIME | os.O_DIRECT
     return os.open(f"/proc/self/fd/{fd}", (f_flags & keep) | os.O_CLOEXEC)
+
+
+CONTENTS_KINDS = frozenset({FileKind.MEMFD, FileKind.DELETED})
+
+
+def _check_contents(rec: Record, name: str) -> None:
+    f = rec.fields
+    if f["objref"] <= 0:
+        raise bad(rec, name, f"objref {f['objref']} <= 0")
+    if f["same_as"] < 0 or f["same_as"] == f["objref"]:
+        raise bad(rec, name, f"same_as {f['same_as']}: not another file")
+    if f["seals"] & ~lib.CKPT_SEALS:
+        raise bad(rec, name, f"unknown seals {f['seals']:#x}")
+    if f["same_as"] and (f["seals"] or f["data_len"]):
+        raise bad(rec, name, f"same_as {f['same_as']} with seals or data of its own")
+
+
+class ContentsKind(Kind):
+    """MEMFD and DELETED: files no path reopens, their contents saved."""
+
+    name = "contents"
+    kinds = (FileKind.MEMFD, FileKind.DELETED)
+    records = (
+        (
+            HdrType.CONTENTS,
+            Layout(
+                "struct ckpt_hdr_contents",
+                (Var("data", "data_len", "CKPT_CONTENTS_DATA_MAX"),),
+            ),
+            _check_contents,
+        ),
+    )
+
+    # ---- checkpoint ----
+
+    def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
+        return kind == FileKind.REG and is_deleted(link, st)
+
+    def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
+        st = os.fstat(r.local)
+        name = memfd_name(r.link)
+        fs = fs_type(r.local)
+        if fs == HUGETLBFS_MAGIC:
+            col.problem(r, f"{r.link}: a hugetlbfs file: not supported")
+            return False
+        if name is not None and fs == TMPFS_MAGIC:
+            f.kind, f.path = FileKind.MEMFD, name
+        else:
+            f.kind, f.path = FileKind.DELETED, deleted_path(r.link)
+        f.st_dev, f.st_ino, f.st_mode = st.st_dev, st.st_ino, st.st_mode
+        f.st_uid, f.st_gid, f.st_size = st.st_uid, st.st_gid, st.st_size
+        f.extra = Contents()  # filled by collect(): one read per inode
+        return True
+
+    def collect(self, col: _Collector) -> None:
+        first: dict[tuple[int, int], int] = {}  # inode -> first file's objref
+        limit = col.opts.contents_limit
+        for objref in sorted(col.image.files):
+            f = col.image.files[objref]
+            if f.kind not in CONTENTS_KINDS:
+                continue
+            key = (f.st_dev, f.st_ino)
+            if key in first:
+                f.extra = Contents(same_as=first[key])
+                continue
+            first[key] = objref
+            r = col.first[objref]
+            try:
+                f.extra = save(
+                    r.local, os.fstat(r.local), limit, f.kind == FileKind.MEMFD
+                )
+            except TooBig as e:
+                col.problem(
+                    r,
+                    f"{r.link}: {e} (--max-file-contents / "
+                    "Options.contents_limit raises it)",
+                )
+            except OSError as e:
+                col.problem(r, f"{r.link}: cannot read its contents: {e}")
+
+    # ---- the image ----
+
+    def write_file(self, w: _Writer, image: Image, f: File, tag: int) -> None:
+        c = extra(f, Contents)
+        w.add(
+            HdrType.CONTENTS,
+            tag,
+            {"objref": f.objref, "same_as": c.same_as, "seals": c.seals},
+            {"data": c.data},
+        )
+
+    def read_file(self, p: _Parser, image: Image, f: File, rec: Record) -> None:
+        r = p.read((HdrType.CONTENTS,), f"after a {f.kind.name} file")
+        p.ptag(r, rec.tag, "its FILE")
+        c = r.fields
+        where = "CONTENTS record"
+        if c["objref"] != f.objref:
+            raise ImageError(
+                r.offset,
+                f"{where}: objref {c['objref']} differs from its FILE's {f.objref}",
+            )
+        if not stat.S_ISREG(f.st_mode):
+            raise ImageError(
+                rec.offset, f"FILE record: {f.kind.name} with st_mode {f.st_mode:#o}"
+            )
+        if (
+            f.kind == FileKind.MEMFD
+            and len(rec.fields["path"]) > lib.CKPT_MEMFD_NAME_MAX
+        ):
+            raise ImageError(
+                rec.offset,
+                f"FILE record: a MEMFD name above {lib.CKPT_MEMFD_NAME_MAX} bytes",
+            )
+        if f.kind == FileKind.DELETED and not f.path.startswith("/"):
+            raise ImageError(
+                rec.offset, "FILE record: a DELETED file's path is not absolute"
+            )
+        if f.kind == FileKind.DELETED and c["seals"]:
+            raise ImageError(r.offset, f"{where}: seals on a DELETED file")
+        if c["data_len"] > max(f.st_size, 0):
+            raise ImageError(
+                r.offset,
+                f"{where}: data_len {c['data_len']} above its FILE's st_size "
+                f"{f.st_size}",
+            )
+        same = c["same_as"]
+        if same:
+            known = image.files.get(same)
+            if (
+                known is None
+                or known.kind != f.kind
+                or not isinstance(known.extra, Contents)
+                or known.extra.same_as
+                or (known.st_dev, known.st_ino) != (f.st_dev, f.st_ino)
+            ):
+                raise ImageError(
+                    r.offset,
+                    f"{where}: same_as {same} is no earlier {f.kind.name} file "
+                    "with its data on the same inode",
+                )
+        f.extra = Contents(data=c["data"], seals=c["seals"], same_as=same)
+
+    def check_model(self, image: Image) -> None:
+        for f in image.files.values():
+            if f.kind in CONTENTS_KINDS:
+                extra(f, Contents)
+
+    # ---- restart ----
+
+    def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
+        groups: dict[int, list[File]] = {}
+        for f in files:
+            root = extra(f, Contents).same_as or f.objref
+            groups.setdefault(root, []).append(f)
+        for root, group in groups.items():
+            first = plan.image.files[root]
+            try:
+                self._make(objs, first, group)
+            except OSError as e:
+                what = "memfd" if first.kind == FileKind.MEMFD else "deleted file"
+                raise RestartError(
+                    f"objref {first.objref}: cannot make the {what} "
+                    f"{first.path!r} again: {e.strerror or e}",
+                    e.errno,
+                ) from e
+            objs.done()
+
+    def _make(self, objs: _Objects, first: File, group: list[File]) -> None:
+        c = extra(first, Contents)
+        args = (c, first.st_mode, first.st_size, first.st_uid, first.st_gid)
+        if first.kind == FileKind.MEMFD:
+            origin = objs.keep(make_memfd(first.path, *args))
+        else:
+            origin = objs.keep(make_deleted(first.path, *args))
+        used = False
+        for f in group:
+            if not used and f.f_flags & os.O_ACCMODE == os.O_RDWR:
+                fd, used = origin, True  # the file made is this one
+                fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & SETFL)
+            else:
+                fd = objs.keep(reopen(origin, f.f_flags))
+            if f.pos:
+                os.lseek(fd, f.pos, os.SEEK_SET)
+            objs.insert(f.objref, fd)
+
+    # ---- show ----
+
+    def describe(self, f: File) -> str:
+        c = f.extra
+        what = f"memfd:{f.path}" if f.kind == FileKind.MEMFD else f"{f.path} (deleted)"
+        if not isinstance(c, Contents):
+            return what
+        if c.same_as:
+            return f"{what} (the inode of objref {c.same_as})"
+        seals = f", seals {c.seals:#x}" if f.kind == FileKind.MEMFD else ""
+        return f"{what} ({f.st_size} bytes, {len(c.data)} stored{seals})"
+
+
+KIND = ContentsKind()

@@ -13,8 +13,18 @@ import os
 import re
 import signal
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pyckpt.abi import FileKind, HdrType
+from pyckpt.errors import ImageError, RestartError
 from pyckpt.kinds import _libc
+from pyckpt.kinds.base import Kind, extra
+from pyckpt.records import Layout, Record, bad
+
+if TYPE_CHECKING:
+    from pyckpt.checkpointer import _Collector, _FdRef
+    from pyckpt.image import File, Image, _Parser, _Writer
+    from pyckpt.restarter import _Objects, _Plan
 
 # signalfd(2) silently drops these: a mask holding them is not one it made
 UNBLOCKABLE = (1 << (signal.SIGKILL - 1)) | (1 << (signal.SIGSTOP - 1))
@@ -52,3 +62,66 @@ def signals(mask: int) -> list[str]:
             except ValueError:
                 out.append(str(sig))
     return out
+
+
+def _check_signalfd(rec: Record, name: str) -> None:
+    f = rec.fields
+    if f["objref"] <= 0:
+        raise bad(rec, name, f"objref {f['objref']} <= 0")
+    if f["sigmask"] & UNBLOCKABLE:
+        raise bad(rec, name, f"sigmask {f['sigmask']:#x} holds SIGKILL or SIGSTOP")
+
+
+class SignalfdKind(Kind):
+    name = "signalfd"
+    kinds = (FileKind.SIGNALFD,)
+    records = ((HdrType.SIGNALFD, Layout("struct ckpt_hdr_signalfd"), _check_signalfd),)
+
+    def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
+        return kind == FileKind.ANON and link == "anon_inode:[signalfd]"
+
+    def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
+        try:
+            f.extra = parse_fdinfo(r.fdinfo)
+        except ValueError as e:
+            col.problem(r, f"signalfd: {e}")
+            return False
+        f.kind = FileKind.SIGNALFD
+        return True
+
+    def write_file(self, w: _Writer, image: Image, f: File, tag: int) -> None:
+        s = extra(f, Signalfd)
+        w.add(HdrType.SIGNALFD, tag, {"objref": f.objref, "sigmask": s.sigmask})
+
+    def read_file(self, p: _Parser, image: Image, f: File, rec: Record) -> None:
+        r = p.read((HdrType.SIGNALFD,), "after a SIGNALFD file")
+        p.ptag(r, rec.tag, "its FILE")
+        if r.fields["objref"] != f.objref:
+            raise ImageError(
+                r.offset,
+                f"SIGNALFD record: objref {r.fields['objref']} differs from its "
+                f"FILE's {f.objref}",
+            )
+        f.extra = Signalfd(r.fields["sigmask"])
+
+    def check_model(self, image: Image) -> None:
+        for f in image.files.values():
+            if f.kind == FileKind.SIGNALFD:
+                extra(f, Signalfd)
+
+    def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
+        for f in files:
+            try:
+                fd = objs.keep(make(extra(f, Signalfd), f.f_flags))
+            except OSError as e:
+                raise RestartError(f"objref {f.objref}: signalfd: {e}") from e
+            objs.insert(f.objref, fd)
+            objs.done()
+
+    def describe(self, f: File) -> str:
+        s = f.extra
+        names = ",".join(signals(s.sigmask)) if isinstance(s, Signalfd) else "?"
+        return f"signalfd [{names}]"
+
+
+KIND = SignalfdKind()

@@ -18,8 +18,18 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pyckpt.abi import FileKind, HdrType, lib
+from pyckpt.errors import ImageError, RestartError
 from pyckpt.kinds import _libc
+from pyckpt.kinds.base import Kind, extra
+from pyckpt.records import Layout, Record, bad
+
+if TYPE_CHECKING:
+    from pyckpt.checkpointer import _Collector, _FdRef
+    from pyckpt.image import File, Image, _Parser, _Writer
+    from pyckpt.restarter import _Objects, _Plan
 
 NSEC = 1_000_000_000
 TFD_TIMER_ABSTIME = 1
@@ -140,3 +150,122 @@ def summary(state: Timerfd) -> str:
 
 def _fmt(t: tuple[int, int]) -> str:
     return f"{t[0]}.{t[1]:09d}s"
+
+
+def _check_timerfd(rec: Record, name: str) -> None:
+    f = rec.fields
+    if f["objref"] <= 0:
+        raise bad(rec, name, f"objref {f['objref']} <= 0")
+    if f["clockid"] not in CLOCKS:
+        raise bad(rec, name, f"clockid {f['clockid']}: not a timerfd clock")
+    if f["flags"] & ~lib.CKPT_TFD_FLAGS:
+        raise bad(rec, name, f"unknown flags {f['flags']:#x}")
+    if f["flags"] & lib.CKPT_TFD_CANCEL_ON_SET and (
+        not f["flags"] & lib.CKPT_TFD_ABSTIME or f["clockid"] not in REALTIME_CLOCKS
+    ):
+        raise bad(
+            rec,
+            name,
+            "flags: CANCEL_ON_SET without ABSTIME on a REALTIME clock",
+        )
+    for key in ("value", "interval"):
+        sec, nsec = f[f"{key}_sec"], f[f"{key}_nsec"]
+        if sec < 0:
+            raise bad(rec, name, f"{key}_sec {sec} < 0")
+        if not 0 <= nsec <= lib.CKPT_NSEC_MAX:
+            raise bad(rec, name, f"{key}_nsec {nsec} outside 0..{lib.CKPT_NSEC_MAX}")
+
+
+_FLAGS = (
+    (TFD_TIMER_ABSTIME, "CKPT_TFD_ABSTIME"),
+    (TFD_TIMER_CANCEL_ON_SET, "CKPT_TFD_CANCEL_ON_SET"),
+)
+
+
+def _to_image(flags: int) -> int:
+    return sum(getattr(lib, c) for bit, c in _FLAGS if flags & bit)
+
+
+def _from_image(flags: int) -> int:
+    return sum(bit for bit, c in _FLAGS if flags & getattr(lib, c))
+
+
+class TimerfdKind(Kind):
+    name = "timerfd"
+    kinds = (FileKind.TIMERFD,)
+    records = ((HdrType.TIMERFD, Layout("struct ckpt_hdr_timerfd"), _check_timerfd),)
+
+    def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
+        return kind == FileKind.ANON and link == "anon_inode:[timerfd]"
+
+    def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
+        try:
+            state = save(r.local)
+        except (OSError, ValueError) as e:
+            col.problem(r, f"timerfd: {e}")
+            return False
+        if state.clockid not in CLOCKS:
+            col.problem(r, f"timerfd: unknown clock {state.clockid}")
+            return False
+        f.kind = FileKind.TIMERFD
+        f.extra = state
+        return True
+
+    def write_file(self, w: _Writer, image: Image, f: File, tag: int) -> None:
+        t = extra(f, Timerfd)
+        w.add(
+            HdrType.TIMERFD,
+            tag,
+            {
+                "objref": f.objref,
+                "clockid": t.clockid,
+                "flags": _to_image(t.flags),
+                "ticks": t.ticks,
+                "value_sec": t.value[0],
+                "value_nsec": t.value[1],
+                "interval_sec": t.interval[0],
+                "interval_nsec": t.interval[1],
+            },
+        )
+
+    def read_file(self, p: _Parser, image: Image, f: File, rec: Record) -> None:
+        r = p.read((HdrType.TIMERFD,), "after a TIMERFD file")
+        p.ptag(r, rec.tag, "its FILE")
+        t = r.fields
+        if t["objref"] != f.objref:
+            raise ImageError(
+                r.offset,
+                f"TIMERFD record: objref {t['objref']} differs from its FILE's "
+                f"{f.objref}",
+            )
+        f.extra = Timerfd(
+            clockid=t["clockid"],
+            flags=_from_image(t["flags"]),
+            ticks=t["ticks"],
+            value=(t["value_sec"], t["value_nsec"]),
+            interval=(t["interval_sec"], t["interval_nsec"]),
+        )
+
+    def check_model(self, image: Image) -> None:
+        for f in image.files.values():
+            if f.kind == FileKind.TIMERFD:
+                extra(f, Timerfd)
+
+    def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
+        for f in files:
+            t = extra(f, Timerfd)
+            try:
+                fd = objs.keep(make(t, f.f_flags))
+            except OSError as e:
+                raise RestartError(
+                    f"objref {f.objref}: timerfd ({summary(t)}): {e}"
+                ) from e
+            objs.insert(f.objref, fd)
+            objs.done()
+
+    def describe(self, f: File) -> str:
+        t = f.extra
+        return f"timerfd {summary(t)}" if isinstance(t, Timerfd) else "timerfd"
+
+
+KIND = TimerfdKind()
