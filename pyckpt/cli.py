@@ -4,7 +4,8 @@
                       [--max-file-contents BYTES]
     pyckpt restart IMAGE [--policy clear-early|clear-at-end|free-upfront]
                    [--hold-context] [--trust-image] [--relocate]
-                   [--max-tasks N] [--max-fds N] [--max-pipe-bytes N] [-- CMD...]
+                   [--max-tasks N] [--max-fds N] [--max-pipe-bytes N]
+                   [--max-contents-bytes N] [-- CMD...]
     pyckpt show IMAGE [--json | --dot]
     pyckpt demo | bench [resume]
     pyckpt repro halfpipe|deferqueue|epoll|header [--policy P | --all-policies] [--json]
@@ -39,6 +40,7 @@ LIMIT_FLAGS = (
     ("tasks", "--max-tasks", "an image of more tasks"),
     ("fds", "--max-fds", "an image of more fds in all"),
     ("pipe_bytes", "--max-pipe-bytes", "more buffered pipe data"),
+    ("contents_bytes", "--max-contents-bytes", "more memfd/deleted file data"),
 )
 
 

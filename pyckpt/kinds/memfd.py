@@ -59,6 +59,12 @@ class Contents:
     same_as: int = 0  # objref of an earlier file on the same inode (no data)
 
 
+def contents_bytes(f: object) -> int:
+    """The data bytes a file's state holds (0 for other kinds)."""
+    c = getattr(f, "extra", None)
+    return len(c.data) if isinstance(c, Contents) else 0
+
+
 class TooBig(Exception):
     """The file holds more than the limit allows."""
 

@@ -236,3 +236,13 @@ def test_writer_refuses_missing_state() -> None:
     im.files[2].extra = None
     with pytest.raises(ValueError, match="Timerfd state missing"):
         im.to_bytes()
+
+
+def test_restart_limit_on_contents() -> None:
+    from pyckpt.errors import RestartError
+    from pyckpt.restarter import Limits, _check_limits
+
+    image = kinds_image()  # 11 + 12 bytes of data
+    _check_limits(image, Limits(contents_bytes=23))
+    with pytest.raises(RestartError, match="23 bytes of file contents.*--max-contents"):
+        _check_limits(image, Limits(contents_bytes=22))

@@ -21,6 +21,8 @@ from oracle import facts, fdinfo, ppids, wait_for
 from trees import Member, spawn
 
 import pyckpt
+from pyckpt.checkpointer import Options
+from pyckpt.checkpointer import checkpoint as _checkpoint
 from pyckpt.errors import CheckpointError
 from pyckpt.kinds import _libc
 from pyckpt.kinds import timerfd as tfd
@@ -48,7 +50,7 @@ def roundtrip(body: Callable[[Member], None], kill: bool = True, **kw) -> list[i
     with tree_of(body) as pids:
         before = facts(pids)
         parents = ppids(pids)
-        res = pyckpt.checkpoint(pids[0], kill=kill, **kw)
+        res = _checkpoint(pids[0], kill=kill, **kw)
         with pyckpt.restart(res.image, argv=SLEEP, release=False) as r:
             new = [r.pids[p] for p in pids]
             assert facts(new) == before
@@ -141,7 +143,7 @@ def test_absolute_timer_that_expired_while_down_fires_at_once() -> None:
         _timer(time.CLOCK_MONOTONIC, 0, 2000 * MS)  # relative: restarts
 
     with tree_of(root) as pids:
-        res = pyckpt.checkpoint(pids[0], kill=True)
+        res = _checkpoint(pids[0], kill=True)
     time.sleep(2.5)  # the tree is down past the absolute expiry
     with pyckpt.restart(res.image, argv=SLEEP, release=False) as r:
         new = r.pids[pids[0]]
@@ -218,7 +220,7 @@ def test_memfd_over_the_limit_refused_then_raised() -> None:
         assert f"task {pids[0]}" in msg and "/memfd:big" in msg
         assert "2097152 bytes" in msg and "--max-file-contents" in msg
         before = facts(pids)
-        res = pyckpt.checkpoint(pids[0], contents_limit=4 << 20, kill=True)
+        res = _checkpoint(pids[0], options=Options(contents_limit=4 << 20), kill=True)
         with pyckpt.restart(res.image, argv=SLEEP, release=False) as r:
             assert facts([r.pids[p] for p in pids]) == before
 
@@ -289,7 +291,7 @@ def test_supervisor_with_timerfd_and_signalfd(tmp_path) -> None:
         pids = [sup.pid, *psutil_children(sup.pid)]
         assert len(pids) == 2
         before = facts(pids)
-        res = pyckpt.checkpoint(sup.pid, kill=True)
+        res = _checkpoint(sup.pid, kill=True)
         sup.wait(10)
         with open(log, "a") as f:
             f.write(DOWN + "\n")
