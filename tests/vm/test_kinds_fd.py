@@ -22,8 +22,8 @@ from trees import Member, spawn
 
 import pyckpt
 from pyckpt.checkpointer import Options
-from pyckpt.device import pidfd_getfd
 from pyckpt.checkpointer import checkpoint as _checkpoint
+from pyckpt.device import pidfd_getfd
 from pyckpt.errors import CheckpointError
 from pyckpt.kinds import _libc
 from pyckpt.kinds import timerfd as tfd
