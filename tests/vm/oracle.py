@@ -107,11 +107,14 @@ def _contents(pid: int, fd: int) -> tuple:
 def _timerfd(info: dict[str, str]) -> tuple:
     """clock, settime flags, interval and whether it is armed: what a
     restart keeps (the time left and the ticks move with time)."""
+    # a periodic timer that expired shows no time left until it is read
+    # (the kernel forwards it then): it is armed all the same
+    expired = info["it_interval"] != "(0, 0)" and int(info["ticks"]) > 0
     return (
         int(info["clockid"]),
         int(info["settime flags"], 8),
         info["it_interval"],
-        info["it_value"] != "(0, 0)",
+        info["it_value"] != "(0, 0)" or expired,
     )
 
 

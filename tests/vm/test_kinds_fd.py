@@ -299,17 +299,22 @@ SUPERVISOR = textwrap.dedent(
 def test_supervisor_with_timerfd_and_signalfd(tmp_path) -> None:
     log = str(tmp_path / "supervisor.log")
     script = SUPERVISOR.format(log=log)
-    sup = subprocess.Popen(
-        [sys.executable, "-c", script],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        close_fds=True,
-        start_new_session=True,
-    )
+    errors = tmp_path / "stderr"
+    with open(errors, "wb") as err:
+        sup = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            close_fds=True,
+            start_new_session=True,
+        )
     new_root = 0
     try:
-        wait_for(lambda: _log_after(log).count("tick") >= 2, 30)
+        try:
+            wait_for(lambda: _log_after(log).count("tick") >= 2, 60)
+        except TimeoutError:
+            raise AssertionError(f"no supervisor: {errors.read_text()!r}") from None
         os.kill(sup.pid, signal.SIGUSR1)
         wait_for(lambda: "signal SIGUSR1" in _log_after(log), 30)
         pids = [sup.pid, *psutil_children(sup.pid)]
@@ -355,6 +360,8 @@ def test_supervisor_with_timerfd_and_signalfd(tmp_path) -> None:
 
 
 def _log_after(log: str, marker: str = "") -> str:
+    if not os.path.exists(log):
+        return ""
     with open(log) as f:
         return f.read().partition(marker)[2] if marker else f.read()
 
