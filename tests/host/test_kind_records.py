@@ -246,3 +246,24 @@ def test_restart_limit_on_contents() -> None:
     _check_limits(image, Limits(contents_bytes=23))
     with pytest.raises(RestartError, match="23 bytes of file contents.*--max-contents"):
         _check_limits(image, Limits(contents_bytes=22))
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("4096", 4096), ("2M", 2 << 20), ("1g", 1 << 30), ("0", 0)]
+)
+def test_cli_max_file_contents(text: str, value: int) -> None:
+    from pyckpt import cli
+
+    args = cli.parse(["checkpoint", "1", "-o", "x.img", "--max-file-contents", text])
+    assert cli._options(args).contents_limit == value
+    default = cli.parse(["checkpoint", "1", "-o", "x.img"])
+    assert cli._options(default).contents_limit == 1 << 20
+
+
+@pytest.mark.parametrize("text", ["2X", "-1", "2G", "lots"])
+def test_cli_max_file_contents_refused(text: str, capsys) -> None:
+    from pyckpt import cli
+
+    with pytest.raises(SystemExit):
+        cli.parse(["checkpoint", "1", "-o", "x.img", "--max-file-contents", text])
+    assert "--max-file-contents" in capsys.readouterr().err
