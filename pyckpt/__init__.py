@@ -11,7 +11,7 @@ named like a package attribute is shadowed by it).
 
 from pyckpt.abi import DEVICE, DeferAction, FileKind, FMode, ObjType, Policy, State
 from pyckpt.api import checkpoint, restart
-from pyckpt.checkpointer import CheckpointResult
+from pyckpt.checkpointer import CheckpointResult, Options
 from pyckpt.device import (
     Context,
     FileInfo,
@@ -51,6 +51,7 @@ __all__ = [
     "Limits",
     "LookupResult",
     "ObjType",
+    "Options",
     "Policy",
     "RestartError",
     "Restarted",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from pyckpt.abi import Policy
-from pyckpt.checkpointer import CheckpointResult
+from pyckpt.checkpointer import CheckpointResult, Options
 from pyckpt.checkpointer import checkpoint as _checkpoint
 from pyckpt.image import Image
 from pyckpt.restarter import Limits, Restarted
@@ -25,6 +25,7 @@ def checkpoint(
     freezer: str = "signal",
     allow_external: bool = False,
     kill: bool = False,
+    options: Options | None = None,
 ) -> CheckpointResult:
     """Checkpoint the process tree rooted at pid.
 
@@ -35,6 +36,8 @@ def checkpoint(
     write that fails thaws it instead; kill=True needs output).  Raises
     CheckpointError naming the task, fd and object at fault; the tree is
     left running (SIGINT/SIGTERM/SIGHUP and the caller's death included).
+    options: what may be saved beyond the defaults (Options: e.g.
+    contents_limit, the bytes of one memfd or deleted file).
     """
     if kill and output is None:
         raise ValueError(
@@ -43,7 +46,12 @@ def checkpoint(
         )
     save = None if output is None else (lambda image: image.save(output))
     return _checkpoint(
-        pid, freezer=freezer, allow_external=allow_external, kill=kill, save=save
+        pid,
+        freezer=freezer,
+        allow_external=allow_external,
+        kill=kill,
+        save=save,
+        options=options,
     )
 
 

@@ -570,6 +570,8 @@ class Options:
     """What a checkpoint may save beyond the defaults (CLI flags)."""
 
     allow_external: bool = False  # objects also held outside, marked external
+    # bytes of a memfd or deleted file saved into the image, at most
+    contents_limit: int = 1 << 20
 
 
 @dataclass

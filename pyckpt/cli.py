@@ -1,9 +1,11 @@
 """pyckpt: the command line, a thin layer over pyckpt.checkpoint/restart/Image.
 
     pyckpt checkpoint PID -o IMAGE [--freezer signal|cgroup] [--allow-external] [--kill]
+                      [--max-file-contents BYTES]
     pyckpt restart IMAGE [--policy clear-early|clear-at-end|free-upfront]
                    [--hold-context] [--trust-image] [--relocate]
-                   [--max-tasks N] [--max-fds N] [--max-pipe-bytes N] [-- CMD...]
+                   [--max-tasks N] [--max-fds N] [--max-pipe-bytes N]
+                   [--max-contents-bytes N] [-- CMD...]
     pyckpt show IMAGE [--json | --dot]
     pyckpt demo | bench [resume]
     pyckpt repro halfpipe|deferqueue|epoll|header [--policy P | --all-policies] [--json]
@@ -22,8 +24,9 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from pyckpt.abi import Policy
+from pyckpt.abi import Policy, lib
 
 POLICIES = {
     "clear-early": Policy.CLEAR_EARLY,
@@ -37,13 +40,37 @@ LIMIT_FLAGS = (
     ("tasks", "--max-tasks", "an image of more tasks"),
     ("fds", "--max-fds", "an image of more fds in all"),
     ("pipe_bytes", "--max-pipe-bytes", "more buffered pipe data"),
+    ("contents_bytes", "--max-contents-bytes", "more memfd/deleted file data"),
 )
+
+
+def _bytes_arg(text: str) -> int:
+    """BYTES, or with a K, M or G suffix (powers of 1024)."""
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper(), 1)
+    try:
+        n = int(text[:-1] if mult > 1 else text) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    if not 0 <= n <= lib.CKPT_CONTENTS_DATA_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text}: outside 0..{lib.CKPT_CONTENTS_DATA_MAX} (CKPT_CONTENTS_DATA_MAX)"
+        )
+    return n
 
 
 def _size(n: int) -> str:
     if n < 1024:
         return f"{n} B"
     return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MiB"
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from pyckpt.checkpointer import Options
+
+    opts = Options()
+    if args.max_file_contents is not None:
+        opts.contents_limit = args.max_file_contents
+    return opts
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
@@ -55,6 +82,7 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
         freezer=args.freezer,
         allow_external=args.allow_external,
         kill=args.kill,
+        options=_options(args),
     )
     size = os.path.getsize(args.output)
     print(
@@ -186,6 +214,13 @@ def parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--kill", action="store_true", help="kill the tree after the checkpoint"
+    )
+    c.add_argument(
+        "--max-file-contents",
+        type=_bytes_arg,
+        metavar="BYTES",
+        help="save up to BYTES of each memfd or deleted file (default 1 MiB; "
+        f"at most {lib.CKPT_CONTENTS_DATA_MAX}); a larger one is refused",
     )
     c.set_defaults(fn=cmd_checkpoint)
 

@@ -49,6 +49,7 @@ from pyckpt.abi import FileKind, Policy
 from pyckpt.device import Context
 from pyckpt.errors import CkptError, RestartError
 from pyckpt.image import RLIM_INFINITY, File, Image, Task
+from pyckpt.kinds.memfd import contents_bytes
 
 __all__ = ["Limits", "RestartError", "Restarted", "restart"]
 
@@ -67,6 +68,7 @@ class Limits:
     tasks: int = 1024
     fds: int = 1 << 20  # FD records over all tasks
     pipe_bytes: int = 256 << 20  # buffered pipe data over all pipes
+    contents_bytes: int = 256 << 20  # memfd and deleted files' data, in all
 
 
 # The coordinator's own fds are all close-on-exec (os.open, pipe2, eventfd and
@@ -99,10 +101,17 @@ class _Plan:
 def _check_limits(image: Image, limits: Limits) -> None:
     nfds = sum(len(t.fds) for t in image.tasks)
     nbytes = sum(len(p.data) for p in image.pipes.values())
+    ncontents = sum(contents_bytes(f) for f in image.files.values())
     for what, n, top, flag in (
         ("tasks", len(image.tasks), limits.tasks, "--max-tasks"),
         ("fds", nfds, limits.fds, "--max-fds"),
         ("bytes of pipe data", nbytes, limits.pipe_bytes, "--max-pipe-bytes"),
+        (
+            "bytes of file contents",
+            ncontents,
+            limits.contents_bytes,
+            "--max-contents-bytes",
+        ),
     ):
         if n > top:
             raise RestartError(

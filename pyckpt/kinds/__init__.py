@@ -11,6 +11,11 @@ its late step finds them).  Adding a kind means one new module (see
   eventfd   eventfd.py    EVENTFD         -            eventfd(count, flags)
   unix      unix.py       UNIX            UNIX,        socketpair(), bind/listen,
                                           UNIX_MSG     connect+accept; queues re-sent
+  signalfd  signalfd.py   SIGNALFD        SIGNALFD     signalfd(mask, flags)
+  timerfd   timerfd.py    TIMERFD         TIMERFD      timerfd_create + settime,
+                                                       unread ticks set back
+  contents  memfd.py      MEMFD, DELETED  CONTENTS     memfd_create / unlinked
+                                                       file, data, then seals
   epoll     epoll.py      EPOLL           EPOLL        epoll_create, items late
 """
 
@@ -19,17 +24,30 @@ from __future__ import annotations
 import os
 
 from pyckpt.abi import FileKind, HdrType
-from pyckpt.kinds import epoll, eventfd, pipe, regular, unix
+from pyckpt.kinds import (
+    epoll,
+    eventfd,
+    memfd,
+    pipe,
+    regular,
+    signalfd,
+    timerfd,
+    unix,
+)
 from pyckpt.kinds.base import Kind
 from pyckpt.records import register
 
 __all__ = ["KINDS", "Kind", "by_file_kind", "by_record", "claim"]
 
 KINDS: tuple[Kind, ...] = (
+    # before regular: a deleted file is REG to the module, and claimed here
+    memfd.KIND,
     regular.KIND,
     pipe.KIND,
     eventfd.KIND,
     unix.KIND,
+    signalfd.KIND,
+    timerfd.KIND,
     epoll.KIND,
 )
 

@@ -29,6 +29,9 @@ from pyckpt.image import (
     Task,
     iter_records,
 )
+from pyckpt.kinds.memfd import Contents
+from pyckpt.kinds.signalfd import UNBLOCKABLE, Signalfd
+from pyckpt.kinds.timerfd import TFD_TIMER_ABSTIME, Timerfd
 from pyckpt.kinds.unix import TCP_ESTABLISHED, TYPES, Msg, Unix
 from pyckpt.records import pack as _pack
 
@@ -95,6 +98,24 @@ def rich_image() -> Image:
                 msgs=[Msg(b"", b"/run/sender"), Msg(b"two")],
             ),
         ),
+        File(20, FileKind.SIGNALFD, os.O_RDWR, RW, extra=Signalfd(0x10002)),
+        File(
+            21,
+            FileKind.TIMERFD,
+            os.O_RDWR,
+            RW,
+            extra=Timerfd(1, 0, 2, (5, 7), (1, 0)),
+        ),
+        File(
+            22,
+            FileKind.MEMFD,
+            os.O_RDWR,
+            RW,
+            path="m",
+            st_mode=0o100600,
+            st_size=9,
+            extra=Contents(b"mem", 0x1),
+        ),
     ]
     pipes = [
         Pipe(3, 65536, b"hello\x00\xffworld"),
@@ -130,7 +151,8 @@ def rich_image() -> Image:
             "",
             [],
             "/tmp",
-            [Fd(10, 10), Fd(11, 12), Fd(12, 13), Fd(13, 14), Fd(14, 15), Fd(15, 16)],
+            [Fd(10, 10), Fd(11, 12), Fd(12, 13), Fd(13, 14), Fd(14, 15), Fd(15, 16)]
+            + [Fd(16, 20), Fd(17, 21), Fd(18, 22)],
         ),
         Task(103, 100, 103, 103, "idle", ["idle"], "/", []),
     ]
@@ -194,6 +216,9 @@ def test_writer_order_tags_ptags(records: list[Record]) -> None:
         HdrType.EPOLL: {HdrType.FILE},
         HdrType.UNIX: {HdrType.FILE},
         HdrType.UNIX_MSG: {HdrType.UNIX},
+        HdrType.SIGNALFD: {HdrType.FILE},
+        HdrType.TIMERFD: {HdrType.FILE},
+        HdrType.CONTENTS: {HdrType.FILE},
     }
     for r in records:
         assert r.len % 8 == 0 and r.offset % 8 == 0
@@ -307,8 +332,8 @@ def test_save_failure_leaves_nothing(
         (lambda i: i.files.pop(5), r"objref 5 not in Image.files"),
         (lambda i: i.pipes.pop(7), r"pipe_objref 7 not in Image.pipes"),
         (
-            lambda i: i.pipes.update({20: Pipe(20, 4096)}),
-            r"pipes \[20\] are referenced",
+            lambda i: i.pipes.update({30: Pipe(30, 4096)}),
+            r"pipes \[30\] are referenced",
         ),
         (lambda i: i.epolls.update({5: Epoll(5)}), r"epolls \[5\] are not EPOLL"),
         (lambda i: i.files.update({3: i.files.pop(1)}), r"files\[3\] has objref 1"),
@@ -387,6 +412,7 @@ _VAR = {
     HdrType.ERROR: {"msg": "msg_len"},
     HdrType.UNIX: {"name": "name_len"},
     HdrType.UNIX_MSG: {"data": "data_len", "addr": "addr_len"},
+    HdrType.CONTENTS: {"data": "data_len"},
 }
 
 
@@ -733,7 +759,10 @@ def test_pipe_checks(data: bytes, records: list[Record]) -> None:
 
 def test_file_checks(data: bytes, records: list[Record]) -> None:
     f0 = first(records, HdrType.FILE)  # /dev/null, CHR
-    raises(patch(data, f0, "kind", 11), f0.offset, "FILE record: kind 11 out of range")
+    top = lib.CKPT_FILE_KIND_MAX
+    raises(
+        patch(data, f0, "kind", top), f0.offset, f"FILE record: kind {top} out of range"
+    )
     raises(patch(data, f0, "f_mode", 4), f0.offset, "f_mode 0x4 out of range")
     raises(patch(data, f0, "flags", 4), f0.offset, "FILE record: unknown flags 0x4")
     raises(patch(data, f0, "pipe_objref", 3), f0.offset, "pipe_objref 3 on a CHR file")
@@ -916,6 +945,30 @@ _U32 = st.integers(0, 2**32 - 1)
 _POS = st.integers(1, 2**31 - 1)
 
 
+def _kind_state(draw: st.DrawFn, f: File) -> None:
+    """The state a kind keeps in f.extra (valid values: the reader's own
+    checks are tests/host/test_kind_records.py's)."""
+    if f.kind == FileKind.SIGNALFD:
+        f.extra = Signalfd(draw(st.integers(0, 2**64 - 1)) & ~UNBLOCKABLE)
+    elif f.kind == FileKind.TIMERFD:
+        ts = st.tuples(st.integers(0, 2**40), st.integers(0, 10**9 - 1))
+        f.extra = Timerfd(
+            draw(st.sampled_from([0, 1, 7, 8, 9])),
+            draw(st.sampled_from([0, TFD_TIMER_ABSTIME])),
+            draw(st.integers(0, 2**64 - 1)),
+            draw(ts),
+            draw(ts),
+        )
+    elif f.kind in (FileKind.MEMFD, FileKind.DELETED):
+        data = draw(st.binary(max_size=64))
+        f.st_mode = 0o100000 | draw(st.integers(0, 0o7777))
+        f.st_size = len(data) + draw(st.integers(0, 2**40))
+        if f.kind == FileKind.DELETED:
+            f.path = "/" + f.path
+        seals = draw(st.integers(0, 0x3F)) if f.kind == FileKind.MEMFD else 0
+        f.extra = Contents(data, seals)
+
+
 @st.composite
 def images(draw: st.DrawFn) -> Image:
     sec = draw(st.integers(-(2**40), 2**40))
@@ -979,6 +1032,7 @@ def images(draw: st.DrawFn) -> Image:
             draw(st.integers(0, 2**64 - 1)),
             draw(_U32),
         )
+        _kind_state(draw, image.files[ref])
         if pipe and pipe not in image.pipes:
             image.pipes[pipe] = Pipe(
                 pipe,

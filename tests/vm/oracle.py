@@ -5,9 +5,11 @@ facts(pids) describes a tree (given in tree order) with every identity
 replaced by a position, so that an original tree and its restart (other pids,
 other inodes) compare equal exactly when they have the same fd numbers, the
 same sharing of open file descriptions and pipes, the same flags, offsets,
-buffered data, eventfd counts and epoll readiness, and the same unix sockets
-(type, state, name, peer as which fd of which task, shutdown, SO_PASSCRED,
-buffer sizes, bytes queued; with data, the queued messages themselves).  Reading buffered data
+buffered data, eventfd counts, epoll readiness, signalfd masks, timerfd
+settings (clock, flags, interval, armed or not), the contents (size, hash,
+seals) of memfds and deleted files, and the same unix sockets (type, state,
+name, peer as which fd of which task, shutdown, SO_PASSCRED, buffer sizes,
+bytes queued; with data, the queued messages themselves).  Reading buffered data
 consumes it, so facts(..., data=True) is the last look at a tree.  (The
 trees themselves are built by tests/vm/trees.py.)
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import array
 import fcntl
+import hashlib
 import os
 import select
 import socket
@@ -72,6 +75,51 @@ def _copy(pid: int, fd: int) -> int:
         return pidfd_getfd(pidfd, fd)
     finally:
         os.close(pidfd)
+
+
+F_GET_SEALS = 1034
+
+
+def _contents(pid: int, fd: int) -> tuple:
+    """(size, sha256, seals) of a memfd or deleted file, read with pread
+    through a private open file (no offset moves, write-only files too)."""
+    c = _copy(pid, fd)
+    try:
+        try:
+            seals = fcntl.fcntl(c, F_GET_SEALS)
+        except OSError:
+            seals = -1
+        own = os.open(f"/proc/self/fd/{c}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(c)
+    try:
+        size = os.fstat(own).st_size
+        h = hashlib.sha256()
+        pos = 0
+        while pos < size:
+            chunk = os.pread(own, min(1 << 20, size - pos), pos)
+            if not chunk:
+                break
+            h.update(chunk)
+            pos += len(chunk)
+        mode = stat.S_IMODE(os.fstat(own).st_mode)
+    finally:
+        os.close(own)
+    return (size, h.hexdigest(), seals, mode)
+
+
+def _timerfd(info: dict[str, str]) -> tuple:
+    """clock, settime flags, interval and whether it is armed: what a
+    restart keeps (the time left and the ticks move with time)."""
+    # a periodic timer that expired shows no time left until it is read
+    # (the kernel forwards it then): it is armed all the same
+    expired = info["it_interval"] != "(0, 0)" and int(info["ticks"]) > 0
+    return (
+        int(info["clockid"]),
+        int(info["settime flags"], 8),
+        info["it_interval"],
+        info["it_value"] != "(0, 0)" or expired,
+    )
 
 
 def _pending(fd: int) -> bytes:
@@ -261,6 +309,12 @@ def facts(pids: list[int], data: bool = False) -> list[dict[int, FdFacts]]:
                 extra = (int(info["eventfd-count"], 16),)
             elif kind == "[eventpoll]":
                 extra = _epoll_facts(pid, fd)
+            elif kind == "[signalfd]":
+                extra = (int(info["sigmask"], 16),)
+            elif kind == "[timerfd]":
+                extra = _timerfd(info)
+            elif stat.S_ISREG(st.st_mode) and st.st_nlink == 0:
+                extra = _contents(pid, fd)  # memfd or deleted file
             elif (
                 data
                 and stat.S_ISFIFO(st.st_mode)

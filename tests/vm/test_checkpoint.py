@@ -548,7 +548,14 @@ def test_zombie_in_the_tree_is_refused(spawn: Spawn, freezer: str) -> None:
     assert _our_cgroups() == []
 
 
-def test_deleted_file_is_refused(spawn: Spawn, tmp_path: Path) -> None:
+def test_deleted_file_saved_or_refused_over_the_limit(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    """A deleted file's contents go into the image (issue 10); above the
+    limit the checkpoint is refused naming fd, path and size."""
+    from pyckpt.checkpointer import Options
+    from pyckpt.kinds.memfd import Contents
+
     path = tmp_path / "gone"
     path.write_bytes(b"data")
 
@@ -558,10 +565,16 @@ def test_deleted_file_is_refused(spawn: Spawn, tmp_path: Path) -> None:
         m.report(role="root", fd=fd)
 
     tree = spawn(root)
+    fd = tree.role("root")["fd"]
     with pytest.raises(CheckpointError, match="deleted") as e:
-        checkpoint(tree.root)
-    assert str(path) in str(e.value)
-    assert f"fd {tree.role('root')['fd']}" in str(e.value)
+        checkpoint(tree.root, options=Options(contents_limit=3))
+    assert str(path) in str(e.value) and "4 bytes" in str(e.value)
+    assert f"fd {fd}" in str(e.value)
+    assert_running(tree)
+    image = checkpoint(tree.root).image
+    (f,) = [image.files[x.objref] for x in image.tasks[0].fds if x.fd == fd]
+    assert f.kind == FileKind.DELETED and f.path == str(path)
+    assert isinstance(f.extra, Contents) and f.extra.data == b"data"
     assert_running(tree)
 
 

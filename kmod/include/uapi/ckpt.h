@@ -97,6 +97,11 @@ enum ckpt_file_kind {
 	/* image only: the coordinator resolves ANON to what it can save */
 	CKPT_FILE_EVENTFD = 9,
 	CKPT_FILE_EPOLL = 10,
+	CKPT_FILE_SIGNALFD = 11,	/* its mask in a SIGNALFD record */
+	CKPT_FILE_TIMERFD = 12,	/* its settings in a TIMERFD record */
+	CKPT_FILE_MEMFD = 13,	/* path: its name; contents in CONTENTS */
+	CKPT_FILE_DELETED = 14,	/* unlinked regular file: path where it was
+				 * (no " (deleted)"); contents in CONTENTS */
 	CKPT_FILE_UNIX = 17,	/* unix socket (or, external, another family) */
 	CKPT_FILE_KIND_MAX
 };
@@ -446,6 +451,9 @@ enum ckpt_hdr_type {
 	CKPT_HDR_EPOLL = 10,
 	CKPT_HDR_UNIX = 11,
 	CKPT_HDR_UNIX_MSG = 12,
+	CKPT_HDR_SIGNALFD = 13,
+	CKPT_HDR_TIMERFD = 14,
+	CKPT_HDR_CONTENTS = 15,
 	CKPT_HDR_TYPE_MAX
 };
 
@@ -670,6 +678,68 @@ struct ckpt_hdr_unix_msg {
 	__u32 data_len;		/* <= CKPT_UNIX_DATA_MAX */
 	__u32 addr_len;		/* <= CKPT_UNIX_NAME_MAX */
 	__u32 __pad;
+};
+
+/*
+ * A signalfd's mask (after its FILE, ptag = the FILE's tag).  Bit sig - 1
+ * stands for signal sig, as fdinfo's "sigmask:" prints it; SIGKILL and
+ * SIGSTOP are never in it (signalfd(2) drops them).  O_NONBLOCK is the
+ * FILE's f_flags, SFD_CLOEXEC the FD's flag.
+ */
+struct ckpt_hdr_signalfd {
+	struct ckpt_hdr h;
+	__s32 objref;		/* its FILE */
+	__u32 __pad;
+	__u64 sigmask;		/* signals it reads */
+};
+
+/* ckpt_hdr_timerfd.flags: timerfd_settime(2)'s flags of its last setting */
+#define CKPT_TFD_ABSTIME	0x1	/* TFD_TIMER_ABSTIME: value is absolute */
+#define CKPT_TFD_CANCEL_ON_SET	0x2	/* TFD_TIMER_CANCEL_ON_SET (REALTIME
+					 * clocks, with CKPT_TFD_ABSTIME only) */
+#define CKPT_TFD_FLAGS		0x3	/* every flag above */
+#define CKPT_NSEC_MAX		999999999
+
+/*
+ * A timerfd's settings (after its FILE, ptag = the FILE's tag).  value is
+ * 0/0 for a disarmed timer; else, with CKPT_TFD_ABSTIME, the expiry on
+ * clockid's clock (restart arms it there: past, it fires at once), without
+ * it the time that was left at checkpoint (restart arms it relative).
+ * ticks: expirations not read yet (restart sets them, TFD_IOC_SET_TICKS).
+ */
+struct ckpt_hdr_timerfd {
+	struct ckpt_hdr h;
+	__s32 objref;		/* its FILE */
+	__u32 clockid;		/* CLOCK_REALTIME, MONOTONIC, BOOTTIME, *_ALARM */
+	__u32 flags;		/* CKPT_TFD_* */
+	__u32 __pad;
+	__u64 ticks;		/* unread expirations */
+	__s64 value_sec;	/* >= 0 */
+	__s64 value_nsec;	/* 0..CKPT_NSEC_MAX */
+	__s64 interval_sec;	/* >= 0; 0/0: not periodic */
+	__s64 interval_nsec;	/* 0..CKPT_NSEC_MAX */
+};
+
+/* bounds of a CONTENTS record */
+#define CKPT_CONTENTS_DATA_MAX	(1U << 30)	/* data bytes of one file */
+#define CKPT_MEMFD_NAME_MAX	249	/* MFD_NAME_MAX_LEN: a MEMFD's path */
+#define CKPT_SEALS		0x3f	/* F_SEAL_SEAL .. F_SEAL_EXEC */
+
+/*
+ * What a MEMFD or DELETED file holds (after its FILE, ptag = the FILE's
+ * tag); followed by data_len bytes of data.  The file is st_size bytes long
+ * (its FILE's st_size): data is its start, the rest reads as zeros (a hole).
+ * Files open on one inode share it: the first one's record holds the data,
+ * a later one names it in same_as (data_len 0, seals 0).  Restart makes the
+ * file again unlinked (memfd_create(), or an unlinked file in the
+ * directory of the FILE's path), writes the data, then adds the seals.
+ */
+struct ckpt_hdr_contents {
+	struct ckpt_hdr h;
+	__s32 objref;		/* its FILE */
+	__s32 same_as;		/* 0, or an earlier FILE on the same inode */
+	__u32 seals;		/* MEMFD: F_GET_SEALS (CKPT_SEALS bits) */
+	__u32 data_len;		/* <= CKPT_CONTENTS_DATA_MAX, <= st_size */
 };
 
 /* ckpt_write_err(): followed by the message (no NUL) */
