@@ -20,8 +20,16 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+from typing import TYPE_CHECKING
 
+from pyckpt.abi import FileKind
 from pyckpt.errors import RestartError
+from pyckpt.kinds.base import Kind
+
+if TYPE_CHECKING:
+    from pyckpt.checkpointer import _Collector, _FdRef
+    from pyckpt.image import File
+    from pyckpt.restarter import _Objects, _Plan
 
 # path -> (major, minor): what devices.txt fixes for them
 STATELESS: dict[str, tuple[int, int]] = {
@@ -110,3 +118,75 @@ def reopen(objref: int, path: str, rdev: int, f_flags: int) -> int:
         os.close(pfd)
     fcntl.fcntl(fd, fcntl.F_SETFL, f_flags & _SETFL)
     return fd
+
+
+# ---- the kind ------------------------------------------------------------------
+
+
+def save(col: _Collector, f: File, r: _FdRef, user: bool) -> bool:
+    """f as a stateless device at its path (the /proc link), if that path
+    still names the same device; else a problem and False."""
+    st = os.fstat(r.local)
+    path = r.link
+    try:
+        there = os.stat(path, follow_symlinks=False) if path.startswith("/") else None
+    except OSError:
+        there = None
+    if there is None or not stat.S_ISCHR(there.st_mode) or there.st_rdev != st.st_rdev:
+        col.problem(
+            r,
+            f"character device {path} (rdev {rdev_name(st.st_rdev)}): not "
+            "reachable at its path (another mount namespace or a removed node)",
+        )
+        return False
+    f.kind = FileKind.CHR
+    f.path = path
+    f.st_rdev = st.st_rdev
+    f.st_dev, f.st_ino, f.st_mode = there.st_dev, there.st_ino, there.st_mode
+    f.st_uid, f.st_gid = there.st_uid, there.st_gid
+    f.user_device = user
+    return True
+
+
+class ChrdevKind(Kind):
+    name = "chrdev"
+    kinds = (FileKind.CHR,)
+
+    def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
+        # any other character device is the terminal kind's (tty.py): a
+        # terminal, a console on fds 0-2, a --device or a refusal
+        return kind == FileKind.CHR and is_stateless(link, st.st_rdev)
+
+    def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
+        return save(col, f, r, user=False)
+
+    def check(self, files: list[File], plan: _Plan) -> None:
+        named = {os.path.normpath(d) for d in plan.opts.devices}
+        for f in files:
+            where = f"objref {f.objref}: {f.path}"
+            if not f.path.startswith("/"):
+                raise RestartError(f"objref {f.objref}: no absolute path ({f.path!r})")
+            if f.user_device:
+                if os.path.normpath(f.path) not in named:
+                    raise RestartError(
+                        f"{where} (rdev {rdev_name(f.st_rdev)}): a device named "
+                        "with --device at checkpoint is reopened only when "
+                        "restart is given --device " + f.path + " too"
+                    )
+            elif not is_stateless(f.path, f.st_rdev):
+                raise RestartError(
+                    f"{where} (rdev {rdev_name(f.st_rdev)}): not one of the "
+                    "stateless devices restart reopens"
+                )
+
+    def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
+        for f in files:
+            objs.insert(f.objref, objs.keep(reopen(f.objref, f.path, f.st_rdev, f.f_flags)))
+            objs.done()
+
+    def describe(self, f: File) -> str:
+        mark = " (--device)" if f.user_device else ""
+        return f"chr {f.path} rdev {rdev_name(f.st_rdev)}{mark}"
+
+
+KIND = ChrdevKind()

@@ -50,8 +50,18 @@ import struct
 import termios
 from dataclasses import dataclass
 from enum import IntFlag
+from typing import TYPE_CHECKING
 
-from pyckpt.errors import RestartError
+from pyckpt.abi import FileKind, HdrType, lib
+from pyckpt.errors import ImageError, RestartError
+from pyckpt.kinds import chrdev
+from pyckpt.kinds.base import Kind, extra
+from pyckpt.records import Layout, Record, bad
+
+if TYPE_CHECKING:
+    from pyckpt.checkpointer import _Collector, _FdRef
+    from pyckpt.image import File, Image, _Parser, _Writer
+    from pyckpt.restarter import _Objects, _Plan
 
 TIOCGSID = 0x5429
 TIOCSCTTY = termios.TIOCSCTTY
@@ -308,3 +318,204 @@ def set_foreground(fd: int, pgrp: int) -> str:
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
     return ""
+
+
+# ---- the kind ------------------------------------------------------------------
+
+# objrefs restart gives the extra slots of a terminal (a checkpoint numbers
+# from 1 up and never gets here; an image that does is refused)
+_SLOT_OBJREFS = (0x7FFFFFFF, 0x7FFFFFFE, 0x7FFFFFFD)
+
+
+def _check_tty(rec: Record, name: str) -> None:
+    f = rec.fields
+    flags = f["flags"]
+    if f["objref"] <= 0:
+        raise bad(rec, name, f"objref {f['objref']} <= 0")
+    if flags & ~lib.CKPT_TTY_FLAGS_ALL:
+        raise bad(rec, name, f"unknown flags {flags:#x}")
+    ctty = bool(flags & lib.CKPT_TTY_CTTY)
+    if ctty and (
+        not flags & lib.CKPT_TTY_TERMINAL or flags & lib.CKPT_TTY_PTY_MASTER
+    ):
+        raise bad(rec, name, "CTTY on a pty master or on no terminal")
+    if ctty and f["sid"] <= 0:
+        raise bad(rec, name, f"sid {f['sid']} of a controlling terminal <= 0")
+    if not ctty and (f["sid"] or f["pgrp"]):
+        raise bad(rec, name, "sid or pgrp without CTTY")
+    if f["pgrp"] < 0:
+        raise bad(rec, name, f"pgrp {f['pgrp']} < 0")
+
+
+def _ttys(image: Image) -> list[File]:
+    return [f for f in image.files.values() if f.kind == FileKind.TTY]
+
+
+class TtyKind(Kind):
+    name = "tty"
+    kinds = (FileKind.TTY,)
+    records = ((HdrType.TTY, Layout("struct ckpt_hdr_tty"), _check_tty),)
+
+    # ---- checkpoint ----
+
+    def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
+        # after chrdev (KINDS order): every other character device
+        return kind == FileKind.CHR
+
+    def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
+        st = os.fstat(r.local)
+        if chrdev.user_device(r.link, st, col.opts.devices):
+            return chrdev.save(col, f, r, user=True)
+        f.kind = FileKind.TTY
+        f.path = r.link
+        f.st_rdev = st.st_rdev
+        f.st_mode, f.st_uid, f.st_gid = st.st_mode, st.st_uid, st.st_gid
+        f.extra = Tty()  # filled by collect(), once every task is known
+        return True
+
+    def collect(self, col: _Collector) -> None:
+        pids = [t.pid for t in col.image.tasks]
+        for f in _ttys(col.image):
+            r = col.first[f.objref]
+            st = os.fstat(r.local)
+            t = probe(r.local, st, pids)
+            holders = col.holders.get(f.objref, [r])
+            if not t.flags & TtyFlag.TERMINAL and all(h.fd > 2 for h in holders):
+                col.problem(r, chrdev.refusal(f.path, st.st_rdev))
+            f.extra = t
+
+    # ---- the image ----
+
+    def write_file(self, w: _Writer, image: Image, f: File, tag: int) -> None:
+        t = extra(f, Tty)
+        w.add(
+            HdrType.TTY,
+            tag,
+            {"objref": f.objref, "flags": int(t.flags), "sid": t.sid, "pgrp": t.pgrp},
+        )
+
+    def read_file(self, p: _Parser, image: Image, f: File, rec: Record) -> None:
+        tr = p.read((HdrType.TTY,), "FILE of kind TTY")
+        p.ptag(tr, rec.tag, "its FILE")
+        tf = tr.fields
+        if tf["objref"] != f.objref:
+            raise ImageError(
+                tr.offset,
+                f"TTY record: objref {tf['objref']} differs from its FILE's "
+                f"{f.objref}",
+            )
+        f.extra = Tty(flags=TtyFlag(tf["flags"]), sid=tf["sid"], pgrp=tf["pgrp"])
+
+    def check_model(self, image: Image) -> None:
+        for f in _ttys(image):
+            extra(f, Tty)
+
+    # ---- restart ----
+
+    def check(self, files: list[File], plan: _Plan) -> None:
+        try:
+            check_stdio(plan.opts.stdio)
+        except ValueError as e:
+            raise RestartError(str(e)) from None
+        if not files:
+            return
+        image = plan.image
+        top = set(_SLOT_OBJREFS)
+        used = top & (image.files.keys() | set(getattr(image, "pipes", {})))
+        if used:
+            raise RestartError(
+                f"objrefs {sorted(used)}: reserved for the terminal's stdio at "
+                "restart"
+            )
+        for f in files:
+            extra(f, Tty)
+
+    def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
+        if not files:
+            return
+        by_ref = {f.objref: f for f in files}
+        uses: dict[int, list[tuple[int, int, int]]] = {ref: [] for ref in by_ref}
+        for task in plan.tasks:
+            for d in task.fds:
+                f = by_ref.get(d.objref)
+                if f is not None:
+                    uses[f.objref].append((task.pid, d.fd, slot(d.fd, f.f_flags)))
+        slots = {s for u in uses.values() for _, _, s in u}
+        src = stdio_sources(slots, plan.opts.stdio)
+        for fd in set(src.values()):
+            objs.keep(fd)
+        fresh = list(_SLOT_OBJREFS)
+        # file -> slot -> objref of its replacement there
+        objects: dict[int, dict[int, int]] = {}
+        for f in files:
+            per_slot = objects.setdefault(f.objref, {})
+            for pid, fd, s in uses[f.objref]:
+                if s not in per_slot:
+                    # the file's own objref for its first slot (epoll items
+                    # and OBJREFs name it), a fresh one for each other slot
+                    ref = fresh.pop(0) if per_slot else f.objref
+                    if ref != f.objref and ref in plan.image.files:
+                        raise RestartError(f"objref {ref}: reserved")
+                    per_slot[s] = ref
+                    objs.insert(ref, src[s])
+                if per_slot[s] != f.objref:
+                    plan.fd_objref[(pid, fd)] = per_slot[s]
+            if not per_slot:  # held by no fd (an epoll target only)
+                per_slot[0] = f.objref
+                objs.insert(f.objref, src.get(0) or objs.keep(_open_null()))
+        objs.done()
+        self._sessions(files, objects, src, plan)
+
+    def _sessions(
+        self,
+        files: list[File],
+        objects: dict[int, dict[int, int]],
+        src: dict[int, int],
+        plan: _Plan,
+    ) -> None:
+        """Which stub takes which replacement as controlling terminal, and
+        which one gives its group the foreground."""
+        tasks = {t.pid: t for t in plan.tasks}
+        for f in files:
+            t = extra(f, Tty)
+            if not t.flags & TtyFlag.CTTY:
+                continue
+            leader = tasks.get(t.sid)
+            if leader is None or leader.sid != leader.pid:
+                continue  # a shell job: the restarter's session is theirs
+            where = f"session {t.sid} (terminal {f.path})"
+            on_tty = [s for s in sorted(objects[f.objref]) if os.isatty(src[s])]
+            if not on_tty:
+                plan.warnings.append(
+                    f"{where}: restarted without a controlling terminal: the "
+                    "terminal's replacement is not a terminal"
+                )
+                continue
+            if proc_tty(os.getpid()).tty_nr == os.fstat(src[on_tty[0]]).st_rdev:
+                plan.warnings.append(
+                    f"{where}: restarted without a controlling terminal: its "
+                    "replacement is the restarter's own controlling terminal"
+                )
+                continue
+            plan.ctty[t.sid] = objects[f.objref][on_tty[0]]
+            fg = tasks.get(t.pgrp)
+            if fg is not None and fg.pgid == fg.pid and fg.sid == t.sid:
+                plan.foreground.add(fg.pid)
+
+    # ---- show ----
+
+    def describe(self, f: File) -> str:
+        t = f.extra if isinstance(f.extra, Tty) else Tty()
+        what = kind_name(f.st_rdev, bool(t.flags & TtyFlag.TERMINAL))
+        out = f"{what} {f.path} rdev {chrdev.rdev_name(f.st_rdev)}"
+        if t.flags & TtyFlag.CTTY:
+            out += f", controlling terminal of session {t.sid}"
+            if t.pgrp:
+                out += f" (foreground {t.pgrp})"
+        return out
+
+    def details(self, image: Image) -> list[str]:
+        return [f"terminal {f.objref}: {self.describe(f)}" for f in _ttys(image)]
+
+
+KIND = TtyKind()

@@ -97,6 +97,9 @@ enum ckpt_file_kind {
 	/* image only: the coordinator resolves ANON to what it can save */
 	CKPT_FILE_EVENTFD = 9,
 	CKPT_FILE_EPOLL = 10,
+	/* the tree's terminal: a tty or pty on any fd, any character device
+	 * on fds 0-2 (a console port); followed by a TTY record */
+	CKPT_FILE_TTY = 15,
 	CKPT_FILE_KIND_MAX
 };
 
@@ -408,7 +411,8 @@ struct ckpt_test_obj {
  * of 8 (zero padding); ptag is the tag (record index, from 1) of the parent
  * record, 0 at top level.  The grammar, parents in brackets:
  *
- *   HEAD TREE { TASK[TREE] { FD[TASK] ( FILE[FD] [PIPE[FILE]] | OBJREF[FD] ) } }
+ *   HEAD TREE { TASK[TREE] { FD[TASK] ( FILE[FD] [PIPE[FILE]|TTY[FILE]]
+ *                                        | OBJREF[FD] ) } }
  *   { EPOLL[its FILE] } TAIL
  *
  * ERROR records (ptag 0) may appear anywhere between HEAD and TAIL and count
@@ -441,6 +445,7 @@ enum ckpt_hdr_type {
 	CKPT_HDR_TAIL = 8,
 	CKPT_HDR_PIPE = 9,
 	CKPT_HDR_EPOLL = 10,
+	CKPT_HDR_TTY = 16,
 	CKPT_HDR_TYPE_MAX
 };
 
@@ -542,12 +547,19 @@ struct ckpt_hdr_fd {
 #define CKPT_FILE_EXTERNAL	0x1	/* also held outside the tree */
 #define CKPT_FILE_EFD_SEM_UNKNOWN 0x2	/* EVENTFD: the kernel did not say
 					 * whether EFD_SEMAPHORE is set (6.1) */
+#define CKPT_FILE_USER_DEVICE	0x4	/* CHR: a device the user named with
+					 * --device (restart reopens it only
+					 * when named there again) */
 
 /*
  * One open file description; followed by its path (no NUL).  For a file
  * restart reopens by path (REG, DIR, FIFO) the st_* fields are what fstat()
  * said at checkpoint: restart refuses a file whose type or owner differ, or
  * whose device and inode differ (unless told the files were relocated).
+ * CHR (a stateless device: null, zero, full, random, urandom, tty, or one
+ * named with --device) is reopened at its path only with the recorded
+ * st_rdev; TTY keeps its path and st_rdev to say which terminal it was, and
+ * is never reopened (restart gives it the restarter's stdio).
  */
 struct ckpt_hdr_file {
 	struct ckpt_hdr h;
@@ -568,6 +580,7 @@ struct ckpt_hdr_file {
 	__u32 st_gid;
 	__u32 __pad;
 	__s64 st_size;
+	__u64 st_rdev;		/* CHR, TTY: the device number (stat(2)) */
 };
 
 /* ckpt_hdr_pipe.flags */
@@ -581,6 +594,25 @@ struct ckpt_hdr_pipe {
 	__u32 flags;		/* CKPT_PIPE_* */
 	__u32 size;		/* F_GETPIPE_SZ */
 	__u32 data_len;
+};
+
+/* ckpt_hdr_tty.flags */
+#define CKPT_TTY_TERMINAL	0x1	/* isatty(): not a plain device on fds 0-2 */
+#define CKPT_TTY_PTY_MASTER	0x2	/* the master side of a pseudo-terminal */
+#define CKPT_TTY_CTTY		0x4	/* controlling terminal of session sid */
+#define CKPT_TTY_FLAGS_ALL	0x7
+
+/*
+ * A terminal of the tree (FILE kind TTY), right after its FILE.  Restart
+ * recreates the session and controlling terminal from it as far as the
+ * kernel allows; the terminal itself is replaced by the restarter's stdio.
+ */
+struct ckpt_hdr_tty {
+	struct ckpt_hdr h;
+	__s32 objref;		/* its FILE */
+	__u32 flags;		/* CKPT_TTY_* (CTTY needs TERMINAL, not PTY_MASTER) */
+	__s32 sid;		/* CTTY: the session it controls (> 0), else 0 */
+	__s32 pgrp;		/* CTTY: its foreground process group (>= 0), else 0 */
 };
 
 /* a later reference to an object already written */
