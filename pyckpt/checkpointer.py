@@ -709,6 +709,11 @@ class _Collector:
             raise CheckpointError(f"leak detection failed: {e}") from e
         lines = []
         for leak in leaks:
+            f = self.image.files.get(leak.objref)
+            owner = kinds.by_file_kind(f.kind) if f is not None else None
+            if leak.type == ObjType.FILE and owner and owner.shared_outside:
+                f.external = True  # a terminal, /dev/null: made anew anyway
+                continue
             if leak.type == ObjType.INODE:
                 objrefs = [
                     o

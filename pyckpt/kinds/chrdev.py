@@ -151,6 +151,7 @@ def save(col: _Collector, f: File, r: _FdRef, user: bool) -> bool:
 class ChrdevKind(Kind):
     name = "chrdev"
     kinds = (FileKind.CHR,)
+    shared_outside = True  # reopened by path: nothing shared is lost
 
     def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
         # any other character device is the terminal kind's (tty.py): a

@@ -355,6 +355,7 @@ class TtyKind(Kind):
     name = "tty"
     kinds = (FileKind.TTY,)
     records = ((HdrType.TTY, Layout("struct ckpt_hdr_tty"), _check_tty),)
+    shared_outside = True  # the shell that started the tree holds it too
 
     # ---- checkpoint ----
 
