@@ -9,6 +9,8 @@ its late step finds them).  Adding a kind means one new module (see
   regular   regular.py    REG, DIR        -            by path, identity checked
   pipe      pipe.py       PIPE, FIFO      PIPE         pipe2() / FIFO by path
   eventfd   eventfd.py    EVENTFD         -            eventfd(count, flags)
+  chrdev    chrdev.py     CHR             -            by path, rdev checked
+  tty       tty.py        TTY             TTY          the restarter's stdio
   epoll     epoll.py      EPOLL           EPOLL        epoll_create, items late
 """
 

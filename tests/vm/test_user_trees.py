@@ -98,7 +98,7 @@ def test_tree_under_a_pty_keeps_its_session() -> None:
         pids = tree.pids()
         job_pid = tree.role("job")["pid"]
         wait_for(lambda: os.tcgetpgrp(master) == job_pid)
-        before, sess = facts(pids), sessions(pids)
+        before, sess, parents = facts(pids), sessions(pids), ppids(pids)
         assert sess[0].ctty_fd == 0 and sess[0].foreground == pids.index(job_pid)
         image = pyckpt.checkpoint(pids[0]).image
         (t,) = _ttys(image)
@@ -114,7 +114,7 @@ def test_tree_under_a_pty_keeps_its_session() -> None:
             assert not r.warnings
             new = [r.pids[p] for p in pids]
             assert facts(new) == before
-            assert ppids(new) == ppids(pids)
+            assert ppids(new) == parents
             at_barrier = sessions(new)
             # the same groups and session; the leader took the new pty
             assert [(s.pgrp, s.sid, s.ctty_fd) for s in at_barrier] == [
