@@ -367,6 +367,10 @@ class TtyKind(Kind):
         st = os.fstat(r.local)
         if chrdev.user_device(r.link, st, col.opts.devices):
             return chrdev.save(col, f, r, user=True)
+        holders = col.holders.get(f.objref, [r])  # complete: every task is in
+        if not os.isatty(r.local) and all(h.fd > 2 for h in holders):
+            col.problem(r, chrdev.refusal(r.link, st.st_rdev))
+            return False
         f.kind = FileKind.TTY
         f.path = r.link
         f.st_rdev = st.st_rdev
@@ -379,11 +383,7 @@ class TtyKind(Kind):
         for f in _ttys(col.image):
             r = col.first[f.objref]
             st = os.fstat(r.local)
-            t = probe(r.local, st, pids)
-            holders = col.holders.get(f.objref, [r])
-            if not t.flags & TtyFlag.TERMINAL and all(h.fd > 2 for h in holders):
-                col.problem(r, chrdev.refusal(f.path, st.st_rdev))
-            f.extra = t
+            f.extra = probe(r.local, st, pids)
 
     # ---- the image ----
 
