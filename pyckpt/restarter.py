@@ -468,7 +468,8 @@ def _take_ctty(plan: _Plan, task: Task, ctx: Context, wfd: int) -> None:
     finally:
         os.close(fd)
     if why:
-        _say(wfd, f"note {task.pid} session restarted without a controlling terminal: {why}")
+        why = f"session restarted without a controlling terminal: {why}"
+        _say(wfd, f"note {task.pid} {why}")
 
 
 def _take_foreground(plan: _Plan, task: Task) -> None:

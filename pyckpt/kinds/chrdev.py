@@ -182,7 +182,8 @@ class ChrdevKind(Kind):
 
     def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
         for f in files:
-            objs.insert(f.objref, objs.keep(reopen(f.objref, f.path, f.st_rdev, f.f_flags)))
+            fd = objs.keep(reopen(f.objref, f.path, f.st_rdev, f.f_flags))
+            objs.insert(f.objref, fd)
             objs.done()
 
     def describe(self, f: File) -> str:

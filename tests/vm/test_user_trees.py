@@ -189,7 +189,10 @@ def test_sh_pipeline_with_data_in_flight() -> None:
             for p in pids[1:]:
                 with open(f"/proc/{p}/comm") as f:
                     comms.append(f.read().strip())
-            return comms == ["sleep", "sleep"]
+            # and sh is done with its fds: waiting for its children (wait4)
+            with open(f"/proc/{pids[0]}/syscall") as f:
+                waiting = f.read().split()[0] == "61"
+            return comms == ["sleep", "sleep"] and waiting
 
         wait_for(settled)
         pids = tree.pids()
@@ -351,7 +354,8 @@ def test_cli_stdio_file(console: int) -> None:
     try:
         pid = tree.pids()[0]
         done = subprocess.run(
-            [sys.executable, "-m", "pyckpt", "checkpoint", str(pid), "-o", img, "--kill"],
+            [sys.executable, "-m", "pyckpt", "checkpoint", str(pid), "-o", img]
+            + ["--kill"],
             capture_output=True,
             text=True,
             timeout=60,
