@@ -13,8 +13,6 @@ import os
 import select
 import signal
 import stat
-import subprocess
-import sys
 import termios
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +22,7 @@ from oracle import SessionFacts, ctty_of, facts, ppids, sessions, wait_for
 from trees import Member, set_subreaper, spawn
 
 import pyckpt
+from pyckpt import cli
 from pyckpt.abi import FileKind
 from pyckpt.device import kcmp_file, pidfd_getfd
 from pyckpt.errors import CheckpointError, RestartError
@@ -345,31 +344,19 @@ def test_tree_on_the_vm_console(console: int) -> None:
         tree.kill()
 
 
-def test_cli_stdio_file(console: int) -> None:
-    """pyckpt restart --stdio FILE: the restarted tree's output lands in
-    FILE (created 0600), its input is /dev/null."""
+def test_cli_stdio_file(console: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """pyckpt checkpoint, then pyckpt restart --stdio FILE (the CLI, run in
+    this process: a Python start is seconds under TCG): the restarted
+    tree's output lands in FILE (created 0600), its input is /dev/null."""
     tree = spawn(_console_tree(console), pass_fds=(console,))
     img = f"/tmp/user-trees-{os.getpid()}.img"
     out = f"/tmp/user-trees-{os.getpid()}.out"
     try:
         pid = tree.pids()[0]
-        done = subprocess.run(
-            [sys.executable, "-m", "pyckpt", "checkpoint", str(pid), "-o", img]
-            + ["--kill"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
+        assert cli.main(["checkpoint", str(pid), "-o", img, "--kill"]) == 0
         script = "echo out; echo err >&2; read x || echo eof"
-        cmd = [sys.executable, "-m", "pyckpt", "restart", img, "--stdio", out]
-        done = subprocess.run(
-            [*cmd, "--", "sh", "-c", script],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
+        cmd = ["restart", img, "--stdio", out]
+        assert cli.main([*cmd, "--", "sh", "-c", script]) == 0
 
         def lines() -> list[str]:
             with open(out) as f:
@@ -379,13 +366,9 @@ def test_cli_stdio_file(console: int) -> None:
         wait_for(lambda: len(lines()) >= 6)
         assert lines() == sorted(["out", "err", "eof"] * 2)
         assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
-        bad = subprocess.run(
-            [*cmd[:-1], "/dev/null", "--", "true"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert bad.returncode == 1 and "not a regular file" in bad.stderr
+        capsys.readouterr()
+        assert cli.main([*cmd[:-1], "/dev/null", "--", "true"]) == 1
+        assert "not a regular file" in capsys.readouterr().err
     finally:
         tree.kill()
         for p in (img, out):
