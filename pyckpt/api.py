@@ -6,13 +6,17 @@ image in memory) and pyckpt.restarter.restart (which takes an Image).
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Sequence
 
 from pyckpt.abi import Policy
 from pyckpt.checkpointer import CheckpointResult, Options
 from pyckpt.checkpointer import checkpoint as _checkpoint
 from pyckpt.image import Image
-from pyckpt.restarter import Limits, Restarted
+from pyckpt.kinds.chrdev import check_devices
+from pyckpt.kinds.tty import STDIO_INHERIT, check_stdio
+from pyckpt.restarter import Limits, Restarted, RestartOptions
 from pyckpt.restarter import restart as _restart
 
 __all__ = ["checkpoint", "restart"]
@@ -26,6 +30,7 @@ def checkpoint(
     allow_external: bool = False,
     kill: bool = False,
     options: Options | None = None,
+    devices: Sequence[str] = (),
 ) -> CheckpointResult:
     """Checkpoint the process tree rooted at pid.
 
@@ -38,7 +43,14 @@ def checkpoint(
     left running (SIGINT/SIGTERM/SIGHUP and the caller's death included).
     options: what may be saved beyond the defaults (Options: e.g.
     contents_limit, the bytes of one memfd or deleted file).
+    devices: character devices (absolute paths) to save as stateless ones,
+    reopened by path at restart (ValueError if one is not a character
+    device); /dev/null, zero, full, random, urandom and tty always are.
     """
+    check_devices(list(devices))
+    opts = options or Options()
+    if devices:
+        opts = dataclasses.replace(opts, devices=[*opts.devices, *devices])
     if kill and output is None:
         raise ValueError(
             "kill=True needs an output: the tree is killed only "
@@ -51,7 +63,7 @@ def checkpoint(
         allow_external=allow_external,
         kill=kill,
         save=save,
-        options=options,
+        options=opts,
     )
 
 
@@ -64,6 +76,8 @@ def restart(
     trust: bool = False,
     relocate: bool = False,
     limits: Limits = Limits(),  # noqa: B008 (frozen: sharing it is safe)
+    stdio: str = STDIO_INHERIT,
+    devices: Sequence[str] = (),
 ) -> Restarted:
     """Restart a checkpointed tree from an Image or an image file.
 
@@ -77,7 +91,16 @@ def restart(
     released to exec their recorded executable, argv and environment (or
     argv).  Memory and registers are not restored.  With release=False the
     tasks wait at the barrier until Restarted.release().
+
+    The tree's terminal (a tty, or a character device on fds 0-2) is never
+    reopened: its fds get the caller's own fds 0-2 (stdio="inherit"),
+    /dev/null ("null") or a regular file ("/path", created 0600, appended;
+    input from /dev/null).  devices: the character devices named with
+    devices= at checkpoint that may be reopened (ValueError for a bad
+    stdio or device, before anything is read).
     """
+    check_stdio(stdio)
+    check_devices(list(devices))
     if not isinstance(image, Image):
         image = Image.load(image, trust=trust)
     return _restart(
@@ -87,4 +110,5 @@ def restart(
         release=release,
         relocate=relocate,
         limits=limits,
+        options=RestartOptions(stdio=stdio, devices=list(devices)),
     )

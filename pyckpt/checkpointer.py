@@ -572,6 +572,8 @@ class Options:
     allow_external: bool = False  # objects also held outside, marked external
     # bytes of a memfd or deleted file saved into the image, at most
     contents_limit: int = 1 << 20
+    # character devices saved as stateless, reopened by path (kinds/chrdev.py)
+    devices: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -709,6 +711,11 @@ class _Collector:
             raise CheckpointError(f"leak detection failed: {e}") from e
         lines = []
         for leak in leaks:
+            f = self.image.files.get(leak.objref)
+            owner = kinds.by_file_kind(f.kind) if f is not None else None
+            if leak.type == ObjType.FILE and owner and owner.shared_outside:
+                f.external = True  # a terminal, /dev/null: made anew anyway
+                continue
             if leak.type == ObjType.INODE:
                 objrefs = [
                     o

@@ -1,9 +1,10 @@
 """pyckpt: the command line, a thin layer over pyckpt.checkpoint/restart/Image.
 
     pyckpt checkpoint PID -o IMAGE [--freezer signal|cgroup] [--allow-external] [--kill]
-                      [--max-file-contents BYTES]
+                      [--max-file-contents BYTES] [--device PATH]...
     pyckpt restart IMAGE [--policy clear-early|clear-at-end|free-upfront]
                    [--hold-context] [--trust-image] [--relocate]
+                   [--stdio inherit|null|FILE] [--device PATH]...
                    [--max-tasks N] [--max-fds N] [--max-pipe-bytes N]
                    [--max-contents-bytes N] [-- CMD...]
     pyckpt show IMAGE [--json | --dot]
@@ -83,6 +84,7 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
         allow_external=args.allow_external,
         kill=args.kill,
         options=_options(args),
+        devices=args.device,
     )
     size = os.path.getsize(args.output)
     print(
@@ -105,9 +107,13 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
     from pyckpt.api import restart
     from pyckpt.image import Image
+    from pyckpt.kinds.chrdev import check_devices
+    from pyckpt.kinds.tty import check_stdio
     from pyckpt.restarter import Limits
 
     argv = args.command or None
+    check_stdio(args.stdio)  # bad options before reading the image
+    check_devices(args.device)
     image = Image.load(args.image, trust=args.trust_image)
     limits = Limits(**{field: getattr(args, field) for field, _, _ in LIMIT_FLAGS})
     with warnings.catch_warnings():
@@ -118,6 +124,8 @@ def cmd_restart(args: argparse.Namespace) -> int:
             argv=argv,
             relocate=args.relocate,
             limits=limits,
+            stdio=args.stdio,
+            devices=args.device,
         )
     for w in r.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -222,6 +230,15 @@ def parser() -> argparse.ArgumentParser:
         help="save up to BYTES of each memfd or deleted file (default 1 MiB; "
         f"at most {lib.CKPT_CONTENTS_DATA_MAX}); a larger one is refused",
     )
+    c.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="save this character device as stateless, reopened by path at "
+        "restart (repeatable; null, zero, full, random, urandom and tty "
+        "always are)",
+    )
     c.set_defaults(fn=cmd_checkpoint)
 
     r = sub.add_parser(
@@ -254,6 +271,22 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="files reopened by path may have another device/inode (another "
         "machine); their type and owner are still checked",
+    )
+    r.add_argument(
+        "--stdio",
+        default="inherit",
+        metavar="inherit|null|FILE",
+        help="what the tree's terminal (a tty, or a device on fds 0-2) "
+        "becomes: this command's own fds 0-2 (default), /dev/null, or a "
+        "regular file (output appended, input from /dev/null)",
+    )
+    r.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="reopen this character device, named with --device at "
+        "checkpoint (repeatable)",
     )
     d = Limits()
     for field, flag, what in LIMIT_FLAGS:

@@ -147,6 +147,8 @@ class File:
     st_uid: int = 0
     st_gid: int = 0
     st_size: int = 0
+    st_rdev: int = 0  # CHR, TTY: the device number
+    user_device: bool = False  # CHR: named with --device at checkpoint
     # a kind's own state (pyckpt/kinds/), written as its own records
     extra: Any = None
 
@@ -446,8 +448,15 @@ def _check_file(rec: Record, name: str) -> None:
         raise bad(rec, name, f"kind {f['kind']} out of range")
     if f["f_mode"] & ~_FMODE_ALL:
         raise bad(rec, name, f"f_mode {f['f_mode']:#x} out of range")
-    if f["flags"] & ~(lib.CKPT_FILE_EXTERNAL | lib.CKPT_FILE_EFD_SEM_UNKNOWN):
+    if f["flags"] & ~(
+        lib.CKPT_FILE_EXTERNAL
+        | lib.CKPT_FILE_EFD_SEM_UNKNOWN
+        | lib.CKPT_FILE_USER_DEVICE
+    ):
         raise bad(rec, name, f"unknown flags {f['flags']:#x}")
+    if f["flags"] & lib.CKPT_FILE_USER_DEVICE and f["kind"] != FileKind.CHR:
+        kind = FileKind(f["kind"]).name
+        raise bad(rec, name, f"USER_DEVICE on a {kind} file")
     if f["kind"] in PIPE_KINDS and f["pipe_objref"] <= 0:
         raise bad(rec, name, f"pipe_objref {f['pipe_objref']} <= 0 on a pipe end")
     if f["kind"] not in PIPE_KINDS and f["pipe_objref"]:
@@ -757,6 +766,8 @@ class _Parser:
             st_uid=f["st_uid"],
             st_gid=f["st_gid"],
             st_size=f["st_size"],
+            st_rdev=f["st_rdev"],
+            user_device=bool(f["flags"] & lib.CKPT_FILE_USER_DEVICE),
         )
         image.files[file.objref] = file
         owner = kinds.by_file_kind(kind)
@@ -940,7 +951,8 @@ def _write(image: Image) -> bytes:
                     "pos": f.pos,
                     "pipe_objref": f.pipe_objref,
                     "flags": (lib.CKPT_FILE_EXTERNAL if f.external else 0)
-                    | (lib.CKPT_FILE_EFD_SEM_UNKNOWN if f.efd_sem_unknown else 0),
+                    | (lib.CKPT_FILE_EFD_SEM_UNKNOWN if f.efd_sem_unknown else 0)
+                    | (lib.CKPT_FILE_USER_DEVICE if f.user_device else 0),
                     "count": f.count,
                     "efd_flags": f.efd_flags,
                     "st_dev": f.st_dev,
@@ -949,6 +961,7 @@ def _write(image: Image) -> bytes:
                     "st_uid": f.st_uid,
                     "st_gid": f.st_gid,
                     "st_size": f.st_size,
+                    "st_rdev": f.st_rdev,
                 },
                 {"path": enc(f.path, f"file {f.objref} path")},
             )

@@ -50,6 +50,7 @@ from pyckpt.device import Context
 from pyckpt.errors import CkptError, RestartError
 from pyckpt.image import RLIM_INFINITY, File, Image, Task
 from pyckpt.kinds.memfd import contents_bytes
+from pyckpt.kinds.tty import set_foreground, take_ctty
 
 __all__ = ["Limits", "RestartError", "Restarted", "restart"]
 
@@ -83,6 +84,13 @@ class Limits:
 class RestartOptions:
     """How restart maps what the image cannot carry (CLI flags)."""
 
+    # what the tree's terminal becomes: "inherit" (the restarter's own fds
+    # 0-2), "null" or a regular file's path (kinds/tty.py)
+    stdio: str = "inherit"
+    # character devices named with --device at checkpoint that restart may
+    # reopen (kinds/chrdev.py): named again by the restarting user
+    devices: list[str] = field(default_factory=list)
+
 
 @dataclass
 class _Plan:
@@ -96,6 +104,17 @@ class _Plan:
     argv_given: bool = False
     coordinator: int = 0  # the pid that forks the root stub
     warnings: list[str] = field(default_factory=list)
+    # what a kind asks of the stubs (the terminal's: kinds/tty.py)
+    # (recorded pid, fd) -> objref that fd gets instead of its FD record's
+    fd_objref: dict[tuple[int, int], int] = field(default_factory=dict)
+    # session leader's recorded pid -> objref of its controlling terminal,
+    # taken (TIOCSCTTY, never stolen) before it forks its children
+    ctty: dict[int, int] = field(default_factory=dict)
+    # recorded pids of group leaders that take their terminal's foreground
+    foreground: set[int] = field(default_factory=set)
+
+    def objref_of(self, task: Task, fd: int, objref: int) -> int:
+        return self.fd_objref.get((task.pid, fd), objref)
 
 
 def _check_limits(image: Image, limits: Limits) -> None:
@@ -121,7 +140,12 @@ def _check_limits(image: Image, limits: Limits) -> None:
             )
 
 
-def _check(image: Image, argv: list[str] | None, limits: Limits = Limits()) -> _Plan:
+def _check(
+    image: Image,
+    argv: list[str] | None,
+    limits: Limits = Limits(),
+    opts: RestartOptions | None = None,
+) -> _Plan:
     if not image.tasks:
         raise RestartError("image has no task")
     _check_limits(image, limits)
@@ -173,6 +197,7 @@ def _check(image: Image, argv: list[str] | None, limits: Limits = Limits()) -> _
         nofile=nofile,
         argv_given=argv is not None,
         warnings=notes,
+        opts=opts or RestartOptions(),
     )
     for ref, f in image.files.items():
         if ref != f.objref or ref <= 0:
@@ -425,6 +450,7 @@ def _stub(
         os.close(wfd)
         signal.sigwait({signal.SIGUSR1})
         _libc_call("prctl", _PR_SET_PDEATHSIG, 0, 0, 0, 0)  # released: normal life
+        _take_foreground(plan, task)
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores them; exec keeps it
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -437,6 +463,38 @@ def _stub(
     os._exit(code)
 
 
+def _take_ctty(plan: _Plan, task: Task, ctx: Context, wfd: int) -> None:
+    """A new session leader takes its terminal's replacement as controlling
+    terminal before it forks: children inherit a controlling terminal only
+    from a parent that already has it.  A refusal is only reported."""
+    ref = plan.ctty[task.pid]
+    try:
+        (fd,) = ctx.fetch_many([ref])
+    except CkptError as e:
+        raise RestartError(f"fetch terminal {ref}: {e}") from e
+    try:
+        why = take_ctty(fd)
+    finally:
+        os.close(fd)
+    if why:
+        why = f"session restarted without a controlling terminal: {why}"
+        _say(wfd, f"note {task.pid} {why}")
+
+
+def _take_foreground(plan: _Plan, task: Task) -> None:
+    """At release: the group that had the terminal's foreground gets it back
+    (every stub has set its group by then).  Best effort: nothing is left to
+    report to."""
+    if task.pid not in plan.foreground:
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            set_foreground(fd, os.getpid())
+        finally:
+            os.close(fd)
+
+
 def _stub_build(
     plan: _Plan, task: Task, ctx: Context, box: list[int], ancestors: dict[int, int]
 ) -> None:
@@ -446,6 +504,8 @@ def _stub_build(
     me = os.getpid()
     if task.pid == task.sid:
         os.setsid()
+        if task.pid in plan.ctty:
+            _take_ctty(plan, task, ctx, wfd)
     elif task.pgid == task.pid:
         with contextlib.suppress(OSError):
             os.setpgid(0, 0)
@@ -466,7 +526,8 @@ def _stub_build(
     except OSError as e:
         raise RestartError(f"chdir {task.cwd}: {e.strerror}") from e
 
-    refs = _unique(fd.objref for fd in task.fds)
+    objref = {fd.fd: plan.objref_of(task, fd.fd, fd.objref) for fd in task.fds}
+    refs = _unique(objref.values())
     floor = max([fd.fd for fd in task.fds] + [2]) + 1
     # temporaries above the recorded numbers may not fit under the limit
     soft = _make_room(floor + len(refs) + 2)
@@ -481,7 +542,7 @@ def _stub_build(
     tmp = _move_above(dict(zip(refs, got)) | {0: wfd}, floor)
     box[0] = wfd = tmp.pop(0)
     for fd in task.fds:
-        os.dup2(tmp[fd.objref], fd.fd, inheritable=not fd.cloexec)
+        os.dup2(tmp[objref[fd.fd]], fd.fd, inheritable=not fd.cloexec)
     _close_all_except({fd.fd for fd in task.fds} | {wfd})
     _restore_limit(soft, floor)
 
@@ -493,6 +554,7 @@ class _Procs:
         self.pids: dict[int, int] = {}  # recorded -> new
         self.pidfds: dict[int, int] = {}  # recorded -> pidfd
         self.children: dict[int, int] = {}  # ours to reap: recorded -> new
+        self.notes: list[str] = []  # what stubs reported and did not refuse
 
     def go(self) -> None:
         """Release every stub."""
@@ -583,6 +645,8 @@ def _read_reports(
                 procs.add(int(rec), int(new))
             elif word == "ready":
                 ready.add(int(rest))
+            elif word == "note":
+                procs.notes.append(f"task {rest}")
             elif word == "error" and error is None:
                 rec, _, msg = rest.partition(" ")
                 error = f"task {rec}: {msg}"
@@ -706,6 +770,7 @@ def restart(
     timeout: float = 10.0,
     relocate: bool = False,
     limits: Limits = Limits(),
+    options: RestartOptions | None = None,
 ) -> Restarted:
     """Recreate image's objects and tasks; each task takes its recorded
     credentials and execs its recorded executable with its recorded argv and
@@ -718,9 +783,11 @@ def restart(
     failure raises RestartError after killing and reaping every stub and
     closing every fd and the context; what was only reported (a file now
     shorter than its offset, an eventfd's unknown EFD_SEMAPHORE) is in
-    Restarted.warnings and warned about (RuntimeWarning).
+    Restarted.warnings and warned about (RuntimeWarning).  options: how
+    what the image cannot carry is mapped (the terminal's stdio, devices
+    the user names).
     """
-    plan = _check(image, list(argv) if argv is not None else None, limits)
+    plan = _check(image, list(argv) if argv is not None else None, limits, options)
     plan.relocate = relocate
     plan.coordinator = os.getpid()
     _libc_call("getpid")  # load libc once here, not in every stub
@@ -741,6 +808,7 @@ def restart(
             raise RestartError(str(e), e.errno or 0) from e
         except OSError as e:
             raise RestartError(f"{e.strerror or e}", e.errno or 0) from e
+        plan.warnings.extend(procs.notes)
         done = Restarted(
             context=ctx, pids=dict(procs.pids), _procs=procs, warnings=plan.warnings
         )

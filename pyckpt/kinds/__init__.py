@@ -16,6 +16,8 @@ its late step finds them).  Adding a kind means one new module (see
                                                        unread ticks set back
   contents  memfd.py      MEMFD, DELETED  CONTENTS     memfd_create / unlinked
                                                        file, data, then seals
+  chrdev    chrdev.py     CHR             -            by path, rdev checked
+  tty       tty.py        TTY             TTY          the restarter's stdio
   epoll     epoll.py      EPOLL           EPOLL        epoll_create, items late
 """
 
@@ -25,6 +27,7 @@ import os
 
 from pyckpt.abi import FileKind, HdrType
 from pyckpt.kinds import (
+    chrdev,
     epoll,
     eventfd,
     memfd,
@@ -32,6 +35,7 @@ from pyckpt.kinds import (
     regular,
     signalfd,
     timerfd,
+    tty,
     unix,
 )
 from pyckpt.kinds.base import Kind
@@ -48,6 +52,8 @@ KINDS: tuple[Kind, ...] = (
     unix.KIND,
     signalfd.KIND,
     timerfd.KIND,
+    chrdev.KIND,  # before tty: it claims the stateless devices first
+    tty.KIND,
     epoll.KIND,
 )
 

@@ -51,6 +51,10 @@ class Kind:
     records: ClassVar[tuple[tuple[HdrType, Layout, Check], ...]] = ()
     # of those, the ones written after every task (EPOLL): read by read_trailer
     trailers: ClassVar[tuple[HdrType, ...]] = ()
+    # its files may also be held outside the tree without a refusal: restart
+    # makes them anew (a terminal, /dev/null), so no sharing is lost that it
+    # would have kept (they are marked external, nothing more)
+    shared_outside: ClassVar[bool] = False
 
     # ---- checkpoint (the tree is frozen) ----
 

@@ -32,6 +32,7 @@ from pyckpt.image import (
 from pyckpt.kinds.memfd import Contents
 from pyckpt.kinds.signalfd import UNBLOCKABLE, Signalfd
 from pyckpt.kinds.timerfd import TFD_TIMER_ABSTIME, Timerfd
+from pyckpt.kinds.tty import Tty, TtyFlag
 from pyckpt.kinds.unix import TCP_ESTABLISHED, TYPES, Msg, Unix
 from pyckpt.records import pack as _pack
 
@@ -51,7 +52,7 @@ def rich_image() -> Image:
         abi_version=lib.CKPT_ABI_VERSION,
     )
     files = [
-        File(1, FileKind.CHR, os.O_RDWR, RW, path="/dev/null"),
+        File(1, FileKind.CHR, os.O_RDWR, RW, path="/dev/null", st_rdev=0x103),
         File(2, FileKind.PIPE, os.O_RDONLY, FMode.READ, pipe_objref=3),
         File(4, FileKind.PIPE, os.O_WRONLY | os.O_NONBLOCK, FMode.WRITE, pipe_objref=3),
         File(
@@ -116,6 +117,15 @@ def rich_image() -> Image:
             st_size=9,
             extra=Contents(b"mem", 0x1),
         ),
+        File(
+            23,
+            FileKind.TTY,
+            os.O_RDWR,
+            RW,
+            path="/dev/pts/3",
+            st_rdev=os.makedev(136, 3),
+            extra=Tty(TtyFlag.TERMINAL | TtyFlag.CTTY, sid=103, pgrp=103),
+        ),
     ]
     pipes = [
         Pipe(3, 65536, b"hello\x00\xffworld"),
@@ -154,7 +164,7 @@ def rich_image() -> Image:
             [Fd(10, 10), Fd(11, 12), Fd(12, 13), Fd(13, 14), Fd(14, 15), Fd(15, 16)]
             + [Fd(16, 20), Fd(17, 21), Fd(18, 22)],
         ),
-        Task(103, 100, 103, 103, "idle", ["idle"], "/", []),
+        Task(103, 100, 103, 103, "idle", ["idle"], "/", [Fd(0, 23), Fd(5, 23)]),
     ]
     epolls = [
         Epoll(9, [EpollItem(2, 3, 0x1, 0xDEADBEEF), EpollItem(8, 6, 0x5, 2**64 - 1)]),
@@ -219,6 +229,7 @@ def test_writer_order_tags_ptags(records: list[Record]) -> None:
         HdrType.SIGNALFD: {HdrType.FILE},
         HdrType.TIMERFD: {HdrType.FILE},
         HdrType.CONTENTS: {HdrType.FILE},
+        HdrType.TTY: {HdrType.FILE},
     }
     for r in records:
         assert r.len % 8 == 0 and r.offset % 8 == 0
@@ -764,7 +775,9 @@ def test_file_checks(data: bytes, records: list[Record]) -> None:
         patch(data, f0, "kind", top), f0.offset, f"FILE record: kind {top} out of range"
     )
     raises(patch(data, f0, "f_mode", 4), f0.offset, "f_mode 0x4 out of range")
-    raises(patch(data, f0, "flags", 4), f0.offset, "FILE record: unknown flags 0x4")
+    raises(patch(data, f0, "flags", 8), f0.offset, "FILE record: unknown flags 0x8")
+    f1 = first(records, HdrType.FILE, 2)  # a pipe end: not a device
+    raises(patch(data, f1, "flags", 4), f1.offset, "USER_DEVICE on a PIPE file")
     raises(patch(data, f0, "pipe_objref", 3), f0.offset, "pipe_objref 3 on a CHR file")
     f4 = first(records, HdrType.FILE, 1)
     assert f4.fields["objref"] == 4
@@ -1033,6 +1046,20 @@ def images(draw: st.DrawFn) -> Image:
             draw(_U32),
         )
         _kind_state(draw, image.files[ref])
+        image.files[ref].st_rdev = draw(st.integers(0, 2**64 - 1))
+        if kind == FileKind.TTY:
+            flags = draw(
+                st.sampled_from(
+                    [0, TtyFlag.TERMINAL, TtyFlag.TERMINAL | TtyFlag.PTY_MASTER]
+                    + [TtyFlag.PTY_MASTER, TtyFlag.TERMINAL | TtyFlag.CTTY]
+                )
+            )
+            ctty = bool(flags & TtyFlag.CTTY)
+            image.files[ref].extra = Tty(
+                TtyFlag(flags),
+                draw(_POS) if ctty else 0,
+                draw(st.integers(0, 2**31 - 1)) if ctty else 0,
+            )
         if pipe and pipe not in image.pipes:
             image.pipes[pipe] = Pipe(
                 pipe,
@@ -1227,3 +1254,39 @@ def test_unix_round_trip_keeps_everything(image: Image) -> None:
     for ref in (14, 15, 16):
         assert back.files[ref].extra == image.files[ref].extra
     assert back.files[16].extra.msgs[0] == Msg(b"", b"/run/sender")
+
+
+def test_tty_checks(data: bytes, records: list[Record]) -> None:
+    """Every malformed TTY value is refused, naming the record and field."""
+    t = first(records, HdrType.TTY)
+    assert t.fields == {"objref": 23, "flags": 5, "sid": 103, "pgrp": 103}
+    raises(patch(data, t, "objref", 0), t.offset, "TTY record: objref 0 <= 0")
+    raises(patch(data, t, "objref", 1), t.offset, "objref 1 differs from its FILE's 23")
+    raises(patch(data, t, "flags", 0x8), t.offset, "TTY record: unknown flags 0x8")
+    raises(patch(data, t, "flags", 0x4), t.offset, "CTTY on a pty master or on no")
+    raises(patch(data, t, "flags", 0x7), t.offset, "CTTY on a pty master")
+    raises(patch(data, t, "sid", 0), t.offset, "sid 0 of a controlling terminal")
+    raises(patch(data, t, "pgrp", -1), t.offset, "TTY record: pgrp -1 < 0")
+    raises(patch(data, t, "flags", 0x1), t.offset, "sid or pgrp without CTTY")
+    sp = specs(data)
+    i = find(sp, HdrType.TTY)
+    # a TTY FILE without its TTY record; a TTY record after another FILE
+    gone = copy.deepcopy(sp)
+    del gone[i]
+    built, offsets = build(gone)
+    with pytest.raises(ImageError, match="FILE of kind TTY"):
+        Image.from_bytes(built)
+    moved = copy.deepcopy(sp)
+    rec = moved.pop(i)
+    moved.insert(find(moved, HdrType.FILE, objref=5) + 1, rec)
+    built, offsets = build(moved)
+    with pytest.raises(ImageError, match="TTY"):
+        Image.from_bytes(built)
+
+
+def test_tty_show(image: Image) -> None:
+    text = show.summary(image)
+    assert (
+        "terminal 23: pty /dev/pts/3 rdev 136:3, controlling terminal of session "
+        "103 (foreground 103)" in text
+    )

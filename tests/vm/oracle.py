@@ -60,8 +60,17 @@ def fds_of(pid: int) -> list[int]:
     return sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
 
 
-def _kind(pid: int, fd: int) -> str:
+_PTY_SLAVE_MAJORS = range(136, 144)
+
+
+def _kind(pid: int, fd: int, st: os.stat_result | None = None) -> str:
     link = os.readlink(f"/proc/{pid}/fd/{fd}")
+    if st is not None and stat.S_ISCHR(st.st_mode):
+        # a pty is one of many (/dev/pts/N): the same kind, not the same N;
+        # any other device by path and number
+        if os.major(st.st_rdev) in _PTY_SLAVE_MAJORS:
+            return "pty"
+        return f"chr {link} {os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
     if link.startswith("pipe:"):
         return "pipe"
     if link.startswith("anon_inode:"):
@@ -297,7 +306,7 @@ def facts(pids: list[int], data: bool = False) -> list[dict[int, FdFacts]]:
             if key not in seen_obj:
                 seen_obj.append(key)
             obj = seen_obj.index(key)
-            kind = _kind(pid, fd)
+            kind = _kind(pid, fd, st)
             extra: tuple = ()
             if stat.S_ISSOCK(st.st_mode):
                 kind = "socket"
@@ -353,6 +362,51 @@ def _epoll_facts(pid: int, fd: int) -> tuple:
         os.close(c)
         raise
     return (tuple(epoll_lines(pid, fd)), tuple(ready))
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    """A task's session and group as positions in the tree (-1: outside),
+    and its controlling terminal: none, or which fd of the task holds it
+    (-1: none does) and its foreground group's position."""
+
+    pgrp: int
+    sid: int
+    ctty_fd: int | None
+    foreground: int | None
+
+
+def sessions(pids: list[int]) -> list[SessionFacts]:
+    """Per task (in the order given), from /proc/PID/stat and fstat."""
+
+    def pos(x: int) -> int:
+        return pids.index(x) if x in pids else -1
+
+    out = []
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            w = f.read().rpartition(")")[2].split()
+        pgrp, sid, tty_nr, tpgid = (int(x) for x in w[2:6])
+        ctty_fd = fg = None
+        if tty_nr:
+            ctty_fd = next(
+                (
+                    fd
+                    for fd in fds_of(pid)
+                    if os.stat(f"/proc/{pid}/fd/{fd}").st_rdev == tty_nr
+                    and stat.S_ISCHR(os.stat(f"/proc/{pid}/fd/{fd}").st_mode)
+                ),
+                -1,
+            )
+            fg = pos(tpgid)
+        out.append(SessionFacts(pos(pgrp), pos(sid), ctty_fd, fg))
+    return out
+
+
+def ctty_of(pid: int) -> int:
+    """The device number of pid's controlling terminal (0: none)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rpartition(")")[2].split()[4])
 
 
 def ppids(pids: list[int]) -> list[int]:

@@ -506,7 +506,10 @@ def test_socket_and_device_are_reported_together(spawn: Spawn, freezer: str) -> 
     def root(m: Member) -> None:
         a, b = socket.socketpair()
         sa, sb = a.detach(), b.detach()
-        null = os.open("/dev/null", os.O_RDWR)
+        # a device that is no terminal, above fds 0-2 (/dev/null is saved)
+        low = os.open("/dev/kmsg", os.O_WRONLY)
+        null = fcntl.fcntl(low, fcntl.F_DUPFD, 10)
+        os.close(low)
         m.fork(lambda c: c.report(role="child", sb=sb))
         os.close(sb)
         m.report(role="root", sa=sa, null=null)
@@ -521,7 +524,10 @@ def test_socket_and_device_are_reported_together(spawn: Spawn, freezer: str) -> 
     # one line each, tree order: the root's fds, then the child's new one
     assert f"task {tree.root} " in problems[0] and f"fd {info['sa']}:" in problems[0]
     assert "socket:[" in problems[0]
-    assert f"fd {info['null']}: /dev/null (character device 1:3)" in problems[1]
+    assert (
+        f"fd {info['null']}: character device /dev/kmsg (rdev 1:11): not a "
+        "terminal" in problems[1]
+    )
     assert f"task {child['pid']} " in problems[2] and "socket:[" in problems[2]
     assert f"fd {child['sb']}:" in problems[2]
     assert_running(tree)

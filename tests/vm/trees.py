@@ -73,7 +73,8 @@ def _run(body: Callable[[Member], None], w: int, keep: Iterable[int] | None) -> 
             keep_fds = sorted({w, *keep})
             low = 0
             for fd in keep_fds:
-                os.closerange(low, fd)
+                if low < fd:  # closerange(0, 0) closes every fd (3.11's
+                    os.closerange(low, fd)  # close_range(0, -1))
                 low = fd + 1
             os.closerange(low, 1 << 16)
         m = Member(w)

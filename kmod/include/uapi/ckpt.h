@@ -102,6 +102,9 @@ enum ckpt_file_kind {
 	CKPT_FILE_MEMFD = 13,	/* path: its name; contents in CONTENTS */
 	CKPT_FILE_DELETED = 14,	/* unlinked regular file: path where it was
 				 * (no " (deleted)"); contents in CONTENTS */
+	/* the tree's terminal: a tty or pty on any fd, any character device
+	 * on fds 0-2 (a console port); followed by a TTY record */
+	CKPT_FILE_TTY = 15,
 	CKPT_FILE_UNIX = 17,	/* unix socket (or, external, another family) */
 	CKPT_FILE_KIND_MAX
 };
@@ -416,7 +419,8 @@ struct ckpt_test_obj {
  *
  *   HEAD TREE { TASK[TREE] { FD[TASK] ( FILE[FD] [kind] | OBJREF[FD] ) } }
  *   { EPOLL[its FILE] } TAIL
- *   kind: PIPE[FILE] | UNIX[FILE] { UNIX_MSG[UNIX] }
+ *   kind: PIPE[FILE] | UNIX[FILE] { UNIX_MSG[UNIX] } | SIGNALFD[FILE]
+ *       | TIMERFD[FILE] | CONTENTS[FILE] | TTY[FILE]
  *
  * ERROR records (ptag 0) may appear anywhere between HEAD and TAIL and count
  * in nr_records.  TREE's root_pid is the first TASK's pid.
@@ -454,6 +458,7 @@ enum ckpt_hdr_type {
 	CKPT_HDR_SIGNALFD = 13,
 	CKPT_HDR_TIMERFD = 14,
 	CKPT_HDR_CONTENTS = 15,
+	CKPT_HDR_TTY = 16,
 	CKPT_HDR_TYPE_MAX
 };
 
@@ -555,12 +560,19 @@ struct ckpt_hdr_fd {
 #define CKPT_FILE_EXTERNAL	0x1	/* also held outside the tree */
 #define CKPT_FILE_EFD_SEM_UNKNOWN 0x2	/* EVENTFD: the kernel did not say
 					 * whether EFD_SEMAPHORE is set (6.1) */
+#define CKPT_FILE_USER_DEVICE	0x4	/* CHR: a device the user named with
+					 * --device (restart reopens it only
+					 * when named there again) */
 
 /*
  * One open file description; followed by its path (no NUL).  For a file
  * restart reopens by path (REG, DIR, FIFO) the st_* fields are what fstat()
  * said at checkpoint: restart refuses a file whose type or owner differ, or
  * whose device and inode differ (unless told the files were relocated).
+ * CHR (a stateless device: null, zero, full, random, urandom, tty, or one
+ * named with --device) is reopened at its path only with the recorded
+ * st_rdev; TTY keeps its path and st_rdev to say which terminal it was, and
+ * is never reopened (restart gives it the restarter's stdio).
  */
 struct ckpt_hdr_file {
 	struct ckpt_hdr h;
@@ -581,6 +593,7 @@ struct ckpt_hdr_file {
 	__u32 st_gid;
 	__u32 __pad;
 	__s64 st_size;
+	__u64 st_rdev;		/* CHR, TTY: the device number (stat(2)) */
 };
 
 /* ckpt_hdr_pipe.flags */
@@ -594,6 +607,25 @@ struct ckpt_hdr_pipe {
 	__u32 flags;		/* CKPT_PIPE_* */
 	__u32 size;		/* F_GETPIPE_SZ */
 	__u32 data_len;
+};
+
+/* ckpt_hdr_tty.flags */
+#define CKPT_TTY_TERMINAL	0x1	/* isatty(): not a plain device on fds 0-2 */
+#define CKPT_TTY_PTY_MASTER	0x2	/* the master side of a pseudo-terminal */
+#define CKPT_TTY_CTTY		0x4	/* controlling terminal of session sid */
+#define CKPT_TTY_FLAGS_ALL	0x7
+
+/*
+ * A terminal of the tree (FILE kind TTY), right after its FILE.  Restart
+ * recreates the session and controlling terminal from it as far as the
+ * kernel allows; the terminal itself is replaced by the restarter's stdio.
+ */
+struct ckpt_hdr_tty {
+	struct ckpt_hdr h;
+	__s32 objref;		/* its FILE */
+	__u32 flags;		/* CKPT_TTY_* (CTTY needs TERMINAL, not PTY_MASTER) */
+	__s32 sid;		/* CTTY: the session it controls (> 0), else 0 */
+	__s32 pgrp;		/* CTTY: its foreground process group (>= 0), else 0 */
 };
 
 /* a later reference to an object already written */

@@ -1,0 +1,245 @@
+"""Terminal and stateless-device mechanics on the host: ptys need no module."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+
+import pytest
+
+from pyckpt.errors import RestartError
+from pyckpt.kinds import chrdev, tty
+
+
+def _in_child(body: Callable[[], int]) -> int:
+    """Run body in a forked child; its return value as the exit code."""
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            code = body()
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+class _Leader:
+    """A child that leads a new session with the pty slave as its
+    controlling terminal, until close()."""
+
+    def __init__(self, slave: int) -> None:
+        up_r, up_w = os.pipe()
+        self._down_r, self._down_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setsid()
+                tty.take_ctty(slave)
+                os.write(up_w, b"x")
+                os.read(self._down_r, 1)
+            finally:
+                os._exit(0)
+        self.pid = pid
+        os.read(up_r, 1)
+        os.close(up_r)
+        os.close(up_w)
+
+    def close(self) -> None:
+        os.write(self._down_w, b"x")
+        os.waitpid(self.pid, 0)
+        os.close(self._down_r)
+        os.close(self._down_w)
+
+
+def test_slot_mapping() -> None:
+    assert [tty.slot(fd, os.O_RDWR) for fd in (0, 1, 2)] == [0, 1, 2]
+    assert tty.slot(7, os.O_RDONLY) == 0
+    assert tty.slot(7, os.O_WRONLY) == 1
+    assert tty.slot(7, os.O_RDWR | os.O_NONBLOCK) == 2
+
+
+def test_probe_ctty_session_and_foreground() -> None:
+    """A session leader with the pty slave as its controlling terminal: the
+    probe names its session and foreground group from /proc."""
+    master, slave = os.openpty()
+    leader = _Leader(slave)
+    pid = leader.pid
+    try:
+        st = os.fstat(slave)
+        t = tty.probe(slave, st, [os.getpid(), pid])
+        assert t.flags == tty.TtyFlag.TERMINAL | tty.TtyFlag.CTTY
+        assert (t.sid, t.pgrp) == (pid, pid)
+        m = tty.probe(master, os.fstat(master), [pid])
+        assert m.flags == tty.TtyFlag.TERMINAL | tty.TtyFlag.PTY_MASTER
+        assert tty.kind_name(st.st_rdev, True) == "pty"
+        assert tty.kind_name(os.fstat(master).st_rdev, True) == "pty master"
+    finally:
+        leader.close()
+        os.close(master)
+        os.close(slave)
+
+
+def test_probe_not_a_ctty_and_not_a_terminal() -> None:
+    master, slave = os.openpty()
+    try:
+        t = tty.probe(slave, os.fstat(slave), [os.getpid()])
+        # the test runner may have a terminal, but not this new pty
+        assert t.flags == tty.TtyFlag.TERMINAL and t.sid == 0
+    finally:
+        os.close(master)
+        os.close(slave)
+    fd = os.open("/dev/null", os.O_RDWR)
+    try:
+        assert tty.probe(fd, os.fstat(fd), [os.getpid()]).flags == 0
+    finally:
+        os.close(fd)
+
+
+def test_take_ctty_never_steals() -> None:
+    """A second session cannot take a pty that controls the first: the
+    reason is given, nothing is stolen (TIOCSCTTY arg 0)."""
+    master, slave = os.openpty()
+    leader = _Leader(slave)
+    pid = leader.pid
+    try:
+
+        def other() -> int:
+            os.setsid()
+            why = tty.take_ctty(slave)
+            return 0 if "another session" in why else 1
+
+        assert _in_child(other) == 0
+        t = tty.probe(slave, os.fstat(slave), [pid])
+        assert t.sid == pid  # still the first session's
+    finally:
+        leader.close()
+        os.close(master)
+        os.close(slave)
+
+
+def test_take_ctty_refuses_a_non_terminal() -> None:
+    def body() -> int:
+        os.setsid()
+        fd = os.open("/dev/null", os.O_RDWR)
+        return 0 if "not a terminal" in tty.take_ctty(fd) else 1
+
+    assert _in_child(body) == 0
+
+
+def test_foreground_round_trip() -> None:
+    """After TIOCSCTTY the leader reads and sets the foreground group."""
+    master, slave = os.openpty()
+
+    def body() -> int:
+        os.setsid()
+        if tty.take_ctty(slave):
+            return 1
+        if tty.foreground(slave) != os.getpid():
+            return 2
+        child = os.fork()
+        if child == 0:
+            os.setpgid(0, 0)
+            os._exit(0 if tty.set_foreground(slave, os.getpid()) == "" else 1)
+        if os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) != 0:
+            return 3
+        return 0 if tty.foreground(slave) == child else 4
+
+    try:
+        assert _in_child(body) == 0
+        assert tty.foreground(slave) == -1  # not our controlling terminal
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_stdio_null_and_file(tmp_path: pytest.TempPathFactory) -> None:
+    got = tty.stdio_sources({0, 1, 2}, tty.STDIO_NULL)
+    try:
+        assert len(set(got.values())) == 1
+        assert os.fstat(got[0]).st_rdev == os.makedev(1, 3)
+    finally:
+        os.close(got[0])
+    path = str(tmp_path) + "/out"  # type: ignore[operator]
+    got = tty.stdio_sources({0, 1, 2}, path)
+    try:
+        assert got[1] == got[2] != got[0]
+        assert os.fstat(got[0]).st_rdev == os.makedev(1, 3)
+        st = os.fstat(got[1])
+        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+        os.write(got[1], b"hello")
+        assert open(path, "rb").read() == b"hello"
+    finally:
+        for fd in set(got.values()):
+            os.close(fd)
+
+
+def test_stdio_option_checked(tmp_path: pytest.TempPathFactory) -> None:
+    tty.check_stdio("null")
+    tty.check_stdio("inherit")
+    tty.check_stdio(str(tmp_path) + "/new")  # type: ignore[operator]
+    for bad in ("relative", "/dev/null", str(tmp_path)):
+        with pytest.raises(ValueError, match="--stdio"):
+            tty.check_stdio(bad)
+    link = str(tmp_path) + "/link"  # type: ignore[operator]
+    os.symlink("/etc/passwd", link)
+    with pytest.raises(ValueError, match="not a regular file"):
+        tty.check_stdio(link)
+    with pytest.raises(RestartError):
+        tty.stdio_sources({1}, link)  # O_NOFOLLOW at open time too
+
+
+def test_stdio_inherit_shares_what_the_restarter_shares() -> None:
+    """Slots whose restarter fds are one open file description get one fd;
+    a closed restarter fd is a clear error."""
+
+    def body() -> int:
+        master, slave = os.openpty()
+        for fd in (0, 1, 2):
+            os.dup2(slave, fd)
+        got = tty.stdio_sources({0, 1, 2}, tty.STDIO_INHERIT)
+        if (
+            len(set(got.values())) != 1
+            or os.fstat(got[0]).st_rdev != os.fstat(slave).st_rdev
+        ):
+            return 1
+        null = os.open("/dev/null", os.O_WRONLY)
+        os.dup2(null, 2)
+        got = tty.stdio_sources({0, 1, 2}, tty.STDIO_INHERIT)
+        if got[0] != got[1] or got[2] == got[0]:
+            return 2
+        os.close(0)
+        try:
+            tty.stdio_sources({0}, tty.STDIO_INHERIT)
+        except RestartError as e:
+            return 0 if "fd 0, which is closed" in str(e) else 3
+        return 4
+
+    assert _in_child(body) == 0
+
+
+def test_chrdev_table_and_reopen(tmp_path: pytest.TempPathFactory) -> None:
+    for path in ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom"):
+        st = os.stat(path)
+        assert chrdev.is_stateless(path, st.st_rdev)
+        fd = chrdev.reopen(3, path, st.st_rdev, os.O_RDWR)
+        try:
+            assert os.fstat(fd).st_rdev == st.st_rdev
+            assert fcntl_flags(fd) & os.O_NONBLOCK == 0  # not recorded
+        finally:
+            os.close(fd)
+    null = os.stat("/dev/null").st_rdev
+    assert not chrdev.is_stateless("/dev/zero", null)
+    with pytest.raises(RestartError, match=r"rdev 1:5, recorded rdev 1:3"):
+        chrdev.reopen(3, "/dev/zero", null, os.O_RDONLY)
+    link = str(tmp_path) + "/null"  # type: ignore[operator]
+    os.symlink("/dev/null", link)
+    with pytest.raises(RestartError, match="not a character device"):
+        chrdev.reopen(3, link, null, os.O_RDONLY)
+    assert "rdev 1:3" in chrdev.refusal("/dev/x", null)
+
+
+def fcntl_flags(fd: int) -> int:
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_GETFL)
