@@ -34,7 +34,7 @@ def test_summary(image: Image) -> None:
     lines = text.splitlines()
     assert lines[0] == "image: Linux 6.12.0-test x86_64 (#1 SMP PREEMPT_DYNAMIC)"
     abi = lib.CKPT_ABI_VERSION
-    assert f"frozen 2023-11-14T22:13:20.125000Z, format 2, abi {abi}" in lines[1]
+    assert f"frozen 2023-11-14T22:13:20.125000Z, format {lib.CKPT_FORMAT_VERSION}, abi {abi}" in lines[1]
     assert "4 tasks, 10 files, 3 pipes, 1 epolls, 2 errors" in lines[2]
     assert 'task 101 ppid 100 sid 100 pgid 101 comm "worker"' in lines
     assert '  argv "/bin/sh" "-c" "" "x\\xfe"' in lines
@@ -218,3 +218,15 @@ def test_summary_credentials_and_unknown_semaphore() -> None:
     assert "  exe  /bin/sh" in text and "env  1 variables" in text
     assert "count 3 semaphore unknown" in text
     assert "count 4 efd_flags 0x0" in text
+
+
+def test_summary_says_task_shapes() -> None:
+    from tests.host.test_image import shapes_image
+
+    text = summary(shapes_image())
+    assert "  4 threads (restart makes one)" in text
+    assert "  shares the fd table of task 100 (CLONE_FILES)" in text
+    assert "  zombie (exit status 3, not reaped)" in text
+    img = shapes_image()
+    img.tasks[-1].exit_status = 9 | 0x80
+    assert "zombie (killed by SIGKILL (core dumped), not reaped)" in summary(img)
