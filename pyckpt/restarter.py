@@ -125,6 +125,50 @@ def _check_limits(image: Image, limits: Limits) -> None:
             )
 
 
+# signals whose default action ends the process: a zombie killed by another
+# one cannot be (a handler or SIG_IGN would have caught it)
+_FATAL = frozenset(range(1, 65)) - {
+    0,
+    32,  # glibc's own
+    33,
+    signal.SIGCHLD,
+    signal.SIGCONT,
+    signal.SIGSTOP,
+    signal.SIGTSTP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGURG,
+    signal.SIGWINCH,
+}
+
+
+def _check_zombie(t: Task, i: int, notes: list[str]) -> None:
+    """A zombie is remade as a child that exits with its status: one a
+    process can end with."""
+    st = t.exit_status or 0
+    if i == 0:
+        raise RestartError(f"task {t.pid}: the tree's root is a zombie")
+    if t.fds or t.files_pid:
+        raise RestartError(f"task {t.pid}: a zombie with an fd table")
+    sig = st & 0x7F
+    if not 0 <= st <= 0xFFFF or (sig == 0 and st & 0xFF) or (sig and st >> 8):
+        raise RestartError(f"task {t.pid}: exit status {st:#x} is no exit status")
+    if sig and sig not in _FATAL:
+        raise RestartError(
+            f"task {t.pid}: exit status {st:#x}: signal {sig} does not end a "
+            "process by default"
+        )
+    if st & 0x80:
+        notes.append(
+            f"task {t.pid}: the zombie dumped core when it died of signal "
+            f"{sig}; restarted, it dies of it without a core (WCOREDUMP clear)"
+        )
+
+
+def _table(t: Task) -> list[tuple[int, int, bool]]:
+    return sorted((fd.fd, fd.objref, fd.cloexec) for fd in t.fds)
+
+
 def _check(image: Image, argv: list[str] | None, limits: Limits = Limits()) -> _Plan:
     if not image.tasks:
         raise RestartError("image has no task")
@@ -143,8 +187,10 @@ def _check(image: Image, argv: list[str] | None, limits: Limits = Limits()) -> _
             raise RestartError(
                 f"task {t.pid}: parent {t.ppid} is not an earlier task of the tree"
             )
+        if t.exit_status is not None:
+            _check_zombie(t, i, notes)
         prog = argv if argv is not None else t.argv
-        if not prog:
+        if not prog and t.exit_status is None:
             raise RestartError(f"task {t.pid}: no argv to exec")
         if t.root != "/":
             raise RestartError(
@@ -164,6 +210,33 @@ def _check(image: Image, argv: list[str] | None, limits: Limits = Limits()) -> _
             numbers.add(fd.fd)
             if fd.objref not in image.files:
                 raise RestartError(f"task {t.pid} fd {fd.fd}: no file {fd.objref}")
+        if i and seen[t.ppid].exit_status is not None:
+            raise RestartError(
+                f"task {t.pid}: its parent {t.ppid} is a zombie (a zombie's "
+                "children are reparented)"
+            )
+        if t.files_pid:
+            owner = seen.get(t.files_pid)
+            if owner is None or owner.files_pid or owner.exit_status is not None:
+                raise RestartError(
+                    f"task {t.pid}: shares the fd table of {t.files_pid}, not an "
+                    "earlier live task with a table of its own"
+                )
+            if _table(owner) != _table(t):
+                raise RestartError(
+                    f"task {t.pid}: shares the fd table of task {owner.pid} but "
+                    "lists other fds"
+                )
+            notes.append(
+                f"task {t.pid} shared the fd table of task {owner.pid} "
+                "(CLONE_FILES): each gets a copy of it, since execve(2) "
+                "unshares a shared table and restart execs every task"
+            )
+        if t.nr_threads > 1:
+            notes.append(
+                f"task {t.pid} had {t.nr_threads} threads: restart makes one "
+                "process, which execs its command (threads are not recreated)"
+            )
         seen[t.pid] = t
         children[t.pid] = []
         if i:
@@ -625,6 +698,8 @@ def _stub(
     except BaseException:  # noqa: BLE001 - a stub never returns into the caller
         os._exit(code)  # coordinator gone: nothing to report to
     box = [wfd]  # the report fd, wherever _stub_build moved it
+    if task.exit_status is not None:
+        _zombie(task, ctx, wfd, ancestors)
     try:
         _stub_build(plan, task, ctx, box, ancestors)
         wfd = box[0]
@@ -651,13 +726,7 @@ def _stub(
     os._exit(code)
 
 
-def _stub_build(
-    plan: _Plan, task: Task, ctx: Context, box: list[int], ancestors: dict[int, int]
-) -> None:
-    """Build the task's state: box[0] is the report fd, moved out of the way."""
-    wfd = box[0]
-    _close_all_except({ctx.fileno(), wfd})
-    me = os.getpid()
+def _session(task: Task, ancestors: dict[int, int]) -> None:
     if task.pid == task.sid:
         os.setsid()
     elif task.pgid == task.pid:
@@ -666,6 +735,42 @@ def _stub_build(
     elif task.pgid in ancestors:
         with contextlib.suppress(OSError):  # another session: keep the parent's
             os.setpgid(0, ancestors[task.pgid])
+
+
+def _zombie(task: Task, ctx: Context, wfd: int, ancestors: dict[int, int]) -> NoReturn:
+    """A zombie's stub: its ids, then it exits with the recorded status
+    before the barrier.  Its parent's stub does not reap it (SIGCHLD stays
+    SIG_DFL, which leaves a zombie, and a stub waits only in sigwait) and
+    neither does the command the parent execs, unless it calls wait()."""
+    status = task.exit_status or 0
+    try:
+        _close_all_except({wfd})
+        _session(task, ancestors)
+        _take_credentials(task)
+        _say(wfd, f"ready {task.pid}")
+        os.close(wfd)
+        sig = status & 0x7F
+        if sig:
+            if sig != signal.SIGKILL:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            os.kill(os.getpid(), sig)
+            signal.sigwait({sig})  # not reached: the signal ends the stub
+        os._exit(status >> 8)
+    except BaseException as e:  # noqa: BLE001 - a stub never returns into the caller
+        with contextlib.suppress(BaseException):
+            _say(wfd, f"error {task.pid} {e}")
+    os._exit(_STUB_FAILED)
+
+
+def _stub_build(
+    plan: _Plan, task: Task, ctx: Context, box: list[int], ancestors: dict[int, int]
+) -> None:
+    """Build the task's state: box[0] is the report fd, moved out of the way."""
+    wfd = box[0]
+    _close_all_except({ctx.fileno(), wfd})
+    me = os.getpid()
+    _session(task, ancestors)
     # children first, while this stub holds only the context and the report fd
     mine = ancestors | {task.pid: me}
     for child in plan.children[task.pid]:
