@@ -16,7 +16,7 @@ from oracle import facts, ppids, task_facts, wait_for
 from trees import Member, spawn
 
 import pyckpt
-from pyckpt.checkpointer import CheckpointError
+from pyckpt.checkpointer import CheckpointError, checkpoint
 from pyckpt.image import Image
 
 SLEEP = ["sleep", "1000"]
@@ -159,6 +159,9 @@ def test_multithreaded_every_thread_stopped(freezer: str) -> None:
         tids = tree.role("root")["tids"]
         assert len(tids) == 4
         before = facts(pids)
+        # the spinning thread does run while the tree is not frozen
+        cpu = {tid: _cpu(pid, tid) for tid in tids}
+        wait_for(lambda: any(_cpu(pid, t) > c + 5 for t, c in cpu.items()))
         seen: dict[str, object] = {}
 
         def save(image: Image) -> None:
@@ -169,7 +172,7 @@ def test_multithreaded_every_thread_stopped(freezer: str) -> None:
             later = {tid: _cpu(pid, tid) for tid in tids}
             seen["ran"] = {t: later[t] - c for t, c in cpu.items() if later[t] != c}
 
-        res = pyckpt.checkpoint(pid, freezer=freezer, kill=True, save=save)
+        res = checkpoint(pid, freezer=freezer, kill=True, save=save)
         assert seen["ran"] == {}
         if freezer == "signal":
             assert set(seen["states"].values()) == {"T"}
