@@ -23,6 +23,7 @@ SLEEP = ["sleep", "1000"]
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_CLONE = 56
 _CLONE_FILES = 0x400
+_SYS_EXIT = 60
 
 
 def _state(pid: int) -> str:
@@ -86,6 +87,31 @@ def test_zombie_root_refused() -> None:
         assert _state(pid) == "Z"  # not reaped by the checkpoint
     finally:
         os.waitpid(pid, 0)
+
+
+def test_main_thread_gone_refused() -> None:
+    """A process whose main thread exited while another runs on: its leader
+    is a zombie in /proc, with no fd table to read: refused, not taken for a
+    zombie child."""
+
+    def child(t: Member) -> None:
+        threading.Thread(target=signal.pause, daemon=True).start()
+        os.close(t._w)  # ready: the main thread leaves, the other stays
+        _libc.syscall(_SYS_EXIT, 0)  # exit(2), not exit_group(2)
+
+    def root(t: Member) -> None:
+        t.report(role="root", child=t.fork(child))
+
+    tree = spawn(root)
+    try:
+        pid = tree.role("root")["child"]
+        wait_for(lambda: _state(pid) == "Z")
+        assert len(os.listdir(f"/proc/{pid}/task")) == 2
+        with pytest.raises(CheckpointError, match="main thread exited while other"):
+            pyckpt.checkpoint(tree.root)
+        assert _state(tree.root) in ("S", "R")
+    finally:
+        tree.kill()
 
 
 def _clone_files(t: Member) -> None:
