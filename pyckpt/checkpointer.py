@@ -680,9 +680,9 @@ class _Collector:
                 argv=[os.fsdecode(a) for a in cmdline.split(b"\0")[:-1]],
                 cwd=os.readlink(f"/proc/{pid}/cwd"),
             )
-            problem = _identity(task) or _threads(task)
-            if problem:
-                self.problems.append(f"task {pid} ({comm}): {problem}")
+            for problem in (_identity(task), _threads(task)):
+                if problem:
+                    self.problems.append(f"task {pid} ({comm}): {problem}")
             pidfd = self._own(os.pidfd_open(pid))
             fds = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
         except (OSError, psutil.Error) as e:

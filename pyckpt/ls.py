@@ -420,6 +420,8 @@ def snapshot(pid: int) -> Snapshot:
     """Read the live tree rooted at pid (not frozen: a snapshot that may race)."""
     from pyckpt.errors import CheckpointError
 
+    if pid == 1:
+        raise LsError("refusing to list pid 1 (init: the whole system)")
     try:
         root = _root_process(pid)
         procs = _Lister(root)

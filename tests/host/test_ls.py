@@ -165,3 +165,8 @@ def test_cli_parses_ls() -> None:
 def test_cli_ls_bad_pid(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["ls", "0"]) == 1
     assert "invalid pid 0" in capsys.readouterr().err
+
+
+def test_pid_1_refused_before_anything_is_opened() -> None:
+    with pytest.raises(ls.LsError, match="refusing to list pid 1"):
+        ls.snapshot(1)
