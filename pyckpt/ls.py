@@ -21,12 +21,10 @@ import contextlib
 import errno as _errno
 import os
 import re
-import socket
-import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pyckpt.abi import FileKind, FMode, lib
+from pyckpt.abi import FileKind, FMode, ffi, lib
 from pyckpt.checkpointer import _Lister, _root_process
 from pyckpt.device import Context, kcmp_files, pidfd_getfd
 from pyckpt.errors import CkptError, Error
@@ -353,64 +351,21 @@ class _Reader:
 
 # ---- unix socket peers: NETLINK_SOCK_DIAG ------------------------------------
 
-_SOCK_DIAG_BY_FAMILY = 20
-_NLM_F_REQUEST = 0x1
-_NLM_F_DUMP = 0x300
-_NLMSG_DONE = 3
-_NLMSG_ERROR = 2
-_UDIAG_SHOW_PEER = 0x4
-_UNIX_DIAG_PEER = 2
-
 
 def unix_peers() -> dict[int, int]:
     """Socket inode -> peer socket inode, for every connected unix socket of
-    this network namespace (what ``ss -x`` shows as Peer)."""
-    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 4)
-    try:
-        # struct unix_diag_req: every state, any inode, with the peer
-        req = struct.pack(
-            "=BBHIIIII",
-            socket.AF_UNIX,
-            0,
-            0,
-            0xFFFFFFFF,
-            0,
-            _UDIAG_SHOW_PEER,
-            0xFFFFFFFF,
-            0xFFFFFFFF,
-        )
-        flags = _NLM_F_REQUEST | _NLM_F_DUMP
-        hdr = struct.pack("=IHHII", 16 + len(req), _SOCK_DIAG_BY_FAMILY, flags, 1, 0)
-        nl.sendto(hdr + req, (0, 0))
-        peers: dict[int, int] = {}
-        while True:
-            buf = nl.recv(1 << 16)
-            off = 0
-            while off + 16 <= len(buf):
-                length, mtype, _, _, _ = struct.unpack_from("=IHHII", buf, off)
-                if length < 16:
-                    return peers
-                if mtype == _NLMSG_DONE:
-                    return peers
-                if mtype == _NLMSG_ERROR:
-                    (err,) = struct.unpack_from("=i", buf, off + 16)
-                    raise OSError(-err, os.strerror(-err))
-                body = off + 16
-                ino = struct.unpack_from("=I", buf, body + 4)[0]
-                at = body + 16  # struct unix_diag_msg
-                end = off + length
-                while at + 4 <= end:
-                    alen, atype = struct.unpack_from("=HH", buf, at)
-                    if alen < 4:
-                        break
-                    if atype == _UNIX_DIAG_PEER and alen >= 8:
-                        peer = struct.unpack_from("=I", buf, at + 4)[0]
-                        if peer:  # 0: not connected
-                            peers[ino] = peer
-                    at += (alen + 3) & ~3
-                off += (length + 3) & ~3
-    finally:
-        nl.close()
+    this network namespace (what ``ss -x`` shows as Peer); the netlink dump
+    is C in the cffi extension, laid out by the kernel's headers."""
+    room = 1024
+    while True:
+        ino = ffi.new("unsigned int[]", room)
+        peer = ffi.new("unsigned int[]", room)
+        n = lib.ckpt_unix_peers(ino, peer, room)
+        if n < 0:
+            raise OSError(-n, os.strerror(-n))
+        if n <= room:
+            return {ino[i]: peer[i] for i in range(n)}
+        room = 2 * n  # more sockets than room: again, with enough
 
 
 # ---- the snapshot -----------------------------------------------------------------
