@@ -70,6 +70,7 @@ _STUB_FAILED = 126
 _MSG_MAX = 3000  # a report line stays below PIPE_BUF: written atomically
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_DUMPABLE = 4
 _EVENTFD_INIT_MAX = (1 << 32) - 1  # eventfd(2) takes an unsigned int
 _TYPES = {
     FileKind.REG: stat.S_IFREG,
@@ -751,6 +752,9 @@ def _zombie(task: Task, ctx: Context, wfd: int, ancestors: dict[int, int]) -> No
         os.close(wfd)
         sig = status & 0x7F
         if sig:
+            # no core file, even through a core_pattern pipe (RLIMIT_CORE
+            # does not stop those): the status says the signal, not a dump
+            _libc_call("prctl", _PR_SET_DUMPABLE, 0, 0, 0, 0)
             if sig != signal.SIGKILL:
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
