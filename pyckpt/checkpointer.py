@@ -14,35 +14,32 @@ Every failure raises CheckpointError with the tree resumed as it was found.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno as _errno
-import fcntl
 import functools
 import os
 import re
 import resource
-import select
 import signal
-import termios
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import psutil
 
-from pyckpt.abi import FileKind, FMode, ObjType, lib
-from pyckpt.device import Context, FileInfo, kcmp_files, pidfd_getfd, tee
+from pyckpt import kinds
+from pyckpt.abi import FileKind, ObjType
+from pyckpt.device import Context, FileInfo, kcmp_files, pidfd_getfd
 from pyckpt.errors import CheckpointError, CkptError
 from pyckpt.image import (
     RLIM_INFINITY,
     RLIM_NLIMITS,
-    Epoll,
-    EpollItem,
     ErrorRecord,
     Fd,
     File,
     Head,
     Image,
-    Pipe,
     Task,
 )
 
@@ -145,11 +142,6 @@ def _comm(pid: int) -> str:
         return _read_text(f"/proc/{pid}/comm").rstrip("\n")
     except OSError:
         return "?"
-
-
-def _kernel_dev(sdev: int) -> tuple[int, int]:
-    # the kernel's own dev_t (MINORBITS 20), as fdinfo prints it
-    return sdev >> 20, sdev & 0xFFFFF
 
 
 def _wait_until(cond: Callable[[], bool], what: str) -> None:
@@ -616,9 +608,20 @@ class _FdRef:
 
 
 @dataclass
+class Options:
+    """What a checkpoint may save beyond the defaults (CLI flags)."""
+
+    allow_external: bool = False  # objects also held outside, marked external
+
+
+@dataclass
 class _Collector:
+    """What checkpoint has gathered so far; each kind (pyckpt/kinds/) reads
+    and fills it through first/info/image, problem() and own()."""
+
     ctx: Context
     image: Image
+    opts: Options = field(default_factory=Options)
     refs: list[_FdRef] = field(default_factory=list)
     first: dict[int, _FdRef] = field(default_factory=dict)  # objref -> first fd
     holders: dict[int, list[_FdRef]] = field(default_factory=dict)  # objref -> fds
@@ -630,6 +633,14 @@ class _Collector:
     def _own(self, fd: int) -> int:
         self.locals.add(fd)
         return fd
+
+    def own(self, fd: int) -> int:
+        """A scratch fd of a kind's: closed with the others on every path."""
+        return self._own(fd)
+
+    def problem(self, r: _FdRef, why: str) -> None:
+        """r cannot be checkpointed: one line of the refusal."""
+        self.problems.append(f"{r.where()}: {why}")
 
     def _close(self, fd: int) -> None:
         self.locals.discard(fd)
@@ -739,153 +750,12 @@ class _Collector:
             f_mode=info.f_mode,
             pos=info.pos,
         )
-        kind = info.kind
-        if kind in (FileKind.REG, FileKind.DIR, FileKind.FIFO):
-            if not self._reachable(r):
-                return None
-            f.path = r.link
-            # what restart checks before it hands the file out again
-            st = os.fstat(r.local)
-            f.st_dev, f.st_ino, f.st_mode = st.st_dev, st.st_ino, st.st_mode
-            f.st_uid, f.st_gid, f.st_size = st.st_uid, st.st_gid, st.st_size
-        if kind in (FileKind.PIPE, FileKind.FIFO):
-            f.pipe_objref = info.inode_objref
-        elif kind == FileKind.ANON and r.link == "anon_inode:[eventfd]":
-            f.kind = FileKind.EVENTFD
-            m = re.search(r"^eventfd-count:\s*([0-9a-fA-F]+)", r.fdinfo, re.MULTILINE)
-            f.count = int(m[1], 16) if m else 0
-            # 6.1 does not print eventfd-semaphore: then the flag is unknown
-            m = re.search(r"^eventfd-semaphore:\s*(\d)", r.fdinfo, re.MULTILINE)
-            if m is None:
-                f.efd_sem_unknown = True
-            elif m[1] == "1":
-                f.efd_flags = os.EFD_SEMAPHORE
-        elif kind == FileKind.ANON and r.link == "anon_inode:[eventpoll]":
-            f.kind = FileKind.EPOLL
-        elif kind not in (FileKind.REG, FileKind.DIR):
-            self.problems.append(f"{r.where()}: {_describe(r, kind)}: not supported")
-            return None
-        return f
-
-    def _reachable(self, r: _FdRef) -> bool:
-        """A REG, DIR or FIFO must be reopenable at its path by restart."""
         st = os.fstat(r.local)
-        path = r.link
-        if path.endswith(" (deleted)") or st.st_nlink == 0:
-            self.problems.append(f"{r.where()}: {path}: the file was deleted")
-            return False
-        try:
-            there = os.stat(path) if path.startswith("/") else None
-        except OSError:
-            there = None
-        if there is None or (there.st_dev, there.st_ino) != (st.st_dev, st.st_ino):
-            self.problems.append(
-                f"{r.where()}: {path}: not reachable at its path (moved, "
-                "replaced or in another mount namespace)"
-            )
-            return False
-        return True
-
-    # -- pipes --
-
-    def pipes(self) -> None:
-        by_pipe: dict[int, list[int]] = {}
-        for objref, f in self.image.files.items():
-            if f.kind in (FileKind.PIPE, FileKind.FIFO):
-                by_pipe.setdefault(f.pipe_objref, []).append(objref)
-        for pipe_objref, objrefs in by_pipe.items():
-            self.image.pipes[pipe_objref] = self._pipe(pipe_objref, objrefs)
-
-    def _pipe(self, pipe_objref: int, objrefs: list[int]) -> Pipe:
-        reader = next(
-            (self.first[o] for o in objrefs if self.info[o].f_mode & FMode.READ), None
-        )
-        writer = next(
-            (self.first[o] for o in objrefs if self.info[o].f_mode & FMode.WRITE), None
-        )
-        any_end = (reader or writer).local
-        pipe = Pipe(objref=pipe_objref, size=fcntl.fcntl(any_end, fcntl.F_GETPIPE_SZ))
-        if reader is not None:
-            pipe.data = self._peek(reader, pipe.size)
-            pipe.no_writer = bool(_poll(reader.local) & select.POLLHUP)
-        if writer is not None:
-            pipe.no_reader = bool(_poll(writer.local) & select.POLLERR)
-        return pipe
-
-    def _peek(self, reader: _FdRef, size: int) -> bytes:
-        """The pipe's buffered bytes, left in place (tee into a scratch pipe)."""
-        buf = bytearray(4)
-        fcntl.ioctl(reader.local, termios.FIONREAD, buf)
-        want = int.from_bytes(buf, "little")
-        if want == 0:
-            return b""
-        sr, sw = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.locals |= {sr, sw}
-        # as many slots as the source: one tee copies every buffer
-        fcntl.fcntl(sw, fcntl.F_SETPIPE_SZ, max(size, want))
-        try:
-            # tee always starts at the head of the source: one call, no retry
-            copied = tee(reader.local, sw, want)
-        except BlockingIOError:
-            copied = 0
-        if copied != want:
-            raise CheckpointError(
-                f"{reader.where()}: {reader.link}: tee copied {copied} of the "
-                f"{want} buffered bytes"
-            )
-        chunks = []
-        while copied:
-            chunk = os.read(sr, copied)
-            chunks.append(chunk)
-            copied -= len(chunk)
-        return b"".join(chunks)
-
-    # -- epoll --
-
-    def epolls(self) -> None:
-        # every file met, the unsupported ones too: they are reported already
-        stats = {o: os.fstat(r.local) for o, r in self.first.items()}
-        for objref, f in self.image.files.items():
-            if f.kind != FileKind.EPOLL:
-                continue
-            ep = self.first[objref]
-            epoll = Epoll(objref=objref)
-            # kcmp's toff: the how-many-th item with this tfd (fdinfo and
-            # kcmp walk the same rbtree): two items may share a number
-            nth: dict[int, int] = {}
-            for m in _EPOLL_ITEM.finditer(ep.fdinfo):
-                tfd, events, data = int(m[1]), int(m[2], 16), int(m[3], 16)
-                ino, sdev = int(m[5], 16), _kernel_dev(int(m[6], 16))
-                toff = nth.get(tfd, 0)
-                nth[tfd] = toff + 1
-                target = self._target(ep, tfd, toff, ino, sdev, stats)
-                if target is None:
-                    self.problems.append(_epoll_leak(ep, tfd, ino, sdev, self.refs))
-                    continue
-                epoll.items.append(EpollItem(target, tfd, events, data))
-            self.image.epolls[objref] = epoll
-
-    def _target(
-        self,
-        ep: _FdRef,
-        tfd: int,
-        toff: int,
-        ino: int,
-        sdev: tuple[int, int],
-        stats: dict[int, os.stat_result],
-    ) -> int | None:
-        for objref, st in stats.items():
-            if st.st_ino != ino or (os.major(st.st_dev), os.minor(st.st_dev)) != sdev:
-                continue
-            c = self.first[objref]
-            try:
-                if _kcmp_epoll_tfd(c.pid, c.fd, ep.pid, ep.fd, tfd, toff):
-                    return objref
-            except OSError as e:
-                raise CheckpointError(
-                    f"{ep.where()}: kcmp(KCMP_EPOLL_TFD) for tfd {tfd}: {_why(e)}"
-                ) from e
-        return None
+        kind = kinds.claim(info.kind, r.link, st)
+        if kind is None:
+            self.problem(r, f"{_describe(r, info.kind, st)}: not supported")
+            return None
+        return f if kind.checkpoint(self, f, r) else None
 
     # -- leaks --
 
@@ -1080,16 +950,6 @@ def _read_text_bytes(path: str) -> bytes:
         return f.read()
 
 
-def _kcmp_epoll_tfd(
-    pid: int, fd: int, epoll_pid: int, efd: int, tfd: int, toff: int
-) -> bool:
-    """kcmp(KCMP_EPOLL_TFD) with its toff (device.kcmp_epoll_tfd passes 0)."""
-    ret = lib.ckpt_kcmp_epoll_tfd(pid, fd, epoll_pid, efd, tfd, toff)
-    if ret < 0:
-        raise OSError(-ret, f"kcmp(KCMP_EPOLL_TFD): {os.strerror(-ret)}")
-    return ret == 0
-
-
 def _why(e: BaseException) -> str:
     if isinstance(e, OSError) and e.errno in (_errno.EPERM, _errno.EACCES):
         return f"permission denied ({e})"
@@ -1098,64 +958,12 @@ def _why(e: BaseException) -> str:
     return str(e)
 
 
-def _poll(fd: int) -> int:
-    p = select.poll()
-    p.register(fd, select.POLLIN | select.POLLOUT)
-    events = p.poll(0)
-    return events[0][1] if events else 0
-
-
-def _describe(r: _FdRef, kind: FileKind) -> str:
-    if kind == FileKind.CHR:
-        return f"{r.link} (character device)"
-    if kind == FileKind.BLK:
-        return f"{r.link} (block device)"
+def _describe(r: _FdRef, kind: FileKind, st: os.stat_result) -> str:
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        what = "character" if stat.S_ISCHR(st.st_mode) else "block"
+        rdev = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+        return f"{r.link} ({what} device {rdev})"
     return r.link
-
-
-def _epoll_leak(
-    ep: _FdRef, tfd: int, ino: int, sdev: tuple[int, int], refs: list[_FdRef]
-) -> str:
-    """Seed 003: an epoll target that no fd of the tree holds."""
-    target = f"ino {ino} on dev {sdev[0]}:{sdev[1]}"
-    for r in refs:
-        st = os.stat(f"/proc/{r.pid}/fd/{r.fd}")
-        if st.st_ino == ino and (os.major(st.st_dev), os.minor(st.st_dev)) == sdev:
-            # every anon file shares one inode: only its kind is known
-            anon = r.link.startswith("anon_inode:")
-            target = "anon_inode" if anon else r.link
-            break
-    outside = _holder_outside(ep, tfd, ino, sdev)
-    return (
-        f"{ep.where()}: checkpoint leak: epoll target {target} (original fd {tfd}) "
-        f"is not open in the tree{outside}"
-    )
-
-
-def _holder_outside(ep: _FdRef, tfd: int, ino: int, sdev: tuple[int, int]) -> str:
-    """Who holds an epoll target outside the tree (error path only: a /proc scan)."""
-    for pid in _pids():
-        with contextlib.suppress(OSError):
-            for name in os.listdir(f"/proc/{pid}/fd"):
-                path = f"/proc/{pid}/fd/{name}"
-                st = os.stat(path)
-                if (
-                    st.st_ino != ino
-                    or (os.major(st.st_dev), os.minor(st.st_dev)) != sdev
-                ):
-                    continue
-                if _kcmp_epoll_tfd(pid, int(name), ep.pid, ep.fd, tfd, 0):
-                    link = os.readlink(path)
-                    return (
-                        f"; held outside by pid {pid} ({_comm(pid)}) fd {name} ({link})"
-                    )
-    return ""
-
-
-def _pids() -> Iterator[int]:
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            yield int(name)
 
 
 # ---- the whole checkpoint ----------------------------------------------------------
@@ -1170,8 +978,8 @@ def _collect(frz: _Freezer, col: _Collector) -> None:
             col.task(p, frz.lister.ppid[p.pid])
     col.shared_tables()
     col.files()
-    col.pipes()
-    col.epolls()
+    for kind in kinds.KINDS:
+        kind.collect(col)
     # a local copy counts as an outside reference: none may be open now
     col.close_locals()
     if col.problems:
@@ -1248,6 +1056,7 @@ def checkpoint(
     allow_external: bool = False,
     kill: bool = False,
     save: Callable[[Image], None] | None = None,
+    options: Options | None = None,
 ) -> CheckpointResult:
     """Checkpoint the process tree rooted at pid into an in-memory Image.
 
@@ -1256,7 +1065,9 @@ def checkpoint(
     instead of failing.  kill: SIGKILL the tree instead of thawing it (only
     once the checkpoint succeeded, and once save() returned: a save that
     fails thaws the tree instead).  save: called with the image while the
-    tree is still frozen, when kill is set; else after the thaw.
+    tree is still frozen, when kill is set; else after the thaw.  options:
+    what the kinds may save beyond the defaults (allow_external sets its
+    field too).
 
     Raises CheckpointError with the tree resumed as it was (SIGINT,
     SIGTERM and SIGHUP while frozen thaw it first; a watchdog process thaws
@@ -1290,7 +1101,11 @@ def checkpoint(
         machine=uts.machine,
     )
     image = Image(head=head)
-    col = _Collector(ctx, image)
+    opts = dataclasses.replace(
+        options or Options(),
+        allow_external=allow_external or (options or Options()).allow_external,
+    )
+    col = _Collector(ctx, image, opts)
     frozen_at = time.monotonic()
     head.time = time.time()
     with _thaw_on_signals() as block:
@@ -1299,7 +1114,7 @@ def checkpoint(
             with _nofile_at_hard_limit():
                 frz.freeze()
                 _collect(frz, col)
-                col.leaks(allow_external)
+                col.leaks(opts.allow_external)
         except BaseException as exc:
             block()
             col.close_locals()

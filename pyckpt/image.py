@@ -6,7 +6,7 @@ header's comment.  This module holds the in-memory model (``Image`` and its
 parts), ``Image.to_bytes()`` and ``Image.from_bytes()``.
 
 Every record is packed and unpacked through cffi from the header's structs:
-``_LAYOUTS`` says, per record type, which struct is its fixed part and which
+``LAYOUTS`` says, per record type, which struct is its fixed part and which
 variable parts follow it (each sized by a field of the struct and bounded by a
 ``CKPT_*_MAX``).  Reading is two layers: ``iter_records()`` decodes and checks
 each record by itself (seed 003's ``ckpt_read_obj(len, max)``), ``_Parser``
@@ -16,18 +16,40 @@ the checksum).  Any malformed input raises ``ImageError`` and nothing else.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import stat
 import tempfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyckpt import kinds
 from pyckpt.abi import FileKind, FMode, HdrType, ObjType, ffi, lib
 from pyckpt.errors import ImageError
+from pyckpt.kinds.epoll import Epoll, EpollItem
+from pyckpt.kinds.pipe import PIPE_KINDS, Pipe
+from pyckpt.records import (
+    ALIGN,
+    CHECKS,
+    HDR,
+    HDR_SIZE,
+    LAYOUTS,
+    Layout,
+    Record,
+    Var,
+    bad,
+    decode_fields,
+    enc,
+    no_nul,
+    nonzero_pad,
+    pack,
+    pad,
+    register,
+    text,
+    unpack,
+)
 
 __all__ = [
     "Epoll",
@@ -129,85 +151,8 @@ class File:
     st_uid: int = 0
     st_gid: int = 0
     st_size: int = 0
-
-
-@dataclass
-class Pipe:
-    """PIPE: a pipe's buffer, shared by its ends (their ``pipe_objref``)."""
-
-    objref: int
-    size: int  # F_GETPIPE_SZ
-    data: bytes = b""
-    no_reader: bool = False  # read end closed everywhere
-    no_writer: bool = False  # write end closed everywhere
-
-
-@dataclass(slots=True)
-class EpollItem:
-    """One epoll watch: its target file by objref, as epoll_ctl() took it."""
-
-    target: int
-    tfd: int
-    events: int
-    data: int
-
-
-_ITEM = "struct ckpt_epoll_item"
-
-
-def _item_view(raw: bytes) -> Any:
-    """The items of ``raw`` as a cffi array over its bytes (no copy)."""
-    return ffi.from_buffer(f"{_ITEM}[]", raw)
-
-
-class EpollItems(Sequence[EpollItem]):
-    """An EPOLL record's items, decoded one at a time from its bytes: a
-    million items stay 24 MiB instead of a million Python objects."""
-
-    __slots__ = ("_raw", "_view")
-
-    def __init__(self, raw: bytes) -> None:
-        self._raw = raw
-        self._view = _item_view(raw)
-
-    def __len__(self) -> int:
-        return len(self._view)
-
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        n = len(self)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(i)
-        it = self._view[i]
-        return EpollItem(it.target, it.tfd, it.events, it.data)
-
-    def __iter__(self) -> Iterator[EpollItem]:
-        for it in self._view:
-            yield EpollItem(it.target, it.tfd, it.events, it.data)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, EpollItems):
-            return self._raw == other._raw
-        if isinstance(other, Sequence):
-            return list(self) == list(other)
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        return f"EpollItems({list(self)!r})"
-
-
-@dataclass
-class Epoll:
-    """EPOLL: the items of one epoll file (written after every task).
-
-    ``items`` is a list, or an EpollItems as Image.from_bytes() makes it.
-    """
-
-    objref: int
-    items: Sequence[EpollItem] = field(default_factory=list)
+    # a kind's own state (pyckpt/kinds/), written as its own records
+    extra: Any = None
 
 
 @dataclass
@@ -321,181 +266,11 @@ def check_trusted(st: os.stat_result, path: str) -> None:
 
 # ---- record layouts ----------------------------------------------------------
 
-_HDR = "struct ckpt_hdr"
-_HDR_SIZE: int = ffi.sizeof(_HDR)
-_ALIGN = 8  # every record's len is a multiple of 8
-
-
-@dataclass(frozen=True)
-class _Var:
-    """A variable part after a record's struct: ``count`` elements."""
-
-    name: str  # its key in Record.fields
-    count: str  # the struct field holding its length (bytes or items)
-    bound: str  # the CKPT_*_MAX constant bounding that field
-    item: str | None = None  # element struct for arrays; None: raw bytes
-
-    @property
-    def max(self) -> int:
-        return int(getattr(lib, self.bound))
-
-    @property
-    def item_size(self) -> int:
-        return ffi.sizeof(self.item) if self.item else 1
-
-
-@dataclass(frozen=True)
-class _Layout:
-    struct: str
-    var: tuple[_Var, ...] = ()
-
-    @property
-    def size(self) -> int:
-        return ffi.sizeof(self.struct)
-
-    @property
-    def max_len(self) -> int:
-        """The largest len a valid record of this type can declare."""
-        return _pad(self.size + sum(v.max * v.item_size for v in self.var))
-
-
-_LAYOUTS: dict[int, _Layout] = {
-    HdrType.HEAD: _Layout("struct ckpt_hdr_head"),
-    HdrType.TREE: _Layout("struct ckpt_hdr_tree"),
-    HdrType.TASK: _Layout(
-        "struct ckpt_hdr_task",
-        (
-            _Var("comm", "comm_len", "CKPT_COMM_MAX"),
-            _Var("argv", "argv_len", "CKPT_ARGV_MAX"),
-            _Var("cwd", "cwd_len", "CKPT_PATH_MAX"),
-            _Var("groups", "ngroups", "CKPT_GROUPS_MAX", "uint32_t"),
-            _Var("env", "env_len", "CKPT_ENV_MAX"),
-            _Var("exe", "exe_len", "CKPT_PATH_MAX"),
-            _Var("root", "root_len", "CKPT_PATH_MAX"),
-        ),
-    ),
-    HdrType.FILE: _Layout(
-        "struct ckpt_hdr_file", (_Var("path", "path_len", "CKPT_PATH_MAX"),)
-    ),
-    HdrType.FD: _Layout("struct ckpt_hdr_fd"),
-    HdrType.OBJREF: _Layout("struct ckpt_hdr_objref"),
-    HdrType.ERROR: _Layout(
-        "struct ckpt_hdr_error", (_Var("msg", "msg_len", "CKPT_MSG_MAX"),)
-    ),
-    HdrType.TAIL: _Layout("struct ckpt_hdr_tail"),
-    HdrType.PIPE: _Layout(
-        "struct ckpt_hdr_pipe", (_Var("data", "data_len", "CKPT_PIPE_DATA_MAX"),)
-    ),
-    HdrType.EPOLL: _Layout(
-        "struct ckpt_hdr_epoll",
-        (_Var("items", "nr_items", "CKPT_EPOLL_ITEMS_MAX", "struct ckpt_epoll_item"),),
-    ),
-}
-# a record type added to ckpt.h must get a layout here before anything runs
-if set(_LAYOUTS) != set(HdrType):
-    raise ImportError("ckpt.h has a record type that pyckpt.image has no layout for")
-
-_PIPE_KINDS = frozenset({FileKind.PIPE, FileKind.FIFO})
 _FMODE_ALL = int(sum(FMode))
 _UTS = ("sysname", "release", "version", "machine")
 
 
-def _pad(n: int) -> int:
-    return -(-n // _ALIGN) * _ALIGN
-
-
-@functools.cache
-def _fields(ctype: str) -> list[tuple[str, Any]]:
-    """A struct's data fields (header ``h`` and ``__pad*`` left out)."""
-    return [
-        (name, f)
-        for name, f in ffi.typeof(ctype).fields
-        if name != "h" and not name.startswith("__")
-    ]
-
-
-def _pad_offsets(ctype: str) -> tuple[int, ...]:
-    """Byte offsets of a struct that no data field covers: __pad fields,
-    implicit holes and tail padding; all must be zero in an image."""
-    covered: set[int] = set()
-
-    def cover(t: Any, base: int) -> None:
-        for name, f in t.fields:
-            if name.startswith("__"):
-                continue
-            if f.type.kind == "struct":
-                cover(f.type, base + f.offset)
-            else:
-                covered.update(
-                    range(base + f.offset, base + f.offset + ffi.sizeof(f.type))
-                )
-
-    cover(ffi.typeof(ctype), 0)
-    return tuple(i for i in range(ffi.sizeof(ctype)) if i not in covered)
-
-
-_PADS: dict[str, tuple[int, ...]] = {
-    ctype: _pad_offsets(ctype)
-    for ctype in [_HDR]
-    + [lay.struct for lay in _LAYOUTS.values()]
-    + [
-        v.item
-        for lay in _LAYOUTS.values()
-        for v in lay.var
-        if v.item and v.item.startswith("struct ")
-    ]
-}
-
-
-def _unpack(ctype: str, raw: bytes) -> Any:
-    """A fresh ``ctype *`` holding a copy of ``raw`` (exactly its size)."""
-    p = ffi.new(f"{ctype} *")
-    ffi.memmove(p, raw, len(raw))
-    return p
-
-
-def _decode_fields(ctype: str, p: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, f in _fields(ctype):
-        if f.type.kind == "array" and f.type.item.kind == "struct":  # rlim[]
-            out[name] = [
-                {k: int(getattr(e, k)) for k, _ in f.type.item.fields}
-                for e in getattr(p, name)
-            ]
-        elif f.type.kind == "array":  # char[] (uts names): the raw bytes
-            out[name] = bytes(ffi.buffer(getattr(p, name)))
-        else:
-            out[name] = int(getattr(p, name))
-    return out
-
-
-def _nonzero_pad(ctype: str, raw: bytes) -> bool:
-    return any(raw[i] for i in _PADS[ctype])
-
-
 # ---- records: one by one -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Record:
-    """One record as decoded by ``iter_records()``.
-
-    ``fields`` has the struct's data fields by their ckpt.h names (padding
-    left out) and the variable parts: ``comm``, ``argv`` (list of bytes),
-    ``cwd``, ``path``, ``data``, ``msg`` as bytes, ``items`` as a list of
-    dicts; HEAD's uts names are bytes without their NUL padding.
-    """
-
-    offset: int
-    tag: int
-    type: HdrType
-    len: int
-    ptag: int
-    fields: dict[str, Any]
-
-    @property
-    def end(self) -> int:
-        return self.offset + self.len
 
 
 def iter_records(data: bytes, *, packed_items: bool = False) -> Iterator[Record]:
@@ -527,25 +302,25 @@ def _read_obj(data: bytes, offset: int, tag: int, packed: bool = False) -> Recor
     before anything is sliced, so a huge declared len allocates nothing.
     """
     remaining = len(data) - offset
-    if remaining < _HDR_SIZE:
+    if remaining < HDR_SIZE:
         raise ImageError(
-            offset, f"truncated record header ({remaining} of {_HDR_SIZE} bytes)"
+            offset, f"truncated record header ({remaining} of {HDR_SIZE} bytes)"
         )
-    hraw = data[offset : offset + _HDR_SIZE]
-    h = _unpack(_HDR, hraw)
+    hraw = data[offset : offset + HDR_SIZE]
+    h = unpack(HDR, hraw)
     rtype, rlen, ptag = int(h.type), int(h.len), int(h.ptag)
-    if rtype not in _LAYOUTS:
+    if rtype not in LAYOUTS:
         raise ImageError(offset, f"unknown record type {rtype}")
     name = f"{HdrType(rtype).name} record"
-    if _nonzero_pad(_HDR, hraw):
+    if nonzero_pad(HDR, hraw):
         raise ImageError(offset, f"{name}: non-zero padding in its header")
-    if rlen < _HDR_SIZE:
-        raise ImageError(offset, f"{name}: len {rlen} < header size {_HDR_SIZE}")
-    if rlen % _ALIGN:
-        raise ImageError(offset, f"{name}: len {rlen} not a multiple of {_ALIGN}")
-    lay = _LAYOUTS[rtype]
-    if not lay.var and rlen != _pad(lay.size):
-        raise ImageError(offset, f"{name}: len {rlen}, expected {_pad(lay.size)}")
+    if rlen < HDR_SIZE:
+        raise ImageError(offset, f"{name}: len {rlen} < header size {HDR_SIZE}")
+    if rlen % ALIGN:
+        raise ImageError(offset, f"{name}: len {rlen} not a multiple of {ALIGN}")
+    lay = LAYOUTS[rtype]
+    if not lay.var and rlen != pad(lay.size):
+        raise ImageError(offset, f"{name}: len {rlen}, expected {pad(lay.size)}")
     if rlen < lay.size:
         raise ImageError(
             offset, f"{name}: len {rlen} shorter than {lay.struct} ({lay.size})"
@@ -556,19 +331,19 @@ def _read_obj(data: bytes, offset: int, tag: int, packed: bool = False) -> Recor
         raise ImageError(offset, f"{name}: truncated ({remaining} of {rlen} bytes)")
 
     raw = data[offset : offset + lay.size]
-    p = _unpack(lay.struct, raw)
-    fields = _decode_fields(lay.struct, p)
+    p = unpack(lay.struct, raw)
+    fields = decode_fields(lay.struct, p)
     end = lay.size
     for v in lay.var:
         n = fields[v.count]
         if n > v.max:
             raise ImageError(offset, f"{name}: {v.count} {n} exceeds {v.bound} {v.max}")
         end += n * v.item_size
-    if _pad(end) != rlen:
-        raise ImageError(offset, f"{name}: len {rlen} but its fields make {_pad(end)}")
+    if pad(end) != rlen:
+        raise ImageError(offset, f"{name}: len {rlen} but its fields make {pad(end)}")
     if remaining < rlen:
         raise ImageError(offset, f"{name}: truncated ({remaining} of {rlen} bytes)")
-    if _nonzero_pad(lay.struct, raw):
+    if nonzero_pad(lay.struct, raw):
         raise ImageError(offset, f"{name}: non-zero padding in {lay.struct}")
     if any(data[offset + end : offset + rlen]):
         raise ImageError(offset, f"{name}: non-zero trailing padding")
@@ -580,33 +355,24 @@ def _read_obj(data: bytes, offset: int, tag: int, packed: bool = False) -> Recor
         pos += size
 
     rec = Record(offset, tag, HdrType(rtype), rlen, ptag, fields)
-    _CHECKS[rec.type](rec, name)
-    if rec.type == HdrType.EPOLL and not packed:
-        fields["items"] = [
-            _decode_fields(_ITEM, it) for it in _item_view(fields["items"])
-        ]
+    CHECKS[rec.type](rec, name)
+    if not packed:
+        for v in lay.var:
+            if v.item and v.item.startswith("struct "):  # EPOLL items: dicts
+                view = ffi.from_buffer(f"{v.item}[]", fields[v.name])
+                fields[v.name] = [decode_fields(v.item, it) for it in view]
     return rec
 
 
 # ---- record-local checks: values that are wrong whatever surrounds them ------
 
 
-def _bad(rec: Record, name: str, msg: str) -> ImageError:
-    return ImageError(rec.offset, f"{name}: {msg}")
-
-
-def _no_nul(rec: Record, name: str, *keys: str) -> None:
-    for key in keys:
-        if b"\0" in rec.fields[key]:
-            raise _bad(rec, name, f"NUL inside {key}")
-
-
 def _check_head(rec: Record, name: str) -> None:
     f = rec.fields
     if f["magic"] != lib.CKPT_HEAD_MAGIC:
-        raise _bad(rec, name, f"bad magic {f['magic']:#x}")
+        raise bad(rec, name, f"bad magic {f['magic']:#x}")
     if f["format_version"] == 1:
-        raise _bad(
+        raise bad(
             rec,
             name,
             "format version 1 is refused: its TASK records hold no credentials "
@@ -614,7 +380,7 @@ def _check_head(rec: Record, name: str) -> None:
             "every task as root; checkpoint the tree again with this pyckpt",
         )
     if f["format_version"] == 2:
-        raise _bad(
+        raise bad(
             rec,
             name,
             "format version 2 is refused: its TASK records have another size "
@@ -622,31 +388,31 @@ def _check_head(rec: Record, name: str) -> None:
             "checkpoint the tree again with this pyckpt",
         )
     if f["format_version"] != lib.CKPT_FORMAT_VERSION:
-        raise _bad(rec, name, f"unsupported format version {f['format_version']}")
+        raise bad(rec, name, f"unsupported format version {f['format_version']}")
     if f["abi_version"] != lib.CKPT_ABI_VERSION:
-        raise _bad(rec, name, f"unsupported ABI version {f['abi_version']}")
+        raise bad(rec, name, f"unsupported ABI version {f['abi_version']}")
     if f["time_nsec"] >= 1_000_000_000:
-        raise _bad(rec, name, f"time_nsec {f['time_nsec']} >= 10^9")
+        raise bad(rec, name, f"time_nsec {f['time_nsec']} >= 10^9")
     for key in _UTS:
         raw = f[key]
         nul = raw.find(b"\0")
         if nul < 0:
-            raise _bad(rec, name, f"{key} not NUL-terminated")
+            raise bad(rec, name, f"{key} not NUL-terminated")
         if any(raw[nul:]):
-            raise _bad(rec, name, f"non-zero padding after {key}")
+            raise bad(rec, name, f"non-zero padding after {key}")
         f[key] = raw[:nul]
 
 
 def _check_tree(rec: Record, name: str) -> None:
     if rec.fields["root_pid"] < 0:
-        raise _bad(rec, name, f"root_pid {rec.fields['root_pid']} < 0")
+        raise bad(rec, name, f"root_pid {rec.fields['root_pid']} < 0")
 
 
 def _strings(rec: Record, name: str, key: str, count: str) -> None:
     raw, n = rec.fields[key], rec.fields[count]
     nuls = raw.count(b"\0")
     if nuls != n or (n and not raw.endswith(b"\0")):
-        raise _bad(rec, name, f"{key} has {nuls} NULs for {count} {n}")
+        raise bad(rec, name, f"{key} has {nuls} NULs for {count} {n}")
     rec.fields[key] = raw[:-1].split(b"\0") if n else []
 
 
@@ -656,33 +422,33 @@ _TASK_FLAGS = lib.CKPT_TASK_NO_NEW_PRIVS | lib.CKPT_TASK_RLIMITS | lib.CKPT_TASK
 def _check_task(rec: Record, name: str) -> None:
     f = rec.fields
     if f["pid"] <= 0:
-        raise _bad(rec, name, f"pid {f['pid']} <= 0")
-    _no_nul(rec, name, "comm", "cwd", "exe", "root")
+        raise bad(rec, name, f"pid {f['pid']} <= 0")
+    no_nul(rec, name, "comm", "cwd", "exe", "root")
     _strings(rec, name, "argv", "argc")
     _strings(rec, name, "env", "envc")
     if f["flags"] & ~_TASK_FLAGS:
-        raise _bad(rec, name, f"unknown flags {f['flags']:#x}")
+        raise bad(rec, name, f"unknown flags {f['flags']:#x}")
     if f["umask"] & ~0o777:
-        raise _bad(rec, name, f"umask {f['umask']:#o} out of range")
+        raise bad(rec, name, f"umask {f['umask']:#o} out of range")
     if not 1 <= f["nr_threads"] <= lib.CKPT_THREADS_MAX:
-        raise _bad(rec, name, f"nr_threads {f['nr_threads']} out of range")
+        raise bad(rec, name, f"nr_threads {f['nr_threads']} out of range")
     if f["flags"] & lib.CKPT_TASK_ZOMBIE:
         if not 0 <= f["exit_status"] <= 0xFFFF:
-            raise _bad(rec, name, f"exit_status {f['exit_status']:#x} out of range")
+            raise bad(rec, name, f"exit_status {f['exit_status']:#x} out of range")
         if f["nr_fds"]:
-            raise _bad(rec, name, f"a zombie with {f['nr_fds']} fds")
+            raise bad(rec, name, f"a zombie with {f['nr_fds']} fds")
         if f["files_pid"] != f["pid"]:
-            raise _bad(rec, name, "a zombie shares no fd table")
+            raise bad(rec, name, "a zombie shares no fd table")
     elif f["exit_status"]:
-        raise _bad(rec, name, "exit_status set without CKPT_TASK_ZOMBIE")
+        raise bad(rec, name, "exit_status set without CKPT_TASK_ZOMBIE")
     f["groups"] = list(ffi.from_buffer("uint32_t[]", f["groups"]))
     if not f["flags"] & lib.CKPT_TASK_RLIMITS and any(
         r["cur"] or r["max"] for r in f["rlim"]
     ):
-        raise _bad(rec, name, "rlim[] set without CKPT_TASK_RLIMITS")
+        raise bad(rec, name, "rlim[] set without CKPT_TASK_RLIMITS")
     for i, r in enumerate(f["rlim"]):
         if r["cur"] > r["max"]:
-            raise _bad(rec, name, f"rlim[{i}]: soft {r['cur']} above hard {r['max']}")
+            raise bad(rec, name, f"rlim[{i}]: soft {r['cur']} above hard {r['max']}")
 
 
 def _table(t: Task) -> list[tuple[int, int, bool]]:
@@ -692,98 +458,92 @@ def _table(t: Task) -> list[tuple[int, int, bool]]:
 def _check_fd(rec: Record, name: str) -> None:
     f = rec.fields
     if f["fd"] < 0:
-        raise _bad(rec, name, f"fd {f['fd']} < 0")
+        raise bad(rec, name, f"fd {f['fd']} < 0")
     if f["objref"] <= 0:
-        raise _bad(rec, name, f"objref {f['objref']} <= 0")
+        raise bad(rec, name, f"objref {f['objref']} <= 0")
     if f["flags"] & ~lib.CKPT_FD_CLOEXEC:
-        raise _bad(rec, name, f"unknown flags {f['flags']:#x}")
+        raise bad(rec, name, f"unknown flags {f['flags']:#x}")
 
 
 def _check_file(rec: Record, name: str) -> None:
     f = rec.fields
     if f["objref"] <= 0:
-        raise _bad(rec, name, f"objref {f['objref']} <= 0")
+        raise bad(rec, name, f"objref {f['objref']} <= 0")
     if f["kind"] not in FileKind._value2member_map_:
-        raise _bad(rec, name, f"kind {f['kind']} out of range")
+        raise bad(rec, name, f"kind {f['kind']} out of range")
     if f["f_mode"] & ~_FMODE_ALL:
-        raise _bad(rec, name, f"f_mode {f['f_mode']:#x} out of range")
+        raise bad(rec, name, f"f_mode {f['f_mode']:#x} out of range")
     if f["flags"] & ~(lib.CKPT_FILE_EXTERNAL | lib.CKPT_FILE_EFD_SEM_UNKNOWN):
-        raise _bad(rec, name, f"unknown flags {f['flags']:#x}")
-    if f["kind"] in _PIPE_KINDS and f["pipe_objref"] <= 0:
-        raise _bad(rec, name, f"pipe_objref {f['pipe_objref']} <= 0 on a pipe end")
-    if f["kind"] not in _PIPE_KINDS and f["pipe_objref"]:
+        raise bad(rec, name, f"unknown flags {f['flags']:#x}")
+    if f["kind"] in PIPE_KINDS and f["pipe_objref"] <= 0:
+        raise bad(rec, name, f"pipe_objref {f['pipe_objref']} <= 0 on a pipe end")
+    if f["kind"] not in PIPE_KINDS and f["pipe_objref"]:
         kind = FileKind(f["kind"]).name
-        raise _bad(rec, name, f"pipe_objref {f['pipe_objref']} on a {kind} file")
-    _no_nul(rec, name, "path")
-
-
-def _check_pipe(rec: Record, name: str) -> None:
-    f = rec.fields
-    if f["objref"] <= 0:
-        raise _bad(rec, name, f"objref {f['objref']} <= 0")
-    if f["flags"] & ~(lib.CKPT_PIPE_NO_READER | lib.CKPT_PIPE_NO_WRITER):
-        raise _bad(rec, name, f"unknown flags {f['flags']:#x}")
+        raise bad(rec, name, f"pipe_objref {f['pipe_objref']} on a {kind} file")
+    no_nul(rec, name, "path")
 
 
 def _check_objref(rec: Record, name: str) -> None:
     f = rec.fields
     if f["objref"] <= 0:
-        raise _bad(rec, name, f"objref {f['objref']} <= 0")
+        raise bad(rec, name, f"objref {f['objref']} <= 0")
     if f["type"] != ObjType.FILE:
-        raise _bad(rec, name, f"type {f['type']} is not CKPT_OBJ_FILE")
-
-
-def _check_epoll(rec: Record, name: str) -> None:
-    f = rec.fields
-    if f["objref"] <= 0:
-        raise _bad(rec, name, f"objref {f['objref']} <= 0")
-    # one int per item, not a tuple: memory stays a small multiple of the record
-    seen: set[int] = set()
-    for i, it in enumerate(_item_view(f["items"])):
-        target, tfd = it.target, it.tfd
-        if getattr(it, "__pad"):
-            raise _bad(rec, name, f"non-zero padding in item {i}")
-        if target <= 0:
-            raise _bad(rec, name, f"item {i}: target {target} <= 0")
-        key = (target << 32) | (tfd & 0xFFFFFFFF)
-        if key in seen:
-            raise _bad(rec, name, f"item {i}: target {target} fd {tfd} twice")
-        seen.add(key)
+        raise bad(rec, name, f"type {f['type']} is not CKPT_OBJ_FILE")
 
 
 def _check_error(rec: Record, name: str) -> None:
     f = rec.fields
     if f["err"] > 0:
-        raise _bad(rec, name, f"err {f['err']} > 0 (a negative errno or 0)")
+        raise bad(rec, name, f"err {f['err']} > 0 (a negative errno or 0)")
     if f["objref"] < 0 or f["pid"] < 0 or f["fd"] < -1:
-        raise _bad(rec, name, "negative objref, pid or fd")
-    _no_nul(rec, name, "msg")
+        raise bad(rec, name, "negative objref, pid or fd")
+    no_nul(rec, name, "msg")
 
 
 def _check_tail(rec: Record, name: str) -> None:
     if rec.fields["magic"] != lib.CKPT_TAIL_MAGIC:
-        raise _bad(rec, name, f"bad magic {rec.fields['magic']:#x}")
+        raise bad(rec, name, f"bad magic {rec.fields['magic']:#x}")
 
 
-_CHECKS = {
-    HdrType.HEAD: _check_head,
-    HdrType.TREE: _check_tree,
-    HdrType.TASK: _check_task,
-    HdrType.FD: _check_fd,
-    HdrType.FILE: _check_file,
-    HdrType.PIPE: _check_pipe,
-    HdrType.OBJREF: _check_objref,
-    HdrType.EPOLL: _check_epoll,
-    HdrType.ERROR: _check_error,
-    HdrType.TAIL: _check_tail,
+_CORE: dict[HdrType, tuple[Layout, Any]] = {
+    HdrType.HEAD: (Layout("struct ckpt_hdr_head"), _check_head),
+    HdrType.TREE: (Layout("struct ckpt_hdr_tree"), _check_tree),
+    HdrType.TASK: (
+        Layout(
+            "struct ckpt_hdr_task",
+            (
+                Var("comm", "comm_len", "CKPT_COMM_MAX"),
+                Var("argv", "argv_len", "CKPT_ARGV_MAX"),
+                Var("cwd", "cwd_len", "CKPT_PATH_MAX"),
+                Var("groups", "ngroups", "CKPT_GROUPS_MAX", "uint32_t"),
+                Var("env", "env_len", "CKPT_ENV_MAX"),
+                Var("exe", "exe_len", "CKPT_PATH_MAX"),
+                Var("root", "root_len", "CKPT_PATH_MAX"),
+            ),
+        ),
+        _check_task,
+    ),
+    HdrType.FD: (Layout("struct ckpt_hdr_fd"), _check_fd),
+    HdrType.FILE: (
+        Layout("struct ckpt_hdr_file", (Var("path", "path_len", "CKPT_PATH_MAX"),)),
+        _check_file,
+    ),
+    HdrType.OBJREF: (Layout("struct ckpt_hdr_objref"), _check_objref),
+    HdrType.ERROR: (
+        Layout("struct ckpt_hdr_error", (Var("msg", "msg_len", "CKPT_MSG_MAX"),)),
+        _check_error,
+    ),
+    HdrType.TAIL: (Layout("struct ckpt_hdr_tail"), _check_tail),
 }
+for _t, (_layout, _check) in _CORE.items():
+    register(_t, _layout, _check)
+# a record type added to ckpt.h must get a layout (here or in its kind)
+if set(LAYOUTS) != set(HdrType):
+    _missing = ", ".join(HdrType(t).name for t in set(HdrType) - set(LAYOUTS))
+    raise ImportError(f"ckpt.h record types without a layout: {_missing}")
 
 
 # ---- the reader: the grammar and what spans records ---------------------------
-
-
-def _str(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
 
 
 def _names(types: tuple[HdrType, ...]) -> str:
@@ -792,15 +552,17 @@ def _names(types: tuple[HdrType, ...]) -> str:
 
 @dataclass
 class _Def:
-    """Where an objref was defined: its FILE (kind) or its PIPE record."""
+    """Where an objref was defined: its FILE, or a kind's record (PIPE)."""
 
-    what: str  # "file" or "pipe"
+    what: str  # "file", or the kind's object ("pipe")
     rec: Record
-    epoll_at: int | None = None  # offset of its EPOLL record, once seen
+    trailer_at: int | None = None  # offset of its trailer (EPOLL), once seen
 
 
 class _Parser:
-    """HEAD TREE {TASK {FD (FILE [PIPE] | OBJREF)}} {EPOLL} TAIL, ERROR anywhere."""
+    """HEAD TREE {TASK {FD (FILE {kind record} | OBJREF)}} {trailer} TAIL,
+    ERROR anywhere; what follows a FILE and the trailers are its kind's
+    (pyckpt/kinds/), read through read/peek/ptag/define."""
 
     def __init__(self, data: bytes) -> None:
         self.data = data
@@ -821,7 +583,7 @@ class _Parser:
             self._top(rec)
             f = rec.fields
             self.errors.append(
-                ErrorRecord(f["err"], _str(f["msg"]), f["objref"], f["pid"], f["fd"])
+                ErrorRecord(f["err"], text(f["msg"]), f["objref"], f["pid"], f["fd"])
             )
         return None
 
@@ -871,24 +633,42 @@ class _Parser:
         pids: set[int] = set()
         for i in range(nr_tasks):
             image.tasks.append(self._task(image, tree, i, pids))
+        after = (*sorted(kinds.TRAILERS), HdrType.TAIL)
         while True:
-            rec = self._read((HdrType.EPOLL, HdrType.TAIL), "after the last task")
+            rec = self._read(after, "after the last task")
             if rec.type == HdrType.TAIL:
                 break
-            epoll = self._epoll(rec)
-            image.epolls[epoll.objref] = epoll
+            kind = kinds.by_record(rec.type)
+            assert kind is not None  # TRAILERS are owned
+            kind.read_trailer(self, image, rec)
         self._tail(rec)
+        for k in kinds.KINDS:
+            k.check_image(image)
         image.errors = self.errors
         return image
+
+    # what a kind reads its records with
+    def read(self, expected: tuple[HdrType, ...], why: str = "") -> Record:
+        return self._read(expected, why)
+
+    def peek(self) -> Record | None:
+        return self._peek()
+
+    def ptag(self, rec: Record, ptag: int, parent: str) -> None:
+        self._ptag(rec, ptag, parent)
+
+    def define(self, objref: int, what: str, rec: Record) -> None:
+        """A kind's record defines objref (a pipe): FILEs may not reuse it."""
+        self.defs[objref] = _Def(what, rec)
 
     def _head(self, rec: Record) -> Head:
         f = rec.fields
         return Head(
             time=f["time_sec"] + f["time_nsec"] / 1e9,
-            sysname=_str(f["sysname"]),
-            release=_str(f["release"]),
-            version=_str(f["version"]),
-            machine=_str(f["machine"]),
+            sysname=text(f["sysname"]),
+            release=text(f["release"]),
+            version=text(f["version"]),
+            machine=text(f["machine"]),
             format_version=f["format_version"],
             abi_version=f["abi_version"],
         )
@@ -924,9 +704,9 @@ class _Parser:
             ppid=ppid,
             sid=f["sid"],
             pgid=f["pgid"],
-            comm=_str(f["comm"]),
-            argv=[_str(a) for a in f["argv"]],
-            cwd=_str(f["cwd"]),
+            comm=text(f["comm"]),
+            argv=[text(a) for a in f["argv"]],
+            cwd=text(f["cwd"]),
             ruid=f["ruid"],
             euid=f["euid"],
             suid=f["suid"],
@@ -941,9 +721,9 @@ class _Parser:
             rlimits=[(r["cur"], r["max"]) for r in f["rlim"]]
             if f["flags"] & lib.CKPT_TASK_RLIMITS
             else None,
-            env=[_str(e) for e in f["env"]],
-            exe=_str(f["exe"]),
-            root=_str(f["root"]),
+            env=[text(e) for e in f["env"]],
+            exe=text(f["exe"]),
+            root=text(f["root"]),
             exit_status=f["exit_status"]
             if f["flags"] & lib.CKPT_TASK_ZOMBIE
             else None,
@@ -1002,7 +782,9 @@ class _Parser:
                 rec.offset, f"FD record: objref {objref} names nothing yet"
             )
         elif known.what != "file":
-            raise ImageError(rec.offset, f"FD record: objref {objref} names a pipe")
+            raise ImageError(
+                rec.offset, f"FD record: objref {objref} names a {known.what}"
+            )
         cloexec = bool(rec.fields["flags"] & lib.CKPT_FD_CLOEXEC)
         return Fd(rec.fields["fd"], objref, cloexec), rec.offset
 
@@ -1010,13 +792,13 @@ class _Parser:
         f = rec.fields
         self.defs[f["objref"]] = _Def("file", rec)
         kind = FileKind(f["kind"])
-        image.files[f["objref"]] = File(
+        file = File(
             objref=f["objref"],
             kind=kind,
             f_flags=f["f_flags"],
             f_mode=FMode(f["f_mode"]),
             pos=f["pos"],
-            path=_str(f["path"]),
+            path=text(f["path"]),
             pipe_objref=f["pipe_objref"],
             external=bool(f["flags"] & lib.CKPT_FILE_EXTERNAL),
             count=f["count"],
@@ -1029,67 +811,19 @@ class _Parser:
             st_gid=f["st_gid"],
             st_size=f["st_size"],
         )
-        pobj = f["pipe_objref"]
-        known = self.defs.get(pobj) if kind in _PIPE_KINDS else None
-        if kind in _PIPE_KINDS and known is None:
-            pipe = self._read((HdrType.PIPE,), f"FILE with a new pipe_objref {pobj}")
-            self._pipe(image, rec, pipe)
-        elif known is not None and known.what != "pipe":
-            raise ImageError(
-                rec.offset, f"FILE record: pipe_objref {pobj} is a file's objref"
-            )
+        image.files[file.objref] = file
+        owner = kinds.by_file_kind(kind)
+        if owner is not None:
+            owner.read_file(self, image, file, rec)
         nxt = self._peek()
-        if nxt is not None and nxt.type == HdrType.PIPE:
-            why = "its pipe is already defined" if kind in _PIPE_KINDS else "not a pipe"
-            raise ImageError(nxt.offset, f"PIPE record after a FILE: {why}")
-
-    def _pipe(self, image: Image, file: Record, rec: Record) -> None:
-        self._ptag(rec, file.tag, "its FILE")
-        f = rec.fields
-        if f["objref"] != file.fields["pipe_objref"]:
-            raise ImageError(
-                rec.offset,
-                f"PIPE record: objref {f['objref']} differs from its FILE's "
-                f"pipe_objref {file.fields['pipe_objref']}",
+        other = kinds.by_record(nxt.type) if nxt is not None else None
+        if nxt is not None and other is not None and nxt.type not in kinds.TRAILERS:
+            why = (
+                f"its {other.name} is already defined"
+                if other is owner
+                else f"not a {other.name}"
             )
-        self.defs[f["objref"]] = _Def("pipe", rec)
-        image.pipes[f["objref"]] = Pipe(
-            objref=f["objref"],
-            size=f["size"],
-            data=f["data"],
-            no_reader=bool(f["flags"] & lib.CKPT_PIPE_NO_READER),
-            no_writer=bool(f["flags"] & lib.CKPT_PIPE_NO_WRITER),
-        )
-
-    def _epoll(self, rec: Record) -> Epoll:
-        objref = rec.fields["objref"]
-        known = self.defs.get(objref)
-        if (
-            known is None
-            or known.what != "file"
-            or known.rec.fields["kind"] != FileKind.EPOLL
-        ):
-            raise ImageError(
-                rec.offset, f"EPOLL record: objref {objref} is not an EPOLL file"
-            )
-        self._ptag(rec, known.rec.tag, "its FILE")
-        if known.epoll_at is not None:
-            raise ImageError(
-                rec.offset,
-                f"EPOLL record: objref {objref} defined twice (first at offset "
-                f"{known.epoll_at})",
-            )
-        known.epoll_at = rec.offset
-        raw = rec.fields["items"]
-        for i, it in enumerate(_item_view(raw)):
-            target = it.target
-            d = self.defs.get(target)
-            if d is None or d.what != "file":
-                raise ImageError(
-                    rec.offset,
-                    f"EPOLL record: item {i}: target {target} names no file",
-                )
-        return Epoll(objref, EpollItems(raw))
+            raise ImageError(nxt.offset, f"{nxt.type.name} record after a FILE: {why}")
 
     def _tail(self, rec: Record) -> None:
         self._top(rec)
@@ -1115,49 +849,6 @@ class _Parser:
 # ---- the writer ---------------------------------------------------------------
 
 
-def _pack(
-    rtype: HdrType, ptag: int, fields: dict[str, Any], var: dict[str, Any] | None = None
-) -> bytes:
-    """One record: its struct from ``fields``, then its variable parts (whose
-    length fields are filled here), zero-padded to a multiple of 8."""
-    lay = _LAYOUTS[rtype]
-    name = f"{rtype.name} record"
-    parts = []
-    try:
-        p = ffi.new(f"{lay.struct} *")
-        for v in lay.var:
-            value = (var or {})[v.name]
-            if v.item is None:
-                count, raw = len(value), bytes(value)
-            elif isinstance(value, (bytes, bytearray, memoryview)):  # packed items
-                count, raw = len(value) // v.item_size, bytes(value)
-            else:
-                count = len(value)
-                raw = bytes(ffi.buffer(ffi.new(f"{v.item}[]", value))) if value else b""
-            if count > v.max:
-                raise ValueError(
-                    f"{v.name}: {v.count} {count} exceeds {v.bound} {v.max}"
-                )
-            fields[v.count] = count
-            parts.append(raw)
-        body = b"".join(parts)
-        rlen = _pad(lay.size + len(body))
-        p.h.type, p.h.len, p.h.ptag = rtype, rlen, ptag
-        for key, value in fields.items():
-            setattr(p, key, value)
-    except (OverflowError, TypeError, IndexError, ValueError) as e:
-        raise ValueError(f"{name}: {e}") from None
-    out = bytes(ffi.buffer(p)) + body
-    return out + bytes(rlen - len(out))
-
-
-def _enc(s: str, what: str) -> bytes:
-    try:
-        return s.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError as e:
-        raise ValueError(f"{what}: {e}") from None
-
-
 def _split_time(t: float) -> tuple[int, int]:
     """Float seconds -> (sec, nsec), nsec in [0, 10^9)."""
     try:
@@ -1173,17 +864,9 @@ def _split_time(t: float) -> tuple[int, int]:
 def _check_model(image: Image) -> None:
     """What the writer cannot express: objects nothing references, references
     to nothing, mismatched keys.  (The rest is caught by reading back.)"""
-    for what, table in (
-        ("files", image.files),
-        ("pipes", image.pipes),
-        ("epolls", image.epolls),
-    ):
-        for key, obj in table.items():
-            if key != obj.objref:
-                raise ValueError(f"Image.{what}[{key}] has objref {obj.objref}")
-    both = image.files.keys() & image.pipes.keys()
-    if both:
-        raise ValueError(f"objrefs {sorted(both)} are both a file and a pipe")
+    for key, f in image.files.items():
+        if key != f.objref:
+            raise ValueError(f"Image.files[{key}] has objref {f.objref}")
     used: set[int] = set()
     for task in image.tasks:
         for fd in task.fds:
@@ -1195,38 +878,34 @@ def _check_model(image: Image) -> None:
     unused = sorted(image.files.keys() - used)
     if unused:
         raise ValueError(f"files {unused} are referenced by no Fd: cannot be written")
-    pipes_used: set[int] = set()
-    for f in image.files.values():
-        if f.kind in _PIPE_KINDS:
-            if f.pipe_objref not in image.pipes:
-                raise ValueError(
-                    f"file {f.objref}: pipe_objref {f.pipe_objref} not in Image.pipes"
-                )
-            pipes_used.add(f.pipe_objref)
-    unused = sorted(image.pipes.keys() - pipes_used)
-    if unused:
-        raise ValueError(f"pipes {unused} are referenced by no file: cannot be written")
-    bad = sorted(
-        k
-        for k in image.epolls
-        if k not in image.files or image.files[k].kind != FileKind.EPOLL
-    )
-    if bad:
-        raise ValueError(f"epolls {bad} are not EPOLL files: cannot be written")
+    for k in kinds.KINDS:
+        k.check_model(image)
 
 
-def _write(image: Image) -> bytes:
-    _check_model(image)
-    out: list[bytes] = []
+class _Writer:
+    """The records so far; what a kind writes its records with."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.file_tags: dict[int, int] = {}  # objref -> tag of its FILE
+        self.defined: set[int] = set()  # objrefs a kind's record defined
 
     def add(
+        self,
         rtype: HdrType,
         ptag: int,
         fields: dict[str, Any],
         var: dict[str, Any] | None = None,
     ) -> int:
-        out.append(_pack(rtype, ptag, fields, var))
-        return len(out)  # its tag
+        """Append one record; its tag."""
+        self.out.append(pack(rtype, ptag, fields, var))
+        return len(self.out)
+
+
+def _write(image: Image) -> bytes:
+    _check_model(image)
+    w = _Writer()
+    add = w.add
 
     h = image.head
     sec, nsec = _split_time(h.time)
@@ -1240,7 +919,7 @@ def _write(image: Image) -> bytes:
             "time_sec": sec,
             "time_nsec": nsec,
         }
-        | {key: _enc(getattr(h, key), f"HEAD {key}") for key in _UTS},
+        | {key: enc(getattr(h, key), f"HEAD {key}") for key in _UTS},
     )
     tasks = image.tasks
     tree = add(
@@ -1248,11 +927,10 @@ def _write(image: Image) -> bytes:
         0,
         {"nr_tasks": len(tasks), "root_pid": tasks[0].pid if tasks else 0},
     )
-    file_tags: dict[int, int] = {}  # objref -> tag of its FILE (EPOLL's ptag)
-    pipes_done: set[int] = set()
+    file_tags = w.file_tags
     for t in tasks:
-        argv = b"".join(_enc(a, f"task {t.pid} argv") + b"\0" for a in t.argv)
-        env = b"".join(_enc(e, f"task {t.pid} env") + b"\0" for e in t.env)
+        argv = b"".join(enc(a, f"task {t.pid} argv") + b"\0" for a in t.argv)
+        env = b"".join(enc(e, f"task {t.pid} env") + b"\0" for e in t.env)
         flags = lib.CKPT_TASK_NO_NEW_PRIVS if t.no_new_privs else 0
         if t.exit_status is not None:
             flags |= lib.CKPT_TASK_ZOMBIE
@@ -1291,13 +969,13 @@ def _write(image: Image) -> bytes:
                 "rlim": rlim,
             },
             {
-                "comm": _enc(t.comm, f"task {t.pid} comm"),
+                "comm": enc(t.comm, f"task {t.pid} comm"),
                 "argv": argv,
-                "cwd": _enc(t.cwd, f"task {t.pid} cwd"),
+                "cwd": enc(t.cwd, f"task {t.pid} cwd"),
                 "groups": list(t.groups),
                 "env": env,
-                "exe": _enc(t.exe, f"task {t.pid} exe"),
-                "root": _enc(t.root, f"task {t.pid} root"),
+                "exe": enc(t.exe, f"task {t.pid} exe"),
+                "root": enc(t.root, f"task {t.pid} root"),
             },
         )
         for fd in t.fds:
@@ -1330,44 +1008,27 @@ def _write(image: Image) -> bytes:
                     "st_gid": f.st_gid,
                     "st_size": f.st_size,
                 },
-                {"path": _enc(f.path, f"file {f.objref} path")},
+                {"path": enc(f.path, f"file {f.objref} path")},
             )
-            if f.kind in _PIPE_KINDS and f.pipe_objref not in pipes_done:
-                pipes_done.add(f.pipe_objref)
-                pipe = image.pipes[f.pipe_objref]
-                flags = (lib.CKPT_PIPE_NO_READER if pipe.no_reader else 0) | (
-                    lib.CKPT_PIPE_NO_WRITER if pipe.no_writer else 0
-                )
-                add(
-                    HdrType.PIPE,
-                    file_tags[f.objref],
-                    {"objref": pipe.objref, "flags": flags, "size": pipe.size},
-                    {"data": pipe.data},
-                )
-    for objref in sorted(image.epolls):
-        its = image.epolls[objref].items
-        if isinstance(its, EpollItems):
-            items: Any = its._raw  # already packed
-        else:
-            items = [
-                {"target": i.target, "tfd": i.tfd, "events": i.events, "data": i.data}
-                for i in its
-            ]
-        add(HdrType.EPOLL, file_tags[objref], {"objref": objref}, {"items": items})
+            owner = kinds.by_file_kind(f.kind)
+            if owner is not None:
+                owner.write_file(w, image, f, file_tags[f.objref])
+    for k in kinds.KINDS:
+        k.write_trailers(w, image)
     for e in image.errors:
         add(
             HdrType.ERROR,
             0,
             {"err": e.err, "objref": e.objref, "pid": e.pid, "fd": e.fd},
-            {"msg": _enc(e.msg, "error msg")},
+            {"msg": enc(e.msg, "error msg")},
         )
-    body = b"".join(out)
+    body = b"".join(w.out)
     tail = {
         "magic": lib.CKPT_TAIL_MAGIC,
-        "nr_records": len(out) + 1,
+        "nr_records": len(w.out) + 1,
         "checksum": zlib.crc32(body),
     }
-    data = body + _pack(HdrType.TAIL, 0, tail)
+    data = body + pack(HdrType.TAIL, 0, tail)
     # never hand out an image the reader refuses (NULs, bounds, pid order...)
     try:
         _Parser(data).parse()

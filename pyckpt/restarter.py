@@ -37,7 +37,6 @@ import os
 import resource
 import select
 import signal
-import stat
 import time
 import warnings
 import weakref
@@ -45,38 +44,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Self
 
-from pyckpt.abi import FileKind, FMode, Policy
-from pyckpt.device import Context, epoll_add
+from pyckpt import kinds
+from pyckpt.abi import FileKind, Policy
+from pyckpt.device import Context
 from pyckpt.errors import CkptError, RestartError
-from pyckpt.image import RLIM_INFINITY, Epoll, File, Image, Pipe, Task
+from pyckpt.image import RLIM_INFINITY, File, Image, Task
 
 __all__ = ["Limits", "RestartError", "Restarted", "restart"]
 
-# creation flags: the file exists already, its content is not to be touched
-_OPEN_DROP = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY
-# what F_SETFL may change (the kernel's SETFL_MASK, O_DIRECT aside: pipes
-# refuse it through fcntl, pipe2() takes it)
-_SETFL = os.O_APPEND | os.O_NONBLOCK | os.O_ASYNC | os.O_NOATIME
-_KINDS = {
-    FileKind.REG,
-    FileKind.DIR,
-    FileKind.FIFO,
-    FileKind.PIPE,
-    FileKind.EVENTFD,
-    FileKind.EPOLL,
-}
 _EXEC_FAILED = 127
 _STUB_FAILED = 126
 _MSG_MAX = 3000  # a report line stays below PIPE_BUF: written atomically
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_DUMPABLE = 4
-_EVENTFD_INIT_MAX = (1 << 32) - 1  # eventfd(2) takes an unsigned int
-_TYPES = {
-    FileKind.REG: stat.S_IFREG,
-    FileKind.DIR: stat.S_IFDIR,
-    FileKind.FIFO: stat.S_IFIFO,
-}
 
 
 @dataclass(frozen=True)
@@ -98,12 +79,18 @@ class Limits:
 
 
 @dataclass
+class RestartOptions:
+    """How restart maps what the image cannot carry (CLI flags)."""
+
+
+@dataclass
 class _Plan:
+    image: Image
     tasks: list[Task]
     children: dict[int, list[Task]]
     argv: dict[int, list[str]]
-    pipes: dict[int, list[File]]  # pipe_objref -> its files, image order
-    epolls: list[Epoll]
+    nofile: int  # the fd numbers a stub can hold
+    opts: RestartOptions = field(default_factory=RestartOptions)
     relocate: bool = False
     argv_given: bool = False
     coordinator: int = 0  # the pid that forks the root stub
@@ -243,99 +230,54 @@ def _check(image: Image, argv: list[str] | None, limits: Limits = Limits()) -> _
         if i:
             children[t.ppid].append(t)
 
-    pipes: dict[int, list[File]] = {}
-    for ref, f in image.files.items():
-        if ref != f.objref or ref <= 0:
-            raise RestartError(f"file {ref}: objref mismatch ({f.objref})")
-        where = f"objref {ref}"
-        if f.kind not in _KINDS:
-            kind = FileKind(f.kind).name if f.kind in FileKind else str(f.kind)
-            raise RestartError(f"{where}: cannot restore a file of kind {kind}")
-        paths = (FileKind.REG, FileKind.DIR, FileKind.FIFO)
-        if f.kind in paths and not f.path.startswith("/"):
-            raise RestartError(f"{where}: no absolute path ({f.path!r})")
-        if f.kind in paths and stat.S_IFMT(f.st_mode) != _TYPES[f.kind]:
-            raise RestartError(
-                f"{where}: {f.path}: the image records no matching file type "
-                f"(st_mode {f.st_mode:#o} for a {f.kind.name}): refusing to "
-                "reopen it unchecked"
-            )
-        if f.kind == FileKind.EVENTFD and f.efd_sem_unknown:
-            notes.append(
-                f"{where}: eventfd restarted without EFD_SEMAPHORE: the "
-                "checkpointing kernel did not say whether it was set"
-            )
-        if f.kind in (FileKind.PIPE, FileKind.FIFO):
-            if f.pipe_objref <= 0 or f.pipe_objref in image.files:
-                raise RestartError(f"{where}: bad pipe objref {f.pipe_objref}")
-            if f.kind == FileKind.PIPE:
-                if f.pipe_objref not in image.pipes:
-                    raise RestartError(f"{where}: no PIPE record {f.pipe_objref}")
-                if FMode(f.f_mode) not in (FMode.READ, FMode.WRITE):
-                    raise RestartError(f"{where}: a pipe end is read or write only")
-            group = pipes.setdefault(f.pipe_objref, [])
-            if group and group[0].kind != f.kind:
-                raise RestartError(f"{where}: pipe {f.pipe_objref} mixes kinds")
-            group.append(f)
-
-    for ref, ep in image.epolls.items():
-        f = image.files.get(ref)
-        if f is None or f.kind != FileKind.EPOLL:
-            raise RestartError(f"epoll record {ref}: not an epoll file")
-        for it in ep.items:
-            if it.target not in image.files or not 0 <= it.tfd < nofile:
-                raise RestartError(
-                    f"epoll {ref}: item target {it.target} tfd {it.tfd} invalid"
-                )
-    return _Plan(
+    plan = _Plan(
+        image=image,
         tasks=list(image.tasks),
         children=children,
         argv={t.pid: list(argv if argv is not None else t.argv) for t in image.tasks},
-        pipes=pipes,
-        epolls=[ep for ep in image.epolls.values() if len(ep.items)],
+        nofile=nofile,
         argv_given=argv is not None,
         warnings=notes,
     )
+    for ref, f in image.files.items():
+        if ref != f.objref or ref <= 0:
+            raise RestartError(f"file {ref}: objref mismatch ({f.objref})")
+        if kinds.by_file_kind(f.kind) is None:
+            kind = FileKind(f.kind).name if f.kind in FileKind else str(f.kind)
+            raise RestartError(f"objref {ref}: cannot restore a file of kind {kind}")
+    for kind in kinds.KINDS:
+        kind.check(_files_of(image, kind), plan)
+    return plan
+
+
+def _files_of(image: Image, kind: kinds.Kind) -> list[File]:
+    return [f for f in image.files.values() if f.kind in kind.kinds]
 
 
 # ---- step 2: objects ----------------------------------------------------------
-
-
-def _epoll_create() -> int:
-    ep = select.epoll()
-    try:
-        return os.dup(ep.fileno())  # the fd outlives the object
-    finally:
-        ep.close()
-
-
-def _set_pipe_size(fd: int, p: Pipe | None) -> None:
-    if p is None:
-        return
-    cur = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
-    if p.size and p.size != cur:
-        cur = fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, p.size)
-    if len(p.data) > cur:
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, len(p.data))
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class _Objects:
     """The coordinator's own fds on the objects it creates: all closed once
     inserted (or on failure), so that only the hash holds the objects."""
 
-    def __init__(self) -> None:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
         self.own: list[int] = []
         self.inserts: list[tuple[int, int]] = []
 
     def keep(self, fd: int) -> int:
+        """An fd the coordinator holds until the objhash holds the object."""
         self.own.append(fd)
         return fd
+
+    def insert(self, objref: int, fd: int) -> None:
+        """fd's file goes into the objhash under objref."""
+        self.inserts.append((objref, fd))
+
+    def done(self) -> None:
+        """A whole object was made: insert what is pending if many are open."""
+        self.flush(self.ctx, _FLUSH_ABOVE)
 
     def close(self) -> None:
         own, self.own = self.own, []
@@ -359,185 +301,20 @@ class _Objects:
 _FLUSH_ABOVE = 256  # coordinator fds held before inserting them
 
 
-def _verify(f: File, st: os.stat_result, relocate: bool) -> None:
-    """RestartError (what differs) unless st is the file the image recorded."""
-    diffs = []
-    if stat.S_IFMT(st.st_mode) != stat.S_IFMT(f.st_mode):
-        diffs.append(f"type {_type_name(st.st_mode)}, recorded {_type_name(f.st_mode)}")
-    if (st.st_uid, st.st_gid) != (f.st_uid, f.st_gid):
-        diffs.append(f"owner {st.st_uid}:{st.st_gid}, recorded {f.st_uid}:{f.st_gid}")
-    if not relocate and (st.st_dev, st.st_ino) != (f.st_dev, f.st_ino):
-        diffs.append(
-            f"device/inode {st.st_dev:#x}/{st.st_ino}, recorded "
-            f"{f.st_dev:#x}/{f.st_ino} (another file: --relocate allows it)"
-        )
-    if diffs:
-        raise RestartError(
-            f"objref {f.objref}: {f.path}: not the file that was checkpointed: "
-            + "; ".join(diffs)
-        )
-
-
-def _type_name(mode: int) -> str:
-    for test, name in (
-        (stat.S_ISREG, "regular file"),
-        (stat.S_ISDIR, "directory"),
-        (stat.S_ISFIFO, "FIFO"),
-        (stat.S_ISLNK, "symbolic link"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-        (stat.S_ISSOCK, "socket"),
-    ):
-        if test(mode):
-            return name
-    return f"mode {mode:#o}"
-
-
-def _open_verified(f: File, flags: int, relocate: bool) -> int:
-    """Open f.path as checkpointed, or RestartError: no symlink followed at
-    the last component, nothing opened before its identity is checked (an
-    O_PATH fd runs no driver's open), never blocking (O_NONBLOCK, cleared
-    afterwards unless recorded), never creating or truncating."""
-    try:
-        pfd = os.open(f.path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as e:
-        raise RestartError(
-            f"objref {f.objref}: cannot reopen {f.path}: {e.strerror}", e.errno
-        ) from e
-    try:
-        _verify(f, os.fstat(pfd), relocate)
-        flags = (flags & ~_OPEN_DROP & ~os.O_NOFOLLOW) | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            fd = os.open(f"/proc/self/fd/{pfd}", flags)
-        except OSError as e:
-            raise RestartError(
-                f"objref {f.objref}: cannot reopen {f.path}: {e.strerror}", e.errno
-            ) from e
-    finally:
-        os.close(pfd)
-    fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & _SETFL)
-    return fd
-
-
-def _make_file(objs: _Objects, f: File, plan: _Plan) -> None:
-    if f.kind in (FileKind.REG, FileKind.DIR):
-        flags = f.f_flags
-        if f.kind == FileKind.DIR:
-            flags |= os.O_DIRECTORY
-        fd = objs.keep(_open_verified(f, flags, plan.relocate))
-        if f.kind == FileKind.REG:
-            size = os.fstat(fd).st_size
-            if size < f.pos:
-                plan.warnings.append(
-                    f"objref {f.objref}: {f.path} is now {size} bytes, shorter "
-                    f"than its saved offset {f.pos}"
-                )
-        if f.pos:
-            os.lseek(fd, f.pos, os.SEEK_SET)
-    elif f.kind == FileKind.EVENTFD:
-        flags = os.EFD_CLOEXEC | (f.efd_flags & os.EFD_SEMAPHORE)
-        if f.f_flags & os.O_NONBLOCK:
-            flags |= os.EFD_NONBLOCK
-        if f.count <= _EVENTFD_INIT_MAX:
-            fd = objs.keep(os.eventfd(f.count, flags))
-        else:
-            # eventfd(2) takes 32 bits; the counter holds up to 2^64 - 2
-            fd = objs.keep(os.eventfd(0, flags))
-            try:
-                os.eventfd_write(fd, f.count)
-            except (OSError, OverflowError) as e:
-                raise RestartError(
-                    f"objref {f.objref}: eventfd count {f.count}: {e}"
-                ) from None
-    elif f.kind == FileKind.EPOLL:
-        fd = objs.keep(_epoll_create())
-        if f.f_flags & _SETFL:
-            fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & _SETFL)
-    else:  # pipes are made by _make_pipe
-        raise AssertionError(f.kind)
-    objs.inserts.append((f.objref, fd))
-
-
-def _end_flags(f: File) -> int:
-    return os.O_RDONLY if FMode(f.f_mode) == FMode.READ else os.O_WRONLY
-
-
-def _make_pipe(
-    objs: _Objects, ref: int, files: list[File], p: Pipe | None, plan: _Plan
-) -> None:
-    """linux-cr's pipe restore: one pipe, each File its end, and the end
-    opposite to the first File kept in the hash under the pipe objref."""
-    direct = os.O_DIRECT if any(f.f_flags & os.O_DIRECT for f in files) else 0
-    r, w = os.pipe2(os.O_CLOEXEC | direct)
-    objs.keep(r)
-    objs.keep(w)
-    _set_pipe_size(w, p)
-    if p is not None and p.data:
-        _write_all(w, p.data)
-    used: set[int] = set()
-    for f in files:
-        end = r if FMode(f.f_mode) == FMode.READ else w
-        fd = end
-        if end in used:
-            # another open file description of the same end (the image saw
-            # two struct files): reopen through /proc, as open(2) of a FIFO
-            flags = _end_flags(f) | os.O_NONBLOCK
-            fd = objs.keep(os.open(f"/proc/self/fd/{end}", flags))
-        used.add(end)
-        fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & _SETFL)
-        objs.inserts.append((f.objref, fd))
-    if files:
-        other = w if FMode(files[0].f_mode) == FMode.READ else r
-        objs.inserts.append((ref, other))
-
-
-def _make_fifo(
-    objs: _Objects, ref: int, files: list[File], p: Pipe | None, plan: _Plan
-) -> None:
-    """A named FIFO: an O_RDWR holder under the pipe objref (it never blocks
-    and refills the data), each File opened by path with its own flags."""
-    path = files[0].path
-    holder = objs.keep(_open_verified(files[0], os.O_RDWR, plan.relocate))
-    fcntl.fcntl(holder, fcntl.F_SETFL, os.O_NONBLOCK)
-    _set_pipe_size(holder, p)
-    if p is not None and p.data:
-        try:
-            _write_all(holder, p.data)
-        except BlockingIOError:
-            raise RestartError(f"pipe {ref}: FIFO {path} is full") from None
-    for f in files:
-        # the holder is a reader and a writer: no open here blocks or fails
-        fd = objs.keep(_open_verified(f, f.f_flags, plan.relocate))
-        objs.inserts.append((f.objref, fd))
-    objs.inserts.append((ref, holder))
-
-
 def _create_objects(ctx: Context, image: Image, plan: _Plan) -> None:
-    objs = _Objects()
+    objs = _Objects(ctx)
     try:
-        for f in image.files.values():
-            if f.kind in (FileKind.PIPE, FileKind.FIFO):
+        for kind in kinds.KINDS:
+            files = _files_of(image, kind)
+            if not files:
                 continue
             try:
-                _make_file(objs, f, plan)
+                kind.restore(objs, files, plan)
             except OSError as e:
                 raise RestartError(
-                    f"objref {f.objref}: cannot reopen {f.path or f.kind.name}: "
-                    f"{e.strerror}"
+                    f"cannot restore a {kind.name} file: {e.strerror or e}",
+                    e.errno or 0,
                 ) from e
-            objs.flush(ctx, _FLUSH_ABOVE)
-        for ref, files in plan.pipes.items():
-            p = image.pipes.get(ref)
-            make = _make_pipe if files[0].kind == FileKind.PIPE else _make_fifo
-            try:
-                make(objs, ref, files, p, plan)
-            except OSError as e:
-                where = files[0].path or "pipe"
-                raise RestartError(
-                    f"pipe {ref} (objref {files[0].objref}): cannot restore "
-                    f"{where}: {e.strerror}"
-                ) from e
-            objs.flush(ctx, _FLUSH_ABOVE)  # a pipe's ends go in together
         objs.flush(ctx)
     finally:
         objs.close()  # the hash holds them now (or restart failed)
@@ -947,83 +724,6 @@ def _spawn(ctx: Context, plan: _Plan, procs: _Procs, timeout: float) -> None:
             os.close(wfd)
 
 
-# ---- step 4: epoll items ------------------------------------------------------
-
-
-def _epoll_helper(ctx: Context, epolls: list[Epoll], wfd: int) -> NoReturn:
-    try:
-        _child_init()
-        _close_all_except({ctx.fileno(), wfd})
-        refs = _unique(
-            [ep.objref for ep in epolls]
-            + [it.target for ep in epolls for it in ep.items]
-        )
-        floor = max([it.tfd for ep in epolls for it in ep.items] + [2]) + 1
-        _make_room(floor + len(refs) + 3)
-        got = ctx.fetch_many(refs)
-        os.close(ctx.fileno())
-        tmp = _move_above(dict(zip(refs, got)) | {0: wfd}, floor)
-        wfd = tmp.pop(0)
-        for ep in epolls:
-            for it in ep.items:
-                # the target at its recorded number, so that fdinfo shows tfd
-                os.dup2(tmp[it.target], it.tfd)
-                try:
-                    epoll_add(tmp[ep.objref], it.tfd, it.events, it.data)
-                except OSError as e:
-                    raise RestartError(
-                        f"epoll {ep.objref}: add target {it.target} as tfd "
-                        f"{it.tfd} events {it.events:#x}: {e.strerror}"
-                    ) from e
-                os.close(it.tfd)
-        _say(wfd, "ok")
-        os._exit(0)
-    except BaseException as e:  # noqa: BLE001 - the helper never returns either
-        with contextlib.suppress(BaseException):
-            _say(wfd, f"error {e}")
-    os._exit(1)
-
-
-def _restore_epolls(ctx: Context, epolls: list[Epoll], timeout: float) -> None:
-    if not epolls:
-        return
-    rfd, wfd = os.pipe2(os.O_CLOEXEC)
-    pid = 0
-    eof = False
-    status = -1
-    out = b""
-    try:
-        pid = os.fork()
-        if pid == 0:
-            _epoll_helper(ctx, epolls, wfd)
-        os.close(wfd)
-        wfd = -1
-        deadline = time.monotonic() + timeout
-        p = select.poll()
-        p.register(rfd, select.POLLIN)
-        while time.monotonic() < deadline:
-            if p.poll(max(0, deadline - time.monotonic()) * 1000):
-                chunk = os.read(rfd, 65536)
-                if not chunk:
-                    eof = True
-                    break
-                out += chunk
-    finally:
-        # reaped on every path: timeout, error, KeyboardInterrupt
-        if pid > 0:
-            if not eof:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            _, status = os.waitpid(pid, 0)
-        os.close(rfd)
-        if wfd >= 0:
-            os.close(wfd)
-    msg = out.decode(errors="replace").strip()
-    if status != 0 or msg != "ok":
-        msg = msg.removeprefix("error ") or f"helper status {status:#x}"
-        raise RestartError(f"epoll items: {msg}")
-
-
 # ---- the result -----------------------------------------------------------------
 
 
@@ -1135,7 +835,8 @@ def restart(
             ctx.setup(policy=policy, autogrow=True)
             _create_objects(ctx, image, plan)
             _spawn(ctx, plan, procs, timeout)
-            _restore_epolls(ctx, plan.epolls, timeout)
+            for kind in kinds.KINDS:
+                kind.after_spawn(ctx, image, plan, timeout)
         except CkptError as e:
             raise RestartError(str(e), e.errno or 0) from e
         except OSError as e:

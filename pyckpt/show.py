@@ -17,6 +17,7 @@ import select
 import signal
 from typing import Any
 
+from pyckpt import kinds
 from pyckpt.abi import FileKind, FMode
 from pyckpt.image import File, Image, ImageError, Record, Task, iter_records
 
@@ -121,7 +122,7 @@ def _quoted(s: str) -> str:
     return '"' + _text(s).replace('"', '\\"') + '"'
 
 
-def _preview(data: bytes, n: int = 32) -> str:
+def preview(data: bytes, n: int = 32) -> str:
     """The first bytes of a buffer, escaped and quoted."""
     more = "..." if len(data) > n else ""
     return '"' + "".join(_byte(b) for b in data[:n]) + '"' + more
@@ -154,17 +155,9 @@ def _kind(f: File) -> str:
 
 def _file_text(f: File) -> str:
     """How an fd line names its file: ``pipe:[objref 2] read``, a path..."""
-    if f.kind in (FileKind.PIPE, FileKind.FIFO):
-        what = f"{_kind(f)}:[objref {f.pipe_objref}]"
-        if f.path:
-            what += f" {_text(f.path)}"
-    elif f.kind == FileKind.EVENTFD:
-        what = f"eventfd count {f.count}"
-    elif f.kind == FileKind.EPOLL:
-        what = "epoll"
-    else:
-        what = f"{_kind(f)} {_text(f.path)}" if f.path else _kind(f)
-    return f"{what} {_mode(f)} {o_flags_names(f.f_flags)}"
+    kind = kinds.by_file_kind(f.kind)
+    what = kind.describe(f) if kind is not None else _kind(f)
+    return f"{_text(what)} {_mode(f)} {o_flags_names(f.f_flags)}"
 
 
 def exit_text(status: int) -> str:
@@ -258,30 +251,11 @@ def summary(image: Image) -> str:
                 f"  {ref:>6} {_kind(f):<8} {_mode(f):<10} {f.pos:>10}  "
                 f"{o_flags_names(f.f_flags)}  {_text(f.path)}{tail}".rstrip()
             )
-    if image.pipes:
-        lines += ["", "pipes:"]
-        for ref in sorted(image.pipes):
-            p = image.pipes[ref]
-            ends = [
-                n
-                for n, on in (("no reader", p.no_reader), ("no writer", p.no_writer))
-                if on
-            ]
-            half = f" ({', '.join(ends)})" if ends else ""
-            lines.append(
-                f"  pipe {ref}: size {p.size}, {len(p.data)} bytes buffered "
-                f"{_preview(p.data)}{half}"
-            )
-    if image.epolls:
-        lines += ["", "epolls:"]
-        for ref in sorted(image.epolls):
-            ep = image.epolls[ref]
-            lines.append(f"  epoll {ref}: {len(ep.items)} items")
-            for i in ep.items:
-                lines.append(
-                    f"    target {i.target} tfd {i.tfd} "
-                    f"events {epoll_events_names(i.events)} data {i.data:#x}"
-                )
+    for kind in kinds.KINDS:
+        more = kind.details(image)
+        if more:
+            lines += ["", f"{kind.name}s:"]
+            lines += [f"  {line}" for line in more]
     if image.errors:
         lines += ["", "errors:"]
         for e in image.errors:

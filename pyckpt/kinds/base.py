@@ -47,8 +47,8 @@ class Kind:
     name: ClassVar[str] = ""
     # the ckpt.h enum ckpt_file_kind values this kind writes into FILE.kind
     kinds: ClassVar[tuple[FileKind, ...]] = ()
-    # record types it owns: layout and record-local check
-    records: ClassVar[dict[HdrType, tuple[Layout, Check]]] = {}
+    # record types it owns: (type, layout, record-local check)
+    records: ClassVar[tuple[tuple[HdrType, Layout, Check], ...]] = ()
     # of those, the ones written after every task (EPOLL): read by read_trailer
     trailers: ClassVar[tuple[HdrType, ...]] = ()
 
@@ -89,8 +89,14 @@ class Kind:
 
     # ---- restart (the coordinator, before the stubs exist) ----
 
+    def check(self, files: list[File], plan: _Plan) -> None:
+        """Before anything is created: RestartError for a file of this kind
+        that cannot be restored (plan.warnings for what is only reported)."""
+
     def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
-        """Make every file of this kind: objs.insert(f.objref, objs.keep(fd))."""
+        """Make every file of this kind: objs.insert(f.objref, objs.keep(fd)),
+        then objs.done() once a whole object is made (it may insert what was
+        made so far and close the coordinator's fds on it)."""
         raise NotImplementedError(self.name)
 
     def after_spawn(
@@ -112,5 +118,5 @@ class Kind:
 def extra(f: File, cls: type[Any]) -> Any:
     """f.extra, checked to be a ``cls`` (the kind's own state)."""
     if not isinstance(f.extra, cls):
-        raise ValueError(f"file {f.objref}: {cls.__name__} state missing")
+        raise ValueError(f"file {f.objref}: {cls.__name__} state missing")  # noqa: TRY004
     return f.extra

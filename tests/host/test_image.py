@@ -26,9 +26,9 @@ from pyckpt.image import (
     Pipe,
     Record,
     Task,
-    _pack,
     iter_records,
 )
+from pyckpt.records import pack as _pack
 
 RW = FMode.READ | FMode.WRITE
 
@@ -1093,10 +1093,10 @@ def test_record_structs_have_no_hidden_padding() -> None:
     """Every byte of a record struct is a field or an explicit __pad, and the
     size keeps the next record 8-aligned: a header change breaking either
     would make the zero-padding checks (and the kernel ABI) ambiguous."""
-    from pyckpt.image import _LAYOUTS, _PADS
+    from pyckpt.records import LAYOUTS, pad_offsets
 
-    for layout in _LAYOUTS.values():
+    for layout in LAYOUTS.values():
         items = [v.item for v in layout.var if v.item and v.item.startswith("struct")]
         for ctype in [layout.struct] + items:
-            assert set(_PADS[ctype]) == _explicit_pads(ffi.typeof(ctype)), ctype
+            assert set(pad_offsets(ctype)) == _explicit_pads(ffi.typeof(ctype)), ctype
         assert layout.size % 8 == 0, layout.struct

@@ -521,7 +521,7 @@ def test_socket_and_device_are_reported_together(spawn: Spawn, freezer: str) -> 
     # one line each, tree order: the root's fds, then the child's new one
     assert f"task {tree.root} " in problems[0] and f"fd {info['sa']}:" in problems[0]
     assert "socket:[" in problems[0]
-    assert f"fd {info['null']}: /dev/null (character device)" in problems[1]
+    assert f"fd {info['null']}: /dev/null (character device 1:3)" in problems[1]
     assert f"task {child['pid']} " in problems[2] and "socket:[" in problems[2]
     assert f"fd {child['sb']}:" in problems[2]
     assert_running(tree)

@@ -1,0 +1,63 @@
+"""Every kind of open file pyckpt can save, one module each, in one table.
+
+``KINDS`` is linux-cr's table of ``ckpt_obj_ops``: its order is the order
+restart makes the kinds (an epoll file after its targets' kinds, so that
+its late step finds them).  Adding a kind means one new module (see
+``base.Kind``), its line here, and its FILE kind and records in ``ckpt.h``.
+
+  kind      module        FILE.kind       records      reopened / recreated
+  regular   regular.py    REG, DIR        -            by path, identity checked
+  pipe      pipe.py       PIPE, FIFO      PIPE         pipe2() / FIFO by path
+  eventfd   eventfd.py    EVENTFD         -            eventfd(count, flags)
+  epoll     epoll.py      EPOLL           EPOLL        epoll_create, items late
+"""
+
+from __future__ import annotations
+
+import os
+
+from pyckpt.abi import FileKind, HdrType
+from pyckpt.kinds import epoll, eventfd, pipe, regular
+from pyckpt.kinds.base import Kind
+from pyckpt.records import register
+
+__all__ = ["KINDS", "Kind", "by_file_kind", "by_record", "claim"]
+
+KINDS: tuple[Kind, ...] = (
+    regular.KIND,
+    pipe.KIND,
+    eventfd.KIND,
+    epoll.KIND,
+)
+
+_BY_FILE_KIND: dict[int, Kind] = {}
+_BY_RECORD: dict[int, Kind] = {}
+for _k in KINDS:
+    for _fk in _k.kinds:
+        if _fk in _BY_FILE_KIND:
+            raise ImportError(
+                f"{_fk.name} owned by {_BY_FILE_KIND[_fk].name} and {_k.name}"
+            )
+        _BY_FILE_KIND[_fk] = _k
+    for _rt, _layout, _check in _k.records:
+        register(_rt, _layout, _check)
+        _BY_RECORD[_rt] = _k
+
+TRAILERS: frozenset[HdrType] = frozenset(t for k in KINDS for t in k.trailers)
+
+
+def by_file_kind(kind: int) -> Kind | None:
+    """The kind that writes FILE.kind ``kind`` (None: no kind restores it)."""
+    return _BY_FILE_KIND.get(kind)
+
+
+def by_record(rtype: int) -> Kind | None:
+    return _BY_RECORD.get(rtype)
+
+
+def claim(kind: FileKind, link: str, st: os.stat_result) -> Kind | None:
+    """The kind that saves a file the module reported as ``kind``."""
+    for k in KINDS:
+        if k.claims(kind, link, st):
+            return k
+    return None

@@ -1,0 +1,340 @@
+"""Pipes and named FIFOs (seed 000's half-closed pipe lives here).
+
+Checkpoint: every end is a FILE whose ``pipe_objref`` names the pipe (the
+module's objref for the pipe inode, shared by the ends); the buffer is
+copied with ``tee`` into a scratch pipe, never consumed, and written once as
+the PIPE record after the pipe's first FILE, with which ends are closed
+everywhere.  Restart is linux-cr's: one ``pipe2()``, each FILE its end, and
+the end opposite to the first FILE kept in the hash under the pipe objref;
+a FIFO is reopened by path behind an O_RDWR holder that never blocks.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import termios
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pyckpt.abi import FileKind, FMode, HdrType, lib
+from pyckpt.device import tee
+from pyckpt.errors import CheckpointError, ImageError, RestartError
+from pyckpt.kinds.base import Kind
+from pyckpt.kinds.regular import SETFL, check_path, open_verified, record_path
+from pyckpt.records import Layout, Record, Var, bad
+
+if TYPE_CHECKING:
+    from pyckpt.checkpointer import _Collector, _FdRef
+    from pyckpt.image import File, Image, _Parser, _Writer
+    from pyckpt.restarter import _Objects, _Plan
+
+PIPE_KINDS = frozenset({FileKind.PIPE, FileKind.FIFO})
+
+
+@dataclass
+class Pipe:
+    """PIPE: a pipe's buffer, shared by its ends (their ``pipe_objref``)."""
+
+    objref: int
+    size: int  # F_GETPIPE_SZ
+    data: bytes = b""
+    no_reader: bool = False  # read end closed everywhere
+    no_writer: bool = False  # write end closed everywhere
+
+
+def _check_pipe(rec: Record, name: str) -> None:
+    f = rec.fields
+    if f["objref"] <= 0:
+        raise bad(rec, name, f"objref {f['objref']} <= 0")
+    if f["flags"] & ~(lib.CKPT_PIPE_NO_READER | lib.CKPT_PIPE_NO_WRITER):
+        raise bad(rec, name, f"unknown flags {f['flags']:#x}")
+
+
+def _poll(fd: int) -> int:
+    p = select.poll()
+    p.register(fd, select.POLLIN | select.POLLOUT)
+    events = p.poll(0)
+    return events[0][1] if events else 0
+
+
+def _peek(col: _Collector, reader: _FdRef, size: int) -> bytes:
+    """The pipe's buffered bytes, left in place (tee into a scratch pipe)."""
+    buf = bytearray(4)
+    fcntl.ioctl(reader.local, termios.FIONREAD, buf)
+    want = int.from_bytes(buf, "little")
+    if want == 0:
+        return b""
+    sr, sw = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    col.own(sr)
+    col.own(sw)
+    # as many slots as the source: one tee copies every buffer
+    fcntl.fcntl(sw, fcntl.F_SETPIPE_SZ, max(size, want))
+    try:
+        # tee always starts at the head of the source: one call, no retry
+        copied = tee(reader.local, sw, want)
+    except BlockingIOError:
+        copied = 0
+    if copied != want:
+        raise CheckpointError(
+            f"{reader.where()}: {reader.link}: tee copied {copied} of the "
+            f"{want} buffered bytes"
+        )
+    chunks = []
+    while copied:
+        chunk = os.read(sr, copied)
+        chunks.append(chunk)
+        copied -= len(chunk)
+    return b"".join(chunks)
+
+
+def _set_pipe_size(fd: int, p: Pipe | None) -> None:
+    if p is None:
+        return
+    cur = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    if p.size and p.size != cur:
+        cur = fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, p.size)
+    if len(p.data) > cur:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, len(p.data))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _end_flags(f: File) -> int:
+    return os.O_RDONLY if FMode(f.f_mode) == FMode.READ else os.O_WRONLY
+
+
+def _make_pipe(objs: _Objects, ref: int, files: list[File], p: Pipe | None) -> None:
+    """linux-cr's pipe restore: one pipe, each File its end, and the end
+    opposite to the first File kept in the hash under the pipe objref."""
+    direct = os.O_DIRECT if any(f.f_flags & os.O_DIRECT for f in files) else 0
+    r, w = os.pipe2(os.O_CLOEXEC | direct)
+    objs.keep(r)
+    objs.keep(w)
+    _set_pipe_size(w, p)
+    if p is not None and p.data:
+        _write_all(w, p.data)
+    used: set[int] = set()
+    for f in files:
+        end = r if FMode(f.f_mode) == FMode.READ else w
+        fd = end
+        if end in used:
+            # another open file description of the same end (the image saw
+            # two struct files): reopen through /proc, as open(2) of a FIFO
+            flags = _end_flags(f) | os.O_NONBLOCK
+            fd = objs.keep(os.open(f"/proc/self/fd/{end}", flags))
+        used.add(end)
+        fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & SETFL)
+        objs.insert(f.objref, fd)
+    if files:
+        other = w if FMode(files[0].f_mode) == FMode.READ else r
+        objs.insert(ref, other)
+
+
+def _make_fifo(
+    objs: _Objects, ref: int, files: list[File], p: Pipe | None, relocate: bool
+) -> None:
+    """A named FIFO: an O_RDWR holder under the pipe objref (it never blocks
+    and refills the data), each File opened by path with its own flags."""
+    path = files[0].path
+    holder = objs.keep(open_verified(files[0], os.O_RDWR, relocate))
+    fcntl.fcntl(holder, fcntl.F_SETFL, os.O_NONBLOCK)
+    _set_pipe_size(holder, p)
+    if p is not None and p.data:
+        try:
+            _write_all(holder, p.data)
+        except BlockingIOError:
+            raise RestartError(f"pipe {ref}: FIFO {path} is full") from None
+    for f in files:
+        # the holder is a reader and a writer: no open here blocks or fails
+        fd = objs.keep(open_verified(f, f.f_flags, relocate))
+        objs.insert(f.objref, fd)
+    objs.insert(ref, holder)
+
+
+class PipeKind(Kind):
+    name = "pipe"
+    kinds = (FileKind.PIPE, FileKind.FIFO)
+    records = (
+        (
+            HdrType.PIPE,
+            Layout(
+                "struct ckpt_hdr_pipe",
+                (Var("data", "data_len", "CKPT_PIPE_DATA_MAX"),),
+            ),
+            _check_pipe,
+        ),
+    )
+
+    # ---- checkpoint ----
+
+    def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
+        return kind in PIPE_KINDS
+
+    def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
+        if f.kind == FileKind.FIFO and not record_path(col, f, r):
+            return False
+        f.pipe_objref = col.info[f.objref].inode_objref
+        return True
+
+    def collect(self, col: _Collector) -> None:
+        by_pipe: dict[int, list[int]] = {}
+        for objref, f in col.image.files.items():
+            if f.kind in PIPE_KINDS:
+                by_pipe.setdefault(f.pipe_objref, []).append(objref)
+        for pipe_objref, objrefs in by_pipe.items():
+            col.image.pipes[pipe_objref] = self._pipe(col, pipe_objref, objrefs)
+
+    def _pipe(self, col: _Collector, pipe_objref: int, objrefs: list[int]) -> Pipe:
+        def end(mode: FMode) -> _FdRef | None:
+            return next(
+                (col.first[o] for o in objrefs if col.info[o].f_mode & mode), None
+            )
+
+        reader, writer = end(FMode.READ), end(FMode.WRITE)
+        any_end = (reader or writer).local
+        pipe = Pipe(objref=pipe_objref, size=fcntl.fcntl(any_end, fcntl.F_GETPIPE_SZ))
+        if reader is not None:
+            pipe.data = _peek(col, reader, pipe.size)
+            pipe.no_writer = bool(_poll(reader.local) & select.POLLHUP)
+        if writer is not None:
+            pipe.no_reader = bool(_poll(writer.local) & select.POLLERR)
+        return pipe
+
+    # ---- the image ----
+
+    def write_file(self, w: _Writer, image: Image, f: File, tag: int) -> None:
+        if f.pipe_objref in w.defined:
+            return
+        w.defined.add(f.pipe_objref)
+        pipe = image.pipes[f.pipe_objref]
+        flags = (lib.CKPT_PIPE_NO_READER if pipe.no_reader else 0) | (
+            lib.CKPT_PIPE_NO_WRITER if pipe.no_writer else 0
+        )
+        w.add(
+            HdrType.PIPE,
+            tag,
+            {"objref": pipe.objref, "flags": flags, "size": pipe.size},
+            {"data": pipe.data},
+        )
+
+    def read_file(self, p: _Parser, image: Image, f: File, rec: Record) -> None:
+        pobj = f.pipe_objref
+        known = p.defs.get(pobj)
+        if known is None:
+            pipe = p.read((HdrType.PIPE,), f"FILE with a new pipe_objref {pobj}")
+            p.ptag(pipe, rec.tag, "its FILE")
+            pf = pipe.fields
+            if pf["objref"] != pobj:
+                raise ImageError(
+                    pipe.offset,
+                    f"PIPE record: objref {pf['objref']} differs from its FILE's "
+                    f"pipe_objref {pobj}",
+                )
+            p.define(pobj, "pipe", pipe)
+            image.pipes[pobj] = Pipe(
+                objref=pobj,
+                size=pf["size"],
+                data=pf["data"],
+                no_reader=bool(pf["flags"] & lib.CKPT_PIPE_NO_READER),
+                no_writer=bool(pf["flags"] & lib.CKPT_PIPE_NO_WRITER),
+            )
+        elif known.what != "pipe":
+            raise ImageError(
+                rec.offset, f"FILE record: pipe_objref {pobj} is a file's objref"
+            )
+
+    def check_model(self, image: Image) -> None:
+        both = image.files.keys() & image.pipes.keys()
+        if both:
+            raise ValueError(f"objrefs {sorted(both)} are both a file and a pipe")
+        for key, pipe in image.pipes.items():
+            if key != pipe.objref:
+                raise ValueError(f"Image.pipes[{key}] has objref {pipe.objref}")
+        used: set[int] = set()
+        for f in image.files.values():
+            if f.kind in PIPE_KINDS:
+                if f.pipe_objref not in image.pipes:
+                    raise ValueError(
+                        f"file {f.objref}: pipe_objref {f.pipe_objref} not in "
+                        "Image.pipes"
+                    )
+                used.add(f.pipe_objref)
+        unused = sorted(image.pipes.keys() - used)
+        if unused:
+            raise ValueError(
+                f"pipes {unused} are referenced by no file: cannot be written"
+            )
+
+    # ---- restart ----
+
+    def _groups(self, files: list[File]) -> dict[int, list[File]]:
+        groups: dict[int, list[File]] = {}
+        for f in files:
+            groups.setdefault(f.pipe_objref, []).append(f)
+        return groups
+
+    def check(self, files: list[File], plan: _Plan) -> None:
+        image = plan.image
+        for ref, group in self._groups(files).items():
+            for f in group:
+                where = f"objref {f.objref}"
+                if ref <= 0 or ref in image.files:
+                    raise RestartError(f"{where}: bad pipe objref {ref}")
+                if f.kind != group[0].kind:
+                    raise RestartError(f"{where}: pipe {ref} mixes kinds")
+                if f.kind == FileKind.FIFO:
+                    check_path(f)
+                    continue
+                if ref not in image.pipes:
+                    raise RestartError(f"{where}: no PIPE record {ref}")
+                if FMode(f.f_mode) not in (FMode.READ, FMode.WRITE):
+                    raise RestartError(f"{where}: a pipe end is read or write only")
+
+    def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
+        for ref, group in self._groups(files).items():
+            p = plan.image.pipes.get(ref)
+            try:
+                if group[0].kind == FileKind.PIPE:
+                    _make_pipe(objs, ref, group, p)
+                else:
+                    _make_fifo(objs, ref, group, p, plan.relocate)
+            except OSError as e:
+                where = group[0].path or "pipe"
+                raise RestartError(
+                    f"pipe {ref} (objref {group[0].objref}): cannot restore "
+                    f"{where}: {e.strerror}"
+                ) from e
+            objs.done()  # a pipe's ends go in together
+
+    # ---- show ----
+
+    def describe(self, f: File) -> str:
+        what = f"{FileKind(f.kind).name.lower()}:[objref {f.pipe_objref}]"
+        return f"{what} {f.path}" if f.path else what
+
+    def details(self, image: Image) -> list[str]:
+        from pyckpt.show import preview  # show imports the kinds
+
+        lines = []
+        for ref in sorted(image.pipes):
+            p = image.pipes[ref]
+            ends = [
+                n
+                for n, on in (("no reader", p.no_reader), ("no writer", p.no_writer))
+                if on
+            ]
+            half = f" ({', '.join(ends)})" if ends else ""
+            lines.append(
+                f"pipe {ref}: size {p.size}, {len(p.data)} bytes buffered "
+                f"{preview(p.data)}{half}"
+            )
+        return lines
+
+
+KIND = PipeKind()
