@@ -34,7 +34,8 @@ def test_summary(image: Image) -> None:
     lines = text.splitlines()
     assert lines[0] == "image: Linux 6.12.0-test x86_64 (#1 SMP PREEMPT_DYNAMIC)"
     abi = lib.CKPT_ABI_VERSION
-    assert f"frozen 2023-11-14T22:13:20.125000Z, format {lib.CKPT_FORMAT_VERSION}, abi {abi}" in lines[1]
+    fmt = lib.CKPT_FORMAT_VERSION
+    assert f"frozen 2023-11-14T22:13:20.125000Z, format {fmt}, abi {abi}" in lines[1]
     assert "4 tasks, 10 files, 3 pipes, 1 epolls, 2 errors" in lines[2]
     assert 'task 101 ppid 100 sid 100 pgid 101 comm "worker"' in lines
     assert '  argv "/bin/sh" "-c" "" "x\\xfe"' in lines
