@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno as _errno
+import functools
 import os
 import re
 import resource
@@ -29,7 +30,7 @@ import psutil
 
 from pyckpt import kinds
 from pyckpt.abi import FileKind, ObjType
-from pyckpt.device import Context, FileInfo, pidfd_getfd
+from pyckpt.device import Context, FileInfo, kcmp_files, pidfd_getfd
 from pyckpt.errors import CheckpointError, CkptError
 from pyckpt.image import (
     RLIM_INFINITY,
@@ -113,6 +114,27 @@ def _threads_stopped(pid: int) -> bool:
         if st not in (b"T", b"t", b"Z", b"X"):
             return False
     return True
+
+
+def _zombie_status(pid: int) -> int | None:
+    """A zombie's wait(2) status (/proc/PID/stat field 52, exit_code), or
+    None: not a zombie (alive, or gone)."""
+    try:
+        fields = _read(f"/proc/{pid}/stat")
+        rest = _stat_fields(fields)
+    except (OSError, ValueError):
+        return None
+    if rest[0] != b"Z":
+        return None
+    # fields from the state on: state is field 3, exit_code field 52
+    return int(rest[2].split()[52 - 5]) & 0xFFFF
+
+
+def _nr_threads(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
 
 
 def _comm(pid: int) -> str:
@@ -231,6 +253,7 @@ class _Freezer:
         self.lister = _Lister(root)
         self.procs: list[psutil.Process] = []
         self.watchdog = watchdog
+        self.zombies: dict[int, int] = {}  # pid -> wait status: never frozen
 
     def freeze(self) -> list[psutil.Process]:
         """Freeze the tree, re-listing until no task appears: the final tree."""
@@ -244,14 +267,33 @@ class _Freezer:
                 return procs
             seen.update(p.pid for p in new)
             self.procs = procs
+            live = []
             for p in new:
-                if _proc_state(p.pid) in ("Z", "X", ""):
-                    # nothing left to save but an exit status: refused
+                state = _proc_state(p.pid)
+                if state in ("X", ""):
+                    raise CheckpointError(f"task {p.pid} exited during the freeze")
+                if state != "Z":
+                    live.append(p)
+                    continue
+                if _nr_threads(p.pid) > 1:
+                    # the leader thread exited, the others run on: /proc
+                    # shows no fd table for it
                     raise CheckpointError(
-                        f"task {p.pid} ({_comm(p.pid)}) has exited (a zombie "
-                        "its parent did not reap): it cannot be checkpointed"
+                        f"task {p.pid} ({_comm(p.pid)}): its main thread exited "
+                        "while other threads run: not supported"
                     )
-            self._freeze_new(new)
+                if p.pid == self.root.pid:
+                    raise CheckpointError(
+                        f"task {p.pid} ({_comm(p.pid)}) has exited (a zombie its "
+                        "parent did not reap): the tree's root cannot be one"
+                    )
+                status = _zombie_status(p.pid)
+                if status is None:
+                    raise CheckpointError(f"task {p.pid} exited during the freeze")
+                # a zombie runs no more: nothing to freeze, and its parent,
+                # frozen, cannot reap it before the thaw
+                self.zombies[p.pid] = status
+            self._freeze_new(live)
 
     def _freeze_new(self, new: list[psutil.Process]) -> None:
         raise NotImplementedError
@@ -618,6 +660,26 @@ class _Collector:
 
     # -- tasks and their fds --
 
+    def zombie(self, pid: int, ppid: int, status: int) -> None:
+        """An exited task its parent has not reaped: its ids and exit status
+        (it has no fds, memory, cwd or namespaces left to read)."""
+        comm = _comm(pid)
+        try:
+            task = Task(
+                pid=pid,
+                ppid=ppid,
+                sid=os.getsid(pid),
+                pgid=os.getpgid(pid),
+                comm=comm,
+                argv=[],
+                cwd="",
+                exit_status=status,
+            )
+            _zombie_identity(task)
+        except (OSError, ValueError, TypeError) as e:
+            raise CheckpointError(f"task {pid} ({comm}), a zombie: {_why(e)}") from e
+        self.image.tasks.append(task)
+
     def task(self, p: psutil.Process, ppid: int) -> None:
         """A task and its fds; one lookup batch per task."""
         pid = p.pid
@@ -633,9 +695,9 @@ class _Collector:
                 argv=[os.fsdecode(a) for a in cmdline.split(b"\0")[:-1]],
                 cwd=os.readlink(f"/proc/{pid}/cwd"),
             )
-            problem = _identity(task)
-            if problem:
-                self.problems.append(f"task {pid} ({comm}): {problem}")
+            for problem in (_identity(task), _threads(task)):
+                if problem:
+                    self.problems.append(f"task {pid} ({comm}): {problem}")
             pidfd = self._own(os.pidfd_open(pid))
             fds = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
         except (OSError, psutil.Error) as e:
@@ -764,6 +826,80 @@ class _Collector:
                 errno=_errno.EBUSY,
             )
 
+    def shared_tables(self) -> None:
+        """Tasks sharing one fd table (clone(CLONE_FILES) without
+        CLONE_THREAD): each names the first of its group in files_pid.  Only
+        tasks listing the same fds can share; kcmp(KCMP_FILES) orders the
+        tables, so each such group is sorted, not compared pairwise."""
+        pos = {t.pid: i for i, t in enumerate(self.image.tasks)}
+        groups: dict[tuple[tuple[int, int], ...], list[Task]] = {}
+        for t in self.image.tasks:
+            if t.exit_status is None:
+                key = tuple((fd.fd, fd.objref) for fd in t.fds)
+                groups.setdefault(key, []).append(t)
+        for same in groups.values():
+            if len(same) < 2:
+                continue
+            try:
+                order = sorted(
+                    same,
+                    key=functools.cmp_to_key(lambda a, b: kcmp_files(a.pid, b.pid)),
+                )
+                # the sorted list holds each table's tasks next to each other
+                runs: list[list[Task]] = []
+                for t in order:
+                    if runs and kcmp_files(runs[-1][0].pid, t.pid) == 0:
+                        runs[-1].append(t)
+                    else:
+                        runs.append([t])
+            except OSError as e:
+                raise CheckpointError(
+                    f"tasks {[t.pid for t in same]}: kcmp(KCMP_FILES): {_why(e)}"
+                ) from e
+            for run in runs:
+                first = min(run, key=lambda x: pos[x.pid])
+                for x in run:
+                    if x is not first:
+                        x.files_pid = first.pid
+
+
+def _threads(task: Task) -> str:
+    """Count the task's threads; a problem if one has an fd table of its own
+    (unshare(CLONE_FILES) in a thread: /proc/PID/fd shows only the leader's)."""
+    pid = task.pid
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError as e:
+        return f"cannot list its threads: {_why(e)}"
+    task.nr_threads = len(tids)
+    for tid in tids:
+        if tid == pid:
+            continue
+        try:
+            if kcmp_files(pid, tid) != 0:
+                return (
+                    f"its thread {tid} has an fd table of its own "
+                    "(unshare(CLONE_FILES)): not supported"
+                )
+        except OSError as e:
+            if e.errno != _errno.ESRCH:  # a thread that exited: it had none
+                return f"thread {tid}: kcmp(KCMP_FILES): {_why(e)}"
+    return ""
+
+
+def _zombie_identity(task: Task) -> None:
+    """A zombie's ids from /proc/PID/status (what its parent's waitid()
+    reports as si_uid); no limits, environment or executable are left."""
+    status = _read_text(f"/proc/{task.pid}/status")
+
+    def line(key: str) -> list[str]:
+        m = re.search(rf"^{key}:[ \t]*(.*)$", status, re.MULTILINE)
+        return m[1].split() if m else []
+
+    task.ruid, task.euid, task.suid, task.fsuid = map(int, line("Uid"))
+    task.rgid, task.egid, task.sgid, task.fsgid = map(int, line("Gid"))
+    task.groups = [int(g) for g in line("Groups")]
+
 
 _NS = ("mnt", "pid", "user")
 
@@ -844,7 +980,11 @@ def _describe(r: _FdRef, kind: FileKind, st: os.stat_result) -> str:
 def _collect(frz: _Freezer, col: _Collector) -> None:
     procs = frz.procs
     for p in procs:
-        col.task(p, frz.lister.ppid[p.pid])
+        if p.pid in frz.zombies:
+            col.zombie(p.pid, frz.lister.ppid[p.pid], frz.zombies[p.pid])
+        else:
+            col.task(p, frz.lister.ppid[p.pid])
+    col.shared_tables()
     col.files()
     for kind in kinds.KINDS:
         kind.collect(col)

@@ -8,6 +8,7 @@
                    [--max-tasks N] [--max-fds N] [--max-pipe-bytes N]
                    [--max-contents-bytes N] [-- CMD...]
     pyckpt show IMAGE [--json | --dot]
+    pyckpt ls PID [--json | --dot]
     pyckpt demo | bench [resume]
     pyckpt repro halfpipe|deferqueue|epoll|header [--policy P | --all-policies] [--json]
     pyckpt abi-check [--module KO] [--kver KVER] [--json] [--vermagic-only]
@@ -153,6 +154,20 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(show.to_dot(Image.from_bytes(data)), end="")
     else:
         print(show.summary(Image.from_bytes(data)), end="")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from pyckpt import ls
+
+    snap = ls.snapshot(args.pid)
+    if args.json:
+        json.dump(ls.to_json(snap), sys.stdout, indent=1)
+        print()
+    elif args.dot:
+        print(ls.to_dot(snap), end="")
+    else:
+        print(ls.summary(snap), end="")
     return 0
 
 
@@ -307,6 +322,17 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true", help="every record, decoded")
     g.add_argument("--dot", action="store_true", help="sharing graph (Graphviz)")
     s.set_defaults(fn=cmd_show)
+
+    ls = sub.add_parser(
+        "ls",
+        help="a live tree's fds and what they share (open files, pipe and "
+        "socket-pair ends, epoll targets); not frozen: a snapshot that may race",
+    )
+    ls.add_argument("pid", type=int, help="root of the tree")
+    g = ls.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="the snapshot as JSON")
+    g.add_argument("--dot", action="store_true", help="sharing graph (Graphviz)")
+    ls.set_defaults(fn=cmd_ls)
 
     sub.add_parser("demo", help="the module at work, narrated").set_defaults(
         fn=cmd_demo

@@ -41,6 +41,7 @@ __all__ = [
     "epoll_add",
     "kcmp_epoll_tfd",
     "kcmp_file",
+    "kcmp_files",
     "pidfd_getfd",
     "tee",
 ]
@@ -490,6 +491,19 @@ def kcmp_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
     if ret < 0:
         raise OSError(-ret, f"kcmp: {os.strerror(-ret)}")
     return ret == 0
+
+
+KCMP_FILES = 2  # <linux/kcmp.h>: the fd table (struct files_struct)
+
+
+def kcmp_files(pid1: int, pid2: int) -> int:
+    """kcmp(KCMP_FILES): 0 when the two tasks (or threads) share one fd
+    table, else -1 or 1: a total order (the kernel's, on obfuscated
+    pointers), so tasks can be sorted into groups sharing a table."""
+    ret = lib.ckpt_kcmp(pid1, pid2, KCMP_FILES, 0, 0)
+    if ret < 0:
+        raise OSError(-ret, f"kcmp(KCMP_FILES, {pid1}, {pid2}): {os.strerror(-ret)}")
+    return {0: 0, 1: -1, 2: 1}[ret]
 
 
 def kcmp_epoll_tfd(pid: int, fd: int, epoll_pid: int, efd: int, tfd: int) -> bool:

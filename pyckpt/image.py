@@ -123,6 +123,10 @@ class Task:
     env: list[str] = field(default_factory=list)
     exe: str = ""  # "": exec argv[0] from PATH
     root: str = "/"
+    # format 3: the shapes of real trees
+    exit_status: int | None = None  # a zombie's wait(2) status; None: alive
+    files_pid: int = 0  # the first task whose fd table it shares; 0: its own
+    nr_threads: int = 1  # when checkpointed (restart makes one)
 
 
 @dataclass
@@ -377,6 +381,14 @@ def _check_head(rec: Record, name: str) -> None:
             "(uids, gids, groups, limits, executable), so a restart would run "
             "every task as root; checkpoint the tree again with this pyckpt",
         )
+    if f["format_version"] == 2:
+        raise bad(
+            rec,
+            name,
+            "format version 2 is refused: its TASK records have another size "
+            "and cannot say a task is a zombie or shares its fd table; "
+            "checkpoint the tree again with this pyckpt",
+        )
     if f["format_version"] != lib.CKPT_FORMAT_VERSION:
         raise bad(rec, name, f"unsupported format version {f['format_version']}")
     if f["abi_version"] != lib.CKPT_ABI_VERSION:
@@ -406,7 +418,7 @@ def _strings(rec: Record, name: str, key: str, count: str) -> None:
     rec.fields[key] = raw[:-1].split(b"\0") if n else []
 
 
-_TASK_FLAGS = lib.CKPT_TASK_NO_NEW_PRIVS | lib.CKPT_TASK_RLIMITS
+_TASK_FLAGS = lib.CKPT_TASK_NO_NEW_PRIVS | lib.CKPT_TASK_RLIMITS | lib.CKPT_TASK_ZOMBIE
 
 
 def _check_task(rec: Record, name: str) -> None:
@@ -420,6 +432,17 @@ def _check_task(rec: Record, name: str) -> None:
         raise bad(rec, name, f"unknown flags {f['flags']:#x}")
     if f["umask"] & ~0o777:
         raise bad(rec, name, f"umask {f['umask']:#o} out of range")
+    if not 1 <= f["nr_threads"] <= lib.CKPT_THREADS_MAX:
+        raise bad(rec, name, f"nr_threads {f['nr_threads']} out of range")
+    if f["flags"] & lib.CKPT_TASK_ZOMBIE:
+        if not 0 <= f["exit_status"] <= 0xFFFF:
+            raise bad(rec, name, f"exit_status {f['exit_status']:#x} out of range")
+        if f["nr_fds"]:
+            raise bad(rec, name, f"a zombie with {f['nr_fds']} fds")
+        if f["files_pid"] != f["pid"]:
+            raise bad(rec, name, "a zombie shares no fd table")
+    elif f["exit_status"]:
+        raise bad(rec, name, "exit_status set without CKPT_TASK_ZOMBIE")
     f["groups"] = list(ffi.from_buffer("uint32_t[]", f["groups"]))
     if not f["flags"] & lib.CKPT_TASK_RLIMITS and any(
         r["cur"] or r["max"] for r in f["rlim"]
@@ -428,6 +451,10 @@ def _check_task(rec: Record, name: str) -> None:
     for i, r in enumerate(f["rlim"]):
         if r["cur"] > r["max"]:
             raise bad(rec, name, f"rlim[{i}]: soft {r['cur']} above hard {r['max']}")
+
+
+def _table(t: Task) -> list[tuple[int, int, bool]]:
+    return sorted((fd.fd, fd.objref, fd.cloexec) for fd in t.fds)
 
 
 def _check_fd(rec: Record, name: str) -> None:
@@ -673,6 +700,13 @@ class _Parser:
             raise ImageError(
                 rec.offset, f"TASK record: ppid {ppid} is not an earlier task's pid"
             )
+        files_pid = f["files_pid"]
+        if files_pid != pid and files_pid not in pids:
+            raise ImageError(
+                rec.offset,
+                f"TASK record: files_pid {files_pid} is neither its pid nor an "
+                "earlier task's",
+            )
         pids.add(pid)
         task = Task(
             pid=pid,
@@ -699,6 +733,9 @@ class _Parser:
             env=[text(e) for e in f["env"]],
             exe=text(f["exe"]),
             root=text(f["root"]),
+            exit_status=f["exit_status"] if f["flags"] & lib.CKPT_TASK_ZOMBIE else None,
+            files_pid=0 if files_pid == pid else files_pid,
+            nr_threads=f["nr_threads"],
         )
         numbers: set[int] = set()
         for j in range(f["nr_fds"]):
@@ -707,6 +744,20 @@ class _Parser:
                 raise ImageError(at, f"FD record: fd {fd.fd} twice")
             numbers.add(fd.fd)
             task.fds.append(fd)
+        if task.files_pid:
+            owner = next(t for t in image.tasks if t.pid == task.files_pid)
+            if owner.files_pid or owner.exit_status is not None:
+                raise ImageError(
+                    rec.offset,
+                    f"TASK record: files_pid {task.files_pid} is not a live task "
+                    "with a table of its own",
+                )
+            if _table(owner) != _table(task):
+                raise ImageError(
+                    rec.offset,
+                    f"TASK record: shares the fd table of task {owner.pid} "
+                    "but lists other fds",
+                )
         return task
 
     def _fd(self, image: Image, task: Record, j: int) -> tuple[Fd, int]:
@@ -890,6 +941,8 @@ def _write(image: Image) -> bytes:
         argv = b"".join(enc(a, f"task {t.pid} argv") + b"\0" for a in t.argv)
         env = b"".join(enc(e, f"task {t.pid} env") + b"\0" for e in t.env)
         flags = lib.CKPT_TASK_NO_NEW_PRIVS if t.no_new_privs else 0
+        if t.exit_status is not None:
+            flags |= lib.CKPT_TASK_ZOMBIE
         rlim = [{"cur": 0, "max": 0}] * RLIM_NLIMITS
         if t.rlimits is not None:
             if len(t.rlimits) != RLIM_NLIMITS:
@@ -919,6 +972,9 @@ def _write(image: Image) -> bytes:
                 "sgid": t.sgid,
                 "fsgid": t.fsgid,
                 "umask": t.umask,
+                "exit_status": t.exit_status or 0,
+                "files_pid": t.files_pid or t.pid,
+                "nr_threads": t.nr_threads,
                 "rlim": rlim,
             },
             {

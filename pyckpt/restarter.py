@@ -32,6 +32,7 @@ import contextlib
 import errno as _errno
 import faulthandler
 import fcntl
+import functools
 import gc
 import os
 import resource
@@ -40,7 +41,7 @@ import signal
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Self
 
@@ -59,6 +60,7 @@ _STUB_FAILED = 126
 _MSG_MAX = 3000  # a report line stays below PIPE_BUF: written atomically
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_DUMPABLE = 4
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,50 @@ def _check_limits(image: Image, limits: Limits) -> None:
             )
 
 
+# signals whose default action ends the process: a zombie killed by another
+# one cannot be (a handler or SIG_IGN would have caught it)
+_FATAL = frozenset(range(1, 65)) - {
+    0,
+    32,  # glibc's own
+    33,
+    signal.SIGCHLD,
+    signal.SIGCONT,
+    signal.SIGSTOP,
+    signal.SIGTSTP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGURG,
+    signal.SIGWINCH,
+}
+
+
+def _check_zombie(t: Task, i: int, notes: list[str]) -> None:
+    """A zombie is remade as a child that exits with its status: one a
+    process can end with."""
+    st = t.exit_status or 0
+    if i == 0:
+        raise RestartError(f"task {t.pid}: the tree's root is a zombie")
+    if t.fds or t.files_pid:
+        raise RestartError(f"task {t.pid}: a zombie with an fd table")
+    sig = st & 0x7F
+    if not 0 <= st <= 0xFFFF or (sig == 0 and st & 0xFF) or (sig and st >> 8):
+        raise RestartError(f"task {t.pid}: exit status {st:#x} is no exit status")
+    if sig and sig not in _FATAL:
+        raise RestartError(
+            f"task {t.pid}: exit status {st:#x}: signal {sig} does not end a "
+            "process by default"
+        )
+    if st & 0x80:
+        notes.append(
+            f"task {t.pid}: the zombie dumped core when it died of signal "
+            f"{sig}; restarted, it dies of it without a core (WCOREDUMP clear)"
+        )
+
+
+def _table(t: Task) -> list[tuple[int, int, bool]]:
+    return sorted((fd.fd, fd.objref, fd.cloexec) for fd in t.fds)
+
+
 def _check(
     image: Image,
     argv: list[str] | None,
@@ -163,8 +209,10 @@ def _check(
             raise RestartError(
                 f"task {t.pid}: parent {t.ppid} is not an earlier task of the tree"
             )
+        if t.exit_status is not None:
+            _check_zombie(t, i, notes)
         prog = argv if argv is not None else t.argv
-        if not prog:
+        if not prog and t.exit_status is None:
             raise RestartError(f"task {t.pid}: no argv to exec")
         if t.root != "/":
             raise RestartError(
@@ -184,6 +232,33 @@ def _check(
             numbers.add(fd.fd)
             if fd.objref not in image.files:
                 raise RestartError(f"task {t.pid} fd {fd.fd}: no file {fd.objref}")
+        if i and seen[t.ppid].exit_status is not None:
+            raise RestartError(
+                f"task {t.pid}: its parent {t.ppid} is a zombie (a zombie's "
+                "children are reparented)"
+            )
+        if t.files_pid:
+            owner = seen.get(t.files_pid)
+            if owner is None or owner.files_pid or owner.exit_status is not None:
+                raise RestartError(
+                    f"task {t.pid}: shares the fd table of {t.files_pid}, not an "
+                    "earlier live task with a table of its own"
+                )
+            if _table(owner) != _table(t):
+                raise RestartError(
+                    f"task {t.pid}: shares the fd table of task {owner.pid} but "
+                    "lists other fds"
+                )
+            notes.append(
+                f"task {t.pid} shared the fd table of task {owner.pid} "
+                "(CLONE_FILES): each gets a copy of it, since execve(2) "
+                "unshares a shared table and restart execs every task"
+            )
+        if t.nr_threads > 1:
+            notes.append(
+                f"task {t.pid} had {t.nr_threads} threads: restart makes one "
+                "process, which execs its command (threads are not recreated)"
+            )
         seen[t.pid] = t
         children[t.pid] = []
         if i:
@@ -436,6 +511,8 @@ def _stub(
     except BaseException:  # noqa: BLE001 - a stub never returns into the caller
         os._exit(code)  # coordinator gone: nothing to report to
     box = [wfd]  # the report fd, wherever _stub_build moved it
+    if task.exit_status is not None:
+        _zombie(task, ctx, wfd, ancestors)
     try:
         _stub_build(plan, task, ctx, box, ancestors)
         wfd = box[0]
@@ -495,6 +572,52 @@ def _take_foreground(plan: _Plan, task: Task) -> None:
             os.close(fd)
 
 
+def _session(
+    task: Task, ancestors: dict[int, int], ctty: Callable[[], None] | None = None
+) -> None:
+    """The task's session or process group; ctty: a new session leader
+    takes its controlling terminal (before it forks its children)."""
+    if task.pid == task.sid:
+        os.setsid()
+        if ctty is not None:
+            ctty()
+    elif task.pgid == task.pid:
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
+    elif task.pgid in ancestors:
+        with contextlib.suppress(OSError):  # another session: keep the parent's
+            os.setpgid(0, ancestors[task.pgid])
+
+
+def _zombie(task: Task, ctx: Context, wfd: int, ancestors: dict[int, int]) -> NoReturn:
+    """A zombie's stub: its ids, then it exits with the recorded status
+    before the barrier.  Its parent's stub does not reap it (SIGCHLD stays
+    SIG_DFL, which leaves a zombie, and a stub waits only in sigwait) and
+    neither does the command the parent execs, unless it calls wait()."""
+    status = task.exit_status or 0
+    try:
+        _close_all_except({wfd})
+        _session(task, ancestors)
+        _take_credentials(task)
+        _say(wfd, f"ready {task.pid}")
+        os.close(wfd)
+        sig = status & 0x7F
+        if sig:
+            # no core file, even through a core_pattern pipe (RLIMIT_CORE
+            # does not stop those): the status says the signal, not a dump
+            _libc_call("prctl", _PR_SET_DUMPABLE, 0, 0, 0, 0)
+            if sig != signal.SIGKILL:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            os.kill(os.getpid(), sig)
+            signal.sigwait({sig})  # not reached: the signal ends the stub
+        os._exit(status >> 8)
+    except BaseException as e:  # noqa: BLE001 - a stub never returns into the caller
+        with contextlib.suppress(BaseException):
+            _say(wfd, f"error {task.pid} {e}")
+    os._exit(_STUB_FAILED)
+
+
 def _stub_build(
     plan: _Plan, task: Task, ctx: Context, box: list[int], ancestors: dict[int, int]
 ) -> None:
@@ -502,16 +625,10 @@ def _stub_build(
     wfd = box[0]
     _close_all_except({ctx.fileno(), wfd})
     me = os.getpid()
-    if task.pid == task.sid:
-        os.setsid()
-        if task.pid in plan.ctty:
-            _take_ctty(plan, task, ctx, wfd)
-    elif task.pgid == task.pid:
-        with contextlib.suppress(OSError):
-            os.setpgid(0, 0)
-    elif task.pgid in ancestors:
-        with contextlib.suppress(OSError):  # another session: keep the parent's
-            os.setpgid(0, ancestors[task.pgid])
+    ctty = None
+    if task.pid in plan.ctty:
+        ctty = functools.partial(_take_ctty, plan, task, ctx, wfd)
+    _session(task, ancestors, ctty)
     # children first, while this stub holds only the context and the report fd
     mine = ancestors | {task.pid: me}
     for child in plan.children[task.pid]:

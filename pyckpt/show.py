@@ -14,11 +14,12 @@ import datetime
 import errno
 import os
 import select
+import signal
 from typing import Any
 
 from pyckpt import kinds
 from pyckpt.abi import FileKind, FMode
-from pyckpt.image import File, Image, ImageError, Record, iter_records
+from pyckpt.image import File, Image, ImageError, Record, Task, iter_records
 
 __all__ = ["epoll_events_names", "o_flags_names", "summary", "to_dot", "to_json"]
 
@@ -159,6 +160,31 @@ def _file_text(f: File) -> str:
     return f"{_text(what)} {_mode(f)} {o_flags_names(f.f_flags)}"
 
 
+def exit_text(status: int) -> str:
+    """A wait(2) status as a shell would say it."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        core = " (core dumped)" if os.WCOREDUMP(status) else ""
+        return f"killed by {name}{core}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
+
+def task_shape(t: Task) -> str:
+    """What is unusual about a task: zombie, shared fd table, threads."""
+    parts = []
+    if t.exit_status is not None:
+        parts.append(f"zombie ({exit_text(t.exit_status)}, not reaped)")
+    if t.files_pid:
+        parts.append(f"shares the fd table of task {t.files_pid} (CLONE_FILES)")
+    if t.nr_threads > 1:
+        parts.append(f"{t.nr_threads} threads (restart makes one)")
+    return "; ".join(parts)
+
+
 def summary(image: Image) -> str:
     """A readable account of the image, one object per line."""
     h = image.head
@@ -179,6 +205,9 @@ def summary(image: Image) -> str:
             f"task {t.pid} ppid {t.ppid} sid {t.sid} pgid {t.pgid} "
             f"comm {_quoted(t.comm)}"
         )
+        shape = task_shape(t)
+        if shape:
+            lines.append(f"  {shape}")
         lines.append(("  argv " + " ".join(_quoted(a) for a in t.argv)).rstrip())
         lines.append(f"  cwd  {_text(t.cwd)}")
         if t.exe:

@@ -535,7 +535,9 @@ def test_unknown_type(data: bytes, records: list[Record], value: int) -> None:
 def test_head_checks(data: bytes, records: list[Record]) -> None:
     head = records[0]
     raises(patch(data, head, "magic", 1), 0, "HEAD record: bad magic 0x1")
-    raises(patch(data, head, "format_version", 3), 0, "unsupported format version 3")
+    raises(patch(data, head, "format_version", 4), 0, "unsupported format version 4")
+    e = raises(patch(data, head, "format_version", 2), 0, "format version 2 is refused")
+    assert "zombie" in e.msg and "checkpoint the tree again" in e.msg
     e = raises(patch(data, head, "format_version", 1), 0, "format version 1 is refused")
     assert "no credentials" in e.msg and "as root" in e.msg
     raises(patch(data, head, "abi_version", 0), 0, "unsupported ABI version 0")
@@ -678,6 +680,87 @@ def test_task_checks(data: bytes, records: list[Record]) -> None:
     bad[i].var["argv"] = b"\0worker"
     built, offsets = build(bad)
     raises(built, offsets[i], "argv has 1 NULs for argc 1")
+
+
+def shapes_image() -> Image:
+    """A tree of real shapes: a zombie child, two tasks sharing one fd
+    table (CLONE_FILES), a multithreaded root."""
+    img = rich_image()
+    root = img.tasks[0]
+    root.nr_threads = 4
+    twin = copy.deepcopy(root)
+    twin.pid, twin.ppid, twin.files_pid = 104, 100, 100
+    twin.comm = "twin"
+    zombie = Task(105, 100, 100, 100, "dead", [], "", exit_status=(3 << 8))
+    img.tasks += [twin, zombie]
+    return img
+
+
+def test_task_shapes_round_trip() -> None:
+    img = shapes_image()
+    data = img.to_bytes()
+    again = Image.from_bytes(data)
+    assert again == img
+    assert [t.exit_status for t in again.tasks][-2:] == [None, 3 << 8]
+    assert again.tasks[-2].files_pid == 100 and again.tasks[0].files_pid == 0
+    assert again.tasks[0].nr_threads == 4
+    recs = [r for r in iter_records(data) if r.type == HdrType.TASK]
+    # on disk a task of its own names itself: files_pid is never 0
+    assert [r.fields["files_pid"] for r in recs] == [100, 101, 102, 103, 100, 105]
+    assert recs[-1].fields["flags"] & lib.CKPT_TASK_ZOMBIE
+
+
+def test_task_shape_checks() -> None:
+    data = shapes_image().to_bytes()
+    recs = [r for r in iter_records(data) if r.type == HdrType.TASK]
+    t0, t1, twin, zombie = recs[0], recs[1], recs[4], recs[5]
+    for n in (0, lib.CKPT_THREADS_MAX + 1):
+        raises(patch(data, t0, "nr_threads", n), t0.offset, f"nr_threads {n} out of")
+    raises(
+        patch(data, t1, "exit_status", 1),
+        t1.offset,
+        "TASK record: exit_status set without CKPT_TASK_ZOMBIE",
+    )
+    raises(
+        patch(data, zombie, "exit_status", 0x10000),
+        zombie.offset,
+        "exit_status 0x10000 out of range",
+    )
+    raises(
+        patch(data, zombie, "exit_status", -1), zombie.offset, "exit_status -0x1 out"
+    )
+    raises(
+        patch(data, zombie, "files_pid", 100),
+        zombie.offset,
+        "TASK record: a zombie shares no fd table",
+    )
+    raises(
+        patch(data, t1, "files_pid", 105),
+        t1.offset,
+        "files_pid 105 is neither its pid nor an earlier task's",
+    )
+    raises(
+        patch(data, twin, "files_pid", 103),
+        twin.offset,
+        "shares the fd table of task 103 but lists other fds",
+    )
+    raises(
+        patch(data, twin, "files_pid", 101),
+        twin.offset,
+        "shares the fd table of task 101 but lists other fds",
+    )
+    # a zombie with fds
+    raises(
+        patch(data, recs[2], "flags", lib.CKPT_TASK_ZOMBIE),
+        recs[2].offset,
+        "TASK record: a zombie with 9 fds",
+    )
+    # sharing the table of a zombie
+    sp = specs(data)
+    sp[find(sp, HdrType.TASK, pid=104)].fields["files_pid"] = 103
+    sp[find(sp, HdrType.TASK, pid=103)].fields["flags"] |= lib.CKPT_TASK_ZOMBIE
+    built, offsets = build(sp)
+    raises(built, offsets[find(sp, HdrType.TASK, pid=104)], "not a live task")
 
 
 def test_fd_checks(data: bytes, records: list[Record]) -> None:

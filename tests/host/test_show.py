@@ -34,7 +34,8 @@ def test_summary(image: Image) -> None:
     lines = text.splitlines()
     assert lines[0] == "image: Linux 6.12.0-test x86_64 (#1 SMP PREEMPT_DYNAMIC)"
     abi = lib.CKPT_ABI_VERSION
-    assert f"frozen 2023-11-14T22:13:20.125000Z, format 2, abi {abi}" in lines[1]
+    fmt = lib.CKPT_FORMAT_VERSION
+    assert f"frozen 2023-11-14T22:13:20.125000Z, format {fmt}, abi {abi}" in lines[1]
     assert "4 tasks, 17 files, 3 pipes, 1 epolls, 2 errors" in lines[2]
     assert 'task 101 ppid 100 sid 100 pgid 101 comm "worker"' in lines
     assert '  argv "/bin/sh" "-c" "" "x\\xfe"' in lines
@@ -232,3 +233,15 @@ def test_summary_unix_sockets(image: Image) -> None:
         "bytes); sndbuf 0 rcvbuf 0 [passcred, shut wr]"
     )
     assert '    0 bytes from /run/sender ""' in lines
+
+
+def test_summary_says_task_shapes() -> None:
+    from tests.host.test_image import shapes_image
+
+    text = summary(shapes_image())
+    assert "  4 threads (restart makes one)" in text
+    assert "  shares the fd table of task 100 (CLONE_FILES)" in text
+    assert "  zombie (exit status 3, not reaped)" in text
+    img = shapes_image()
+    img.tasks[-1].exit_status = 9 | 0x80
+    assert "zombie (killed by SIGKILL (core dumped), not reaped)" in summary(img)

@@ -425,3 +425,32 @@ def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > end:
             raise TimeoutError("condition not reached")
         time.sleep(0.01)
+
+
+@dataclass(frozen=True)
+class TaskFacts:
+    zombie: int | None  # wait(2) status of an unreaped exited task
+    threads: int
+    table: int  # fd table: position of the first task of the tree sharing it
+
+
+def task_facts(pids: list[int]) -> list[TaskFacts]:
+    """Per task (in the order given): zombie status, threads and fd-table
+    sharing (kcmp(KCMP_FILES), the syscall, not the module)."""
+    from pyckpt.device import kcmp_files
+
+    out = []
+    for i, pid in enumerate(pids):
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rpartition(")")[2].split()
+        zombie = int(rest[49]) & 0xFFFF if rest[0] == "Z" else None
+        threads = len(os.listdir(f"/proc/{pid}/task"))
+        table = i
+        if zombie is None:
+            table = next(
+                j
+                for j in range(i + 1)
+                if (j == i or out[j].zombie is None) and kcmp_files(pid, pids[j]) == 0
+            )
+        out.append(TaskFacts(zombie, threads, table))
+    return out

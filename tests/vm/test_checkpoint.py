@@ -536,11 +536,11 @@ def test_socket_and_device_are_reported_together(spawn: Spawn, freezer: str) -> 
 
 
 @pytest.mark.parametrize("freezer", ["signal", "cgroup"])
-def test_zombie_in_the_tree_is_refused(spawn: Spawn, freezer: str) -> None:
+def test_zombie_in_the_tree_is_saved(spawn: Spawn, freezer: str) -> None:
     def root(m: Member) -> None:
         pid = os.fork()
         if pid == 0:
-            os._exit(0)  # never reaped: a zombie child of the root
+            os._exit(4)  # never reaped: a zombie child of the root
         m.report(role="root", zombie=pid)
 
     tree = spawn(root)
@@ -548,8 +548,11 @@ def test_zombie_in_the_tree_is_refused(spawn: Spawn, freezer: str) -> None:
     deadline = time.monotonic() + 5
     while state(zombie) != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
         time.sleep(0.01)
-    with pytest.raises(CheckpointError, match=f"task {zombie} .*zombie"):
-        checkpoint(tree.root, freezer=freezer)
+    res = checkpoint(tree.root, freezer=freezer)
+    (saved,) = [t for t in res.image.tasks if t.pid == zombie]
+    assert saved.exit_status == 4 << 8 and saved.ppid == tree.root
+    # neither frozen nor reaped by the checkpoint; the freezer undone
+    assert state(zombie) == psutil.STATUS_ZOMBIE
     assert state(tree.root) in RUNNING
     assert _our_cgroups() == []
 

@@ -464,7 +464,9 @@ enum ckpt_hdr_type {
 
 #define CKPT_HEAD_MAGIC		0x0a74706b63797000ULL	/* "\0pyckpt\n" */
 #define CKPT_TAIL_MAGIC		0x0a6c696174797000ULL	/* "\0pytail\n" */
-#define CKPT_FORMAT_VERSION	2	/* 1: no credentials in TASK, no stat in FILE */
+#define CKPT_FORMAT_VERSION	3	/* 1: no credentials in TASK, no stat in
+					 * FILE; 2: no exit_status, files_pid,
+					 * nr_threads in TASK (both refused) */
 #define CKPT_UTS_LEN		65	/* __NEW_UTS_LEN + 1 */
 
 /* bounds the reader enforces on the variable parts */
@@ -477,6 +479,7 @@ enum ckpt_hdr_type {
 #define CKPT_GROUPS_MAX		65536	/* NGROUPS_MAX */
 #define CKPT_ENV_MAX		(256 * 1024)
 #define CKPT_RLIM_NLIMITS	16	/* RLIM_NLIMITS on x86-64 */
+#define CKPT_THREADS_MAX	4194304	/* PID_MAX_LIMIT */
 
 struct ckpt_hdr_head {
 	struct ckpt_hdr h;
@@ -508,13 +511,19 @@ struct ckpt_rlimit {
 /* ckpt_hdr_task.flags */
 #define CKPT_TASK_NO_NEW_PRIVS	0x1	/* prctl(PR_SET_NO_NEW_PRIVS) was set */
 #define CKPT_TASK_RLIMITS	0x2	/* rlim[] holds the task's limits */
+#define CKPT_TASK_ZOMBIE	0x4	/* exited, not yet reaped by its parent:
+					 * exit_status is what wait(2) will
+					 * read; no FD record, no credentials
+					 * or limits beyond the ids */
 
 /*
- * One process and its credentials (format 2).  Followed by comm, argv (argc
+ * One process and its credentials (format 3).  Followed by comm, argv (argc
  * NUL-terminated strings), cwd, groups (ngroups __u32), environ (envc
  * NUL-terminated strings), exe and root (paths, no NUL).  Restart gives the
  * task exactly these credentials; an empty exe means "exec argv[0] from
- * PATH"; root must be "/" (a chrooted task is refused at checkpoint).
+ * PATH"; root must be "/" (a chrooted task is refused at checkpoint).  A
+ * ZOMBIE task is restarted as a child that exits with exit_status and is
+ * left unreaped; tasks with the same files_pid shared one fd table.
  */
 struct ckpt_hdr_task {
 	struct ckpt_hdr h;
@@ -542,6 +551,13 @@ struct ckpt_hdr_task {
 	__u32 env_len;		/* <= CKPT_ENV_MAX */
 	__u32 exe_len;		/* no NUL */
 	__u32 root_len;		/* no NUL */
+	__s32 exit_status;	/* ZOMBIE: wait(2) status (0..0xffff); else 0 */
+	__s32 files_pid;	/* the first task (this one or an earlier one)
+				 * whose fd table it shares (CLONE_FILES,
+				 * kcmp KCMP_FILES); its own pid if none */
+	__u32 nr_threads;	/* threads when checkpointed; 1..CKPT_THREADS_MAX
+				 * (restart makes one: it execs the command) */
+	__u32 __pad;
 	struct ckpt_rlimit rlim[CKPT_RLIM_NLIMITS];	/* by RLIMIT_* number */
 };
 
