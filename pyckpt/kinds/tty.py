@@ -92,7 +92,7 @@ TTY_FLAGS_ALL = int(TtyFlag.TERMINAL | TtyFlag.PTY_MASTER | TtyFlag.CTTY)
 class Tty:
     """A terminal's state (File.extra of a TTY file): its TTY record."""
 
-    flags: TtyFlag = TtyFlag(0)
+    flags: TtyFlag = TtyFlag(0)  # noqa: RUF009 - an immutable IntFlag value
     sid: int = 0  # CTTY: the session it controls
     pgrp: int = 0  # CTTY: that session's foreground process group (0: none)
 

@@ -162,9 +162,9 @@ def rich_image() -> Image:
             [],
             "/tmp",
             [Fd(10, 10), Fd(11, 12), Fd(12, 13), Fd(13, 14), Fd(14, 15), Fd(15, 16)]
-            + [Fd(16, 20), Fd(17, 21), Fd(18, 22)],
+            + [Fd(16, 20), Fd(17, 21), Fd(18, 22), Fd(19, 23), Fd(20, 23)],
         ),
-        Task(103, 100, 103, 103, "idle", ["idle"], "/", [Fd(0, 23), Fd(5, 23)]),
+        Task(103, 100, 103, 103, "idle", ["idle"], "/", []),
     ]
     epolls = [
         Epoll(9, [EpollItem(2, 3, 0x1, 0xDEADBEEF), EpollItem(8, 6, 0x5, 2**64 - 1)]),
@@ -753,7 +753,7 @@ def test_task_shape_checks() -> None:
     raises(
         patch(data, recs[2], "flags", lib.CKPT_TASK_ZOMBIE),
         recs[2].offset,
-        "TASK record: a zombie with 9 fds",
+        "TASK record: a zombie with 11 fds",
     )
     # sharing the table of a zombie
     sp = specs(data)
@@ -1356,13 +1356,13 @@ def test_tty_checks(data: bytes, records: list[Record]) -> None:
     # a TTY FILE without its TTY record; a TTY record after another FILE
     gone = copy.deepcopy(sp)
     del gone[i]
-    built, offsets = build(gone)
+    built, _ = build(gone)
     with pytest.raises(ImageError, match="FILE of kind TTY"):
         Image.from_bytes(built)
     moved = copy.deepcopy(sp)
     rec = moved.pop(i)
     moved.insert(find(moved, HdrType.FILE, objref=5) + 1, rec)
-    built, offsets = build(moved)
+    built, _ = build(moved)
     with pytest.raises(ImageError, match="TTY"):
         Image.from_bytes(built)
 

@@ -168,7 +168,8 @@ def test_stdio_null_and_file(tmp_path: pytest.TempPathFactory) -> None:
         st = os.fstat(got[1])
         assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
         os.write(got[1], b"hello")
-        assert open(path, "rb").read() == b"hello"
+        with open(path, "rb") as f:
+            assert f.read() == b"hello"
     finally:
         for fd in set(got.values()):
             os.close(fd)
@@ -194,7 +195,7 @@ def test_stdio_inherit_shares_what_the_restarter_shares() -> None:
     a closed restarter fd is a clear error."""
 
     def body() -> int:
-        master, slave = os.openpty()
+        _master, slave = os.openpty()
         for fd in (0, 1, 2):
             os.dup2(slave, fd)
         got = tty.stdio_sources({0, 1, 2}, tty.STDIO_INHERIT)

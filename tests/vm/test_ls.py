@@ -177,7 +177,7 @@ def test_ls_cli_json_and_dot() -> None:
             check=True,
         ).stdout
         assert dot.startswith("digraph pyckpt_ls {") and "style=dashed" in dot
-        bad = subprocess.run(
+        bad = subprocess.run(  # noqa: PLW1510 - the exit status is asserted
             [sys.executable, "-m", "pyckpt", "ls", "999999999"],
             capture_output=True,
             text=True,

@@ -116,7 +116,7 @@ def test_main_thread_gone_refused() -> None:
 
 def _clone_files(t: Member) -> None:
     """A child made by clone(CLONE_FILES | SIGCHLD): one fd table for both."""
-    r, w = os.pipe()
+    _r, w = os.pipe()
     os.write(w, b"queued")
     os.eventfd(3)
     child = _libc.syscall(_SYS_CLONE, _CLONE_FILES | signal.SIGCHLD, 0, 0, 0, 0)
@@ -161,7 +161,7 @@ def _spin(stop: list[bool]) -> None:
 
 
 def _threads(t: Member) -> None:
-    r, w = os.pipe()
+    _r, w = os.pipe()
     os.write(w, b"abc")
     stop: list[bool] = []
     for _ in range(2):
