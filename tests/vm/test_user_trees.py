@@ -184,14 +184,19 @@ def test_sh_pipeline_with_data_in_flight() -> None:
             pids = tree.pids()
             if len(pids) != 3:
                 return False
-            comms = []
-            for p in pids[1:]:
+            comms, calls = [], []
+            for p in pids:
                 with open(f"/proc/{p}/comm") as f:
                     comms.append(f.read().strip())
-            # and sh is done with its fds: waiting for its children (wait4)
-            with open(f"/proc/{pids[0]}/syscall") as f:
-                waiting = f.read().split()[0] == "61"
-            return comms == ["sleep", "sleep"] and waiting
+                with open(f"/proc/{p}/syscall") as f:
+                    calls.append(f.read().split()[0])
+            # sh done with its fds (waiting in wait4), each sleep done with
+            # loading (in nanosleep: until then ld.so opens libraries)
+            return (
+                comms[1:] == ["sleep", "sleep"]
+                and calls[0] == "61"
+                and all(c in ("35", "230") for c in calls[1:])
+            )
 
         wait_for(settled)
         pids = tree.pids()
