@@ -887,18 +887,23 @@ def _threads(task: Task) -> str:
     return ""
 
 
+def _status_line(status: str, key: str) -> list[str]:
+    """The fields of one line of /proc/PID/status."""
+    m = re.search(rf"^{key}:[ \t]*(.*)$", status, re.MULTILINE)
+    return m[1].split() if m else []
+
+
+def _ids(task: Task, status: str) -> None:
+    """uids, gids and supplementary groups from /proc/PID/status."""
+    task.ruid, task.euid, task.suid, task.fsuid = map(int, _status_line(status, "Uid"))
+    task.rgid, task.egid, task.sgid, task.fsgid = map(int, _status_line(status, "Gid"))
+    task.groups = [int(g) for g in _status_line(status, "Groups")]
+
+
 def _zombie_identity(task: Task) -> None:
     """A zombie's ids from /proc/PID/status (what its parent's waitid()
     reports as si_uid); no limits, environment or executable are left."""
-    status = _read_text(f"/proc/{task.pid}/status")
-
-    def line(key: str) -> list[str]:
-        m = re.search(rf"^{key}:[ \t]*(.*)$", status, re.MULTILINE)
-        return m[1].split() if m else []
-
-    task.ruid, task.euid, task.suid, task.fsuid = map(int, line("Uid"))
-    task.rgid, task.egid, task.sgid, task.fsgid = map(int, line("Gid"))
-    task.groups = [int(g) for g in line("Groups")]
+    _ids(task, _read_text(f"/proc/{task.pid}/status"))
 
 
 _NS = ("mnt", "pid", "user")
@@ -911,12 +916,9 @@ def _identity(task: Task) -> str:
     status = _read_text(f"/proc/{pid}/status")
 
     def line(key: str) -> list[str]:
-        m = re.search(rf"^{key}:[ \t]*(.*)$", status, re.MULTILINE)
-        return m[1].split() if m else []
+        return _status_line(status, key)
 
-    task.ruid, task.euid, task.suid, task.fsuid = map(int, line("Uid"))
-    task.rgid, task.egid, task.sgid, task.fsgid = map(int, line("Gid"))
-    task.groups = [int(g) for g in line("Groups")]
+    _ids(task, status)
     umask = line("Umask")
     task.umask = int(umask[0], 8) if umask else 0o022
     task.no_new_privs = line("NoNewPrivs") == ["1"]

@@ -666,6 +666,19 @@ class _Parser:
     def ptag(self, rec: Record, ptag: int, parent: str) -> None:
         self._ptag(rec, ptag, parent)
 
+    def child(self, file: Record, rtype: HdrType, why: str = "") -> Record:
+        """The rtype record a kind writes right after its FILE: read, its
+        ptag and objref checked against that FILE."""
+        rec = self._read((rtype,), why)
+        self._ptag(rec, file.tag, "its FILE")
+        objref, mine = rec.fields["objref"], file.fields["objref"]
+        if objref != mine:
+            raise ImageError(
+                rec.offset,
+                f"{rtype.name} record: objref {objref} differs from its FILE's {mine}",
+            )
+        return rec
+
     def define(self, objref: int, what: str, rec: Record) -> None:
         """A kind's record defines objref (a pipe): FILEs may not reuse it."""
         self.defs[objref] = _Def(what, rec)

@@ -351,15 +351,9 @@ class ContentsKind(Kind):
         )
 
     def read_file(self, p: _Parser, image: Image, f: File, rec: Record) -> None:
-        r = p.read((HdrType.CONTENTS,), f"after a {f.kind.name} file")
-        p.ptag(r, rec.tag, "its FILE")
+        r = p.child(rec, HdrType.CONTENTS, f"after a {f.kind.name} file")
         c = r.fields
         where = "CONTENTS record"
-        if c["objref"] != f.objref:
-            raise ImageError(
-                r.offset,
-                f"{where}: objref {c['objref']} differs from its FILE's {f.objref}",
-            )
         if not stat.S_ISREG(f.st_mode):
             raise ImageError(
                 rec.offset, f"FILE record: {f.kind.name} with st_mode {f.st_mode:#o}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pyckpt.abi import FileKind, HdrType
-from pyckpt.errors import ImageError, RestartError
+from pyckpt.errors import RestartError
 from pyckpt.kinds import _libc
 from pyckpt.kinds.base import Kind, extra
 from pyckpt.records import Layout, Record, bad
@@ -94,14 +94,7 @@ class SignalfdKind(Kind):
         w.add(HdrType.SIGNALFD, tag, {"objref": f.objref, "sigmask": s.sigmask})
 
     def read_file(self, p: _Parser, image: Image, f: File, rec: Record) -> None:
-        r = p.read((HdrType.SIGNALFD,), "after a SIGNALFD file")
-        p.ptag(r, rec.tag, "its FILE")
-        if r.fields["objref"] != f.objref:
-            raise ImageError(
-                r.offset,
-                f"SIGNALFD record: objref {r.fields['objref']} differs from its "
-                f"FILE's {f.objref}",
-            )
+        r = p.child(rec, HdrType.SIGNALFD, "after a SIGNALFD file")
         f.extra = Signalfd(r.fields["sigmask"])
 
     def check_model(self, image: Image) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pyckpt.abi import FileKind, HdrType, lib
-from pyckpt.errors import ImageError, RestartError
+from pyckpt.errors import RestartError
 from pyckpt.kinds import _libc
 from pyckpt.kinds.base import Kind, extra
 from pyckpt.records import Layout, Record, bad
@@ -229,15 +229,8 @@ class TimerfdKind(Kind):
         )
 
     def read_file(self, p: _Parser, image: Image, f: File, rec: Record) -> None:
-        r = p.read((HdrType.TIMERFD,), "after a TIMERFD file")
-        p.ptag(r, rec.tag, "its FILE")
+        r = p.child(rec, HdrType.TIMERFD, "after a TIMERFD file")
         t = r.fields
-        if t["objref"] != f.objref:
-            raise ImageError(
-                r.offset,
-                f"TIMERFD record: objref {t['objref']} differs from its FILE's "
-                f"{f.objref}",
-            )
         f.extra = Timerfd(
             clockid=t["clockid"],
             flags=_from_image(t["flags"]),

@@ -53,7 +53,7 @@ from enum import IntFlag
 from typing import TYPE_CHECKING
 
 from pyckpt.abi import FileKind, HdrType, lib
-from pyckpt.errors import ImageError, RestartError
+from pyckpt.errors import RestartError
 from pyckpt.kinds import chrdev
 from pyckpt.kinds.base import Kind, extra
 from pyckpt.records import Layout, Record, bad
@@ -394,14 +394,7 @@ class TtyKind(Kind):
         )
 
     def read_file(self, p: _Parser, image: Image, f: File, rec: Record) -> None:
-        tr = p.read((HdrType.TTY,), "FILE of kind TTY")
-        p.ptag(tr, rec.tag, "its FILE")
-        tf = tr.fields
-        if tf["objref"] != f.objref:
-            raise ImageError(
-                tr.offset,
-                f"TTY record: objref {tf['objref']} differs from its FILE's {f.objref}",
-            )
+        tf = p.child(rec, HdrType.TTY, "FILE of kind TTY").fields
         f.extra = Tty(flags=TtyFlag(tf["flags"]), sid=tf["sid"], pgrp=tf["pgrp"])
 
     def check_model(self, image: Image) -> None:

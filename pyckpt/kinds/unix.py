@@ -983,15 +983,8 @@ class UnixKind(Kind):
             )
 
     def read_file(self, p: _Parser, image: Image, f: File, rec: Record) -> None:
-        urec = p.read((HdrType.UNIX,), "after a UNIX FILE")
-        p.ptag(urec, rec.tag, "its FILE")
+        urec = p.child(rec, HdrType.UNIX, "after a UNIX FILE")
         uf = urec.fields
-        if uf["objref"] != f.objref:
-            raise ImageError(
-                urec.offset,
-                f"UNIX record: objref {uf['objref']} differs from its FILE's "
-                f"{f.objref}",
-            )
         flags = uf["flags"]
         u = Unix(
             type=uf["type"],
