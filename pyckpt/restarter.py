@@ -771,6 +771,26 @@ def _read_reports(
             return ready, error
 
 
+def _proc_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return "X"  # gone
+
+
+def _wait_dead(pids: list[int], deadline: float) -> str | None:
+    """A zombie's stub reports ready, then dies: wait for each to be dead, so
+    that the tree restart hands back is the tree that was saved (a test
+    found one still alive at the barrier)."""
+    for pid in pids:
+        while _proc_state(pid) not in ("Z", "X"):
+            if time.monotonic() > deadline:
+                return f"pid {pid}, a zombie's stub, did not exit in time"
+            time.sleep(0.001)
+    return None
+
+
 def _spawn(ctx: Context, plan: _Plan, procs: _Procs, timeout: float) -> None:
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     try:
@@ -787,6 +807,9 @@ def _spawn(ctx: Context, plan: _Plan, procs: _Procs, timeout: float) -> None:
         if error is None and len(ready) != len(plan.tasks):
             missing = sorted({t.pid for t in plan.tasks} - ready)
             error = f"tasks {missing} exited before reporting"
+        if error is None:
+            zombies = [t.pid for t in plan.tasks if t.exit_status is not None]
+            error = _wait_dead([procs.pids[z] for z in zombies], deadline)
         if error is not None:
             # kill what is known, then drain until EOF: a stub forked in the
             # meantime says its pid first, and is killed in turn
