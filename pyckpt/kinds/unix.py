@@ -68,21 +68,22 @@ UNIX_DIAG_ICONS = 3
 UNIX_DIAG_RQLEN = 4
 UNIX_DIAG_SHUTDOWN = 6
 
-# sk_state as unix sockets use it (<net/tcp_states.h>)
-TCP_ESTABLISHED = 1
-TCP_CLOSE = 7
-TCP_LISTEN = 10
+# sk_state as unix sockets use it (<net/tcp_states.h>): the values ckpt.h
+# gives CKPT_UNIX_CONNECTED, _UNCONNECTED, _LISTENING and CKPT_UNIX_SHUT_*
+TCP_ESTABLISHED = lib.CKPT_UNIX_CONNECTED
+TCP_CLOSE = lib.CKPT_UNIX_UNCONNECTED
+TCP_LISTEN = lib.CKPT_UNIX_LISTENING
 
 # sk_shutdown bits (<net/sock.h>)
-RCV_SHUTDOWN = 1
-SEND_SHUTDOWN = 2
+RCV_SHUTDOWN = lib.CKPT_UNIX_SHUT_RCV
+SEND_SHUTDOWN = lib.CKPT_UNIX_SHUT_SEND
 
 TYPES = {
     socket.SOCK_STREAM: "stream",
     socket.SOCK_DGRAM: "dgram",
     socket.SOCK_SEQPACKET: "seqpacket",
 }
-NAME_MAX = 108  # sizeof(sun_path)
+NAME_MAX = lib.CKPT_UNIX_NAME_MAX  # sizeof(sun_path)
 PEEK_BUF = 256 * 1024  # first buffer for one datagram; doubled when short
 PEEK_BUF_MAX = 64 << 20  # no datagram is larger than a socket buffer can be
 _CMSG_FDS = 253  # SCM_MAX_FD: room for every fd one message can carry
