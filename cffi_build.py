@@ -45,7 +45,6 @@ long ckpt_kcmp_epoll_tfd(int pid1, int fd1, int pid2, int efd, int tfd,
 long ckpt_tee(int fd_in, int fd_out, size_t len, unsigned int flags);
 int ckpt_epoll_ctl(int epfd, int op, int fd, unsigned int events,
 		   unsigned long long data);
-long ckpt_unix_peers(unsigned int *ino, unsigned int *peer, long max);
 #define SPLICE_F_NONBLOCK ...
 #define EPOLL_CTL_ADD ...
 #define KCMP_FILE ...
@@ -72,11 +71,6 @@ HELPERS_SRC = """
 #include <sys/epoll.h>
 #include <sys/syscall.h>
 #include <linux/kcmp.h>
-#include <sys/socket.h>
-#include <linux/netlink.h>
-#include <linux/rtnetlink.h>
-#include <linux/sock_diag.h>
-#include <linux/unix_diag.h>
 #include "ckpt.h"
 
 static int ckpt_ioctl(int fd, unsigned long req, void *arg)
@@ -125,86 +119,6 @@ static int ckpt_epoll_ctl(int epfd, int op, int fd, unsigned int events,
 	struct epoll_event ev = { .events = events, .data.u64 = data };
 
 	return epoll_ctl(epfd, op, fd, &ev) < 0 ? -errno : 0;
-}
-
-/*
- * Every connected unix socket of this network namespace, as sock_diag (what
- * ss -x prints) says: its inode in ino[], its peer's in peer[].  Returns how
- * many there are (only the first max stored: call again with more room), or
- * -errno.
- */
-static long ckpt_unix_peers(unsigned int *ino, unsigned int *peer, long max)
-{
-	struct {
-		struct nlmsghdr nlh;
-		struct unix_diag_req req;
-	} msg = {
-		.nlh = {
-			.nlmsg_len = sizeof(msg),
-			.nlmsg_type = SOCK_DIAG_BY_FAMILY,
-			.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP,
-			.nlmsg_seq = 1,
-		},
-		.req = {
-			.sdiag_family = AF_UNIX,
-			.udiag_states = ~0U,
-			.udiag_show = UDIAG_SHOW_PEER,
-		},
-	};
-	struct sockaddr_nl nl = { .nl_family = AF_NETLINK };
-	long buf[8192];	/* 64 KiB, aligned for the headers */
-	long n = 0;
-	int fd, err = 0;
-
-	fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-	if (fd < 0)
-		return -errno;
-	if (sendto(fd, &msg, sizeof(msg), 0, (struct sockaddr *)&nl,
-		   sizeof(nl)) < 0) {
-		err = errno;
-		goto out;
-	}
-	for (;;) {
-		struct nlmsghdr *h = (struct nlmsghdr *)buf;
-		int len = recv(fd, buf, sizeof(buf), 0);
-
-		if (len < 0 && errno == EINTR)
-			continue;
-		if (len <= 0) {
-			err = len < 0 ? errno : EIO;
-			goto out;
-		}
-		for (; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
-			struct unix_diag_msg *m = NLMSG_DATA(h);
-			struct rtattr *a = (struct rtattr *)(m + 1);
-			int alen = h->nlmsg_len - NLMSG_LENGTH(sizeof(*m));
-
-			if (h->nlmsg_type == NLMSG_DONE)
-				goto out;
-			if (h->nlmsg_type == NLMSG_ERROR) {
-				err = -((struct nlmsgerr *)NLMSG_DATA(h))->error;
-				goto out;
-			}
-			for (; alen > 0 && RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
-				unsigned int p;
-
-				if (a->rta_type != UNIX_DIAG_PEER ||
-				    RTA_PAYLOAD(a) < sizeof(p))
-					continue;
-				p = *(unsigned int *)RTA_DATA(a);
-				if (!p)
-					continue;	/* not connected */
-				if (n < max) {
-					ino[n] = m->udiag_ino;
-					peer[n] = p;
-				}
-				n++;
-			}
-		}
-	}
-out:
-	close(fd);
-	return err ? -err : n;
 }
 """
 

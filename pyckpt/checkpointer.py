@@ -42,6 +42,10 @@ from pyckpt.image import (
     Image,
     Task,
 )
+from pyckpt.proc import read as _read
+from pyckpt.proc import read_text as _read_text
+from pyckpt.proc import stat_fields as _stat_fields
+from pyckpt.proc import state as _proc_state
 
 __all__ = ["FREEZERS", "CheckpointError", "CheckpointResult", "checkpoint"]
 
@@ -67,38 +71,6 @@ class CheckpointResult:
 
 
 # ---- /proc helpers -------------------------------------------------------------
-
-
-def _read(path: str) -> bytes:
-    # raw syscalls: a checkpoint reads several /proc files per fd while the
-    # tree is frozen, and io.open() costs several times more
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        # a seq_file read returns less than asked only at its end: most
-        # files take one read(2), not two
-        chunks = [os.read(fd, 65536)]
-        while len(chunks[-1]) == 65536:
-            chunks.append(os.read(fd, 65536))
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _read_text(path: str) -> str:
-    return os.fsdecode(_read(path))
-
-
-def _stat_fields(stat: bytes) -> list[bytes]:
-    # comm may hold spaces and parentheses: the fields follow the last ')'
-    return stat[stat.rindex(b")") + 2 :].split(None, 2)
-
-
-def _proc_state(pid: int) -> str:
-    """The one-letter state of /proc/PID/stat ('' when the task is gone)."""
-    try:
-        return _stat_fields(_read(f"/proc/{pid}/stat"))[0].decode()
-    except (OSError, ValueError):
-        return ""  # gone (or going: an empty read)
 
 
 def _threads_stopped(pid: int) -> bool:

@@ -24,10 +24,12 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pyckpt.abi import FileKind, FMode, ffi, lib
+from pyckpt import proc
+from pyckpt.abi import FileKind, FMode, lib
 from pyckpt.checkpointer import _Lister, _root_process
 from pyckpt.device import Context, kcmp_files, pidfd_getfd
 from pyckpt.errors import CkptError, Error
+from pyckpt.kinds import unix
 
 __all__ = ["LsError", "Snapshot", "snapshot", "summary", "to_dot", "to_json"]
 
@@ -181,15 +183,6 @@ def _kind(info_kind: FileKind, link: str) -> str:
     return info_kind.name.lower()
 
 
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return stat[stat.rindex(b")") + 2 :].split()[0].decode()
-    except (OSError, ValueError, IndexError):
-        return ""
-
-
 def _why(e: OSError) -> str:
     if e.errno == _errno.EBADF:
         return "closed while it was listed"
@@ -211,7 +204,7 @@ class _Reader:
             comm = _read_text(f"/proc/{pid}/comm").rstrip("\n")
         t = TaskView(pid=pid, ppid=ppid, comm=comm)
         self.snap.tasks.append(t)
-        t.zombie = _state(pid) == "Z"
+        t.zombie = proc.state(pid) == "Z"
         with contextlib.suppress(OSError):
             t.threads = len(os.listdir(f"/proc/{pid}/task"))
         if pid == os.getpid():
@@ -354,18 +347,9 @@ class _Reader:
 
 def unix_peers() -> dict[int, int]:
     """Socket inode -> peer socket inode, for every connected unix socket of
-    this network namespace (what ``ss -x`` shows as Peer); the netlink dump
-    is C in the cffi extension, laid out by the kernel's headers."""
-    room = 1024
-    while True:
-        ino = ffi.new("unsigned int[]", room)
-        peer = ffi.new("unsigned int[]", room)
-        n = lib.ckpt_unix_peers(ino, peer, room)
-        if n < 0:
-            raise OSError(-n, os.strerror(-n))
-        if n <= room:
-            return {ino[i]: peer[i] for i in range(n)}
-        room = 2 * n  # more sockets than room: again, with enough
+    this network namespace (what ``ss -x`` shows as Peer): the unix kind's
+    sock_diag dump."""
+    return {ino: d.peer for ino, d in unix.diag().items() if d.peer}
 
 
 # ---- the snapshot -----------------------------------------------------------------

@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Self
 
-from pyckpt import kinds
+from pyckpt import kinds, proc
 from pyckpt.abi import FileKind, Policy
 from pyckpt.device import Context
 from pyckpt.errors import CkptError, RestartError
@@ -771,20 +771,12 @@ def _read_reports(
             return ready, error
 
 
-def _proc_state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0].decode()
-    except (OSError, IndexError):
-        return "X"  # gone
-
-
 def _wait_dead(pids: list[int], deadline: float) -> str | None:
     """A zombie's stub reports ready, then dies: wait for each to be dead, so
     that the tree restart hands back is the tree that was saved (a test
     found one still alive at the barrier)."""
     for pid in pids:
-        while _proc_state(pid) not in ("Z", "X"):
+        while proc.state(pid) not in ("Z", ""):  # "": gone
             if time.monotonic() > deadline:
                 return f"pid {pid}, a zombie's stub, did not exit in time"
             time.sleep(0.001)
