@@ -3,8 +3,8 @@
 One BPF program (compiling it costs about a minute under TCG: build one
 Tracer and reuse it) attaches a kprobe and a kretprobe to each call of
 interest and a kprobe to each hash reference drop, and counts the kfree()s of
-hash entries (a kfree() reached from ckpt_obj_hash_free() outside kvfree(),
-i.e. the free list, not the bucket array).  It keeps, in the kernel, per
+hash entries (a kfree() called by ckpt_obj_hash_free() itself, outside
+kvfree(): the free list, not the bucket arrays).  It keeps, in the kernel, per
 probe the count and the first and last time, and a log2 latency histogram
 per function; a ring buffer carries every event for the timeline.
 
@@ -150,22 +150,34 @@ int on_kvfree_ret(struct pt_regs *ctx)
 	return 0;
 }
 
+/* An entry kfree is a kfree() that ckpt_obj_hash_free() calls itself: its
+ * thread is in that function, not in kvfree() (which may tail-call kfree()
+ * for the bucket arrays), and its return address lies in that function.
+ * The thread alone would also count the kfree()s of an interrupt (an RCU
+ * softirq) that arrived on that thread during the free. */
 int on_kfree(struct pt_regs *ctx)
 {
 	u32 tid = bpf_get_current_pid_tgid();
+	u64 ra = 0;
 
 	if (!infree.lookup(&tid) || inkv.lookup(&tid))
+		return 0;
+	bpf_probe_read_kernel(&ra, sizeof(ra), (void *)PT_REGS_SP(ctx));
+	if (ra < FREE_LO || ra >= FREE_HI)
 		return 0;
 	return emit(KFREE_ID, 0, 0);
 }
 """
 
 
-def program(nslots: int) -> str:
+def program(nslots: int, free: tuple[int, int]) -> str:
     """The BPF C text, probe functions included (KFREE_ID before FREE_ID:
-    one name contains the other)."""
+    one name contains the other); free is ckpt_obj_hash_free()'s address
+    range."""
     text = _PROG.replace("NSLOTS", str(nslots)).replace("KFREE_ID", str(KFREE_ID))
     text = text.replace("FREE_ID", str(FREE_ID))
+    text = text.replace("FREE_LO", f"{free[0]:#x}ULL")
+    text = text.replace("FREE_HI", f"{free[1]:#x}ULL")
     for i in range(len(NAMES) - 1):
         text += (
             f"int enter_{i}(struct pt_regs *ctx) {{ return enter({i}); }}\n"
@@ -215,6 +227,24 @@ def module_symbols() -> set[str]:
             if len(parts) == 4 and parts[3] == f"[{MODULE}]" and parts[1] in "tT":
                 out.add(parts[2])
     return out
+
+
+def symbol_range(name: str) -> tuple[int, int]:
+    """[start, end) of the module's function name, from /proc/kallsyms (as
+    root): it ends where the next symbol in the kernel's address space
+    begins."""
+    start, addrs = 0, []
+    with open("/proc/kallsyms") as f:
+        for line in f:
+            parts = line.split()
+            addr = int(parts[0], 16)
+            if parts[2] == name and parts[3:] == [f"[{MODULE}]"]:
+                start = addr
+            addrs.append(addr)
+    if not start:
+        raise TraceUnavailable(f"no address for {name} in /proc/kallsyms")
+    end = min((a for a in addrs if a > start), default=start + 4096)
+    return start, end
 
 
 @dataclass
@@ -270,7 +300,7 @@ class Tracer:
         present = [n for n in NAMES[:-1] if n in syms]
         self.missing = [n for n in NAMES[:-1] if n not in syms]
         nslots = 2 * len(NAMES)
-        text = program(nslots)
+        text = program(nslots, symbol_range("ckpt_obj_hash_free"))
         t0 = time.monotonic()
         self.bpf = BPF(text=text.encode())
         self.compile_s = time.monotonic() - t0
