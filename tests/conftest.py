@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Time is no property of ours: a loaded CI machine or the TCG guest can take
+# longer than hypothesis' default 200 ms deadline for one example.
+settings.register_profile("pyckpt", deadline=None)
+settings.load_profile("pyckpt")
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ROOT / "kmod" / "include" / "uapi" / "ckpt.h"
