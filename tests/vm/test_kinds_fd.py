@@ -14,11 +14,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from oracle import facts, fdinfo, ppids, wait_for
-from trees import Member, spawn
+from trees import Member, tree_of
 
 import pyckpt
 from pyckpt.checkpointer import Options
@@ -34,15 +34,6 @@ MS = 1_000_000
 
 def _mask(*sigs: int) -> int:
     return sum(1 << (s - 1) for s in sigs)
-
-
-@contextlib.contextmanager
-def tree_of(body: Callable[[Member], None]) -> Iterator[list[int]]:
-    tree = spawn(body)
-    try:
-        yield tree.pids()
-    finally:
-        tree.kill()
 
 
 def roundtrip(

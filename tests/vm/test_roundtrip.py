@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from oracle import facts, fds_of, ppids, wait_for
-from trees import Member, spawn
+from trees import Member, tree_of
 
 import pyckpt
 from pyckpt.image import Image, ImageError
@@ -32,16 +32,6 @@ def tmpfile() -> Iterator[str]:
     yield path
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-
-
-@contextlib.contextmanager
-def tree_of(body: Callable[[Member], None]) -> Iterator[list[int]]:
-    """The pids of a tree built by body (root first); killed afterwards."""
-    tree = spawn(body)
-    try:
-        yield tree.pids()
-    finally:
-        tree.kill()
 
 
 def roundtrip(body: Callable[[Member], None], image_path: str | None = None) -> None:

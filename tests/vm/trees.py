@@ -21,7 +21,7 @@ import select
 import signal
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,3 +160,13 @@ def spawn(body: Callable[[Member], None], pass_fds: Iterable[int] = ()) -> Tree:
         tree.kill()
         raise RuntimeError("a tree member failed:\n" + "\n".join(errors))
     return tree
+
+
+@contextlib.contextmanager
+def tree_of(body: Callable[[Member], None]) -> Iterator[list[int]]:
+    """The pids of a tree built by body (root first); killed afterwards."""
+    tree = spawn(body)
+    try:
+        yield tree.pids()
+    finally:
+        tree.kill()
