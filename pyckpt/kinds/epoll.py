@@ -195,6 +195,59 @@ def _epoll_leak(
     )
 
 
+def _by_number(
+    at: dict[tuple[int, int], _FdRef],
+    owners: list[int],
+    ep: _FdRef,
+    tfd: int,
+    toff: int,
+) -> int | None:
+    """The item's target found by its own number: the file at fd tfd in a
+    task holding the epoll (the adder's table), confirmed by one kcmp each."""
+    for pid in owners:
+        c = at.get((pid, tfd))
+        if c is None:
+            continue
+        try:
+            if _kcmp_epoll_tfd(c.pid, c.fd, ep.pid, ep.fd, tfd, toff):
+                return c.objref
+        except OSError:
+            continue  # e.g. no such item at toff: the search decides
+    return None
+
+
+class _Search:
+    """The fallback: every file of the tree with the target's inode, each
+    tried by kcmp (all anonymous files share one inode, so for them this is
+    a walk over every one: only for items the number did not find)."""
+
+    def __init__(self, col: _Collector) -> None:
+        self.col = col
+        self.by_inode: dict[tuple[int, int, int], list[int]] | None = None
+
+    def find(
+        self, ep: _FdRef, tfd: int, toff: int, ino: int, sdev: tuple[int, int]
+    ) -> int | None:
+        col = self.col
+        if self.by_inode is None:
+            # every file met, the unsupported ones too: they are reported already
+            self.by_inode = {}
+            for o, r in col.first.items():
+                st = os.fstat(r.local)
+                key = (st.st_ino, os.major(st.st_dev), os.minor(st.st_dev))
+                self.by_inode.setdefault(key, []).append(o)
+        for objref in self.by_inode.get((ino, *sdev), ()):
+            c = col.first[objref]
+            try:
+                if _kcmp_epoll_tfd(c.pid, c.fd, ep.pid, ep.fd, tfd, toff):
+                    return objref
+            except OSError as e:
+                raise CheckpointError(
+                    f"{ep.where()}: kcmp(KCMP_EPOLL_TFD) for tfd {tfd}: {e}"
+                ) from e
+        return None
+
+
 # ---- restart: the late step ----------------------------------------------------
 
 
@@ -307,50 +360,38 @@ class EpollKind(Kind):
         return True
 
     def collect(self, col: _Collector) -> None:
-        # every file met, the unsupported ones too: they are reported already
-        stats = {o: os.fstat(r.local) for o, r in col.first.items()}
+        # (pid, fd) -> the fd's ref: an item's tfd is an fd number in the
+        # table of a task that holds the epoll, which is where its target
+        # almost always still is (one kcmp confirms it)
+        at: dict[tuple[int, int], _FdRef] | None = None
+        search = _Search(col)
         for objref, f in col.image.files.items():
             if f.kind != FileKind.EPOLL:
                 continue
+            if at is None:
+                at = {(r.pid, r.fd): r for r in col.refs}
             ep = col.first[objref]
+            # the epoll's other holders: an item may have been added by one
+            owners = list(dict.fromkeys(r.pid for r in col.holders[objref]))
             epoll = Epoll(objref=objref)
             # kcmp's toff: the how-many-th item with this tfd (fdinfo and
             # kcmp walk the same rbtree): two items may share a number
             nth: dict[int, int] = {}
             for m in _EPOLL_ITEM.finditer(ep.fdinfo):
                 tfd, events, data = int(m[1]), int(m[2], 16), int(m[3], 16)
-                ino, sdev = int(m[5], 16), _kernel_dev(int(m[6], 16))
                 toff = nth.get(tfd, 0)
                 nth[tfd] = toff + 1
-                target = self._target(col, ep, tfd, toff, ino, sdev, stats)
+                target = _by_number(at, owners, ep, tfd, toff)
+                if target is None:
+                    # closed or reused in every holder (the file lives on
+                    # elsewhere, e.g. dup'ed): the search by inode
+                    ino, sdev = int(m[5], 16), _kernel_dev(int(m[6], 16))
+                    target = search.find(ep, tfd, toff, ino, sdev)
                 if target is None:
                     col.problems.append(_epoll_leak(ep, tfd, ino, sdev, col.refs))
                     continue
                 epoll.items.append(EpollItem(target, tfd, events, data))
             col.image.epolls[objref] = epoll
-
-    def _target(
-        self,
-        col: _Collector,
-        ep: _FdRef,
-        tfd: int,
-        toff: int,
-        ino: int,
-        sdev: tuple[int, int],
-        stats: dict[int, os.stat_result],
-    ) -> int | None:
-        for objref, st in stats.items():
-            if st.st_ino != ino or (os.major(st.st_dev), os.minor(st.st_dev)) != sdev:
-                continue
-            c = col.first[objref]
-            try:
-                if _kcmp_epoll_tfd(c.pid, c.fd, ep.pid, ep.fd, tfd, toff):
-                    return objref
-            except OSError as e:
-                raise CheckpointError(
-                    f"{ep.where()}: kcmp(KCMP_EPOLL_TFD) for tfd {tfd}: {e}"
-                ) from e
-        return None
 
     # ---- the image ----
 
