@@ -13,7 +13,14 @@ even under TCG, where absolute times are slow:
 5. what taking the recorded credentials costs a restart: the same image
    restarted to the barrier with and without that step, alternately.
 
-`python -m pyckpt.bench cr` runs only 4, `python -m pyckpt.bench creds` 5;
+6. pyckpt against CRIU on the same tree (pyckpt/crtree.c: 10 tasks x 720 and
+   x 1,000 fds): frozen time, checkpoint wall time, restart until the tasks
+   run, and the ratios (CRIU's failure at 1,000 is reported, not hidden);
+7. cr-tests' epoll/sk10k: one epoll set of 10^2, 10^3, 10^4 items, time per
+   item at checkpoint and restart (flat: linear).
+
+`python -m pyckpt.bench cr` runs only 4, `python -m pyckpt.bench creds` 5,
+`criu [--tasks 3 --sizes 100]` 6 and `epoll [--sizes 100,1000]` 7;
 `python -m pyckpt.bench resume [--sizes 100,1000] [--out DIR]` answers seed
 000's question on real restarts (table, and with --out a JSON and a PNG plot);
 `resume --replot JSON` redraws the PNG from a run's JSON.
@@ -21,12 +28,15 @@ even under TCG, where absolute times are slow:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import re
 import resource
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -276,6 +286,10 @@ def credentials(ntasks: int = 16, rounds: int = 5) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    # 6.1's fdinfo does not say whether an eventfd is a semaphore: restart
+    # warns once per eventfd, and printing thousands of warnings would be
+    # timed with the restarts
+    warnings.filterwarnings("ignore", r".*EFD_SEMAPHORE", RuntimeWarning)
     if args[:2] == ["resume", "--replot"] and len(args) == 3:
         # the PNG again from a run's JSON, anywhere (the guest builds
         # matplotlib's font cache at each boot: minutes under TCG)
@@ -300,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
             sizes = tuple(int(x) for x in args[args.index("--sizes") + 1].split(","))
         resume(sizes, out)
         return 0
+    if args[:1] == ["criu"]:
+        criu(**_size_opts(args[1:], tasks=CRIU_TASKS, sizes=CRIU_SIZES))
+        return 0
+    if args[:1] == ["epoll"]:
+        epoll_scale(**_size_opts(args[1:], sizes=EPOLL_SIZES))
+        return 0
     if args != ["cr"]:
         with eventfds(max(SIZES)) as fds:
             single_vs_batch(fds[:10_000])
@@ -307,14 +327,30 @@ def main(argv: list[str] | None = None) -> int:
             policies(fds)
         print()
     checkpoint_restart()
-    if sys.argv[1:] != ["cr"]:
+    if args != ["cr"]:
         print()
         credentials()
+        print()
+        criu()
+        print()
+        epoll_scale()
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _size_opts(args: list[str], **defaults: Any) -> dict[str, Any]:
+    """--sizes N,N,... and --tasks N (where the section has tasks)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m pyckpt.bench SECTION")
+    ap.add_argument(
+        "--sizes",
+        type=lambda s: tuple(int(x) for x in s.split(",")),
+        default=defaults["sizes"],
+        help="comma-separated sizes (fds per task; items for epoll)",
+    )
+    if "tasks" in defaults:
+        ap.add_argument("--tasks", type=int, default=defaults["tasks"])
+    return vars(ap.parse_args(args))
 
 
 # ---- seed 000, answered on real restarts: `python -m pyckpt.bench resume` ------------
@@ -504,3 +540,419 @@ def plot_resume(data: dict, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+# ---- pyckpt against CRIU on one tree: `python -m pyckpt.bench criu` -------------------
+
+CRIU_TASKS = 10
+CRIU_SIZES = (720, 1_000)  # fds per task; CRIU fails at 1,000 (pipes with data)
+PR_SET_CHILD_SUBREAPER = 36
+_CRTREE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crtree.c")
+
+
+def crtree_binary() -> str:
+    """build/crtree (make bench builds it, static), or a build into /tmp when
+    it is missing or older than its source (the guest's checkout is read-only)."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    built = os.path.join(root, "build", "crtree")
+    src_mtime = os.stat(_CRTREE).st_mtime
+    if os.path.exists(built) and os.stat(built).st_mtime >= src_mtime:
+        return built
+    out = f"/tmp/pyckpt-crtree-{int(src_mtime)}"
+    if not os.path.exists(out):
+        tmp = f"{out}.{os.getpid()}"
+        subprocess.run(["gcc", "-static", "-O2", "-o", tmp, _CRTREE], check=True)
+        os.rename(tmp, out)
+    return out
+
+
+def tree_pids(root: int) -> list[int]:
+    """root and its descendants (/proc/PID/task/PID/children), root first."""
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop(0)
+        out.append(pid)
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def nr_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class CrTree:
+    """A crtree (pyckpt/crtree.c) started detached: its own session, stdio on
+    /dev/null, so that neither tool meets a terminal. `tasks` tasks, each
+    with exactly 3 + `fds` fds once the constructor returns."""
+
+    def __init__(self, binary: str, tasks: int, fds: int, scratch: str) -> None:
+        import subprocess
+
+        self.tasks, self.fds = tasks, fds
+        r, w = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                [binary, str(tasks), str(fds), scratch, str(w)],
+                pass_fds=(w,),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            os.close(w)
+        self.root = self.proc.pid
+        try:
+            import select
+
+            deadline = time.monotonic() + 300
+            while True:  # EOF: every task closed it, all fds open
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([r], [], [], left)[0]:
+                    raise RuntimeError(f"crtree {self.root}: not built in 300 s")
+                if not os.read(r, 4096):
+                    break
+        finally:
+            os.close(r)
+        self.pids = tree_pids(self.root)
+        self.check(self.pids)
+
+    def check(self, pids: list[int]) -> None:
+        """pids is a tree as built: `tasks` tasks, each with 3 + fds fds."""
+        counts = {p: nr_fds(p) for p in pids}
+        want = 3 + self.fds
+        if len(pids) != self.tasks or set(counts.values()) != {want}:
+            raise RuntimeError(
+                f"not the tree built: {len(pids)} tasks (want {self.tasks}), "
+                f"fds per task {sorted(set(counts.values()))} (want {want})"
+            )
+
+
+def kill_and_reap(pids: list[int]) -> None:
+    """SIGKILL pids and reap them: we are their subreaper (or parent)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    left = set(pids)
+    deadline = time.monotonic() + 30
+    while left and time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid:
+            left.discard(pid)
+        else:
+            left = {p for p in left if os.path.exists(f"/proc/{p}")}
+            time.sleep(0.01)
+
+
+_CRIU_STAT = re.compile(r"^(Frozen|Restore|Freezing) time:\s*(\d+)\s*us", re.MULTILINE)
+
+
+def parse_criu(text: str) -> dict[str, float]:
+    """criu's --display-stats lines: {"frozen": s, "restore": s, ...}."""
+    return {m[1].lower(): int(m[2]) / 1e6 for m in _CRIU_STAT.finditer(text)}
+
+
+_CRIU_SUMMARY = re.compile(r"FAILED|failed with")
+# at -v2 a line starts with "Error (file:line)"; higher levels put a
+# timestamp "(00.012345) " before it
+_CRIU_ERROR = re.compile(r"^(?:\(\s*[\d.]+\)\s*)?(Error \(.*?)\s*$", re.MULTILINE)
+
+
+def criu_error(text: str) -> str:
+    """What made criu fail: the last Error line before its own summary of
+    the failure ("Dumping FAILED", "... failed with -1"); a successful
+    run's log has harmless Error lines too (its tun and ip checks)."""
+    errors = [m[1] for m in _CRIU_ERROR.finditer(text)]
+    cause = ""
+    for line in errors:
+        if _CRIU_SUMMARY.search(line):
+            break
+        cause = line
+    if cause or errors:
+        return cause or errors[0]
+    lines = [x for x in text.splitlines() if x.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def _criu(args: list[str], d: str, log: str) -> tuple[int, float, str]:
+    """Run criu with its stats on stdout into d/log.out and its log in d/log:
+    (status, wall seconds, stats + log). Files, not pipes: the restored tasks
+    must hold nothing of ours."""
+    import subprocess
+
+    with open(os.path.join(d, f"{log}.out"), "w") as out:
+        t0 = time.perf_counter()
+        p = subprocess.run(
+            ["criu", *args, "-D", d, "-v2", "--display-stats", "-o", log],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+        wall = time.perf_counter() - t0
+    text = ""
+    for name in (f"{log}.out", log):
+        with contextlib.suppress(FileNotFoundError), open(os.path.join(d, name)) as f:
+            text += f.read()
+    return p.returncode, wall, text
+
+
+def _pyckpt_run(binary: str, tasks: int, fds: int, scratch: str) -> dict[str, Any]:
+    import pyckpt
+
+    tree = CrTree(binary, tasks, fds, scratch)
+    img = f"/tmp/bench-criu-{os.getpid()}.img"
+    try:
+        t0 = time.perf_counter()
+        res = pyckpt.checkpoint(tree.root, output=img, kill=True)
+        wall = time.perf_counter() - t0
+        kill_and_reap(tree.pids)
+        t0 = time.perf_counter()
+        r = pyckpt.restart(img, argv=[binary, "pause"])
+        restart = time.perf_counter() - t0
+        try:
+            new = [r.pids[p] for p in tree.pids]
+            _wait_exec(new, os.path.basename(binary))
+            tree.check(tree_pids(new[0]))
+        finally:
+            r.kill()
+    finally:
+        kill_and_reap(tree.pids)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(img)
+    return {
+        "frozen": res.downtime,
+        "wall": wall,
+        "restart": restart,
+        "files": res.nr_files,
+        "pipes": len(res.image.pipes),
+    }
+
+
+def _wait_exec(pids: list[int], comm: str) -> None:
+    """Every pid runs comm (restarted tasks exec it once released)."""
+    deadline = time.monotonic() + 60
+    for pid in pids:
+        while True:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == comm[:15]:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"restarted task {pid} never ran {comm}")
+            time.sleep(0.01)
+
+
+def _criu_run(binary: str, tasks: int, fds: int, scratch: str) -> dict[str, Any]:
+    import shutil
+    import tempfile
+
+    tree = CrTree(binary, tasks, fds, scratch)
+    d = tempfile.mkdtemp(prefix="bench-criu-", dir="/tmp")  # writable in the guest
+    out: dict[str, Any] = {}
+    try:
+        rc, wall, text = _criu(["dump", "-t", str(tree.root)], d, "dump.log")
+        if rc != 0:
+            out["error"] = f"dump failed ({rc}): {criu_error(text)}"
+            return out
+        out["wall"] = wall
+        out["frozen"] = parse_criu(text).get("frozen")
+        kill_and_reap(tree.pids)  # dumped and killed: reap before the pids return
+        rc, wall, text = _criu(["restore", "-d"], d, "restore.log")
+        if rc != 0:
+            out["error"] = f"restore failed ({rc}): {criu_error(text)}"
+            return out
+        out["restore_wall"] = wall
+        out["restore"] = parse_criu(text).get("restore")
+        # the same pids, alive, with their fds
+        tree.check(tree_pids(tree.root))
+    finally:
+        kill_and_reap(tree.pids)
+        shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
+def _criu_version() -> str:
+    import subprocess
+
+    try:
+        p = subprocess.run(
+            ["criu", "--version"], check=False, capture_output=True, text=True
+        )
+    except FileNotFoundError:
+        return ""
+    m = re.search(r"Version:\s*(\S+)", p.stdout)
+    return m[1] if m else p.stdout.strip()
+
+
+def criu(tasks: int = CRIU_TASKS, sizes: tuple[int, ...] = CRIU_SIZES) -> None:
+    """The same tree (pyckpt/crtree.c) checkpointed and restarted by pyckpt
+    and by CRIU, one fresh tree per tool, side by side."""
+    import ctypes
+
+    version = _criu_version()
+    print(
+        f"6. pyckpt against CRIU {version or '(not installed: vm/setup.sh --bench)'}:"
+        f" crtree, {tasks} tasks x F fds (half inherited from the root: pipes with"
+    )
+    print("   data, eventfds, a regular file), started detached; ratio = pyckpt/CRIU")
+    binary = crtree_binary()
+    scratch = f"/tmp/bench-crtree-{os.getpid()}"
+    with open(scratch, "wb") as f:
+        f.write(b"x" * 4096)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = max(sizes) * tasks + 1024  # the restarter holds every file at once
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, max(hard, need)))
+    libc = ctypes.CDLL(None, use_errno=True)
+    # orphans (criu kills and restores trees; its restored root outlives it)
+    # come back to us, so that every task is reaped and its pid free again
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    print(f"   {'tree':>9} | {'':28} {'pyckpt':>10} {'CRIU':>10} {'ratio':>7}")
+    try:
+        for fds in sizes:
+            p = _pyckpt_run(binary, tasks, fds, scratch)
+            c = (
+                _criu_run(binary, tasks, fds, scratch)
+                if version
+                else {"error": "criu is not installed (vm/setup.sh --bench)"}
+            )
+            rows = [
+                ("frozen", p["frozen"], c.get("frozen")),
+                ("checkpoint, wall", p["wall"], c.get("wall")),
+                ("restart until the tasks run", p["restart"], c.get("restore_wall")),
+                ("  (CRIU's own Restore time)", None, c.get("restore")),
+            ]
+            label = f"{tasks} x {fds}"
+            for what, pv, cv in rows:
+                ps = f"{pv:9.2f}s" if pv is not None else f"{'':10}"
+                cs = f"{cv:9.2f}s" if cv is not None else f"{'-':>10}"
+                ratio = f"{pv / cv:6.2f}x" if pv and cv else f"{'':7}"
+                print(f"   {label:>9} | {what:28} {ps} {cs} {ratio}")
+                label = ""
+            print(
+                f"   {'':>9} | pyckpt: {p['files']} open files, {p['pipes']} pipes"
+                + (f"; CRIU {c['error']}" if "error" in c else "")
+            )
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        os.unlink(scratch)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# ---- cr-tests' epoll/sk10k: `python -m pyckpt.bench epoll` ------------------------------
+
+EPOLL_SIZES = (100, 1_000, 10_000)
+
+
+def _epoll_tree(n: int) -> int:
+    """A task whose one epoll watches n eventfds (all anonymous files: the
+    worst case for a search by inode); its pid once it is set up."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            import select
+
+            os.close(r)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (n + 64, n + 64))
+            keep = fcntl.fcntl(w, fcntl.F_DUPFD_CLOEXEC, n + 32)
+            os.closerange(0, n + 32)
+            ep = select.epoll()
+            for i in range(n):
+                ep.register(os.eventfd(i), select.EPOLLIN | select.EPOLLOUT)
+            os.close(keep)
+            while True:
+                signal.pause()
+        finally:
+            os._exit(1)  # never back into the bench, whatever happened
+    os.close(w)
+    os.read(r, 1)  # EOF: set up (or failed: the checkpoint says so)
+    os.close(r)
+    return pid
+
+
+def epoll_scale(sizes: tuple[int, ...] = EPOLL_SIZES) -> None:
+    """One epoll set of n items, checkpointed and restarted: time per item,
+    for the whole of each and for the epoll step alone (matching items at
+    checkpoint, adding them at restart)."""
+    import pyckpt
+    import pyckpt.kinds.epoll as ek
+
+    print("7. cr-tests epoll/sk10k: one epoll set of n eventfds, time per item (us)")
+    print(
+        f"   {'items':>6} | {'frozen':>8} {'ckpt':>8} {'restart':>8} | "
+        f"{'match items':>11} {'add items':>9}"
+    )
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = max(sizes) + 1024
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, max(hard, need)))
+    steps = {"match": 0.0, "add": 0.0}
+    collect, restore = ek.EpollKind.collect, ek._restore_epolls
+
+    def timed_collect(self: Any, col: Any) -> None:
+        t0 = time.perf_counter()
+        collect(self, col)
+        steps["match"] += time.perf_counter() - t0
+
+    def timed_restore(*a: Any) -> None:
+        t0 = time.perf_counter()
+        restore(*a)
+        steps["add"] += time.perf_counter() - t0
+
+    ek.EpollKind.collect = timed_collect  # type: ignore[method-assign]
+    ek._restore_epolls = timed_restore
+    per: dict[int, dict[str, float]] = {}
+    try:
+        for n in sizes:
+            steps.update(match=0.0, add=0.0)
+            pid = _epoll_tree(n)
+            try:
+                t0 = time.perf_counter()
+                res = pyckpt.checkpoint(pid)
+                wall = time.perf_counter() - t0
+            finally:
+                kill_and_reap([pid])
+            (items,) = [len(e.items) for e in res.image.epolls.values()]
+            if items != n:
+                raise RuntimeError(f"epoll of {n} items checkpointed with {items}")
+            t0 = time.perf_counter()
+            r = pyckpt.restart(res.image, argv=["sleep", "1000"], release=False)
+            restart = time.perf_counter() - t0
+            r.kill()
+            row = {
+                "frozen": res.downtime / n * 1e6,
+                "ckpt": wall / n * 1e6,
+                "restart": restart / n * 1e6,
+                "match": steps["match"] / n * 1e6,
+                "add": steps["add"] / n * 1e6,
+            }
+            per[n] = row
+            print(
+                f"   {n:6d} | {row['frozen']:8.1f} {row['ckpt']:8.1f} "
+                f"{row['restart']:8.1f} | {row['match']:11.1f} {row['add']:9.1f}",
+                flush=True,
+            )
+    finally:
+        ek.EpollKind.collect = collect  # type: ignore[method-assign]
+        ek._restore_epolls = restore
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    lo, hi = min(per), max(per)
+    if lo != hi:
+        ratio = " ".join(
+            f"{k} {per[hi][k] / per[lo][k]:.2f}x" for k in per[lo] if per[lo][k]
+        )
+        print(f"   per item, {hi} items vs {lo}: {ratio} (1x: linear)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# vm/setup.sh: install what building, testing and the VM need on a Debian
-# bookworm host, and create the venv. Idempotent, and quick when all is there
+# vm/setup.sh [--bench]: install what building, testing and the VM need on a
+# Debian bookworm host (with --bench also criu, for `make bench`), and
+# create the venv. Idempotent, and quick when all is there
 # (a dpkg query and a few file tests), so `make test` can run it every time.
 # The PyPI packages and the cffi extension are installed by the Makefile,
 # which knows when they are out of date.
@@ -42,6 +43,15 @@ apt_install() {
 		die "apt-get install failed"
 	fi
 }
+
+# `make bench` only (vm/setup.sh --bench): criu, the baseline that
+# `python -m pyckpt.bench criu` measures pyckpt against; `make test` does
+# not need it.
+case "${1:-}" in
+"") ;;
+--bench) PKGS+=(criu) ;;
+*) die "usage: vm/setup.sh [--bench]" ;;
+esac
 
 missing=()
 for p in "${PKGS[@]}"; do

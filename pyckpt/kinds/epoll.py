@@ -277,7 +277,9 @@ def _epoll_helper(ctx: Context, epolls: list[Epoll], wfd: int) -> NoReturn:
         wfd = tmp.pop(0)
         for ep in epolls:
             for it in ep.items:
-                # the target at its recorded number, so that fdinfo shows tfd
+                # the target at its recorded number, so that fdinfo shows tfd;
+                # two syscalls an item: the next dup2 to that number closes
+                # this one, and our exit the rest (tmp is above every tfd)
                 os.dup2(tmp[it.target], it.tfd)
                 try:
                     epoll_add(tmp[ep.objref], it.tfd, it.events, it.data)
@@ -286,7 +288,6 @@ def _epoll_helper(ctx: Context, epolls: list[Epoll], wfd: int) -> NoReturn:
                         f"epoll {ep.objref}: add target {it.target} as tfd "
                         f"{it.tfd} events {it.events:#x}: {e.strerror}"
                     ) from e
-                os.close(it.tfd)
         rs._say(wfd, "ok")
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 - the helper never returns either

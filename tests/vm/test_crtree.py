@@ -1,0 +1,89 @@
+"""pyckpt/crtree.c, the tree `python -m pyckpt.bench criu` gives both tools,
+builds what it says: TASKS tasks of 3 + FDS fds each, the first FDS/2 the
+root's, inherited (the same open files in every task), the rest each task's
+own, and one pipe with data in it per four fds."""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import struct
+import termios
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from pyckpt import pidfd_getfd
+from pyckpt.bench import CrTree, crtree_binary, kill_and_reap
+from pyckpt.device import kcmp_file
+
+TASKS, FDS = 3, 102  # 102 / 2 = 51: twelve groups of four and three more
+
+
+@pytest.fixture
+def tree(tmp_path) -> Iterator[CrTree]:
+    scratch = tmp_path / "scratch"
+    scratch.write_bytes(b"x" * 64)
+    libc = ctypes.CDLL(None)
+    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: we reap them all
+    t = CrTree(crtree_binary(), TASKS, FDS, str(scratch))
+    try:
+        yield t
+    finally:
+        kill_and_reap(t.pids)
+        libc.prctl(36, 0, 0, 0, 0)
+
+
+def kinds(pid: int) -> Counter:
+    out: Counter = Counter()
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        link = os.readlink(f"/proc/{pid}/fd/{name}")
+        if link == "/dev/null":
+            out[link] += 1
+        else:
+            out[link.split(":")[0] if ":" in link else "file"] += 1
+    return out
+
+
+def buffered(pid: int, fd: int) -> int:
+    """FIONREAD of a task's pipe, through a copy of its fd."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        c = pidfd_getfd(pidfd, fd)
+    finally:
+        os.close(pidfd)
+    try:
+        return struct.unpack("i", fcntl.ioctl(c, termios.FIONREAD, b"\0" * 4))[0]
+    finally:
+        os.close(c)
+
+
+def test_the_tree_is_what_it_says(tree: CrTree) -> None:
+    pids = tree.pids
+    assert len(pids) == TASKS and pids[0] == tree.root
+    half = FDS // 2
+    for pid in pids:
+        assert sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd")) == list(
+            range(3 + FDS)
+        )
+        assert os.readlink(f"/proc/{pid}/fd/0") == "/dev/null"  # detached
+        assert os.getsid(pid) == tree.root
+        # per half: 12 x (pipe, pipe, eventfd, file) + 3 files
+        want = {"pipe": 48, "anon_inode": 24, "file": 30, "/dev/null": 3}
+        assert kinds(pid) == Counter(want)
+    root = pids[0]
+    for pid in pids[1:]:
+        for fd in range(3, 3 + FDS):
+            # the first half is the root's own open files; the rest is not
+            assert kcmp_file(root, fd, pid, fd) == (fd < 3 + half), (pid, fd)
+    # every pipe has data (FIONREAD: either end), in each half of every task
+    for pid in pids:
+        ends = [
+            fd
+            for fd in range(3, 3 + FDS)
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("pipe:")
+        ]
+        assert len(ends) == 48
+        assert all(buffered(pid, fd) > 0 for fd in ends), pid
