@@ -712,8 +712,10 @@ def _pyckpt_run(binary: str, tasks: int, fds: int, scratch: str) -> dict[str, An
     tree = CrTree(binary, tasks, fds, scratch)
     img = f"/tmp/bench-criu-{os.getpid()}.img"
     try:
+        # thawed once collected, then written (kill=True would write it
+        # while frozen, before the kill); killed here, as criu dump does
         t0 = time.perf_counter()
-        res = pyckpt.checkpoint(tree.root, output=img, kill=True)
+        res = pyckpt.checkpoint(tree.root, output=img)
         wall = time.perf_counter() - t0
         kill_and_reap(tree.pids)
         t0 = time.perf_counter()
@@ -893,7 +895,7 @@ def epoll_scale(sizes: tuple[int, ...] = EPOLL_SIZES) -> None:
         f"{'match items':>11} {'add items':>9}"
     )
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = max(sizes) + 1024
+    need = 2 * max(sizes) + 1024  # a stub holds its fds and their copies
     if soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, max(hard, need)))
     steps = {"match": 0.0, "add": 0.0}
