@@ -582,6 +582,13 @@ def tree_pids(root: int) -> list[int]:
     return out
 
 
+def subreaper(on: bool) -> None:
+    """PR_SET_CHILD_SUBREAPER: orphaned descendants come back to us."""
+    from pyckpt.restarter import _libc_call
+
+    _libc_call("prctl", PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)
+
+
 def nr_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -798,8 +805,6 @@ def _criu_version() -> str:
 def criu(tasks: int = CRIU_TASKS, sizes: tuple[int, ...] = CRIU_SIZES) -> None:
     """The same tree (pyckpt/crtree.c) checkpointed and restarted by pyckpt
     and by CRIU, one fresh tree per tool, side by side."""
-    import ctypes
-
     version = _criu_version()
     print(
         f"6. pyckpt against CRIU {version or '(not installed: vm/setup.sh --bench)'}:"
@@ -814,10 +819,9 @@ def criu(tasks: int = CRIU_TASKS, sizes: tuple[int, ...] = CRIU_SIZES) -> None:
     need = max(sizes) * tasks + 1024  # the restarter holds every file at once
     if soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, max(hard, need)))
-    libc = ctypes.CDLL(None, use_errno=True)
     # orphans (criu kills and restores trees; its restored root outlives it)
     # come back to us, so that every task is reaped and its pid free again
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    subreaper(True)
     print(f"   {'tree':>9} | {'':28} {'pyckpt':>10} {'CRIU':>10} {'ratio':>7}")
     try:
         for fds in sizes:
@@ -845,7 +849,7 @@ def criu(tasks: int = CRIU_TASKS, sizes: tuple[int, ...] = CRIU_SIZES) -> None:
                 + (f"; CRIU {c['error']}" if "error" in c else "")
             )
     finally:
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        subreaper(False)
         os.unlink(scratch)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 

@@ -5,7 +5,6 @@ own, and one pipe with data in it per four fds."""
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import os
 import struct
@@ -16,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from pyckpt import pidfd_getfd
-from pyckpt.bench import CrTree, crtree_binary, kill_and_reap
+from pyckpt.bench import CrTree, crtree_binary, kill_and_reap, subreaper
 from pyckpt.device import kcmp_file
 
 TASKS, FDS = 3, 102  # 102 / 2 = 51: twelve groups of four and three more
@@ -26,14 +25,13 @@ TASKS, FDS = 3, 102  # 102 / 2 = 51: twelve groups of four and three more
 def tree(tmp_path) -> Iterator[CrTree]:
     scratch = tmp_path / "scratch"
     scratch.write_bytes(b"x" * 64)
-    libc = ctypes.CDLL(None)
-    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: we reap them all
+    subreaper(True)  # every task comes back to us to be reaped
     t = CrTree(crtree_binary(), TASKS, FDS, str(scratch))
     try:
         yield t
     finally:
         kill_and_reap(t.pids)
-        libc.prctl(36, 0, 0, 0, 0)
+        subreaper(False)
 
 
 def kinds(pid: int) -> Counter:
