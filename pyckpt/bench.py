@@ -889,21 +889,34 @@ def _epoll_tree(n: int) -> int:
 def epoll_scale(sizes: tuple[int, ...] = EPOLL_SIZES) -> None:
     """One epoll set of n items, checkpointed and restarted: time per item,
     for the whole of each and for the epoll step alone (matching items at
-    checkpoint, adding them at restart)."""
+    checkpoint, adding them at restart), and the kcmp calls of the match
+    (the kernel's ep_find_tfd() walks the epoll's items from the first to
+    the one with that fd number: each kcmp is linear in the items)."""
     import pyckpt
     import pyckpt.kinds.epoll as ek
 
     print("7. cr-tests epoll/sk10k: one epoll set of n eventfds, time per item (us)")
     print(
         f"   {'items':>6} | {'frozen':>8} {'ckpt':>8} {'restart':>8} | "
-        f"{'match items':>11} {'add items':>9}"
+        f"{'match items':>11} {'of which kcmp':>13} {'add items':>9}"
     )
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = 2 * max(sizes) + 1024  # a stub holds its fds and their copies
     if soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, max(hard, need)))
-    steps = {"match": 0.0, "add": 0.0}
-    collect, restore = ek.EpollKind.collect, ek._restore_epolls
+    steps = {"match": 0.0, "kcmp": 0.0, "add": 0.0}
+    collect, restore, kcmp = (
+        ek.EpollKind.collect,
+        ek._restore_epolls,
+        ek._kcmp_epoll_tfd,
+    )
+
+    def timed_kcmp(*a: int) -> bool:
+        t0 = time.perf_counter()
+        try:
+            return kcmp(*a)
+        finally:
+            steps["kcmp"] += time.perf_counter() - t0
 
     def timed_collect(self: Any, col: Any) -> None:
         t0 = time.perf_counter()
@@ -917,10 +930,11 @@ def epoll_scale(sizes: tuple[int, ...] = EPOLL_SIZES) -> None:
 
     ek.EpollKind.collect = timed_collect  # type: ignore[method-assign]
     ek._restore_epolls = timed_restore
+    ek._kcmp_epoll_tfd = timed_kcmp
     per: dict[int, dict[str, float]] = {}
     try:
         for n in sizes:
-            steps.update(match=0.0, add=0.0)
+            steps.update(match=0.0, kcmp=0.0, add=0.0)
             pid = _epoll_tree(n)
             try:
                 t0 = time.perf_counter()
@@ -940,17 +954,20 @@ def epoll_scale(sizes: tuple[int, ...] = EPOLL_SIZES) -> None:
                 "ckpt": wall / n * 1e6,
                 "restart": restart / n * 1e6,
                 "match": steps["match"] / n * 1e6,
+                "kcmp": steps["kcmp"] / n * 1e6,
                 "add": steps["add"] / n * 1e6,
             }
             per[n] = row
             print(
                 f"   {n:6d} | {row['frozen']:8.1f} {row['ckpt']:8.1f} "
-                f"{row['restart']:8.1f} | {row['match']:11.1f} {row['add']:9.1f}",
+                f"{row['restart']:8.1f} | {row['match']:11.1f} {row['kcmp']:13.1f} "
+                f"{row['add']:9.1f}",
                 flush=True,
             )
     finally:
         ek.EpollKind.collect = collect  # type: ignore[method-assign]
         ek._restore_epolls = restore
+        ek._kcmp_epoll_tfd = kcmp
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     lo, hi = min(per), max(per)
     if lo != hi:
@@ -958,6 +975,11 @@ def epoll_scale(sizes: tuple[int, ...] = EPOLL_SIZES) -> None:
             f"{k} {per[hi][k] / per[lo][k]:.2f}x" for k in per[lo] if per[lo][k]
         )
         print(f"   per item, {hi} items vs {lo}: {ratio} (1x: linear)")
+        py = {n: per[n]["match"] - per[n]["kcmp"] for n in (lo, hi)}
+        print(
+            f"   the match without its kcmp calls: {py[lo]:.1f} -> {py[hi]:.1f} "
+            f"us per item ({py[hi] / py[lo]:.2f}x)"
+        )
 
 
 if __name__ == "__main__":
