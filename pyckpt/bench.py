@@ -313,6 +313,58 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# ---- the image codec at 10 tasks x 720 fds: `python -m pyckpt.bench codec` ------
+
+
+def codec_image(ntasks: int = 10, nfds: int = 720) -> Any:
+    """A synthetic Image of the checkpoint bench's tree, as the checkpointer
+    fills it: the root opens nfds fds by fours (a pipe's two ends with data
+    buffered, an eventfd, a regular file); each other task inherits the
+    root's first half and opens as many of its own."""
+    from pyckpt.abi import FileKind, FMode
+    from pyckpt.image import Fd, File, Head, Image, Pipe, Task
+
+    image = Image(
+        Head(1.7e9, "Linux", "6.12.117", "#1 SMP", "x86_64", lib.CKPT_FORMAT_VERSION, lib.CKPT_ABI_VERSION)
+    )
+    next_ref = iter(range(1, 1 << 30))
+
+    def four(fd: int, out: list[Fd]) -> None:
+        pipe, r, w, efd, reg = (next(next_ref) for _ in range(5))
+        image.pipes[pipe] = Pipe(pipe, 65536, b"x" * 64)
+        for ref, mode, flags in ((r, FMode.READ, 0), (w, FMode.WRITE, 1)):
+            image.files[ref] = File(ref, FileKind.PIPE, flags, mode, pipe_objref=pipe)
+        image.files[efd] = File(
+            efd, FileKind.EVENTFD, 0o2, FMode.READ | FMode.WRITE, count=fd
+        )
+        image.files[reg] = File(
+            reg,
+            FileKind.REG,
+            0,
+            FMode.READ,
+            pos=fd,
+            path=f"/tmp/bench/file-{reg}",
+            st_dev=0x801,
+            st_ino=1000 + reg,
+            st_mode=0o100644,
+            st_size=4096,
+        )
+        out += [Fd(fd + i, ref) for i, ref in enumerate((r, w, efd, reg))]
+
+    for i in range(ntasks):
+        pid = 1000 + i
+        task = Task(pid, 1000 if i else 1, 1000, 1000, "tree", ["tree", str(i)], "/")
+        if i == 0:
+            for fd in range(3, 3 + nfds, 4):
+                four(fd, task.fds)
+        else:
+            task.fds = [Fd(fd.fd, fd.objref) for fd in image.tasks[0].fds[: nfds // 2]]
+            for fd in range(3 + nfds // 2, 3 + nfds, 4):
+                four(fd, task.fds)
+        image.tasks.append(task)
+    return image
+
+
 if __name__ == "__main__":
     sys.exit(main())
 
