@@ -44,12 +44,10 @@ from pyckpt.records import (
     decode_fields,
     enc,
     no_nul,
-    nonzero_pad,
     pack,
     pad,
     register,
     text,
-    unpack,
 )
 
 __all__ = [
@@ -319,35 +317,25 @@ def _read_obj(data: bytes, offset: int, tag: int, packed: bool = False) -> Recor
             offset, f"truncated record header ({remaining} of {HDR_SIZE} bytes)"
         )
     rtype, rlen, ptag, hpad = _HDR_UNPACK(data, offset)
-    lay = LAYOUTS.get(rtype)
-    if lay is None:
+    rt = _RT.get(rtype)
+    if rt is None:
         raise ImageError(offset, f"unknown record type {rtype}")
-    htype = _TYPES[rtype]
-    name = f"{htype.name} record"
+    htype, name, lay, size, exact, decode, var, check = rt
     if hpad != _HDR_ZERO:
         raise ImageError(offset, f"{name}: non-zero padding in its header")
-    if rlen < HDR_SIZE:
-        raise ImageError(offset, f"{name}: len {rlen} < header size {HDR_SIZE}")
-    if rlen % ALIGN:
-        raise ImageError(offset, f"{name}: len {rlen} not a multiple of {ALIGN}")
-    size = lay.size
-    if not lay.var and rlen != pad(size):
-        raise ImageError(offset, f"{name}: len {rlen}, expected {pad(size)}")
-    if rlen < size:
-        raise ImageError(offset, f"{name}: len {rlen} shorter than {lay.struct} ({size})")
-    if rlen > lay.max_len:
-        raise ImageError(offset, f"{name}: len {rlen} exceeds its bound {lay.max_len}")
+    if rlen != exact:
+        _bad_len(offset, name, lay, rlen, remaining)
     if remaining < size:
         raise ImageError(offset, f"{name}: truncated ({remaining} of {rlen} bytes)")
 
-    fields, pad_ok = lay.codec.decode(data, offset)
+    fields, pad_ok = decode(data, offset)
     end = size
-    for v in lay.var:
+    for v in var:
         n = fields[v.count]
         if n > v.max:
             raise ImageError(offset, f"{name}: {v.count} {n} exceeds {v.bound} {v.max}")
         end += n * v.item_size
-    if pad(end) != rlen:
+    if end != rlen and pad(end) != rlen:
         raise ImageError(offset, f"{name}: len {rlen} but its fields make {pad(end)}")
     if remaining < rlen:
         raise ImageError(offset, f"{name}: truncated ({remaining} of {rlen} bytes)")
@@ -356,20 +344,38 @@ def _read_obj(data: bytes, offset: int, tag: int, packed: bool = False) -> Recor
     if end != rlen and any(data[offset + end : offset + rlen]):
         raise ImageError(offset, f"{name}: non-zero trailing padding")
 
-    pos = offset + size
-    for v in lay.var:
-        vsize = fields[v.count] * v.item_size
-        fields[v.name] = data[pos : pos + vsize]  # arrays: the checks decode
-        pos += vsize
+    if var:
+        pos = offset + size
+        for v in var:
+            vsize = fields[v.count] * v.item_size
+            fields[v.name] = data[pos : pos + vsize]  # arrays: the checks decode
+            pos += vsize
 
     rec = Record(offset, tag, htype, rlen, ptag, fields)
-    CHECKS[rtype](rec, name)
+    check(rec, name)
     if not packed:
-        for v in lay.var:
+        for v in var:
             if v.item and v.item.startswith("struct "):  # EPOLL items: dicts
                 view = ffi.from_buffer(f"{v.item}[]", fields[v.name])
                 fields[v.name] = [decode_fields(v.item, it) for it in view]
     return rec
+
+
+def _bad_len(offset: int, name: str, lay: Layout, rlen: int, remaining: int) -> None:
+    """The len checks of a record whose len is not its fixed size (the
+    usual case of a record with a variable part): ImageError if it is bad."""
+    if rlen < HDR_SIZE:
+        raise ImageError(offset, f"{name}: len {rlen} < header size {HDR_SIZE}")
+    if rlen % ALIGN:
+        raise ImageError(offset, f"{name}: len {rlen} not a multiple of {ALIGN}")
+    if not lay.var and rlen != pad(lay.size):
+        raise ImageError(offset, f"{name}: len {rlen}, expected {pad(lay.size)}")
+    if rlen < lay.size:
+        raise ImageError(
+            offset, f"{name}: len {rlen} shorter than {lay.struct} ({lay.size})"
+        )
+    if rlen > lay.max_len:
+        raise ImageError(offset, f"{name}: len {rlen} exceeds its bound {lay.max_len}")
 
 
 # ---- record-local checks: values that are wrong whatever surrounds them ------
@@ -556,6 +562,24 @@ for _t, (_layout, _check) in _CORE.items():
 if set(LAYOUTS) != set(HdrType):
     _missing = ", ".join(HdrType(t).name for t in set(HdrType) - set(LAYOUTS))
     raise ImportError(f"ckpt.h record types without a layout: {_missing}")
+
+# per record type, what _read_obj needs, looked up once: (type, its name in
+# messages, layout, fixed size, the len that needs no more checks -- the
+# padded size of a record without variable part, -1 otherwise -- decoder,
+# variable parts, record check)
+_RT: dict[int, tuple[Any, ...]] = {
+    int(t): (
+        HdrType(t),
+        f"{HdrType(t).name} record",
+        lay,
+        lay.size,
+        -1 if lay.var else pad(lay.size),
+        lay.codec.decode,
+        lay.var,
+        CHECKS[t],
+    )
+    for t, lay in LAYOUTS.items()
+}
 
 
 # ---- the reader: the grammar and what spans records ---------------------------
@@ -791,7 +815,8 @@ class _Parser:
         """One FD and the FILE (+PIPE) or OBJREF after it; its offset too."""
         nr = task.fields["nr_fds"]
         rec = self._read(
-            _FD, lambda: f"TASK {task.fields['pid']} declared {nr} fds, this is #{j + 1}"
+            _FD,
+            lambda: f"TASK {task.fields['pid']} declared {nr} fds, this is #{j + 1}",
         )
         self._ptag(rec, task.tag, "its TASK")
         objref = rec.fields["objref"]

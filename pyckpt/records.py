@@ -138,7 +138,7 @@ def nonzero_pad(ctype: str, raw: bytes) -> bool:
     return any(raw[i] for i in pad_offsets(ctype))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Record:
     """One record as decoded by ``iter_records()``.
 
@@ -263,7 +263,6 @@ def enc(s: str, what: str) -> bytes:
         raise ValueError(f"{what}: {e}") from None
 
 
-
 # ---- the fast codec: one precompiled struct.Struct per ckpt.h struct ----------
 #
 # ``unpack``/``decode_fields``/``nonzero_pad`` and ``pack_slow`` above go
@@ -312,7 +311,9 @@ def leaves(ctype: str) -> list[Leaf]:
                 for i in range(ft.length):
                     walk(ft.item, off + i * ffi.sizeof(ft.item), (*path, name, i))
             elif ft.kind == "array":
-                out.append(Leaf(off, ffi.sizeof(ft), f"{ffi.sizeof(ft)}s", (*path, name)))
+                out.append(
+                    Leaf(off, ffi.sizeof(ft), f"{ffi.sizeof(ft)}s", (*path, name))
+                )
             elif ft.kind == "primitive":
                 out.append(Leaf(off, ffi.sizeof(ft), _prim_fmt(ft), (*path, name)))
             else:
@@ -402,7 +403,11 @@ class Codec:
                 pos = keys[k].index(str(leaf.path[2]))
                 enc[i] = f"A_{name}[{k}].get({leaf.path[2]!r}, 0)"
                 del pos
-            dec.append(f"{name!r}: [" + ", ".join("{" + ", ".join(e) + "}" for e in elems) + "]")
+            dec.append(
+                f"{name!r}: ["
+                + ", ".join("{" + ", ".join(e) + "}" for e in elems)
+                + "]"
+            )
         ns: dict[str, Any] = {"S": self.struct, "_arr": _arr}
         for i, z in zip(self.pad_index, self.zeros):
             ns[f"Z{i}"] = z
@@ -416,7 +421,10 @@ class Codec:
             else f"    return {{{', '.join(dec)}}}, True",
             "def encode(f, hdr):",
         ]
-        src += [f"    A_{name} = _arr(f.get({name!r}, ()), {n})" for name, n in arrays.items()]
+        src += [
+            f"    A_{name} = _arr(f.get({name!r}, ()), {n})"
+            for name, n in arrays.items()
+        ]
         src.append(f"    return S.pack({', '.join(enc)})")
         exec("\n".join(src), ns)  # noqa: S102 - generated from cffi's layout only
         return ns["decode"], ns["encode"]
