@@ -1046,7 +1046,7 @@ class _Writer:
             try:
                 _read_obj(raw, 0, len(self.out), True)
             except ImageError as e:
-                raise _invalid(str(e)) from None
+                raise _invalid(e.msg) from None
         return len(self.out)
 
 
