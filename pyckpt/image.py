@@ -5,17 +5,25 @@ bodies are the ``struct ckpt_hdr_*`` of ``ckpt.h``; the grammar is in that
 header's comment.  This module holds the in-memory model (``Image`` and its
 parts), ``Image.to_bytes()`` and ``Image.from_bytes()``.
 
-Every record is packed and unpacked through cffi from the header's structs:
+Every record is packed and unpacked with one precompiled ``struct.Struct``
+per header struct, derived from cffi's offsets and sizes (``records.Codec``):
 ``LAYOUTS`` says, per record type, which struct is its fixed part and which
 variable parts follow it (each sized by a field of the struct and bounded by a
 ``CKPT_*_MAX``).  Reading is two layers: ``iter_records()`` decodes and checks
 each record by itself (seed 003's ``ckpt_read_obj(len, max)``), ``_Parser``
 checks the grammar and everything that spans records (ptags, counts, objrefs,
 the checksum).  Any malformed input raises ``ImageError`` and nothing else.
+
+Writing checks the model once instead of reading its own output back: the
+tree, FD and FILE rules on the model (``_check_model``), every other record
+by itself as it is packed; a kind whose reader checks across records more
+than its ``check_model`` mirrors (epoll, unix, tty, memfd, signalfd,
+timerfd) still has the written image parsed again.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import stat
@@ -586,6 +594,15 @@ _RT: dict[int, tuple[Any, ...]] = {
 
 
 _FD = (HdrType.FD,)
+_FILE_KINDS: dict[int, FileKind] = dict(FileKind._value2member_map_)  # type: ignore[arg-type]
+
+
+@functools.cache
+def _fmode(value: int) -> FMode:
+    """FMode(value), made once per value (an image has three or four)."""
+    return FMode(value)
+
+
 _FILE_OR_OBJREF = (HdrType.FILE, HdrType.OBJREF)
 
 
@@ -851,12 +868,12 @@ class _Parser:
     def _file(self, image: Image, rec: Record) -> None:
         f = rec.fields
         self.defs[f["objref"]] = _Def("file", rec)
-        kind = FileKind(f["kind"])
+        kind = _FILE_KINDS[f["kind"]]  # _check_file: a member's value
         file = File(
             objref=f["objref"],
             kind=kind,
             f_flags=f["f_flags"],
-            f_mode=FMode(f["f_mode"]),
+            f_mode=_fmode(f["f_mode"]),
             pos=f["pos"],
             path=text(f["path"]),
             pipe_objref=f["pipe_objref"],

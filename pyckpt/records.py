@@ -1,6 +1,10 @@
-"""The record codec: one record of an image, packed and unpacked through
-cffi from the ``struct ckpt_hdr_*`` of ``ckpt.h`` (seed 003's
-``ckpt_read_obj``/``ckpt_write_obj``).
+"""The record codec: one record of an image, packed and unpacked from the
+``struct ckpt_hdr_*`` of ``ckpt.h`` (seed 003's
+``ckpt_read_obj``/``ckpt_write_obj``) through one precompiled
+``struct.Struct`` per struct (``Codec``), whose format is derived from cffi's
+own offsets, sizes and signedness; the cffi field-by-field path
+(``unpack``/``decode_fields``/``pack_slow``) is the reference it is tested
+against.
 
 ``LAYOUTS`` says, per record type, which struct is its fixed part and which
 variable parts follow it (each sized by a field of the struct and bounded by
