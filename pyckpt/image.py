@@ -1020,7 +1020,7 @@ def _check_file_model(f: File) -> None:
     kind = f.kind
     if kind not in FileKind._value2member_map_:
         raise _invalid(f"{name}: kind {kind} out of range")
-    if isinstance(f.f_mode, int) and f.f_mode & ~_FMODE_ALL:
+    if isinstance(f.f_mode, int) and int(f.f_mode) & ~_FMODE_ALL:
         raise _invalid(f"{name}: f_mode {f.f_mode:#x} out of range")
     if f.user_device and kind != FileKind.CHR:
         raise _invalid(f"{name}: USER_DEVICE on a {FileKind(kind).name} file")

@@ -188,6 +188,13 @@ def pack(
     out of range, of another type, a string too long for its array) goes
     through ``pack_slow``, which raises cffi's own ValueError for it."""
     lay = LAYOUTS[rtype]
+    c = lay.codec
+    if not lay.var and not c.bytes_fields and not lay.size % ALIGN:
+        # a fixed record of numbers only (FD, OBJREF...): one Struct.pack
+        try:
+            return c.encode(fields, (rtype, lay.size, ptag))
+        except (struct.error, TypeError, AttributeError):
+            return pack_slow(rtype, ptag, fields, var)
     try:
         parts = []
         for v in lay.var:
@@ -209,7 +216,6 @@ def pack(
             parts.append(raw)
         body = b"".join(parts)
         rlen = pad(lay.size + len(body))
-        c = lay.codec
         for i in c.bytes_fields:
             name = c.leaves[i].path[0]
             if name in fields and len(fields[name]) > c.leaves[i].size:
