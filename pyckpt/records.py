@@ -352,9 +352,9 @@ class Codec:
 
     ``decode(buf, offset)`` gives the fields as ``decode_fields`` does (the
     header ``h`` left out) and whether every padding byte is zero;
-    ``encode(fields, hdr)`` packs them (absent fields 0), or raises
-    ``struct.error``/``KeyError``-free ``ValueError`` through the caller's
-    fallback when a value does not fit.
+    ``encode(fields, hdr)`` packs them (absent fields 0, padding zero) and
+    raises ``struct.error`` for a value that does not fit (``pack`` then
+    asks ``pack_slow`` for cffi's own message).
     """
 
     def __init__(self, ctype: str) -> None:
@@ -405,14 +405,10 @@ class Codec:
             n = max(int(leaf.path[1]) for _, leaf in items) + 1
             arrays[name] = n
             elems: list[list[str]] = [[] for _ in range(n)]
-            keys: list[list[str]] = [[] for _ in range(n)]
             for i, leaf in items:
                 k = int(leaf.path[1])
                 elems[k].append(f"{leaf.path[2]!r}: v[{i}]")
-                keys[k].append(str(leaf.path[2]))
-                pos = keys[k].index(str(leaf.path[2]))
                 enc[i] = f"A_{name}[{k}].get({leaf.path[2]!r}, 0)"
-                del pos
             dec.append(
                 f"{name!r}: ["
                 + ", ".join("{" + ", ".join(e) + "}" for e in elems)
