@@ -17,10 +17,13 @@ even under TCG, where absolute times are slow:
    x 1,000 fds): frozen time, checkpoint wall time, restart until the tasks
    run, and the ratios (CRIU's failure at 1,000 is reported, not hidden);
 7. cr-tests' epoll/sk10k: one epoll set of 10^2, 10^3, 10^4 items, time per
-   item at checkpoint and restart (flat: linear).
+   item at checkpoint and restart (flat: linear);
+8. the image codec on a 10 tasks x 720 fds image: encode, decode and show
+   against the commit before issue 11's codec work (needs no /dev/ckpt).
 
 `python -m pyckpt.bench cr` runs only 4, `python -m pyckpt.bench creds` 5,
-`criu [--tasks 3 --sizes 100]` 6 and `epoll [--sizes 100,1000]` 7;
+`criu [--tasks 3 --sizes 100]` 6, `epoll [--sizes 100,1000]` 7 and
+`codec [--rounds N]` 8;
 `python -m pyckpt.bench resume [--sizes 100,1000] [--out DIR]` answers seed
 000's question on real restarts (table, and with --out a JSON and a PNG plot);
 `resume --replot JSON` redraws the PNG from a run's JSON.
@@ -301,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         plot_resume(data, png)
         print(f"wrote {png}")
         return 0
+    if args[:1] == ["codec"]:
+        return codec(
+            rounds=int(args[args.index("--rounds") + 1]) if "--rounds" in args else 3
+        )
     if not os.path.exists("/dev/ckpt"):
         print("pyckpt.bench: needs /dev/ckpt (run it in the VM: make bench)")
         return 2
@@ -334,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         criu()
         print()
         epoll_scale()
+        print()
+        codec()
     return 0
 
 
@@ -351,6 +360,164 @@ def _size_opts(args: list[str], **defaults: Any) -> dict[str, Any]:
     if "tasks" in defaults:
         ap.add_argument("--tasks", type=int, default=defaults["tasks"])
     return vars(ap.parse_args(args))
+
+
+# ---- the image codec at 10 tasks x 720 fds: `python -m pyckpt.bench codec` ------
+
+
+def codec_image(ntasks: int = 10, nfds: int = 720) -> Any:
+    """A synthetic Image of the checkpoint bench's tree, as the checkpointer
+    fills it: the root opens nfds fds by fours (a pipe's two ends with data
+    buffered, an eventfd, a regular file); each other task inherits the
+    root's first half and opens as many of its own."""
+    from pyckpt.abi import FileKind, FMode
+    from pyckpt.image import Fd, File, Head, Image, Pipe, Task
+
+    image = Image(
+        Head(
+            1.7e9,
+            "Linux",
+            "6.12.117",
+            "#1 SMP",
+            "x86_64",
+            lib.CKPT_FORMAT_VERSION,
+            lib.CKPT_ABI_VERSION,
+        )
+    )
+    next_ref = iter(range(1, 1 << 30))
+
+    def four(fd: int, out: list[Fd]) -> None:
+        pipe, r, w, efd, reg = (next(next_ref) for _ in range(5))
+        image.pipes[pipe] = Pipe(pipe, 65536, b"x" * 64)
+        for ref, mode, flags in ((r, FMode.READ, 0), (w, FMode.WRITE, 1)):
+            image.files[ref] = File(ref, FileKind.PIPE, flags, mode, pipe_objref=pipe)
+        image.files[efd] = File(
+            efd, FileKind.EVENTFD, 0o2, FMode.READ | FMode.WRITE, count=fd
+        )
+        image.files[reg] = File(
+            reg,
+            FileKind.REG,
+            0,
+            FMode.READ,
+            pos=fd,
+            path=f"/tmp/bench/file-{reg}",
+            st_dev=0x801,
+            st_ino=1000 + reg,
+            st_mode=0o100644,
+            st_size=4096,
+        )
+        out += [Fd(fd + i, ref) for i, ref in enumerate((r, w, efd, reg))]
+
+    for i in range(ntasks):
+        pid = 1000 + i
+        task = Task(pid, 1000 if i else 1, 1000, 1000, "tree", ["tree", str(i)], "/")
+        if i == 0:
+            for fd in range(3, 3 + nfds, 4):
+                four(fd, task.fds)
+        else:
+            task.fds = [Fd(fd.fd, fd.objref) for fd in image.tasks[0].fds[: nfds // 2]]
+            for fd in range(3 + nfds // 2, 3 + nfds, 4):
+                four(fd, task.fds)
+        image.tasks.append(task)
+    return image
+
+
+# the commit before issue 11's codec work: the reference the codec is timed
+# against, from a git-archived copy of its pyckpt/ in a child interpreter
+CODEC_BASE = "ad5b6eb"
+
+_CODEC_CHILD = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import pyckpt.image as im
+from pyckpt import show
+assert im.__file__.startswith(sys.argv[1]), im.__file__
+data = open(sys.argv[2], "rb").read()
+rounds = int(sys.argv[3])
+def best(fn):
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter(); out = fn(); times.append(time.perf_counter() - t)
+    return min(times), out
+dec, img = best(lambda: im.Image.from_bytes(data))
+enc, again = best(img.to_bytes)
+shw, text = best(lambda: show.summary(im.Image.from_bytes(data)))
+print(json.dumps({"encode": enc, "decode": dec, "show": shw, "same": again == data,
+                  "show_text": text}))
+"""
+
+
+def _best(fn: Callable[[], Any], rounds: int) -> tuple[float, Any]:
+    times, out = [], None
+    for _ in range(rounds):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), out
+
+
+def codec(base: str = CODEC_BASE, rounds: int = 3) -> int:
+    """Image encode, decode and `show` of the 10 x 720 image: this tree's
+    codec against the one at ``base`` (git archive of its pyckpt/, run in a
+    child interpreter with this build's cffi extension), best of ``rounds``,
+    side by side in one run.  Needs no module: runs on the host too."""
+    import json
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from pyckpt import show
+    from pyckpt.image import Image
+
+    image = codec_image()
+    enc, data = _best(image.to_bytes, rounds)
+    dec, again = _best(lambda: Image.from_bytes(data), rounds)
+    if again != image:
+        print("codec: the image does not round-trip")
+        return 1
+    shw, text = _best(lambda: show.summary(Image.from_bytes(data)), rounds)
+    nrec = sum(1 + len(t.fds) * 2 for t in image.tasks) + len(image.pipes) + 3
+    print(f"8. image codec, 10 tasks x 720 fds: {len(data):,} bytes, {nrec:,} records")
+
+    pkg = Path(__file__).resolve().parent
+    with tempfile.TemporaryDirectory(prefix="pyckpt-codec-") as tmp:
+        try:
+            tar = subprocess.run(
+                ["git", "-C", str(pkg.parent), "archive", base, "pyckpt"],
+                check=True,
+                capture_output=True,
+            ).stdout
+        except (OSError, subprocess.CalledProcessError) as e:
+            print(f"   reference {base} unavailable ({e}): this tree only")
+            print(
+                f"   encode {enc * 1e3:.1f} ms, decode {dec * 1e3:.1f} ms, "
+                f"show {shw * 1e3:.1f} ms"
+            )
+            return 0
+        subprocess.run(["tar", "-x", "-C", tmp], input=tar, check=True)
+        for so in pkg.glob("_ckpt*.so"):
+            shutil.copy(so, Path(tmp) / "pyckpt")
+        img_path = Path(tmp) / "image"
+        img_path.write_bytes(data)
+        out = subprocess.run(
+            [sys.executable, "-c", _CODEC_CHILD, tmp, str(img_path), str(rounds)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    old = json.loads(out)
+    print(f"   {'':8} {'before (' + base + ')':>16} {'now':>12} {'ratio':>8}")
+    for name, now in (("encode", enc), ("decode", dec), ("show", shw)):
+        was = old[name]
+        print(f"   {name:8} {was * 1e3:13.1f} ms {now * 1e3:9.1f} ms {was / now:7.1f}x")
+    both_was, both_now = old["encode"] + old["decode"], enc + dec
+    print(
+        f"   {'enc+dec':8} {both_was * 1e3:13.1f} ms {both_now * 1e3:9.1f} ms "
+        f"{both_was / both_now:7.1f}x   (best of {rounds}; same bytes: "
+        f"{old['same']}, same show: {old['show_text'] == text})"
+    )
+    return 0
 
 
 # ---- seed 000, answered on real restarts: `python -m pyckpt.bench resume` ------------

@@ -5,23 +5,31 @@ bodies are the ``struct ckpt_hdr_*`` of ``ckpt.h``; the grammar is in that
 header's comment.  This module holds the in-memory model (``Image`` and its
 parts), ``Image.to_bytes()`` and ``Image.from_bytes()``.
 
-Every record is packed and unpacked through cffi from the header's structs:
+Every record is packed and unpacked with one precompiled ``struct.Struct``
+per header struct, derived from cffi's offsets and sizes (``records.Codec``):
 ``LAYOUTS`` says, per record type, which struct is its fixed part and which
 variable parts follow it (each sized by a field of the struct and bounded by a
 ``CKPT_*_MAX``).  Reading is two layers: ``iter_records()`` decodes and checks
 each record by itself (seed 003's ``ckpt_read_obj(len, max)``), ``_Parser``
 checks the grammar and everything that spans records (ptags, counts, objrefs,
 the checksum).  Any malformed input raises ``ImageError`` and nothing else.
+
+Writing checks the model once instead of reading its own output back: the
+tree, FD and FILE rules on the model (``_check_model``), every other record
+by itself as it is packed; a kind whose reader checks across records more
+than its ``check_model`` mirrors (epoll, unix, tty, memfd, signalfd,
+timerfd) still has the written image parsed again.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import stat
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,15 +48,14 @@ from pyckpt.records import (
     Record,
     Var,
     bad,
+    codec,
     decode_fields,
     enc,
     no_nul,
-    nonzero_pad,
     pack,
     pad,
     register,
     text,
-    unpack,
 )
 
 __all__ = [
@@ -295,6 +302,15 @@ def iter_records(data: bytes, *, packed_items: bool = False) -> Iterator[Record]
             )
 
 
+_HDR_CODEC = codec(HDR)
+_HDR_UNPACK = _HDR_CODEC.unpack_from
+# HEAD's fields in the header Struct's tuple: (type, len, ptag, __pad)
+if [leaf.path for leaf in _HDR_CODEC.leaves] != [("type",), ("len",), ("ptag",), ()]:
+    raise ImportError("struct ckpt_hdr is not {type, len, ptag, pad} in ckpt.h")
+_HDR_ZERO = _HDR_CODEC.zeros[0]
+_TYPES = {t.value: t for t in HdrType}
+
+
 def _read_obj(data: bytes, offset: int, tag: int, packed: bool = False) -> Record:
     """Seed 003's ckpt_read_obj(len, max) for the record at ``offset``.
 
@@ -308,19 +324,58 @@ def _read_obj(data: bytes, offset: int, tag: int, packed: bool = False) -> Recor
         raise ImageError(
             offset, f"truncated record header ({remaining} of {HDR_SIZE} bytes)"
         )
-    hraw = data[offset : offset + HDR_SIZE]
-    h = unpack(HDR, hraw)
-    rtype, rlen, ptag = int(h.type), int(h.len), int(h.ptag)
-    if rtype not in LAYOUTS:
+    rtype, rlen, ptag, hpad = _HDR_UNPACK(data, offset)
+    rt = _RT.get(rtype)
+    if rt is None:
         raise ImageError(offset, f"unknown record type {rtype}")
-    name = f"{HdrType(rtype).name} record"
-    if nonzero_pad(HDR, hraw):
+    htype, name, lay, size, exact, decode, var, check = rt
+    if hpad != _HDR_ZERO:
         raise ImageError(offset, f"{name}: non-zero padding in its header")
+    if rlen != exact:
+        _bad_len(offset, name, lay, rlen, remaining)
+    if remaining < size:
+        raise ImageError(offset, f"{name}: truncated ({remaining} of {rlen} bytes)")
+
+    fields, pad_ok = decode(data, offset)
+    end = size
+    for v in var:
+        n = fields[v.count]
+        if n > v.max:
+            raise ImageError(offset, f"{name}: {v.count} {n} exceeds {v.bound} {v.max}")
+        end += n * v.item_size
+    if end != rlen and pad(end) != rlen:
+        raise ImageError(offset, f"{name}: len {rlen} but its fields make {pad(end)}")
+    if remaining < rlen:
+        raise ImageError(offset, f"{name}: truncated ({remaining} of {rlen} bytes)")
+    if not pad_ok:
+        raise ImageError(offset, f"{name}: non-zero padding in {lay.struct}")
+    if end != rlen and any(data[offset + end : offset + rlen]):
+        raise ImageError(offset, f"{name}: non-zero trailing padding")
+
+    if var:
+        pos = offset + size
+        for v in var:
+            vsize = fields[v.count] * v.item_size
+            fields[v.name] = data[pos : pos + vsize]  # arrays: the checks decode
+            pos += vsize
+
+    rec = Record(offset, tag, htype, rlen, ptag, fields)
+    check(rec, name)
+    if not packed:
+        for v in var:
+            if v.item and v.item.startswith("struct "):  # EPOLL items: dicts
+                view = ffi.from_buffer(f"{v.item}[]", fields[v.name])
+                fields[v.name] = [decode_fields(v.item, it) for it in view]
+    return rec
+
+
+def _bad_len(offset: int, name: str, lay: Layout, rlen: int, remaining: int) -> None:
+    """The len checks of a record whose len is not its fixed size (the
+    usual case of a record with a variable part): ImageError if it is bad."""
     if rlen < HDR_SIZE:
         raise ImageError(offset, f"{name}: len {rlen} < header size {HDR_SIZE}")
     if rlen % ALIGN:
         raise ImageError(offset, f"{name}: len {rlen} not a multiple of {ALIGN}")
-    lay = LAYOUTS[rtype]
     if not lay.var and rlen != pad(lay.size):
         raise ImageError(offset, f"{name}: len {rlen}, expected {pad(lay.size)}")
     if rlen < lay.size:
@@ -329,41 +384,6 @@ def _read_obj(data: bytes, offset: int, tag: int, packed: bool = False) -> Recor
         )
     if rlen > lay.max_len:
         raise ImageError(offset, f"{name}: len {rlen} exceeds its bound {lay.max_len}")
-    if remaining < lay.size:
-        raise ImageError(offset, f"{name}: truncated ({remaining} of {rlen} bytes)")
-
-    raw = data[offset : offset + lay.size]
-    p = unpack(lay.struct, raw)
-    fields = decode_fields(lay.struct, p)
-    end = lay.size
-    for v in lay.var:
-        n = fields[v.count]
-        if n > v.max:
-            raise ImageError(offset, f"{name}: {v.count} {n} exceeds {v.bound} {v.max}")
-        end += n * v.item_size
-    if pad(end) != rlen:
-        raise ImageError(offset, f"{name}: len {rlen} but its fields make {pad(end)}")
-    if remaining < rlen:
-        raise ImageError(offset, f"{name}: truncated ({remaining} of {rlen} bytes)")
-    if nonzero_pad(lay.struct, raw):
-        raise ImageError(offset, f"{name}: non-zero padding in {lay.struct}")
-    if any(data[offset + end : offset + rlen]):
-        raise ImageError(offset, f"{name}: non-zero trailing padding")
-
-    pos = offset + lay.size
-    for v in lay.var:
-        size = fields[v.count] * v.item_size
-        fields[v.name] = data[pos : pos + size]  # arrays: the checks decode
-        pos += size
-
-    rec = Record(offset, tag, HdrType(rtype), rlen, ptag, fields)
-    CHECKS[rec.type](rec, name)
-    if not packed:
-        for v in lay.var:
-            if v.item and v.item.startswith("struct "):  # EPOLL items: dicts
-                view = ffi.from_buffer(f"{v.item}[]", fields[v.name])
-                fields[v.name] = [decode_fields(v.item, it) for it in view]
-    return rec
 
 
 # ---- record-local checks: values that are wrong whatever surrounds them ------
@@ -551,8 +571,39 @@ if set(LAYOUTS) != set(HdrType):
     _missing = ", ".join(HdrType(t).name for t in set(HdrType) - set(LAYOUTS))
     raise ImportError(f"ckpt.h record types without a layout: {_missing}")
 
+# per record type, what _read_obj needs, looked up once: (type, its name in
+# messages, layout, fixed size, the len that needs no more checks -- the
+# padded size of a record without variable part, -1 otherwise -- decoder,
+# variable parts, record check)
+_RT: dict[int, tuple[Any, ...]] = {
+    int(t): (
+        HdrType(t),
+        f"{HdrType(t).name} record",
+        lay,
+        lay.size,
+        -1 if lay.var else pad(lay.size),
+        lay.codec.decode,
+        lay.var,
+        CHECKS[t],
+    )
+    for t, lay in LAYOUTS.items()
+}
+
 
 # ---- the reader: the grammar and what spans records ---------------------------
+
+
+_FD = (HdrType.FD,)
+_FILE_KINDS: dict[int, FileKind] = dict(FileKind._value2member_map_)  # type: ignore[arg-type]
+
+
+@functools.cache
+def _fmode(value: int) -> FMode:
+    """FMode(value), made once per value (an image has three or four)."""
+    return FMode(value)
+
+
+_FILE_OR_OBJREF = (HdrType.FILE, HdrType.OBJREF)
 
 
 def _names(types: tuple[HdrType, ...]) -> str:
@@ -601,19 +652,23 @@ class _Parser:
             self.peeked = self._pull()
         return self.peeked
 
-    def _read(self, expected: tuple[HdrType, ...], why: str = "") -> Record:
+    def _read(
+        self, expected: tuple[HdrType, ...], why: str | Callable[[], str] = ""
+    ) -> Record:
+        """The next record, one of ``expected``; ``why`` (or a function
+        making it, only called on an error) says why it is due."""
         rec = self._pull()
+        if rec is not None and rec.type in expected:
+            return rec
         what = _names(expected) + " record"
+        if callable(why):
+            why = why()
         why = f" ({why})" if why else ""
         if rec is None:
             raise ImageError(
                 len(self.data), f"image truncated: ends where {what} is due{why}"
             )
-        if rec.type not in expected:
-            raise ImageError(
-                rec.offset, f"{rec.type.name} record where {what} is due{why}"
-            )
-        return rec
+        raise ImageError(rec.offset, f"{rec.type.name} record where {what} is due{why}")
 
     def _ptag(self, rec: Record, ptag: int, parent: str) -> None:
         if rec.ptag != ptag:
@@ -776,11 +831,13 @@ class _Parser:
     def _fd(self, image: Image, task: Record, j: int) -> tuple[Fd, int]:
         """One FD and the FILE (+PIPE) or OBJREF after it; its offset too."""
         nr = task.fields["nr_fds"]
-        why = f"TASK {task.fields['pid']} declared {nr} fds, this is #{j + 1}"
-        rec = self._read((HdrType.FD,), why)
+        rec = self._read(
+            _FD,
+            lambda: f"TASK {task.fields['pid']} declared {nr} fds, this is #{j + 1}",
+        )
         self._ptag(rec, task.tag, "its TASK")
         objref = rec.fields["objref"]
-        nxt = self._read((HdrType.FILE, HdrType.OBJREF), "after an FD")
+        nxt = self._read(_FILE_OR_OBJREF, "after an FD")
         self._ptag(nxt, rec.tag, "its FD")
         if nxt.fields["objref"] != objref:
             raise ImageError(
@@ -811,12 +868,12 @@ class _Parser:
     def _file(self, image: Image, rec: Record) -> None:
         f = rec.fields
         self.defs[f["objref"]] = _Def("file", rec)
-        kind = FileKind(f["kind"])
+        kind = _FILE_KINDS[f["kind"]]  # _check_file: a member's value
         file = File(
             objref=f["objref"],
             kind=kind,
             f_flags=f["f_flags"],
-            f_mode=FMode(f["f_mode"]),
+            f_mode=_fmode(f["f_mode"]),
             pos=f["pos"],
             path=text(f["path"]),
             pipe_objref=f["pipe_objref"],
@@ -885,7 +942,8 @@ def _split_time(t: float) -> tuple[int, int]:
 
 def _check_model(image: Image) -> None:
     """What the writer cannot express: objects nothing references, references
-    to nothing, mismatched keys.  (The rest is caught by reading back.)"""
+    to nothing, mismatched keys; then, on the model, what the reader would
+    refuse in the records written for it (see ``_write``)."""
     for key, f in image.files.items():
         if key != f.objref:
             raise ValueError(f"Image.files[{key}] has objref {f.objref}")
@@ -902,6 +960,83 @@ def _check_model(image: Image) -> None:
         raise ValueError(f"files {unused} are referenced by no Fd: cannot be written")
     for k in kinds.KINDS:
         k.check_model(image)
+    _check_tree_model(image)
+    for f in image.files.values():
+        _check_file_model(f)
+
+
+def _invalid(what: str) -> ValueError:
+    return ValueError(f"the model does not make a valid image: {what}")
+
+
+def _check_tree_model(image: Image) -> None:
+    """The reader's TASK and FD rules that span records, and the FD records'
+    own checks (TASK records are checked record by record as written)."""
+    pids: set[int] = set()
+    tables: dict[int, Task] = {}
+    for i, t in enumerate(image.tasks):
+        pid = t.pid
+        if pid in pids:
+            raise _invalid(f"TASK record: pid {pid} twice")
+        if i > 0 and t.ppid not in pids:
+            raise _invalid(f"TASK record: ppid {t.ppid} is not an earlier task's pid")
+        files_pid = t.files_pid or pid
+        if files_pid != pid and files_pid not in pids:
+            raise _invalid(
+                f"TASK record: files_pid {files_pid} is neither its pid nor an "
+                "earlier task's"
+            )
+        pids.add(pid)
+        numbers: set[int] = set()
+        for fd in t.fds:
+            if fd.fd < 0:
+                raise _invalid(f"FD record: fd {fd.fd} < 0")
+            if fd.objref <= 0:
+                raise _invalid(f"FD record: objref {fd.objref} <= 0")
+            if fd.fd in numbers:
+                raise _invalid(f"FD record: fd {fd.fd} twice")
+            numbers.add(fd.fd)
+        if t.files_pid and files_pid != pid:
+            owner = tables[files_pid]
+            if owner.files_pid or owner.exit_status is not None:
+                raise _invalid(
+                    f"TASK record: files_pid {t.files_pid} is not a live task "
+                    "with a table of its own"
+                )
+            if _table(owner) != _table(t):
+                raise _invalid(
+                    f"TASK record: shares the fd table of task {owner.pid} "
+                    "but lists other fds"
+                )
+        tables[pid] = t
+
+
+def _check_file_model(f: File) -> None:
+    """_check_file() on the FILE record that f makes (its flags are built
+    from booleans, so only the values given as numbers can be wrong)."""
+    name = "FILE record"
+    if f.objref <= 0:
+        raise _invalid(f"{name}: objref {f.objref} <= 0")
+    kind = f.kind
+    if kind not in FileKind._value2member_map_:
+        raise _invalid(f"{name}: kind {kind} out of range")
+    if isinstance(f.f_mode, int) and int(f.f_mode) & ~_FMODE_ALL:
+        raise _invalid(f"{name}: f_mode {f.f_mode:#x} out of range")
+    if f.user_device and kind != FileKind.CHR:
+        raise _invalid(f"{name}: USER_DEVICE on a {FileKind(kind).name} file")
+    if kind in PIPE_KINDS and isinstance(f.pipe_objref, int) and f.pipe_objref <= 0:
+        raise _invalid(f"{name}: pipe_objref {f.pipe_objref} <= 0 on a pipe end")
+    if kind not in PIPE_KINDS and f.pipe_objref:
+        raise _invalid(
+            f"{name}: pipe_objref {f.pipe_objref} on a {FileKind(kind).name} file"
+        )
+    if isinstance(f.path, str) and "\0" in f.path:
+        raise _invalid(f"{name}: NUL inside path")
+
+
+# records the model check covers (the bulk of an image): the writer checks
+# every other record by itself as it writes it (HEAD, TASK, ERROR, a kind's)
+_MODEL_CHECKED = frozenset({HdrType.FD, HdrType.OBJREF, HdrType.FILE})
 
 
 class _Writer:
@@ -920,11 +1055,49 @@ class _Writer:
         var: dict[str, Any] | None = None,
     ) -> int:
         """Append one record; its tag."""
-        self.out.append(pack(rtype, ptag, fields, var))
+        raw = pack(rtype, ptag, fields, var)
+        self.out.append(raw)
+        if rtype not in _MODEL_CHECKED:
+            # the reader's record check on this one record (seed 003's
+            # ckpt_read_obj and the type's check), without the image around it
+            try:
+                _read_obj(raw, 0, len(self.out), True)
+            except ImageError as e:
+                raise _invalid(e.msg) from None
         return len(self.out)
 
 
-def _write(image: Image) -> bytes:
+def _needs_reparse(image: Image) -> bool:
+    """Whether some kind in the image reads its records with checks that
+    span records beyond what its check_model() mirrors: then the written
+    image is parsed again, as it always was."""
+    if image.epolls:
+        return True
+    return any(
+        not _self_checked(kinds.by_file_kind(k))
+        for k in {f.kind for f in image.files.values()}
+    )
+
+
+def _self_checked(owner: kinds.Kind | None) -> bool:
+    """A kind that reads nothing across records, or the pipe kind (whose
+    rules _check_model and PipeKind.check_model mirror)."""
+    if owner is None or owner.name == "pipe":
+        return True
+    base = kinds.Kind
+    cls = type(owner)
+    return (
+        cls.read_file is base.read_file
+        and cls.read_trailer is base.read_trailer
+        and cls.check_image is base.check_image
+    )
+
+
+def _write(image: Image, reparse: bool | None = None) -> bytes:
+    """The image's bytes.  The model is checked before anything is written
+    (``_check_model``, and each record not covered there as it is packed);
+    ``reparse`` (default: only for kinds the model check does not cover)
+    also parses the result, the way every image used to be checked."""
     _check_model(image)
     w = _Writer()
     add = w.add
@@ -1053,9 +1226,12 @@ def _write(image: Image) -> bytes:
         "checksum": zlib.crc32(body),
     }
     data = body + pack(HdrType.TAIL, 0, tail)
-    # never hand out an image the reader refuses (NULs, bounds, pid order...)
-    try:
-        _Parser(data).parse()
-    except ImageError as e:
-        raise ValueError(f"the model does not make a valid image: {e}") from None
+    if reparse is None:
+        reparse = _needs_reparse(image)
+    if reparse:
+        # never hand out an image the reader refuses (NULs, bounds, pid order)
+        try:
+            _Parser(data).parse()
+        except ImageError as e:
+            raise _invalid(str(e)) from None
     return data

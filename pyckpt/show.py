@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import datetime
 import errno
+import functools
 import os
 import select
 import signal
@@ -73,8 +74,10 @@ _EPOLL_EVENTS: list[tuple[str, int]] = [
 ]
 
 
+@functools.lru_cache(maxsize=4096)
 def o_flags_names(flags: int) -> str:
-    """``O_WRONLY|O_NONBLOCK``: an open file description's f_flags decoded."""
+    """``O_WRONLY|O_NONBLOCK``: an open file description's f_flags decoded
+    (cached: an image has few distinct f_flags and many files)."""
     acc = flags & os.O_ACCMODE
     names = [_ACCMODE.get(acc, f"accmode {acc}")]
     rest = flags & ~os.O_ACCMODE
@@ -104,6 +107,8 @@ def _text(s: str | bytes) -> str:
     doubled, so the output is unambiguous and always encodes."""
     if isinstance(s, bytes):
         s = s.decode("utf-8", "surrogateescape")
+    if s.isprintable() and "\\" not in s:  # the usual case: as it is
+        return s
     out = []
     for c in s:
         n = ord(c)
@@ -199,6 +204,7 @@ def summary(image: Image) -> str:
         f"frozen {_time(h.time)}, format {h.format_version}, abi {h.abi_version}",
         counts,
     ]
+    texts: dict[int, str] = {}
     for t in image.tasks:
         lines.append("")
         lines.append(
@@ -223,8 +229,10 @@ def summary(image: Image) -> str:
         if t.env:
             lines.append(f"  env  {len(t.env)} variables")
         for fd in t.fds:
-            f = image.files.get(fd.objref)
-            what = _file_text(f) if f else "(missing)"
+            what = texts.get(fd.objref)
+            if what is None:  # once per file, however many fds share it
+                f = image.files.get(fd.objref)
+                what = texts[fd.objref] = _file_text(f) if f else "(missing)"
             cloexec = " cloexec" if fd.cloexec else ""
             lines.append(f"  fd {fd.fd} -> objref {fd.objref} {what}{cloexec}")
     if image.files:
