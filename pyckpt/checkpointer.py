@@ -1,10 +1,12 @@
 """Checkpoint a live process tree into an in-memory Image.
 
 The steps of DESIGN.md's "Coordination": discover the tree with psutil,
-freeze it (SIGSTOP or the cgroup v2 freezer), collect every task's fds
-through ``pidfd_getfd`` and let the module deduplicate them by ``struct
-file``, save pipe buffers without consuming them (``tee``), resolve epoll
-targets (fdinfo + ``kcmp(KCMP_EPOLL_TFD)``), ask the module which objects are
+freeze it (SIGSTOP or the cgroup v2 freezer), let the module walk each
+task's fd table and deduplicate the files by ``struct file`` (one ioctl,
+``CKPT_IOC_TASK_FDS``, as linux-cr collected in the kernel), copy out
+(``pidfd_getfd``) only the files a kind must read itself, save pipe buffers
+without consuming them (``tee``), resolve epoll targets (fdinfo +
+``kcmp(KCMP_EPOLL_TFD)``), ask the module which objects are
 also held outside the tree (``CKPT_IOC_CONTAINED``), then thaw.  The image is
 returned, not written: a caller writes it after the thaw.
 
@@ -53,7 +55,6 @@ FREEZE_TIMEOUT = 5.0  # seconds for every task to stop / the cgroup to freeze
 CGROUP_ROOT = "/sys/fs/cgroup"
 FREEZERS = ("signal", "cgroup")
 
-_O_CLOEXEC = 0o2000000  # the fdinfo "flags:" bit (octal, as the kernel prints)
 _EPOLL_ITEM = re.compile(
     r"tfd:\s*(-?\d+)\s+events:\s*([0-9a-fA-F]+)\s+data:\s*([0-9a-fA-F]+)"
     r"\s+pos:\s*(-?\d+)\s+ino:\s*([0-9a-fA-F]+)\s+sdev:\s*([0-9a-fA-F]+)"
@@ -552,28 +553,88 @@ _FREEZER_CLASSES: dict[str, type[_Freezer]] = {
 # ---- collection ----------------------------------------------------------------------
 
 
-_FDINFO_FLAGS = re.compile(r"^flags:\s*([0-7]+)", re.MULTILINE)
-
-
-@dataclass
 class _FdRef:
-    """One fd of one task, while it is collected."""
+    """One fd of one task, while it is collected.  The module's walk gave its
+    number, objref, close-on-exec flag and (first time met) the file's
+    record; the rest is read only when a kind asks: most fds, met before,
+    never need it, and each read costs a syscall while the tree is frozen."""
 
-    pid: int
-    comm: str
-    fd: int
-    fdinfo: str
-    local: int  # our copy (pidfd_getfd), -1 once closed
-    objref: int = 0
-    _link: str | None = None
+    __slots__ = (
+        "_col",
+        "_fdinfo",
+        "_link",
+        "_local",
+        "comm",
+        "fd",
+        "info",
+        "objref",
+        "pid",
+    )
+
+    def __init__(
+        self,
+        col: _Collector,
+        pid: int,
+        comm: str,
+        fd: int,
+        objref: int,
+        info: FileInfo | None = None,
+    ) -> None:
+        self._col = col
+        self.pid, self.comm, self.fd, self.objref = pid, comm, fd, objref
+        self.info = info  # the first holder's only
+        self._fdinfo: str | None = None
+        self._local: int | None = None
+        self._link: str | None = None
 
     @property
     def link(self) -> str:
-        """readlink of /proc/PID/fd/FD, read only when needed (the tree is
-        frozen; most fds, met before, never need it)."""
+        """readlink of /proc/PID/fd/FD."""
         if self._link is None:
             self._link = os.readlink(f"/proc/{self.pid}/fd/{self.fd}")
         return self._link
+
+    @property
+    def fdinfo(self) -> str:
+        """/proc/PID/fdinfo/FD."""
+        if self._fdinfo is None:
+            self._fdinfo = _read_text(f"/proc/{self.pid}/fdinfo/{self.fd}")
+        return self._fdinfo
+
+    @property
+    def local(self) -> int:
+        """Our own copy of the fd (pidfd_getfd), for a kind that must read
+        the file itself (tee a pipe, ask a socket); -1 once closed."""
+        if self._local is None:
+            self._local = self._col.getfd(self)
+        return self._local
+
+    @local.setter
+    def local(self, fd: int) -> None:
+        self._local = fd
+
+    @property
+    def stat(self) -> os.stat_result:
+        """What fstat(2) says of the file: from the module's walk when it
+        gave it (no copy of the fd needed), else fstat of our copy."""
+        i = self.info
+        if i is None:
+            return os.fstat(self.local)
+        return os.stat_result(
+            (
+                i.st_mode,
+                i.st_ino,
+                i.st_dev,
+                i.st_nlink,
+                i.st_uid,
+                i.st_gid,
+                i.st_size,
+                0,
+                0,
+                0,
+            ),
+            {"st_rdev": i.st_rdev},
+        )
 
     def where(self) -> str:
         return f"task {self.pid} ({self.comm}) fd {self.fd}"
@@ -604,6 +665,7 @@ class _Collector:
     info: dict[int, FileInfo] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     locals: set[int] = field(default_factory=set)  # every fd we opened
+    pidfds: dict[int, int] = field(default_factory=dict)  # pid -> its pidfd
     nr_fds: int = 0
 
     def _own(self, fd: int) -> int:
@@ -622,11 +684,25 @@ class _Collector:
         self.locals.discard(fd)
         os.close(fd)
 
+    def getfd(self, r: _FdRef) -> int:
+        """A copy of r's fd (pidfd_getfd), closed with the others."""
+        pidfd = self.pidfds.get(r.pid, -1)
+        if pidfd < 0:
+            raise CheckpointError(f"{r.where()}: collected already, no copy possible")
+        try:
+            return self._own(pidfd_getfd(pidfd, r.fd))
+        except OSError as e:
+            hint = " (raise ulimit -n)" if e.errno == _errno.EMFILE else ""
+            raise CheckpointError(
+                f"{r.where()}: cannot copy it: {_why(e)}{hint}"
+            ) from e
+
     def close_locals(self) -> None:
         for fd in self.locals:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.locals = set()
+        self.pidfds = {}
         for r in self.refs:
             r.local = -1
 
@@ -670,55 +746,43 @@ class _Collector:
             for problem in (_identity(task), _threads(task)):
                 if problem:
                     self.problems.append(f"task {pid} ({comm}): {problem}")
-            pidfd = self._own(os.pidfd_open(pid))
-            fds = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
+            # ties the pid to the task listed and frozen: the module refuses
+            # a task started at another time (a reused pid)
+            started = _starttime(pid)
+            if not p.is_running():
+                raise psutil.NoSuchProcess(pid)
+            self.pidfds[pid] = self._own(os.pidfd_open(pid))
         except (OSError, psutil.Error) as e:
             raise CheckpointError(f"task {pid} ({comm}): {_why(e)}") from e
-        refs = []
         try:
-            for fd in fds:
-                fdinfo = _read_text(f"/proc/{pid}/fdinfo/{fd}")
-                local = self._own(pidfd_getfd(pidfd, fd))
-                refs.append(_FdRef(pid, comm, fd, fdinfo, local))
-        except OSError as e:
-            hint = " (raise ulimit -n)" if e.errno == _errno.EMFILE else ""
-            raise CheckpointError(
-                f"task {pid} ({comm}) fd {fd}: cannot collect it: {_why(e)}{hint}"
-            ) from e
-        finally:
-            self._close(pidfd)
-        try:
-            results = self.ctx.lookup_add_many([r.local for r in refs])
+            walked = self.ctx.task_fds(pid, started)
         except CkptError as e:
             raise CheckpointError(
                 f"task {pid} ({comm}): the module could not collect its files: {e}"
             ) from e
-        for r, res in zip(refs, results):
-            r.objref = res.objref
-            self.holders.setdefault(res.objref, []).append(r)
-            if res.first:
-                self.first[res.objref] = r
-                self.info[res.objref] = res.file
-            else:
-                # the hash holds the file now; only a first copy is still needed
-                self._close(r.local)
-                r.local = -1
-            flags = _FDINFO_FLAGS.search(r.fdinfo)
-            cloexec = bool(int(flags[1], 8) & _O_CLOEXEC)
-            task.fds.append(Fd(fd=r.fd, objref=r.objref, cloexec=cloexec))
+        refs = [_FdRef(self, pid, comm, w.fd, w.objref, w.file) for w in walked]
+        holders, first, info = self.holders, self.first, self.info
+        for r in refs:
+            holders.setdefault(r.objref, []).append(r)
+            if r.info is not None:
+                first[r.objref] = r
+                info[r.objref] = r.info
+        task.fds = [Fd(fd=w.fd, objref=w.objref, cloexec=w.cloexec) for w in walked]
         self.refs += refs
         self.image.tasks.append(task)
-        self.nr_fds += len(fds)
+        self.nr_fds += len(refs)
 
     # -- files --
 
     def files(self) -> None:
         for objref, r in self.first.items():
-            f = self._file(objref, r, self.info[objref])
+            f = self._file(objref, r)
             if f is not None:
                 self.image.files[objref] = f
 
-    def _file(self, objref: int, r: _FdRef, info: FileInfo) -> File | None:
+    def _file(self, objref: int, r: _FdRef) -> File | None:
+        info = r.info
+        assert info is not None  # a first holder's
         f = File(
             objref=objref,
             kind=info.kind,
@@ -726,10 +790,9 @@ class _Collector:
             f_mode=info.f_mode,
             pos=info.pos,
         )
-        st = os.fstat(r.local)
-        kind = kinds.claim(info.kind, r.link, st)
+        kind = kinds.claim(info.kind, r)
         if kind is None:
-            self.problem(r, f"{_describe(r, info.kind, st)}: not supported")
+            self.problem(r, f"{_describe(r, info.kind, r.stat)}: not supported")
             return None
         return f if kind.checkpoint(self, f, r) else None
 
@@ -833,6 +896,11 @@ class _Collector:
                 for x in run:
                     if x is not first:
                         x.files_pid = first.pid
+
+
+def _starttime(pid: int) -> int:
+    """/proc/PID/stat's starttime (field 22, clock ticks after boot)."""
+    return int(_stat_fields(_read(f"/proc/{pid}/stat"))[2].split(None, 18)[17])
 
 
 def _threads(task: Task) -> str:

@@ -23,7 +23,7 @@ its late step finds them).  Adding a kind means one new module (see
 
 from __future__ import annotations
 
-import os
+from typing import TYPE_CHECKING
 
 from pyckpt.abi import FileKind, HdrType
 from pyckpt.kinds import (
@@ -38,6 +38,9 @@ from pyckpt.kinds import (
     tty,
     unix,
 )
+
+if TYPE_CHECKING:
+    from pyckpt.checkpointer import _FdRef
 from pyckpt.kinds.base import Kind
 from pyckpt.records import register
 
@@ -82,9 +85,9 @@ def by_record(rtype: int) -> Kind | None:
     return _BY_RECORD.get(rtype)
 
 
-def claim(kind: FileKind, link: str, st: os.stat_result) -> Kind | None:
+def claim(kind: FileKind, r: _FdRef) -> Kind | None:
     """The kind that saves a file the module reported as ``kind``."""
     for k in KINDS:
-        if k.claims(kind, link, st):
+        if k.claims(kind, r):
             return k
     return None

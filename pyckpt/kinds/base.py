@@ -24,7 +24,6 @@ calls these hooks; it knows no kind by name.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -58,9 +57,10 @@ class Kind:
 
     # ---- checkpoint (the tree is frozen) ----
 
-    def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
+    def claims(self, kind: FileKind, r: _FdRef) -> bool:
         """Whether a file the module reported as ``kind`` (REG, CHR, SOCK,
-        ANON, ...), whose /proc fd link is ``link``, is this kind's."""
+        ANON, ...) is this kind's; ``r.link`` (the /proc fd link) and
+        ``r.stat`` are read only if asked, so ask for kind first."""
         return False
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:

@@ -124,7 +124,7 @@ def reopen(objref: int, path: str, rdev: int, f_flags: int) -> int:
 def save(col: _Collector, f: File, r: _FdRef, user: bool) -> bool:
     """f as a stateless device at its path (the /proc link), if that path
     still names the same device; else a problem and False."""
-    st = os.fstat(r.local)
+    st = r.stat
     path = r.link
     try:
         there = os.stat(path, follow_symlinks=False) if path.startswith("/") else None
@@ -151,10 +151,10 @@ class ChrdevKind(Kind):
     kinds = (FileKind.CHR,)
     shared_outside = True  # reopened by path: nothing shared is lost
 
-    def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
+    def claims(self, kind: FileKind, r: _FdRef) -> bool:
         # any other character device is the terminal kind's (tty.py): a
         # terminal, a console on fds 0-2, a --device or a refusal
-        return kind == FileKind.CHR and is_stateless(link, st.st_rdev)
+        return kind == FileKind.CHR and is_stateless(r.link, r.stat.st_rdev)
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         return save(col, f, r, user=False)

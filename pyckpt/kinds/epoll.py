@@ -353,8 +353,8 @@ class EpollKind(Kind):
 
     # ---- checkpoint ----
 
-    def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
-        return kind == FileKind.ANON and link == "anon_inode:[eventpoll]"
+    def claims(self, kind: FileKind, r: _FdRef) -> bool:
+        return kind == FileKind.ANON and r.link == "anon_inode:[eventpoll]"
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         f.kind = FileKind.EPOLL

@@ -28,8 +28,8 @@ class EventfdKind(Kind):
     name = "eventfd"
     kinds = (FileKind.EVENTFD,)
 
-    def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
-        return kind == FileKind.ANON and link == "anon_inode:[eventfd]"
+    def claims(self, kind: FileKind, r: _FdRef) -> bool:
+        return kind == FileKind.ANON and r.link == "anon_inode:[eventfd]"
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         f.kind = FileKind.EVENTFD

@@ -294,8 +294,8 @@ class ContentsKind(Kind):
 
     # ---- checkpoint ----
 
-    def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
-        return kind == FileKind.REG and is_deleted(link, st)
+    def claims(self, kind: FileKind, r: _FdRef) -> bool:
+        return kind == FileKind.REG and is_deleted(r.link, r.stat)
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         st = os.fstat(r.local)

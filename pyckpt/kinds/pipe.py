@@ -173,7 +173,7 @@ class PipeKind(Kind):
 
     # ---- checkpoint ----
 
-    def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
+    def claims(self, kind: FileKind, r: _FdRef) -> bool:
         return kind in PIPE_KINDS
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:

@@ -42,7 +42,7 @@ TYPES = {
 def record_path(col: _Collector, f: File, r: _FdRef) -> bool:
     """f.path and f.st_* from the file the tree holds, if restart can reopen
     it at that path; else a problem and False."""
-    st = os.fstat(r.local)
+    st = r.stat  # the module's walk: no copy of the fd needed
     path = r.link
     if path.endswith(" (deleted)") or (
         st.st_nlink == 0 and not stat.S_ISCHR(st.st_mode)
@@ -146,7 +146,7 @@ class Regular(Kind):
     name = "regular"
     kinds = (FileKind.REG, FileKind.DIR)
 
-    def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
+    def claims(self, kind: FileKind, r: _FdRef) -> bool:
         return kind in self.kinds
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:

@@ -77,8 +77,8 @@ class SignalfdKind(Kind):
     kinds = (FileKind.SIGNALFD,)
     records = ((HdrType.SIGNALFD, Layout("struct ckpt_hdr_signalfd"), _check_signalfd),)
 
-    def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
-        return kind == FileKind.ANON and link == "anon_inode:[signalfd]"
+    def claims(self, kind: FileKind, r: _FdRef) -> bool:
+        return kind == FileKind.ANON and r.link == "anon_inode:[signalfd]"
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         try:

@@ -195,8 +195,8 @@ class TimerfdKind(Kind):
     kinds = (FileKind.TIMERFD,)
     records = ((HdrType.TIMERFD, Layout("struct ckpt_hdr_timerfd"), _check_timerfd),)
 
-    def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
-        return kind == FileKind.ANON and link == "anon_inode:[timerfd]"
+    def claims(self, kind: FileKind, r: _FdRef) -> bool:
+        return kind == FileKind.ANON and r.link == "anon_inode:[timerfd]"
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         try:

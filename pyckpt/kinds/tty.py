@@ -357,7 +357,7 @@ class TtyKind(Kind):
 
     # ---- checkpoint ----
 
-    def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
+    def claims(self, kind: FileKind, r: _FdRef) -> bool:
         # after chrdev (KINDS order): every other character device
         return kind == FileKind.CHR
 

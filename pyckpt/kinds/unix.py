@@ -870,7 +870,7 @@ class UnixKind(Kind):
 
     # ---- checkpoint ----
 
-    def claims(self, kind: FileKind, link: str, st: os.stat_result) -> bool:
+    def claims(self, kind: FileKind, r: _FdRef) -> bool:
         return kind == FileKind.SOCK
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
