@@ -233,7 +233,7 @@ class _Search:
             # every file met, the unsupported ones too: they are reported already
             self.by_inode = {}
             for o, r in col.first.items():
-                st = os.fstat(r.local)
+                st = r.stat  # the walk's identity: no copy of the fd
                 key = (st.st_ino, os.major(st.st_dev), os.minor(st.st_dev))
                 self.by_inode.setdefault(key, []).append(o)
         for objref in self.by_inode.get((ino, *sdev), ()):
