@@ -369,23 +369,26 @@ static int ioc_fetch_batch(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
 }
 
 /*
- * The header is written once before the walk, so that an unwritable one
- * fails with nothing done, and again after it whatever the result: nr and
- * next_fd say how far the walk went.
+ * The header is written once before the walk, saying nr 0, so that an
+ * unwritable one fails with nothing done, and nr and next_fd again after
+ * it whatever the result, to say how far the walk went (as a batch writes
+ * 'done': this write fails only if the caller unmapped it meanwhile).
  */
 static int ioc_task_fds(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
 			size_t usize)
 {
-	struct ckpt_task_fds *a = arg;
-	size_t n = min(usize, sizeof(*a));
+	struct ckpt_task_fds *a = arg, probe = *a;
+	struct ckpt_task_fds __user *u = uarg;
 	int ret;
 
-	if (ckpt_copy_to_user(uarg, a, n)) {
+	probe.nr = 0;
+	if (ckpt_copy_to_user(uarg, &probe, min(usize, sizeof(probe)))) {
 		ckpt_err(ctx, -EFAULT, 0, __func__, "argument unwritable");
 		return -EFAULT;
 	}
 	ret = ckpt_task_fds(ctx, a);
-	if (ckpt_copy_to_user(uarg, a, n) && !ret) {
+	if ((put_user(a->nr, &u->nr) || put_user(a->next_fd, &u->next_fd)) &&
+	    !ret) {
 		ret = -EFAULT;
 		ckpt_err(ctx, ret, 0, __func__, "argument unwritable");
 	}

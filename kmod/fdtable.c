@@ -185,9 +185,10 @@ int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a)
 	struct task_struct *task;
 	int ret = 0;
 
-	if (a->flags || !a->nr || a->nr > CKPT_BATCH_MAX || a->next_fd < 0) {
+	a->nr = 0;	/* what the header says if this fails before the walk */
+	if (a->flags || !want || want > CKPT_BATCH_MAX || a->next_fd < 0) {
 		ckpt_err(ctx, -EINVAL, 0, "ioc_task_fds",
-			 "flags %#x nr %u next_fd %d", a->flags, a->nr,
+			 "flags %#x nr %u next_fd %d", a->flags, want,
 			 a->next_fd);
 		return -EINVAL;
 	}
@@ -200,7 +201,6 @@ int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a)
 	task = fdwalk_task(ctx, a);
 	if (IS_ERR(task))
 		return PTR_ERR(task);
-	a->nr = 0;
 	while (a->nr < want) {
 		ret = fdwalk_round(task, a->next_fd, want - a->nr, &r);
 		if (ret) {

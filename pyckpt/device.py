@@ -452,7 +452,10 @@ class Context:
             arg.flags = 0
             arg.entries = int(ffi.cast("uintptr_t", entries))
             ret = _ioctl(self.fileno(), lib.CKPT_IOC_TASK_FDS, arg)
-            results.extend(_task_fd(e) for e in entries[0 : min(arg.nr, batch)])
+            # a failed call says nr < batch; nr left as sent: nothing done
+            # (the header was unwritable)
+            done = arg.nr if ret >= 0 or arg.nr < batch else 0
+            results.extend(_task_fd(e) for e in entries[0:done])
             if ret < 0:
                 raise self._error(-ret, "CKPT_IOC_TASK_FDS", results=results)
             next_fd = arg.next_fd

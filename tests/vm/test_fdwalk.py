@@ -194,8 +194,9 @@ def test_batch_of_one_resumes_over_every_fd(make_ctx, target: int, monkeypatch) 
 
 
 def test_another_start_time_is_refused(ctx: Context, target: int) -> None:
-    with raises_errno(E.ESRCH, "CKPT_IOC_TASK_FDS"):
+    with raises_errno(E.ESRCH, "CKPT_IOC_TASK_FDS") as exc:
         ctx.task_fds(target, proc.starttime(target) + 1)
+    assert exc.value.results == []
     st = ctx.stats()
     assert (st.nr_objs, st.state) == (0, 0)
 
@@ -203,8 +204,10 @@ def test_another_start_time_is_refused(ctx: Context, target: int) -> None:
 def test_no_task_kernel_thread_or_zombie(ctx: Context) -> None:
     with raises_errno(E.ESRCH):
         ctx.task_fds(2**22 + 1, 0)  # above PID_MAX_LIMIT: never a task
-    with raises_errno(E.ESRCH):
+    with raises_errno(E.ESRCH) as exc:
         ctx.task_fds(2, proc.starttime(2))  # kthreadd
+    # the header says nothing was walked (it once kept nr as given)
+    assert exc.value.results == []
     pid = os.fork()
     if pid == 0:
         os._exit(0)
@@ -336,3 +339,62 @@ def test_unwritable_entries(observer: Context, target: int) -> None:
         assert (arg.nr, ctx.stats().nr_objs) == (0, 0)
         assert arg.next_fd == min(_proc_fds(target))
     assert mod_counts(observer) == before
+
+
+PARAMS = "/sys/module/ckpt/parameters"
+
+
+def _write_param(name: str, value: int) -> None:
+    with open(f"{PARAMS}/{name}", "w") as f:
+        f.write(str(value))
+
+
+def _fired() -> int:
+    with open(f"{PARAMS}/fail_fired") as f:
+        return int(f.read())
+
+
+def test_every_forced_failure_is_clean(observer: Context, target: int) -> None:
+    # fail_nth (test_faults.py's knob): the Nth allocation, getattr or user
+    # copy of the next ioctl fails.  The walk stops there: the entries before
+    # stay (their files in the hash), the failing fd is undone, a second walk
+    # completes the fault-free result, and closing frees everything.
+    start = proc.starttime(target)
+    base = mod_counts(observer)
+    with Context() as c:
+        expected = c.task_fds(target, start)
+    forced = 0
+    for n in range(1, 1000):
+        with Context() as c:
+            fired = _fired()
+            _write_param("fail_nth", n)
+            try:
+                got, err = c.task_fds(target, start), None
+            except CkptError as e:
+                got, err = None, e
+            finally:
+                _write_param("fail_nth", 0)
+            if _fired() == fired:
+                assert err is None and got == expected
+                break
+            forced += 1
+            assert err is not None, f"failure {n} went unreported"
+            assert err.errno in (E.ENOMEM, E.EFAULT), f"failure {n}: {err}"
+            done = err.results
+            assert done == expected[: len(done)], f"failure {n}"
+            firsts = [e for e in done if e.first]
+            inodes = {e.file.inode_objref for e in firsts if e.file}
+            assert c.stats().nr_objs == len(firsts) + len(inodes), f"failure {n}"
+            again = c.task_fds(target, start)
+            met = {e.objref for e in firsts}
+            assert [(e.fd, e.objref, e.cloexec) for e in again] == [
+                (e.fd, e.objref, e.cloexec) for e in expected
+            ]
+            assert [e.first for e in again] == [
+                e.first and e.objref not in met for e in expected
+            ]
+        assert mod_counts(observer) == base, f"failure {n}: leak"
+    else:
+        raise AssertionError("the walk does not end")
+    # the header, then per first fd: its hash entry, getattr, inode, its copy
+    assert forced >= 1 + 4

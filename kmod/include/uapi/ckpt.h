@@ -248,9 +248,11 @@ struct ckpt_fd_entry {
  * caller froze: another task (a reused pid), a kernel thread or a task
  * without files: ESRCH.  flags != 0, nr 0 or above CKPT_BATCH_MAX,
  * next_fd < 0: EINVAL.  An fd on a /dev/ckpt context: EBADF (next_fd is
- * that fd).  On an error nr and next_fd still say how far the walk went:
- * the entries before stay written and their files stay in the hash (as in
- * a batch); an unwritable entry (EFAULT) is undone and nothing else is.
+ * that fd).  On an error nr (then below the room given) and next_fd still
+ * say how far the walk went: the entries before stay written and their
+ * files stay in the hash (as in a batch); an unwritable entry (EFAULT) is
+ * undone and nothing else is.  An unwritable header fails first (EFAULT,
+ * nr left as given, nothing done).
  */
 struct ckpt_task_fds {
 	__s32 pid;
