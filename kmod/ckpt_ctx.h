@@ -52,6 +52,9 @@ int ckpt_test_stat(struct ckpt_ctx *ctx, struct ckpt_test_obj *arg);
 void ckpt_test_put_all(struct ckpt_ctx *ctx);
 void ckpt_test_counts(struct ckpt_stats *st);
 
+/* fdtable.c */
+int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a);
+
 /* ctx.c */
 extern const struct file_operations ckpt_fops;
 

@@ -368,6 +368,33 @@ static int ioc_fetch_batch(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
 	return obj_batch(ctx, arg, uarg, usize, obj_fetch, __func__);
 }
 
+/*
+ * The header is written once before the walk, saying nr 0, so that an
+ * unwritable one fails with nothing done, and nr and next_fd again after
+ * it whatever the result, to say how far the walk went (as a batch writes
+ * 'done': this write fails only if the caller unmapped it meanwhile).
+ */
+static int ioc_task_fds(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
+			size_t usize)
+{
+	struct ckpt_task_fds *a = arg, probe = *a;
+	struct ckpt_task_fds __user *u = uarg;
+	int ret;
+
+	probe.nr = 0;
+	if (ckpt_copy_to_user(uarg, &probe, min(usize, sizeof(probe)))) {
+		ckpt_err(ctx, -EFAULT, 0, __func__, "argument unwritable");
+		return -EFAULT;
+	}
+	ret = ckpt_task_fds(ctx, a);
+	if ((put_user(a->nr, &u->nr) || put_user(a->next_fd, &u->next_fd)) &&
+	    !ret) {
+		ret = -EFAULT;
+		ckpt_err(ctx, ret, 0, __func__, "argument unwritable");
+	}
+	return ret;
+}
+
 /* ---- setup, release, stats ---------------------------------------------- */
 
 /* a limit asked for: 0 means the default, above the ceiling is EINVAL */
@@ -851,6 +878,8 @@ static const struct ckpt_ioc ckpt_iocs[] = {
 		 ioc_insert_batch, true),
 	CKPT_IOC(CKPT_IOC_FETCH_BATCH, CKPT_BATCH_SIZE_VER0, ioc_fetch_batch,
 		 true),
+	CKPT_IOC(CKPT_IOC_TASK_FDS, CKPT_TASK_FDS_SIZE_VER0, ioc_task_fds,
+		 true),
 	CKPT_IOC(CKPT_IOC_CONTAINED, CKPT_CONTAINED_SIZE_VER0, ioc_contained,
 		 false),
 	CKPT_IOC(CKPT_IOC_RELEASE, 0, ioc_release, false),
@@ -876,6 +905,7 @@ union ckpt_ioc_arg {
 	struct ckpt_tags tags;
 	struct ckpt_test_obj test;
 	struct ckpt_contained contained;
+	struct ckpt_task_fds task_fds;
 };
 
 /* copy the caller's struct in: EPROTO when short, E2BIG when a longer one
@@ -955,6 +985,14 @@ static long ckpt_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	/* refused before anything, the error log included */
 	if (!ckpt_same_cred(file->f_cred, current_cred()) && !ckpt_capable())
 		return -EPERM;
+	/* reading another task's fd table: ptrace's capability, held by the
+	 * opener and by the caller (ptrace_may_access() is not exported) */
+	if (_IOC_TYPE(cmd) == CKPT_IOC_MAGIC &&
+	    _IOC_NR(cmd) == _IOC_NR(CKPT_IOC_TASK_FDS)) {
+		if (!file_ns_capable(file, &init_user_ns, CAP_SYS_PTRACE) ||
+		    !capable(CAP_SYS_PTRACE))
+			return -EPERM;
+	}
 	if (_IOC_TYPE(cmd) == CKPT_IOC_MAGIC &&
 	    _IOC_NR(cmd) < ARRAY_SIZE(ckpt_iocs))
 		ioc = &ckpt_iocs[_IOC_NR(cmd)];

@@ -4,16 +4,19 @@
  * names them: FILE (a struct file, by fd), INODE (a file's inode: the two
  * ends of a pipe share it), TEST (a module-owned counted blob, by id).
  */
+#include <linux/cred.h>
 #include <linux/fdtable.h>
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/mm.h>
 #include <linux/rbtree.h>
 #include <linux/version.h>
+#include <linux/kdev_t.h>
 #include <linux/kref.h>
 #include <linux/magic.h>
 #include <linux/pipe_fs_i.h>
 #include <linux/slab.h>
+#include <linux/stat.h>
 #include "ckpt_ctx.h"
 
 static void file_grab(void *ptr)
@@ -444,17 +447,34 @@ static u32 file_kind(struct file *file)
  * @info: filled in
  * @inode_first: set to whether the inode was added now
  *
- * Return: 0, or an error of ckpt_obj_lookup_add() for the inode.
+ * Return: 0, an error of vfs_getattr() (nothing added then), or one of
+ * ckpt_obj_lookup_add() for the inode.
  */
 int ckpt_file_info_fill(struct ckpt_obj_hash *h, struct file *file,
 			struct ckpt_file_info *info, bool *inode_first)
 {
+	struct kstat st;
 	int objref;
 
+	/* first, so that a failure leaves no inode in the hash to undo */
+	objref = ckpt_fault() ? -ENOMEM :
+		 vfs_getattr(&file->f_path, &st, STATX_BASIC_STATS,
+			     AT_STATX_SYNC_AS_STAT);
+	if (objref)
+		return objref;
 	objref = ckpt_obj_lookup_add(h, file_inode(file), &ckpt_inode_ops,
 				     inode_first);
 	if (objref < 0)
 		return objref;
+	/* what fstat(2) tells the caller: cp_new_stat()'s encoding */
+	info->st_dev = new_encode_dev(st.dev);
+	info->st_ino = st.ino;
+	info->st_rdev = new_encode_dev(st.rdev);
+	info->st_size = st.size;
+	info->st_mode = st.mode;
+	info->st_uid = from_kuid_munged(current_user_ns(), st.uid);
+	info->st_gid = from_kgid_munged(current_user_ns(), st.gid);
+	info->st_nlink = st.nlink;
 	info->kind = file_kind(file);
 	info->f_flags = file->f_flags;
 	info->f_mode = (file->f_mode & FMODE_READ ? CKPT_FMODE_READ : 0) |

@@ -37,6 +37,7 @@ __all__ = [
     "Leak",
     "LookupResult",
     "Stats",
+    "TaskFd",
     "TestStat",
     "epoll_add",
     "kcmp_epoll_tfd",
@@ -61,6 +62,15 @@ class FileInfo:
     f_mode: FMode
     inode_objref: int
     pos: int
+    # what fstat(2) says, comparable with os.stat()'s (ckpt.h, ABI 3)
+    st_dev: int = 0
+    st_ino: int = 0
+    st_nlink: int = 0
+    st_rdev: int = 0
+    st_mode: int = 0
+    st_uid: int = 0
+    st_gid: int = 0
+    st_size: int = 0
 
 
 class LookupResult(NamedTuple):
@@ -68,6 +78,16 @@ class LookupResult(NamedTuple):
     objref: int
     first: bool
     file: FileInfo | None  # FILE objects, first time only
+
+
+class TaskFd(NamedTuple):
+    """One fd of a task as CKPT_IOC_TASK_FDS reports it."""
+
+    fd: int
+    objref: int
+    first: bool  # the file is new in the hash
+    cloexec: bool
+    file: FileInfo | None  # first only
 
 
 class Leak(NamedTuple):
@@ -109,6 +129,14 @@ def _file_info(c: Any) -> FileInfo:
         f_mode=FMode(c.f_mode),
         inode_objref=c.inode_objref,
         pos=c.pos,
+        st_dev=c.st_dev,
+        st_ino=c.st_ino,
+        st_nlink=c.st_nlink,
+        st_rdev=c.st_rdev,
+        st_mode=c.st_mode,
+        st_uid=c.st_uid,
+        st_gid=c.st_gid,
+        st_size=c.st_size,
     )
 
 
@@ -121,6 +149,18 @@ def _lookup_result(a: Any) -> LookupResult:
         info = _file_info(a.file) if a.type == _FILE else None
         return LookupResult(a.objref, True, info)
     return LookupResult(a.objref, False, None)
+
+
+_FD_FIRST = lib.CKPT_FD_FIRST
+_FD_CLOEXEC = lib.CKPT_FD_CLOEXEC
+
+
+def _task_fd(e: Any) -> TaskFd:
+    if e.flags & _FD_FIRST:
+        return TaskFd(
+            e.fd, e.objref, True, bool(e.flags & _FD_CLOEXEC), _file_info(e.file)
+        )
+    return TaskFd(e.fd, e.objref, False, bool(e.flags & _FD_CLOEXEC), None)
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[tuple[int, Sequence[Any]]]:
@@ -387,6 +427,39 @@ class Context:
             a.flags = flags
 
         return self._batch(lib.CKPT_IOC_FETCH_BATCH, objrefs, fill, lambda a: a.handle)
+
+    # ---- a task's fd table ------------------------------------------------
+
+    def task_fds(self, pid: int, starttime: int, *, batch: int = 1024) -> list[TaskFd]:
+        """Every fd of task pid, in fd order, each file lookup_add'ed.
+
+        starttime is field 22 of /proc/PID/stat (proc.starttime()): another
+        task under a reused pid raises ESRCH.  One ioctl per batch fds; on
+        failure the CkptError carries results (the fds walked before it,
+        their files already in the hash).
+        """
+        if not 1 <= batch <= BATCH_MAX:
+            raise ValueError(f"batch {batch} not in 1..{BATCH_MAX}")
+        entries = ffi.new("struct ckpt_fd_entry[]", batch)
+        arg = ffi.new("struct ckpt_task_fds *")
+        results: list[TaskFd] = []
+        next_fd = 0
+        while next_fd >= 0:
+            arg.pid = pid
+            arg.nr = batch
+            arg.starttime = starttime
+            arg.next_fd = next_fd
+            arg.flags = 0
+            arg.entries = int(ffi.cast("uintptr_t", entries))
+            ret = _ioctl(self.fileno(), lib.CKPT_IOC_TASK_FDS, arg)
+            # a failed call says nr < batch; nr left as sent: nothing done
+            # (the header was unwritable)
+            done = arg.nr if ret >= 0 or arg.nr < batch else 0
+            results.extend(_task_fd(e) for e in entries[0:done])
+            if ret < 0:
+                raise self._error(-ret, "CKPT_IOC_TASK_FDS", results=results)
+            next_fd = arg.next_fd
+        return results
 
     # ---- deferqueue -------------------------------------------------------
 

@@ -36,3 +36,10 @@ def state(pid: int) -> str:
         return stat_fields(read(f"/proc/{pid}/stat"))[0].decode()
     except (OSError, ValueError, IndexError):
         return ""  # gone (or going: an empty read)
+
+
+def starttime(pid: int) -> int:
+    """Field 22 of /proc/PID/stat: when the task started, in clock ticks
+    since boot; with the pid it names one task (a reused pid has another)."""
+    # stat_fields(): state (3), ppid (4), then fields 5.. in one piece
+    return int(stat_fields(read(f"/proc/{pid}/stat"))[2].split(None, 18)[17])

@@ -35,6 +35,7 @@ VERSIONED = {
     "ckpt_errors": "CKPT_ERRORS_SIZE_VER0",
     "ckpt_stats": "CKPT_STATS_SIZE_VER0",
     "ckpt_test_obj": "CKPT_TEST_OBJ_SIZE_VER0",
+    "ckpt_task_fds": "CKPT_TASK_FDS_SIZE_VER0",
 }
 
 

@@ -19,7 +19,8 @@
  *             caller's credentials (uids, gids, user namespace) differ from
  *             the opener's, or it has fewer permitted capabilities, and it
  *             lacks both capabilities (the rule of kcmp()
- *             and pidfd_getfd(): a leaked context fd is worth nothing).  A
+ *             and pidfd_getfd(): a leaked context fd is worth nothing);
+ *             TASK_FDS: the caller or the opener lacks CAP_SYS_PTRACE.  A
  *             refused caller changes nothing, not even the error log.
  *   EINTR     a fatal signal arrived while waiting for the context's lock
  *             (nothing was changed or logged)
@@ -42,6 +43,8 @@
  *   ENOMSG    objref names an object of another type
  *   ESTALE    object's hash reference was already dropped (deferred drop)
  *   EBADF     fd is not open in the caller, or is a /dev/ckpt context
+ *   ESRCH     TASK_FDS: no such task, another start time (a reused pid),
+ *             a kernel thread, or a task without files
  *   EBADFD    context in the wrong state: checkpoint op on a restart context
  *             or the reverse (DEFER_DROP is a restart op), or any hash op
  *             after release
@@ -69,7 +72,7 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-#define CKPT_ABI_VERSION	2
+#define CKPT_ABI_VERSION	3	/* 3: file identity, TASK_FDS */
 #define CKPT_DEVICE		"/dev/ckpt"
 
 /* ---- objects ----------------------------------------------------------- */
@@ -113,13 +116,27 @@ enum ckpt_file_kind {
 #define CKPT_FMODE_READ		0x1
 #define CKPT_FMODE_WRITE	0x2
 
-/* The file record body the module fills the first time it sees a file. */
+/*
+ * The file record body the module fills the first time it sees a file.
+ * Since ABI 3 it holds the file's identity as fstat(2) gives it to the
+ * caller: st_dev and st_rdev encoded as stat(2) does (new_encode_dev()),
+ * uid and gid in the caller's user namespace (overflow ids if unmapped).
+ */
 struct ckpt_file_info {
 	__u32 kind;		/* enum ckpt_file_kind */
 	__u32 f_flags;		/* O_* flags of the open file description */
 	__u32 f_mode;		/* CKPT_FMODE_* */
 	__s32 inode_objref;	/* objref of the file's inode (CKPT_OBJ_INODE) */
 	__s64 pos;		/* file position */
+	/* since ABI 3 */
+	__u64 st_dev;
+	__u64 st_ino;
+	__u64 st_rdev;
+	__s64 st_size;
+	__u32 st_mode;
+	__u32 st_uid;
+	__u32 st_gid;
+	__u32 st_nlink;
 };
 
 /* ckpt_obj_arg.flags */
@@ -146,6 +163,7 @@ struct ckpt_obj_arg {
 	struct ckpt_file_info file;	/* FILE, first time only */
 };
 #define CKPT_OBJ_ARG_SIZE_VER0	40
+#define CKPT_OBJ_ARG_SIZE_VER1	88	/* ABI 3: the file's identity */
 
 /*
  * A batch of ckpt_obj_arg.  Items run in order; the first failure stops the
@@ -197,6 +215,55 @@ struct ckpt_contained {
 	__u32 total;		/* out: leaks found (EBUSY when not 0); in: 0 */
 };
 #define CKPT_CONTAINED_SIZE_VER0	16
+
+/* ---- a task's fd table ------------------------------------------------ */
+
+/* ckpt_fd_entry.flags (CKPT_FD_CLOEXEC is the FD record's flag, below) */
+#define CKPT_FD_FIRST		0x2	/* the file is new in the hash */
+
+/*
+ * One fd of a task (CKPT_IOC_TASK_FDS): its number, its file's objref (the
+ * file is lookup_add'ed), and the file's record body when FIRST.
+ */
+struct ckpt_fd_entry {
+	__s32 fd;
+	__u32 flags;		/* CKPT_FD_CLOEXEC, CKPT_FD_FIRST */
+	__s32 objref;		/* the file's (CKPT_OBJ_FILE) */
+	__u32 __pad;
+	struct ckpt_file_info file;	/* FIRST only, else zero */
+};
+
+/*
+ * Walk the fd table of a task from next_fd up, lookup_add each open file
+ * and write one ckpt_fd_entry per fd, in fd order, up to nr.  Call again
+ * with the returned next_fd until it is -1 (the table's end); fds opened
+ * or closed meanwhile may or may not be seen.  A checkpoint operation (a
+ * restart context: EBADFD).
+ *
+ * The caller needs, besides what open() checks, CAP_SYS_PTRACE in the
+ * initial user namespace, and the context's opener had to hold it too
+ * (EPERM; ptrace_may_access() is not available to a module).  pid is in
+ * the caller's pid namespace; starttime (field 22 of /proc/PID/stat, in
+ * clock ticks, as the caller reads it) ties the number to the task the
+ * caller froze: another task (a reused pid), a kernel thread or a task
+ * without files: ESRCH.  flags != 0, nr 0 or above CKPT_BATCH_MAX,
+ * next_fd < 0: EINVAL.  An fd on a /dev/ckpt context: EBADF (next_fd is
+ * that fd).  On an error nr (then below the room given) and next_fd still
+ * say how far the walk went: the entries before stay written and their
+ * files stay in the hash (as in a batch); an unwritable entry (EFAULT) is
+ * undone and nothing else is.  An unwritable header fails first (EFAULT,
+ * nr left as given, nothing done).
+ */
+struct ckpt_task_fds {
+	__s32 pid;
+	__u32 nr;		/* in: room in entries; out: entries written */
+	__u64 starttime;	/* /proc/PID/stat field 22 */
+	__s32 next_fd;		/* in: first fd to look at; out: where to
+				 * resume, -1 at the table's end */
+	__u32 flags;		/* none yet: 0 */
+	__u64 entries;		/* user address of struct ckpt_fd_entry[nr] */
+};
+#define CKPT_TASK_FDS_SIZE_VER0	32
 
 /* ---- context setup ----------------------------------------------------- */
 
@@ -395,6 +462,8 @@ struct ckpt_test_obj {
 #define CKPT_IOC_LOOKUP_ADD_BATCH _IOWR(CKPT_IOC_MAGIC, 0x18, struct ckpt_batch)
 #define CKPT_IOC_INSERT_BATCH	_IOWR(CKPT_IOC_MAGIC, 0x19, struct ckpt_batch)
 #define CKPT_IOC_FETCH_BATCH	_IOWR(CKPT_IOC_MAGIC, 0x1a, struct ckpt_batch)
+/* Checkpoint: a task's fds, their files lookup_add'ed (ABI 3). */
+#define CKPT_IOC_TASK_FDS	_IOWR(CKPT_IOC_MAGIC, 0x1c, struct ckpt_task_fds)
 /* Checkpoint: list objects referenced from outside; EBUSY if any. */
 #define CKPT_IOC_CONTAINED	_IOWR(CKPT_IOC_MAGIC, 0x1b, struct ckpt_contained)
 /* Let restarted tasks go: destroy the unrun deferqueue, clear/free the hash

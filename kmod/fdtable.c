@@ -1,0 +1,234 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * fdtable.c - CKPT_IOC_TASK_FDS: the module walks a task's fd table and
+ * lookup_adds each file, as linux-cr collected a task's files in the
+ * kernel, instead of userspace copying every fd out with pidfd_getfd().
+ *
+ * What both kernels export decides the shape: iterate_fd() walks the table
+ * under files->file_lock, where nothing may sleep, so each round only takes
+ * a reference on up to FDWALK_ROUND files; the hash work (which allocates)
+ * and the copy to userspace run after the lock is dropped.  The task's
+ * files pointer is read under task_lock(), as kcmp() does (get_files_struct()
+ * is not exported).
+ */
+#include <linux/fdtable.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/math64.h>
+#include <linux/pid.h>
+#include <linux/sched.h>
+#include <linux/sched/task.h>
+#include <linux/time_namespace.h>
+#include <linux/uaccess.h>
+#include "ckpt_ctx.h"
+
+/* files referenced per spinlock hold: bounds the hold and the stack */
+#define FDWALK_ROUND	32
+
+struct fdwalk_round {
+	struct files_struct *files;
+	unsigned int room;
+	unsigned int n;
+	struct {
+		struct file *file;
+		int fd;
+		bool cloexec;
+	} slot[FDWALK_ROUND];
+};
+
+/* under files->file_lock: must not sleep; nonzero stops iterate_fd() */
+static int fdwalk_take(const void *arg, struct file *file, unsigned int fd)
+{
+	struct fdwalk_round *r = (struct fdwalk_round *)arg;
+
+	r->slot[r->n].file = get_file(file);
+	r->slot[r->n].fd = fd;
+	r->slot[r->n].cloexec = test_bit(fd,
+					 files_fdtable(r->files)->close_on_exec);
+	return ++r->n == r->room;
+}
+
+/*
+ * Up to @room files of @task's table from fd @start on, referenced.
+ * Return: 0, or -ESRCH when the task has no files (any more).
+ */
+static int fdwalk_round(struct task_struct *task, unsigned int start,
+			unsigned int room, struct fdwalk_round *r)
+{
+	int ret = 0;
+
+	r->room = min_t(unsigned int, room, FDWALK_ROUND);
+	r->n = 0;
+	task_lock(task);
+	r->files = task->files;
+	if (r->files)
+		iterate_fd(r->files, start, fdwalk_take, r);
+	else
+		ret = -ESRCH;
+	task_unlock(task);
+	return ret;
+}
+
+/* /proc/PID/stat's field 22 as the caller reads it (its time namespace) */
+static u64 task_starttime(struct task_struct *task)
+{
+	return div_u64(timens_add_boottime_ns(task->start_boottime),
+		       NSEC_PER_SEC / USER_HZ);
+}
+
+/* the task the caller names, if it is still the one it froze */
+static struct task_struct *fdwalk_task(struct ckpt_ctx *ctx,
+				       const struct ckpt_task_fds *a)
+{
+	struct task_struct *task = NULL;
+	struct pid *pid;
+
+	pid = a->pid > 0 ? find_get_pid(a->pid) : NULL;
+	if (pid) {
+		task = get_pid_task(pid, PIDTYPE_PID);
+		put_pid(pid);
+	}
+	if (!task) {
+		ckpt_err(ctx, -ESRCH, 0, "ioc_task_fds", "no task %d", a->pid);
+		return ERR_PTR(-ESRCH);
+	}
+	if (task->flags & PF_KTHREAD || task_starttime(task) != a->starttime) {
+		ckpt_err(ctx, -ESRCH, 0, "ioc_task_fds",
+			 "task %d: %s", a->pid, task->flags & PF_KTHREAD ?
+			 "a kernel thread" : "another start time (pid reused)");
+		put_task_struct(task);
+		return ERR_PTR(-ESRCH);
+	}
+	return task;
+}
+
+/*
+ * lookup_add one fd's file and write its entry to @uentry; a failure
+ * (the hash full, no memory, the entry unwritable) undoes what this fd
+ * added, as LOOKUP_ADD does.
+ */
+static int fdwalk_add(struct ckpt_ctx *ctx, struct file *file, int fd,
+		      bool cloexec, struct ckpt_fd_entry __user *uentry)
+{
+	const struct ckpt_obj_ops *ops = ckpt_obj_ops_table[CKPT_OBJ_FILE];
+	struct ckpt_obj_hash *h = &ctx->objhash;
+	struct ckpt_fd_entry e = { .fd = fd };
+	s64 next = h->next_objref, next_inode = 0;
+	bool first, inode_first = false;
+	int ret;
+
+	/* a context holding its own file (or another's) would never close */
+	if (file->f_op == &ckpt_fops) {
+		ckpt_err(ctx, -EBADF, 0, "ioc_task_fds",
+			 "fd %d is a /dev/ckpt context", fd);
+		return -EBADF;
+	}
+	ret = ckpt_obj_lookup_add(h, file, ops, &first);
+	if (ret < 0) {
+		ckpt_err(ctx, ret, 0, "ckpt_obj_lookup_add", "file of fd %d%s",
+			 fd, ret == -ENOSPC ? ": hash full" :
+			 ret == -EBADFD ? ": not a checkpoint context" : "");
+		return ret;
+	}
+	e.objref = ret;
+	e.flags = (cloexec ? CKPT_FD_CLOEXEC : 0) | (first ? CKPT_FD_FIRST : 0);
+	if (first) {
+		next_inode = h->next_objref;
+		ret = ckpt_file_info_fill(h, file, &e.file, &inode_first);
+		if (ret) {
+			ckpt_err(ctx, ret, e.objref, "ckpt_file_info_fill",
+				 "fd %d%s", fd,
+				 ret == -ENOSPC ? ": hash full" : "");
+			goto undo_file;
+		}
+	}
+	if (!ckpt_fault() && !copy_to_user(uentry, &e, sizeof(e)))
+		return 0;
+	ret = -EFAULT;
+	ckpt_err(ctx, ret, e.objref, "ioc_task_fds", "entry of fd %d unwritable",
+		 fd);
+	if (first) {
+		if (inode_first)
+			ckpt_obj_unadd(h, e.file.inode_objref, next_inode);
+		else
+			ckpt_obj_unmeet(h, e.file.inode_objref);
+	}
+undo_file:
+	if (first)
+		ckpt_obj_unadd(h, e.objref, next);
+	else
+		ckpt_obj_unmeet(h, e.objref);
+	return ret;
+}
+
+/**
+ * ckpt_task_fds - CKPT_IOC_TASK_FDS: lookup_add the files of a task's fds
+ * @ctx: a checkpoint context (or one not used yet), locked
+ * @a: the caller's request: pid, starttime, next_fd, nr, entries; on return
+ *     nr is the count of entries written and next_fd where to resume (-1:
+ *     the table's end), whatever the result
+ *
+ * The caller's CAP_SYS_PTRACE was checked before the context was locked.
+ * Each round holds the task's alloc_lock and the table's file_lock only
+ * while taking references on at most FDWALK_ROUND files; the hash work
+ * runs after.  The entries written before a failure stay valid, their
+ * files in the hash (as in LOOKUP_ADD_BATCH).
+ *
+ * Return: 0, -EINVAL, -EBADFD, -ESRCH, -EBADF, -ENOSPC, -ENOMEM or -EFAULT
+ * (ckpt.h, CKPT_IOC_TASK_FDS).
+ */
+int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a)
+{
+	struct ckpt_fd_entry __user *uentries = u64_to_user_ptr(a->entries);
+	unsigned int want = a->nr, i;
+	struct fdwalk_round r;
+	struct task_struct *task;
+	int ret = 0;
+
+	a->nr = 0;	/* what the header says if this fails before the walk */
+	if (a->flags || !want || want > CKPT_BATCH_MAX || a->next_fd < 0) {
+		ckpt_err(ctx, -EINVAL, 0, "ioc_task_fds",
+			 "flags %#x nr %u next_fd %d", a->flags, want,
+			 a->next_fd);
+		return -EINVAL;
+	}
+	if (ctx->released || ctx->objhash.mode == CKPT_MODE_RESTART) {
+		ckpt_err(ctx, -EBADFD, 0, "ioc_task_fds", "%s",
+			 ctx->released ? "context already released" :
+			 "not a checkpoint context");
+		return -EBADFD;
+	}
+	task = fdwalk_task(ctx, a);
+	if (IS_ERR(task))
+		return PTR_ERR(task);
+	while (a->nr < want) {
+		ret = fdwalk_round(task, a->next_fd, want - a->nr, &r);
+		if (ret) {
+			ckpt_err(ctx, ret, 0, "ioc_task_fds",
+				 "task %d has no files", a->pid);
+			break;
+		}
+		for (i = 0; i < r.n; i++) {
+			if (!ret) {
+				ret = fdwalk_add(ctx, r.slot[i].file,
+						 r.slot[i].fd, r.slot[i].cloexec,
+						 &uentries[a->nr]);
+				if (ret)
+					a->next_fd = r.slot[i].fd;
+				else
+					a->nr++;
+			}
+			fput(r.slot[i].file);
+		}
+		if (ret)
+			break;
+		if (r.n < r.room) {
+			a->next_fd = -1;	/* iterate_fd() reached the end */
+			break;
+		}
+		a->next_fd = r.slot[r.n - 1].fd + 1;
+		cond_resched();
+	}
+	put_task_struct(task);
+	return ret;
+}
