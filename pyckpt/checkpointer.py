@@ -46,6 +46,7 @@ from pyckpt.image import (
 )
 from pyckpt.proc import read as _read
 from pyckpt.proc import read_text as _read_text
+from pyckpt.proc import starttime as _starttime
 from pyckpt.proc import stat_fields as _stat_fields
 from pyckpt.proc import state as _proc_state
 
@@ -896,11 +897,6 @@ class _Collector:
                 for x in run:
                     if x is not first:
                         x.files_pid = first.pid
-
-
-def _starttime(pid: int) -> int:
-    """/proc/PID/stat's starttime (field 22, clock ticks after boot)."""
-    return int(_stat_fields(_read(f"/proc/{pid}/stat"))[2].split(None, 18)[17])
 
 
 def _threads(task: Task) -> str:
