@@ -667,6 +667,7 @@ class _Collector:
     problems: list[str] = field(default_factory=list)
     locals: set[int] = field(default_factory=set)  # every fd we opened
     pidfds: dict[int, int] = field(default_factory=dict)  # pid -> its pidfd
+    paths: dict[str, os.stat_result | None] = field(default_factory=dict)
     nr_fds: int = 0
 
     def _own(self, fd: int) -> int:
@@ -684,6 +685,16 @@ class _Collector:
     def _close(self, fd: int) -> None:
         self.locals.discard(fd)
         os.close(fd)
+
+    def stat_path(self, path: str) -> os.stat_result | None:
+        """os.stat(path) (None if it fails), once per path: the tree is
+        frozen, and a file opened 1,000 times is one stat, not 1,000."""
+        if path not in self.paths:
+            try:
+                self.paths[path] = os.stat(path)
+            except OSError:
+                self.paths[path] = None
+        return self.paths[path]
 
     def getfd(self, r: _FdRef) -> int:
         """A copy of r's fd (pidfd_getfd), closed with the others."""

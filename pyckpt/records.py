@@ -447,3 +447,15 @@ def _arr(value: Any, n: int) -> list[Any]:
 @functools.cache
 def codec(ctype: str) -> Codec:
     return Codec(ctype)
+
+
+@functools.cache
+def flat(ctype: str) -> tuple[struct.Struct, dict[tuple[str | int, ...], int]]:
+    """ctype as one precompiled Struct and the item index of each leaf field
+    by its path (("file", "kind") for a nested struct): for arrays of a
+    struct the module fills, decoded with one iter_unpack."""
+    items = leaves(ctype)
+    layout = struct.Struct("=" + "".join(leaf.fmt for leaf in items))
+    if layout.size != ffi.sizeof(ctype):
+        raise TypeError(f"{ctype}: layout size {layout.size} != {ffi.sizeof(ctype)}")
+    return layout, {leaf.path: i for i, leaf in enumerate(items) if leaf.path}

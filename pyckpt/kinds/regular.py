@@ -49,10 +49,7 @@ def record_path(col: _Collector, f: File, r: _FdRef) -> bool:
     ):
         col.problem(r, f"{path}: the file was deleted")
         return False
-    try:
-        there = os.stat(path) if path.startswith("/") else None
-    except OSError:
-        there = None
+    there = col.stat_path(path) if path.startswith("/") else None
     if there is None or (there.st_dev, there.st_ino) != (st.st_dev, st.st_ino):
         col.problem(
             r,
