@@ -9,29 +9,66 @@ pyckpt.restarter, whose names cannot collide with the functions (a submodule
 named like a package attribute is shadowed by it).
 """
 
-from pyckpt.abi import DEVICE, DeferAction, FileKind, FMode, ObjType, Policy, State
-from pyckpt.api import checkpoint, restart
-from pyckpt.checkpointer import CheckpointResult, Options
-from pyckpt.device import (
-    Context,
-    FileInfo,
-    LookupResult,
-    Stats,
-    TestStat,
-    kcmp_file,
-    pidfd_getfd,
-)
-from pyckpt.errors import (
-    CheckpointError,
-    CkptError,
-    DeviceMissingError,
-    Error,
-    ErrorEntry,
-    ImageError,
-    RestartError,
-)
-from pyckpt.image import Image
-from pyckpt.restarter import Limits, Restarted
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# name -> the module defining it: imported on first use (PEP 562), so that
+# `import pyckpt` and the CLI's start cost no more than the verb needs
+_WHERE = {
+    "pyckpt.abi": "DEVICE DeferAction FileKind FMode ObjType Policy State",
+    "pyckpt.api": "checkpoint restart",
+    "pyckpt.checkpointer": "CheckpointResult Options",
+    "pyckpt.device": "Context FileInfo LookupResult Stats TestStat kcmp_file "
+    "pidfd_getfd",
+    "pyckpt.errors": "CheckpointError CkptError DeviceMissingError Error "
+    "ErrorEntry ImageError RestartError",
+    "pyckpt.image": "Image",
+    "pyckpt.limits": "Limits",
+    "pyckpt.restarter": "Restarted",
+}
+_MODULE = {name: mod for mod, names in _WHERE.items() for name in names.split()}
+
+
+def __getattr__(name: str) -> Any:
+    mod = _MODULE.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'pyckpt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value  # once: later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from pyckpt.abi import DEVICE, DeferAction, FileKind, FMode, ObjType, Policy, State
+    from pyckpt.api import checkpoint, restart
+    from pyckpt.checkpointer import CheckpointResult, Options
+    from pyckpt.device import (
+        Context,
+        FileInfo,
+        LookupResult,
+        Stats,
+        TestStat,
+        kcmp_file,
+        pidfd_getfd,
+    )
+    from pyckpt.errors import (
+        CheckpointError,
+        CkptError,
+        DeviceMissingError,
+        Error,
+        ErrorEntry,
+        ImageError,
+        RestartError,
+    )
+    from pyckpt.image import Image
+    from pyckpt.limits import Limits
+    from pyckpt.restarter import Restarted
 
 __all__ = [
     "DEVICE",

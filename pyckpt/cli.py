@@ -9,7 +9,7 @@
                    [--max-contents-bytes N] [-- CMD...]
     pyckpt show IMAGE [--json | --dot]
     pyckpt ls PID [--json | --dot]
-    pyckpt demo | bench [resume]
+    pyckpt demo | bench [cr|creds|resume|criu|epoll|codec]
     pyckpt repro halfpipe|deferqueue|epoll|header [--policy P | --all-policies] [--json]
     pyckpt abi-check [--module KO] [--kver KVER] [--json] [--vermagic-only]
     pyckpt trace [--json] [--no-hist] -- CMD...
@@ -110,7 +110,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
     from pyckpt.image import Image
     from pyckpt.kinds.chrdev import check_devices
     from pyckpt.kinds.tty import check_stdio
-    from pyckpt.restarter import Limits
+    from pyckpt.limits import Limits
 
     argv = args.command or None
     check_stdio(args.stdio)  # bad options before reading the image
@@ -212,7 +212,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from pyckpt.restarter import Limits
+    from pyckpt.limits import Limits
 
     p = argparse.ArgumentParser(
         prog="pyckpt",
@@ -342,7 +342,12 @@ def parser() -> argparse.ArgumentParser:
         help="the module's figures; 'bench resume [--sizes N,N] [--out DIR]': "
         "seed 000's question on real restarts",
     )
-    b.add_argument("what", nargs=argparse.REMAINDER, help="cr | resume [...]")
+    b.add_argument(
+        "what",
+        nargs=argparse.REMAINDER,
+        help="one section: cr | creds | resume [...] | criu [--tasks N --sizes "
+        "N,N] | epoll [--sizes N,N] | codec [--rounds N]; none: all",
+    )
     b.set_defaults(fn=cmd_bench)
 
     from pyckpt.repro import SCENARIOS

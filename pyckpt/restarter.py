@@ -52,6 +52,7 @@ from pyckpt.errors import CkptError, RestartError
 from pyckpt.image import RLIM_INFINITY, File, Image, Task
 from pyckpt.kinds.memfd import contents_bytes
 from pyckpt.kinds.tty import set_foreground, take_ctty
+from pyckpt.limits import Limits
 
 __all__ = ["Limits", "RestartError", "Restarted", "restart"]
 
@@ -61,17 +62,7 @@ _MSG_MAX = 3000  # a report line stays below PIPE_BUF: written atomically
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_DUMPABLE = 4
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one restart creates at most; an image asking for more is refused
-    before anything is created (raise them deliberately: CLI --max-*)."""
-
-    tasks: int = 1024
-    fds: int = 1 << 20  # FD records over all tasks
-    pipe_bytes: int = 256 << 20  # buffered pipe data over all pipes
-    contents_bytes: int = 256 << 20  # memfd and deleted files' data, in all
+_DEFAULT_LIMITS = Limits()  # frozen: one shared default
 
 
 # The coordinator's own fds are all close-on-exec (os.open, pipe2, eventfd and
@@ -189,7 +180,7 @@ def _table(t: Task) -> list[tuple[int, int, bool]]:
 def _check(
     image: Image,
     argv: list[str] | None,
-    limits: Limits = Limits(),
+    limits: Limits = _DEFAULT_LIMITS,
     opts: RestartOptions | None = None,
 ) -> _Plan:
     if not image.tasks:
@@ -901,7 +892,7 @@ def restart(
     release: bool = True,
     timeout: float = 10.0,
     relocate: bool = False,
-    limits: Limits = Limits(),
+    limits: Limits = _DEFAULT_LIMITS,
     options: RestartOptions | None = None,
 ) -> Restarted:
     """Recreate image's objects and tasks; each task takes its recorded
