@@ -389,6 +389,11 @@ def _bad_len(offset: int, name: str, lay: Layout, rlen: int, remaining: int) -> 
 # ---- record-local checks: values that are wrong whatever surrounds them ------
 
 
+# module ABIs whose images read the same: ABI 3 changed only the ioctls
+# (TASK_FDS, the file's identity in ckpt_file_info), no image record
+_IMAGE_ABIS = (2, lib.CKPT_ABI_VERSION)
+
+
 def _check_head(rec: Record, name: str) -> None:
     f = rec.fields
     if f["magic"] != lib.CKPT_HEAD_MAGIC:
@@ -411,7 +416,7 @@ def _check_head(rec: Record, name: str) -> None:
         )
     if f["format_version"] != lib.CKPT_FORMAT_VERSION:
         raise bad(rec, name, f"unsupported format version {f['format_version']}")
-    if f["abi_version"] != lib.CKPT_ABI_VERSION:
+    if f["abi_version"] not in _IMAGE_ABIS:
         raise bad(rec, name, f"unsupported ABI version {f['abi_version']}")
     if f["time_nsec"] >= 1_000_000_000:
         raise bad(rec, name, f"time_nsec {f['time_nsec']} >= 10^9")
