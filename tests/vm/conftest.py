@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import trees
 from vmhelpers import Fds
 
 from pyckpt import DEVICE, Context, Policy
@@ -80,3 +81,25 @@ def pipe(fds: Fds) -> Callable[[], tuple[int, int]]:
         return r, w
 
     return make
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., trees.Tree]]:
+    """spawn(body, pass_fds=()): a tree (trees.spawn), killed after the test;
+    we are the subreaper meanwhile, so that every task comes back to us."""
+    made: list[trees.Tree] = []
+    trees.set_subreaper(True)
+
+    def make(
+        body: Callable[[trees.Member], None], pass_fds: tuple[int, ...] = ()
+    ) -> trees.Tree:
+        t = trees.spawn(body, pass_fds)
+        made.append(t)
+        return t
+
+    try:
+        yield make
+    finally:
+        for t in made:
+            t.kill()
+        trees.set_subreaper(False)

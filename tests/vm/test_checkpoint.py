@@ -45,24 +45,6 @@ def no_stray_fds() -> Iterator[None]:
     assert sorted(os.listdir("/proc/self/fd")) == before
 
 
-@pytest.fixture
-def spawn() -> Iterator[Spawn]:
-    made: list[Tree] = []
-    trees.set_subreaper(True)
-
-    def make(body: Callable[[Member], None], pass_fds: tuple[int, ...] = ()) -> Tree:
-        t = trees.spawn(body, pass_fds)
-        made.append(t)
-        return t
-
-    try:
-        yield make
-    finally:
-        for t in made:
-            t.kill()
-        trees.set_subreaper(False)
-
-
 def state(pid: int) -> str:
     try:
         return psutil.Process(pid).status()

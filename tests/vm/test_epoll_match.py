@@ -12,12 +12,10 @@ from __future__ import annotations
 import os
 import re
 import select
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import trees
-from trees import Member, Tree
+from trees import Member
 
 import pyckpt
 import pyckpt.kinds.epoll as epoll_kind
@@ -30,24 +28,6 @@ from pyckpt.kinds.epoll import _kcmp_epoll_tfd as kcmp_tfd  # unpatched
 pytestmark = pytest.mark.filterwarnings("ignore:.*EFD_SEMAPHORE:RuntimeWarning")
 
 ITEM = re.compile(r"tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)")
-
-
-@pytest.fixture
-def tree() -> Iterator[Callable[[Callable[[Member], None]], Tree]]:
-    made: list[Tree] = []
-    trees.set_subreaper(True)
-
-    def make(body: Callable[[Member], None]) -> Tree:
-        t = trees.spawn(body)
-        made.append(t)
-        return t
-
-    try:
-        yield make
-    finally:
-        for t in made:
-            t.kill()
-        trees.set_subreaper(False)
 
 
 @pytest.fixture
@@ -99,7 +79,7 @@ def restored_same(img: Image, pids: list[int], epid: int, efd: int, fds: dict) -
     assert [(t, e, d, [(back[p], f) for p, f in w]) for t, e, d, w in after] == before
 
 
-def test_each_item_costs_one_kcmp(tree, kcmps) -> None:
+def test_each_item_costs_one_kcmp(spawn, kcmps) -> None:
     """200 eventfds in one epoll: 200 kcmp calls (by number), not the
     20,100 of a search over every anonymous file for each item."""
     n = 200
@@ -111,7 +91,7 @@ def test_each_item_costs_one_kcmp(tree, kcmps) -> None:
             ep.register(fd, select.EPOLLIN if i % 2 else select.EPOLLOUT)
         m.report(role="root", ep=ep.fileno(), fds=fds)
 
-    t = tree(root)
+    t = spawn(root)
     info = t.role("root")
     img = pyckpt.checkpoint(t.root).image
     (items,) = [e.items for e in img.epolls.values()]
@@ -123,7 +103,7 @@ def test_each_item_costs_one_kcmp(tree, kcmps) -> None:
     restored_same(img, [t.root], t.root, info["ep"], {t.root: info["fds"]})
 
 
-def test_target_closed_in_the_owner_and_its_number_reused(tree) -> None:
+def test_target_closed_in_the_owner_and_its_number_reused(spawn) -> None:
     """The item's fd was closed in the epoll's owner and its number reused by
     another eventfd; the file lives on only in a child, under another number
     (dup'ed): the number leads to the wrong file, the search finds the right
@@ -147,7 +127,7 @@ def test_target_closed_in_the_owner_and_its_number_reused(tree) -> None:
         assert x == e  # the lowest free number: the item's
         m.report(role="root", ep=ep.fileno(), e=e, r=r, w=w)
 
-    t = tree(root)
+    t = spawn(root)
     info, child = t.role("root"), t.role("child")
     cpid = child["pid"]
     img = pyckpt.checkpoint(t.root).image
@@ -160,7 +140,7 @@ def test_target_closed_in_the_owner_and_its_number_reused(tree) -> None:
     restored_same(img, [t.root, cpid], t.root, info["ep"], fds)
 
 
-def test_two_items_share_a_number(tree) -> None:
+def test_two_items_share_a_number(spawn) -> None:
     """Two items with tfd 50 (the first fd closed without EPOLL_CTL_DEL, its
     file still open under another number): kcmp's toff tells them apart, the
     number finds one, the search the other."""
@@ -176,7 +156,7 @@ def test_two_items_share_a_number(tree) -> None:
         os.close(b)  # b lives on at 50 only
         m.report(role="root", ep=ep.fileno(), a=a)
 
-    t = tree(root)
+    t = spawn(root)
     info = t.role("root")
     img = pyckpt.checkpoint(t.root).image
     (items,) = [e.items for e in img.epolls.values()]

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+import trees
 from vmhelpers import mod_counts, raises_errno
 
 from pyckpt import CkptError, Context, device, proc
@@ -243,18 +244,6 @@ def _drop_ptrace() -> None:
         raise OSError(ctypes.get_errno(), "capset")
 
 
-def _in_child(fn) -> int:
-    pid = os.fork()
-    if pid == 0:
-        code = 99
-        try:
-            code = fn()
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
-
-
 def _eperm(call) -> int:
     try:
         call()
@@ -277,8 +266,8 @@ def test_without_cap_sys_ptrace_is_refused(ctx: Context, target: int) -> None:
         with Context() as c:
             return _eperm(lambda: c.task_fds(target, start))
 
-    assert _in_child(caller_lacks_it) == 0
-    assert _in_child(opener_lacks_it) == 0
+    assert trees.in_child(caller_lacks_it) == 0
+    assert trees.in_child(opener_lacks_it) == 0
     # refused before anything: no object, no error-log entry
     assert ctx.stats().nr_objs == 0
     assert ctx.errors() == []

@@ -20,6 +20,7 @@ import tempfile
 import time
 
 import pytest
+import trees
 from vmhelpers import Fds, mod_counts, raises_errno, reader_state
 
 from pyckpt import DEVICE, CkptError, Context, ObjType
@@ -82,19 +83,6 @@ def test_defer_drop_still_works_on_a_restart_context(ctx: Context, pipe) -> None
 # ---- 2. access control ------------------------------------------------------
 
 
-def _in_child(fn) -> int:
-    """Run fn() in a forked child; its return value is the exit status."""
-    pid = os.fork()
-    if pid == 0:
-        code = 99
-        try:
-            code = fn()
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
-
-
 def test_an_inherited_context_is_useless_to_another_uid(ctx: Context, fds: Fds) -> None:
     secret = tempfile.NamedTemporaryFile(dir="/tmp")  # noqa: SIM115
     os.chmod(secret.name, 0o600)
@@ -116,7 +104,7 @@ def test_an_inherited_context_is_useless_to_another_uid(ctx: Context, fds: Fds) 
                 refused += e.errno == E.EPERM
         return 0 if refused == len(calls) else 1
 
-    assert _in_child(child) == 0, "a uid-65534 child used root's context"
+    assert trees.in_child(child) == 0, "a uid-65534 child used root's context"
     # the owner's context is intact and still its own
     assert ctx.stats().nr_objs == 1
     assert ctx.errors() == []
@@ -125,7 +113,7 @@ def test_an_inherited_context_is_useless_to_another_uid(ctx: Context, fds: Fds) 
 def test_same_credentials_may_share_a_context(ctx: Context, pipe) -> None:
     r, _ = pipe()
     ctx.insert(1, r)
-    assert _in_child(lambda: 0 if ctx.stats().nr_objs == 1 else 1) == 0
+    assert trees.in_child(lambda: 0 if ctx.stats().nr_objs == 1 else 1) == 0
 
 
 def _drop_all_capabilities() -> None:
@@ -152,7 +140,7 @@ def test_root_without_capabilities_is_refused(ctx: Context, pipe) -> None:
             return 0 if e.errno == E.EPERM else 2
         return 1
 
-    assert _in_child(child) == 0, "a capability-less uid 0 used the context"
+    assert trees.in_child(child) == 0, "a capability-less uid 0 used the context"
 
 
 def test_open_needs_the_capability(fds: Fds) -> None:
@@ -173,7 +161,7 @@ def test_open_needs_the_capability(fds: Fds) -> None:
         return 1
 
     try:
-        assert _in_child(child) == 0, "uid 65534 opened a context"
+        assert trees.in_child(child) == 0, "uid 65534 opened a context"
     finally:
         os.unlink(node)
 

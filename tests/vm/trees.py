@@ -170,3 +170,17 @@ def tree_of(body: Callable[[Member], None]) -> Iterator[list[int]]:
         yield tree.pids()
     finally:
         tree.kill()
+
+
+def in_child(fn: Callable[[], int]) -> int:
+    """Run fn() in a forked child (to drop capabilities or ids there); its
+    return value is the child's exit status (99 if it raised)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            code = fn()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
