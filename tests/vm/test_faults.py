@@ -20,25 +20,14 @@ from itertools import count
 from typing import Any
 
 import pytest
-from vmhelpers import Fds
+from vmhelpers import PARAMS, Fds, fail_fired, write_param
 from vmhelpers import mod_counts as _mod_counts
 
 from pyckpt import CkptError, Context, ObjType, Policy
 
-PARAMS = "/sys/module/ckpt/parameters"
 FORCED: dict[str, int] = {}  # case -> failures forced (all clean)
 # cumulative counters: a failed call may grab and drop, never keep
 SKIP_STATS = {"lookups", "probes", "mod_test_grabs", "mod_test_drops", "mod_test_frees"}
-
-
-def _write_param(name: str, value: int) -> None:
-    with open(f"{PARAMS}/{name}", "w") as f:
-        f.write(str(value))
-
-
-def _fired() -> int:
-    with open(f"{PARAMS}/fail_fired") as f:
-        return int(f.read())
 
 
 def mod_counts(observer: Context) -> dict[str, int]:
@@ -199,7 +188,7 @@ def knob() -> Iterator[None]:
     if not os.path.exists(f"{PARAMS}/fail_nth"):
         pytest.fail("ckpt.ko has no fail_nth parameter")
     yield
-    _write_param("fail_nth", 0)
+    write_param("fail_nth", 0)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -218,14 +207,14 @@ def test_every_failure_is_clean(name: str, knob: None, observer: Context) -> Non
             state = prep(c, fds)
             before = _snapshot(c)
             seen = c.errors()[-1].seq if c.errors() else 0
-            fired = _fired()
-            _write_param("fail_nth", n)
+            fired = fail_fired()
+            write_param("fail_nth", n)
             try:
                 got, err = call(c, state), None
             except CkptError as e:
                 got, err = None, e
-            _write_param("fail_nth", 0)
-            if _fired() == fired:
+            write_param("fail_nth", 0)
+            if fail_fired() == fired:
                 assert err is None, f"{name}: failed with no fault forced: {err}"
                 assert got == expected
                 break

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 import trees
-from vmhelpers import mod_counts, raises_errno
+from vmhelpers import fail_fired, mod_counts, raises_errno, write_param
 
 from pyckpt import CkptError, Context, device, proc
 from pyckpt.abi import DEVICE, ffi, lib
@@ -330,19 +330,6 @@ def test_unwritable_entries(observer: Context, target: int) -> None:
     assert mod_counts(observer) == before
 
 
-PARAMS = "/sys/module/ckpt/parameters"
-
-
-def _write_param(name: str, value: int) -> None:
-    with open(f"{PARAMS}/{name}", "w") as f:
-        f.write(str(value))
-
-
-def _fired() -> int:
-    with open(f"{PARAMS}/fail_fired") as f:
-        return int(f.read())
-
-
 def test_every_forced_failure_is_clean(observer: Context, target: int) -> None:
     # fail_nth (test_faults.py's knob): the Nth allocation, getattr or user
     # copy of the next ioctl fails.  The walk stops there: the entries before
@@ -355,15 +342,15 @@ def test_every_forced_failure_is_clean(observer: Context, target: int) -> None:
     forced = 0
     for n in range(1, 1000):
         with Context() as c:
-            fired = _fired()
-            _write_param("fail_nth", n)
+            fired = fail_fired()
+            write_param("fail_nth", n)
             try:
                 got, err = c.task_fds(target, start), None
             except CkptError as e:
                 got, err = None, e
             finally:
-                _write_param("fail_nth", 0)
-            if _fired() == fired:
+                write_param("fail_nth", 0)
+            if fail_fired() == fired:
                 assert err is None and got == expected
                 break
             forced += 1

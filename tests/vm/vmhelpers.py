@@ -102,3 +102,18 @@ def kmsg() -> list[tuple[int, str]]:
             out.append((int(head.split(",")[1]), msg.strip()))
     finally:
         os.close(fd)
+
+
+# the module's fault injection (kmod/fault.c): fail the n-th failure point
+PARAMS = "/sys/module/ckpt/parameters"
+
+
+def write_param(name: str, value: int) -> None:
+    with open(f"{PARAMS}/{name}", "w") as f:
+        f.write(str(value))
+
+
+def fail_fired() -> int:
+    """How many forced failures have fired so far (cumulative)."""
+    with open(f"{PARAMS}/fail_fired") as f:
+        return int(f.read())
