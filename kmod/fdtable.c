@@ -15,9 +15,14 @@
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/math64.h>
+#include <linux/magic.h>
 #include <linux/pid.h>
+#include <linux/pipe_fs_i.h>
 #include <linux/sched.h>
 #include <linux/sched/task.h>
+#include <linux/seq_file.h>
+#include <linux/slab.h>
+#include <linux/string.h>
 #include <linux/time_namespace.h>
 #include <linux/uaccess.h>
 #include "ckpt_ctx.h"
@@ -102,17 +107,92 @@ static struct task_struct *fdwalk_task(struct ckpt_ctx *ctx,
 	return task;
 }
 
+/* readlink(2) of /proc/PID/fd/FD, if it fits: proc_fd_link() is d_path() */
+static void detail_link(struct file *file, struct ckpt_fd_detail *d)
+{
+	char *p = d_path(&file->f_path, d->link, sizeof(d->link));
+	size_t len;
+
+	if (IS_ERR(p)) {
+		memset(d->link, 0, sizeof(d->link));
+		return;
+	}
+	/* d_path() writes at the end of the buffer: move it to the start */
+	len = strlen(p);
+	memmove(d->link, p, len + 1);
+	memset(d->link + len, 0, sizeof(d->link) - len);
+	d->detail |= CKPT_DETAIL_LINK;
+}
+
+/*
+ * The anonymous files whose fdinfo userspace reads.  Only these: their
+ * show_fdinfo() writes to the seq_file alone, where other files' may need
+ * what /proc sets up (pidfd's reads m->file).
+ */
+static const char *const detail_fdinfo_names[] = {
+	"[eventfd]", "[eventpoll]", "[signalfd]", "[timerfd]",
+};
+
+/* the file's own lines of its fdinfo, as /proc's seq_show() gets them */
+static void detail_fdinfo(struct file *file, struct ckpt_fd_detail *d)
+{
+	const char *name = file->f_path.dentry->d_name.name;
+	struct seq_file m = {
+		.buf = d->fdinfo,
+		.size = sizeof(d->fdinfo) - 1,	/* room for the NUL */
+	};
+	int i;
+
+	if (file_inode(file)->i_sb->s_magic != ANON_INODE_FS_MAGIC ||
+	    !file->f_op->show_fdinfo)
+		return;
+	/* anon_inodefs names never change: no rename on that filesystem */
+	for (i = 0; i < ARRAY_SIZE(detail_fdinfo_names); i++)
+		if (!strcmp(name, detail_fdinfo_names[i]))
+			break;
+	if (i == ARRAY_SIZE(detail_fdinfo_names))
+		return;
+	file->f_op->show_fdinfo(&m, file);
+	if (seq_has_overflowed(&m)) {
+		memset(d->fdinfo, 0, sizeof(d->fdinfo));
+		return;
+	}
+	d->fdinfo[m.count] = '\0';
+	d->detail |= CKPT_DETAIL_FDINFO;
+}
+
+/* an anonymous pipe: FIONREAD, F_GETPIPE_SZ and which ends are still open */
+static void detail_pipe(struct file *file, struct ckpt_fd_detail *d)
+{
+	struct pipe_inode_info *pipe = file->private_data;
+	unsigned int tail, mask;
+
+	/* PIPEFS holds only pipes, whose private_data is the pipe */
+	if (file_inode(file)->i_sb->s_magic != PIPEFS_MAGIC || !pipe)
+		return;
+	pipe_lock(pipe);
+	mask = pipe->ring_size - 1;
+	for (tail = pipe->tail; tail != pipe->head; tail++)
+		d->pipe_bytes += pipe->bufs[tail & mask].len;
+	d->pipe_size = pipe->max_usage * PAGE_SIZE;
+	d->pipe_flags = (pipe->readers ? 0 : CKPT_PIPE_NO_READER) |
+			(pipe->writers ? 0 : CKPT_PIPE_NO_WRITER);
+	pipe_unlock(pipe);
+	d->detail |= CKPT_DETAIL_PIPE;
+}
+
 /*
  * lookup_add one fd's file and write its entry to @uentry; a failure
  * (the hash full, no memory, the entry unwritable) undoes what this fd
  * added, as LOOKUP_ADD does.
  */
 static int fdwalk_add(struct ckpt_ctx *ctx, struct file *file, int fd,
-		      bool cloexec, struct ckpt_fd_entry __user *uentry)
+		      bool cloexec, struct ckpt_fd_detail *d, bool detail,
+		      void __user *uentry)
 {
 	const struct ckpt_obj_ops *ops = ckpt_obj_ops_table[CKPT_OBJ_FILE];
 	struct ckpt_obj_hash *h = &ctx->objhash;
-	struct ckpt_fd_entry e = { .fd = fd };
+	struct ckpt_fd_entry *e = &d->entry;
 	s64 next = h->next_objref, next_inode = 0;
 	bool first, inode_first = false;
 	int ret;
@@ -130,34 +210,42 @@ static int fdwalk_add(struct ckpt_ctx *ctx, struct file *file, int fd,
 			 ret == -EBADFD ? ": not a checkpoint context" : "");
 		return ret;
 	}
-	e.objref = ret;
-	e.flags = (cloexec ? CKPT_FD_CLOEXEC : 0) | (first ? CKPT_FD_FIRST : 0);
+	memset(d, 0, detail ? sizeof(*d) : sizeof(*e));
+	e->fd = fd;
+	e->objref = ret;
+	e->flags = (cloexec ? CKPT_FD_CLOEXEC : 0) | (first ? CKPT_FD_FIRST : 0);
 	if (first) {
 		next_inode = h->next_objref;
-		ret = ckpt_file_info_fill(h, file, &e.file, &inode_first);
+		ret = ckpt_file_info_fill(h, file, &e->file, &inode_first);
 		if (ret) {
-			ckpt_err(ctx, ret, e.objref, "ckpt_file_info_fill",
+			ckpt_err(ctx, ret, e->objref, "ckpt_file_info_fill",
 				 "fd %d%s", fd,
 				 ret == -ENOSPC ? ": hash full" : "");
 			goto undo_file;
 		}
+		if (detail) {
+			detail_link(file, d);
+			detail_fdinfo(file, d);
+			detail_pipe(file, d);
+		}
 	}
-	if (!ckpt_fault() && !copy_to_user(uentry, &e, sizeof(e)))
+	if (!ckpt_fault() &&
+	    !copy_to_user(uentry, d, detail ? sizeof(*d) : sizeof(*e)))
 		return 0;
 	ret = -EFAULT;
-	ckpt_err(ctx, ret, e.objref, "ioc_task_fds", "entry of fd %d unwritable",
-		 fd);
+	ckpt_err(ctx, ret, e->objref, "ioc_task_fds",
+		 "entry of fd %d unwritable", fd);
 	if (first) {
 		if (inode_first)
-			ckpt_obj_unadd(h, e.file.inode_objref, next_inode);
+			ckpt_obj_unadd(h, e->file.inode_objref, next_inode);
 		else
-			ckpt_obj_unmeet(h, e.file.inode_objref);
+			ckpt_obj_unmeet(h, e->file.inode_objref);
 	}
 undo_file:
 	if (first)
-		ckpt_obj_unadd(h, e.objref, next);
+		ckpt_obj_unadd(h, e->objref, next);
 	else
-		ckpt_obj_unmeet(h, e.objref);
+		ckpt_obj_unmeet(h, e->objref);
 	return ret;
 }
 
@@ -179,14 +267,19 @@ undo_file:
  */
 int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a)
 {
-	struct ckpt_fd_entry __user *uentries = u64_to_user_ptr(a->entries);
+	char __user *uentries = u64_to_user_ptr(a->entries);
+	bool detail = a->flags & CKPT_TASK_FDS_DETAIL;
+	size_t stride = detail ? sizeof(struct ckpt_fd_detail) :
+				 sizeof(struct ckpt_fd_entry);
 	unsigned int want = a->nr, i;
-	struct fdwalk_round r;
+	struct ckpt_fd_detail *d;
+	struct fdwalk_round *r;
 	struct task_struct *task;
 	int ret = 0;
 
 	a->nr = 0;	/* what the header says if this fails before the walk */
-	if (a->flags || !want || want > CKPT_BATCH_MAX || a->next_fd < 0) {
+	if (a->flags & ~CKPT_TASK_FDS_DETAIL || !want ||
+	    want > CKPT_BATCH_MAX || a->next_fd < 0) {
 		ckpt_err(ctx, -EINVAL, 0, "ioc_task_fds",
 			 "flags %#x nr %u next_fd %d", a->flags, want,
 			 a->next_fd);
@@ -201,34 +294,46 @@ int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a)
 	task = fdwalk_task(ctx, a);
 	if (IS_ERR(task))
 		return PTR_ERR(task);
+	/* the round's slots and one entry, off the stack: ~1.2 KiB */
+	r = kmalloc(sizeof(*r), GFP_KERNEL);
+	d = kmalloc(sizeof(*d), GFP_KERNEL);
+	if (!r || !d || ckpt_fault()) {
+		ret = -ENOMEM;
+		ckpt_err(ctx, ret, 0, "ioc_task_fds", "no memory");
+		goto out;
+	}
 	while (a->nr < want) {
-		ret = fdwalk_round(task, a->next_fd, want - a->nr, &r);
+		ret = fdwalk_round(task, a->next_fd, want - a->nr, r);
 		if (ret) {
 			ckpt_err(ctx, ret, 0, "ioc_task_fds",
 				 "task %d has no files", a->pid);
 			break;
 		}
-		for (i = 0; i < r.n; i++) {
+		for (i = 0; i < r->n; i++) {
 			if (!ret) {
-				ret = fdwalk_add(ctx, r.slot[i].file,
-						 r.slot[i].fd, r.slot[i].cloexec,
-						 &uentries[a->nr]);
+				ret = fdwalk_add(ctx, r->slot[i].file,
+						 r->slot[i].fd, r->slot[i].cloexec,
+						 d, detail,
+						 uentries + a->nr * stride);
 				if (ret)
-					a->next_fd = r.slot[i].fd;
+					a->next_fd = r->slot[i].fd;
 				else
 					a->nr++;
 			}
-			fput(r.slot[i].file);
+			fput(r->slot[i].file);
 		}
 		if (ret)
 			break;
-		if (r.n < r.room) {
+		if (r->n < r->room) {
 			a->next_fd = -1;	/* iterate_fd() reached the end */
 			break;
 		}
-		a->next_fd = r.slot[r.n - 1].fd + 1;
+		a->next_fd = r->slot[r->n - 1].fd + 1;
 		cond_resched();
 	}
+out:
+	kfree(d);
+	kfree(r);
 	put_task_struct(task);
 	return ret;
 }

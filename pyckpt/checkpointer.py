@@ -32,7 +32,7 @@ import psutil
 
 from pyckpt import kinds
 from pyckpt.abi import FileKind, ObjType
-from pyckpt.device import Context, FileInfo, kcmp_files, pidfd_getfd
+from pyckpt.device import Context, FileInfo, TaskFd, kcmp_files, pidfd_getfd
 from pyckpt.errors import CheckpointError, CkptError
 from pyckpt.image import (
     RLIM_INFINITY,
@@ -570,34 +570,30 @@ class _FdRef:
         "info",
         "objref",
         "pid",
+        "pipe",
     )
 
-    def __init__(
-        self,
-        col: _Collector,
-        pid: int,
-        comm: str,
-        fd: int,
-        objref: int,
-        info: FileInfo | None = None,
-    ) -> None:
+    def __init__(self, col: _Collector, pid: int, comm: str, w: TaskFd) -> None:
         self._col = col
-        self.pid, self.comm, self.fd, self.objref = pid, comm, fd, objref
-        self.info = info  # the first holder's only
-        self._fdinfo: str | None = None
+        self.pid, self.comm, self.fd, self.objref = pid, comm, w.fd, w.objref
+        self.info = w.file  # the first holder's only
+        # what the module's walk already told (CKPT_TASK_FDS_DETAIL)
+        self._fdinfo = w.fdinfo
+        self._link = w.link
+        self.pipe = w.pipe
         self._local: int | None = None
-        self._link: str | None = None
 
     @property
     def link(self) -> str:
-        """readlink of /proc/PID/fd/FD."""
+        """readlink of /proc/PID/fd/FD (the module's, if it gave it)."""
         if self._link is None:
             self._link = os.readlink(f"/proc/{self.pid}/fd/{self.fd}")
         return self._link
 
     @property
     def fdinfo(self) -> str:
-        """/proc/PID/fdinfo/FD."""
+        """/proc/PID/fdinfo/FD (for the kinds that read one, the module gave
+        the file's own lines if they fit)."""
         if self._fdinfo is None:
             self._fdinfo = _read_text(f"/proc/{self.pid}/fdinfo/{self.fd}")
         return self._fdinfo
@@ -772,7 +768,7 @@ class _Collector:
             raise CheckpointError(
                 f"task {pid} ({comm}): the module could not collect its files: {e}"
             ) from e
-        refs = [_FdRef(self, pid, comm, w.fd, w.objref, w.file) for w in walked]
+        refs = [_FdRef(self, pid, comm, w) for w in walked]
         holders, first, info = self.holders, self.first, self.info
         for r in refs:
             holders.setdefault(r.objref, []).append(r)

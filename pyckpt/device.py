@@ -37,6 +37,7 @@ __all__ = [
     "FileInfo",
     "Leak",
     "LookupResult",
+    "PipeState",
     "Stats",
     "TaskFd",
     "TestStat",
@@ -81,14 +82,28 @@ class LookupResult(NamedTuple):
     file: FileInfo | None  # FILE objects, first time only
 
 
+class PipeState(NamedTuple):
+    """An anonymous pipe as the module saw it (CKPT_DETAIL_PIPE)."""
+
+    nbytes: int  # buffered (FIONREAD)
+    size: int  # capacity (F_GETPIPE_SZ)
+    no_reader: bool  # read end closed everywhere
+    no_writer: bool  # write end closed everywhere
+
+
 class TaskFd(NamedTuple):
-    """One fd of a task as CKPT_IOC_TASK_FDS reports it."""
+    """One fd of a task as CKPT_IOC_TASK_FDS reports it.  With detail (the
+    default) a first file also carries what /proc would say of it, where the
+    module could tell: None where it could not (userspace then asks /proc)."""
 
     fd: int
     objref: int
     first: bool  # the file is new in the hash
     cloexec: bool
     file: FileInfo | None  # first only
+    link: str | None = None  # readlink of /proc/PID/fd/FD
+    fdinfo: str | None = None  # the file's own fdinfo lines (anon files)
+    pipe: PipeState | None = None  # anonymous pipes
 
 
 class Leak(NamedTuple):
@@ -154,6 +169,14 @@ def _lookup_result(a: Any) -> LookupResult:
 
 _FD_FIRST = lib.CKPT_FD_FIRST
 _FD_CLOEXEC = lib.CKPT_FD_CLOEXEC
+_DETAIL_LINK = lib.CKPT_DETAIL_LINK
+_DETAIL_FDINFO = lib.CKPT_DETAIL_FDINFO
+_DETAIL_PIPE = lib.CKPT_DETAIL_PIPE
+_NO_READER = lib.CKPT_PIPE_NO_READER
+_NO_WRITER = lib.CKPT_PIPE_NO_WRITER
+# enum lookups by value, not Enum.__call__: 10^4 entries per walk
+_KINDS = {k.value: k for k in FileKind}
+_FMODES = {m: FMode(m) for m in range(4)}
 _INFO = [
     "kind",
     "f_flags",
@@ -169,37 +192,55 @@ _INFO = [
     "st_gid",
     "st_size",
 ]
+_DETAIL = ["detail", "pipe_bytes", "pipe_size", "pipe_flags", "link", "fdinfo"]
 
 
 @functools.cache
-def _fd_entries() -> tuple[Any, tuple[int, ...]]:
-    """struct ckpt_fd_entry as records' precompiled layout (from cffi's own
-    offsets) and the item indices of fd, flags, objref and the file info:
-    a walk of 10^4 fds decodes in one iter_unpack, not per field in cffi."""
+def _fd_entries(detail: bool) -> tuple[Any, list[int], list[int]]:
+    """struct ckpt_fd_entry (ckpt_fd_detail with detail) as records'
+    precompiled layout (from cffi's own offsets) and the item indices of its
+    fields, the entry's and the detail's: a walk of 10^4 fds decodes in one
+    iter_unpack, not per field in cffi."""
     from pyckpt.records import flat
 
-    layout, at = flat("struct ckpt_fd_entry")
-    return layout, tuple(
-        at[p] for p in [("fd",), ("flags",), ("objref",)] + [("file", n) for n in _INFO]
-    )
+    layout, at = flat("struct ckpt_fd_detail" if detail else "struct ckpt_fd_entry")
+    e = ("entry",) if detail else ()
+    fields = [at[(*e, n)] for n in ("fd", "flags", "objref")]
+    fields += [at[(*e, "file", n)] for n in _INFO]
+    return layout, fields, [at[(n,)] for n in _DETAIL] if detail else []
 
 
-def _task_fds(raw: bytes) -> Iterator[TaskFd]:
-    layout, (ifd, iflags, iobj, ik, iff, ifm, iino, ipos, *ist) = _fd_entries()
+def _text(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode(errors="surrogateescape")
+
+
+def _task_fds(raw: bytes, detail: bool) -> Iterator[TaskFd]:
+    layout, (ifd, iflags, iobj, ik, iff, ifm, *ist), extra = _fd_entries(detail)
+    idet, ipb, ips, ipf, ilink, iinfo = extra or (0,) * 6
     for v in layout.iter_unpack(raw):
         flags = v[iflags]
-        if flags & _FD_FIRST:
-            info = FileInfo(
-                FileKind(v[ik]),
-                v[iff],
-                FMode(v[ifm]),
-                v[iino],
-                v[ipos],
-                *(v[i] for i in ist),
+        cloexec = bool(flags & _FD_CLOEXEC)
+        if not flags & _FD_FIRST:
+            yield TaskFd(v[ifd], v[iobj], False, cloexec, None)
+            continue
+        info = FileInfo(_KINDS[v[ik]], v[iff], _FMODES[v[ifm]], *(v[i] for i in ist))
+        det = v[idet] if detail else 0
+        pipe = None
+        if det & _DETAIL_PIPE:
+            pf = v[ipf]
+            pipe = PipeState(
+                v[ipb], v[ips], bool(pf & _NO_READER), bool(pf & _NO_WRITER)
             )
-            yield TaskFd(v[ifd], v[iobj], True, bool(flags & _FD_CLOEXEC), info)
-        else:
-            yield TaskFd(v[ifd], v[iobj], False, bool(flags & _FD_CLOEXEC), None)
+        yield TaskFd(
+            v[ifd],
+            v[iobj],
+            True,
+            cloexec,
+            info,
+            _text(v[ilink]) if det & _DETAIL_LINK else None,
+            _text(v[iinfo]) if det & _DETAIL_FDINFO else None,
+            pipe,
+        )
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[tuple[int, Sequence[Any]]]:
@@ -469,17 +510,22 @@ class Context:
 
     # ---- a task's fd table ------------------------------------------------
 
-    def task_fds(self, pid: int, starttime: int, *, batch: int = 1024) -> list[TaskFd]:
+    def task_fds(
+        self, pid: int, starttime: int, *, batch: int = 1024, detail: bool = True
+    ) -> list[TaskFd]:
         """Every fd of task pid, in fd order, each file lookup_add'ed.
 
         starttime is field 22 of /proc/PID/stat (proc.starttime()): another
         task under a reused pid raises ESRCH.  One ioctl per batch fds; on
         failure the CkptError carries results (the fds walked before it,
-        their files already in the hash).
+        their files already in the hash).  detail: each first file's link,
+        fdinfo and pipe state too (CKPT_TASK_FDS_DETAIL).
         """
         if not 1 <= batch <= BATCH_MAX:
             raise ValueError(f"batch {batch} not in 1..{BATCH_MAX}")
-        entries = ffi.new("struct ckpt_fd_entry[]", batch)
+        ctype = "struct ckpt_fd_detail" if detail else "struct ckpt_fd_entry"
+        size = ffi.sizeof(ctype)
+        entries = ffi.new(f"{ctype}[]", batch)
         arg = ffi.new("struct ckpt_task_fds *")
         results: list[TaskFd] = []
         next_fd = 0
@@ -488,14 +534,14 @@ class Context:
             arg.nr = batch
             arg.starttime = starttime
             arg.next_fd = next_fd
-            arg.flags = 0
+            arg.flags = lib.CKPT_TASK_FDS_DETAIL if detail else 0
             arg.entries = int(ffi.cast("uintptr_t", entries))
             ret = _ioctl(self.fileno(), lib.CKPT_IOC_TASK_FDS, arg)
             # a failed call says nr < batch; nr left as sent: nothing done
             # (the header was unwritable)
             done = arg.nr if ret >= 0 or arg.nr < batch else 0
-            size = ffi.sizeof("struct ckpt_fd_entry")
-            results.extend(_task_fds(bytes(ffi.buffer(entries, done * size))))
+            raw = bytes(ffi.buffer(entries, done * size))
+            results.extend(_task_fds(raw, detail))
             if ret < 0:
                 raise self._error(-ret, "CKPT_IOC_TASK_FDS", results=results)
             next_fd = arg.next_fd

@@ -389,9 +389,11 @@ def _bad_len(offset: int, name: str, lay: Layout, rlen: int, remaining: int) -> 
 # ---- record-local checks: values that are wrong whatever surrounds them ------
 
 
-# module ABIs whose images read the same: ABI 3 changed only the ioctls
-# (TASK_FDS, the file's identity in ckpt_file_info), no image record
-_IMAGE_ABIS = (2, lib.CKPT_ABI_VERSION)
+# module ABIs whose images read the same: ABI 3 (TASK_FDS, the file's
+# identity in ckpt_file_info) and 4 (TASK_FDS_DETAIL) changed only ioctls
+_IMAGE_ABIS = (2, 3, 4)
+if lib.CKPT_ABI_VERSION not in _IMAGE_ABIS:
+    raise ImportError(f"ckpt.h ABI {lib.CKPT_ABI_VERSION}: which images does it read?")
 
 
 def _check_head(rec: Record, name: str) -> None:

@@ -59,34 +59,50 @@ def _poll(fd: int) -> int:
     return events[0][1] if events else 0
 
 
-def _peek(col: _Collector, reader: _FdRef, size: int) -> bytes:
-    """The pipe's buffered bytes, left in place (tee into a scratch pipe)."""
+class _Tee:
+    """Copies of pipes' buffers, left in place: each is tee'd into one
+    scratch pipe, grown as needed, and read back out of it (one scratch for
+    the whole checkpoint: the tree is frozen, every syscall counts)."""
+
+    def __init__(self, col: _Collector) -> None:
+        self.col = col
+        self.ends: tuple[int, int] | None = None
+        self.size = 0
+
+    def peek(self, reader: _FdRef, size: int, want: int) -> bytes:
+        """want bytes buffered at the head of reader's pipe of size bytes."""
+        if want == 0:
+            return b""
+        if self.ends is None:
+            sr, sw = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self.ends = self.col.own(sr), self.col.own(sw)
+        sr, sw = self.ends
+        if self.size < max(size, want):
+            # as many slots as the source: one tee copies every buffer
+            self.size = fcntl.fcntl(sw, fcntl.F_SETPIPE_SZ, max(size, want))
+        try:
+            # tee always starts at the head of the source: one call, no retry
+            copied = tee(reader.local, sw, want)
+        except BlockingIOError:
+            copied = 0
+        chunks = []
+        left = copied
+        while left:  # empties the scratch for the next pipe
+            chunk = os.read(sr, left)
+            chunks.append(chunk)
+            left -= len(chunk)
+        if copied != want:
+            raise CheckpointError(
+                f"{reader.where()}: {reader.link}: tee copied {copied} of the "
+                f"{want} buffered bytes"
+            )
+        return b"".join(chunks)
+
+
+def _buffered(reader: _FdRef) -> int:
     buf = bytearray(4)
     fcntl.ioctl(reader.local, termios.FIONREAD, buf)
-    want = int.from_bytes(buf, "little")
-    if want == 0:
-        return b""
-    sr, sw = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    col.own(sr)
-    col.own(sw)
-    # as many slots as the source: one tee copies every buffer
-    fcntl.fcntl(sw, fcntl.F_SETPIPE_SZ, max(size, want))
-    try:
-        # tee always starts at the head of the source: one call, no retry
-        copied = tee(reader.local, sw, want)
-    except BlockingIOError:
-        copied = 0
-    if copied != want:
-        raise CheckpointError(
-            f"{reader.where()}: {reader.link}: tee copied {copied} of the "
-            f"{want} buffered bytes"
-        )
-    chunks = []
-    while copied:
-        chunk = os.read(sr, copied)
-        chunks.append(chunk)
-        copied -= len(chunk)
-    return b"".join(chunks)
+    return int.from_bytes(buf, "little")
 
 
 def _set_pipe_size(fd: int, p: Pipe | None) -> None:
@@ -187,20 +203,35 @@ class PipeKind(Kind):
         for objref, f in col.image.files.items():
             if f.kind in PIPE_KINDS:
                 by_pipe.setdefault(f.pipe_objref, []).append(objref)
+        scratch = _Tee(col)
         for pipe_objref, objrefs in by_pipe.items():
-            col.image.pipes[pipe_objref] = self._pipe(col, pipe_objref, objrefs)
+            col.image.pipes[pipe_objref] = self._pipe(
+                col, scratch, pipe_objref, objrefs
+            )
 
-    def _pipe(self, col: _Collector, pipe_objref: int, objrefs: list[int]) -> Pipe:
+    def _pipe(
+        self, col: _Collector, scratch: _Tee, pipe_objref: int, objrefs: list[int]
+    ) -> Pipe:
         def end(mode: FMode) -> _FdRef | None:
             return next(
                 (col.first[o] for o in objrefs if col.info[o].f_mode & mode), None
             )
 
         reader, writer = end(FMode.READ), end(FMode.WRITE)
-        any_end = (reader or writer).local
-        pipe = Pipe(objref=pipe_objref, size=fcntl.fcntl(any_end, fcntl.F_GETPIPE_SZ))
+        any_end = reader or writer
+        assert any_end is not None  # each FILE is one end or the other
+        state = any_end.pipe
+        if state is not None:
+            # an anonymous pipe: the module's walk told its state
+            pipe = Pipe(pipe_objref, state.size, b"", state.no_reader, state.no_writer)
+            if reader is not None:
+                pipe.data = scratch.peek(reader, state.size, state.nbytes)
+            return pipe
+        # a FIFO: asked through copies of its ends
+        size = fcntl.fcntl(any_end.local, fcntl.F_GETPIPE_SZ)
+        pipe = Pipe(objref=pipe_objref, size=size)
         if reader is not None:
-            pipe.data = _peek(col, reader, pipe.size)
+            pipe.data = scratch.peek(reader, size, _buffered(reader))
             pipe.no_writer = bool(_poll(reader.local) & select.POLLHUP)
         if writer is not None:
             pipe.no_reader = bool(_poll(writer.local) & select.POLLERR)

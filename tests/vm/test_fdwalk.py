@@ -297,7 +297,7 @@ def _raw(ctx: Context, **fields: int) -> tuple[int, object]:
 @pytest.mark.parametrize(
     "bad",
     [
-        {"flags": 1},
+        {"flags": lib.CKPT_TASK_FDS_DETAIL << 1},  # unknown (DETAIL is 1)
         {"nr": 0},
         {"nr": lib.CKPT_BATCH_MAX + 1},
         {"next_fd": -1},

@@ -72,7 +72,8 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-#define CKPT_ABI_VERSION	3	/* 3: file identity, TASK_FDS */
+#define CKPT_ABI_VERSION	4	/* 3: file identity, TASK_FDS;
+				 * 4: TASK_FDS_DETAIL */
 #define CKPT_DEVICE		"/dev/ckpt"
 
 /* ---- objects ----------------------------------------------------------- */
@@ -233,6 +234,39 @@ struct ckpt_fd_entry {
 	struct ckpt_file_info file;	/* FIRST only, else zero */
 };
 
+/* ckpt_fd_detail.detail: which of its parts the module filled */
+#define CKPT_DETAIL_LINK	0x1	/* link */
+#define CKPT_DETAIL_FDINFO	0x2	/* fdinfo */
+#define CKPT_DETAIL_PIPE	0x4	/* pipe_* */
+
+#define CKPT_DETAIL_TEXT_MAX	256	/* link, fdinfo: bytes with the NUL */
+
+/*
+ * With CKPT_TASK_FDS_DETAIL, one fd's entry and, when FIRST, what userspace
+ * would otherwise read from /proc or ask a copy of the fd, one syscall each
+ * while the tree is frozen:
+ *   link:   readlink(2) of /proc/PID/fd/FD (d_path(), the caller's root);
+ *           absent when it does not fit;
+ *   fdinfo: the file's own lines of /proc/PID/fdinfo/FD (after pos, flags,
+ *           mnt_id and ino), for eventfd, epoll, signalfd and timerfd only;
+ *           absent when they do not fit (an epoll with many items);
+ *   pipe_*: an anonymous pipe's state, as FIONREAD, F_GETPIPE_SZ and the
+ *           open ends count it (CKPT_PIPE_NO_READER, CKPT_PIPE_NO_WRITER).
+ * Text is NUL-terminated; unused bytes are zero.
+ */
+struct ckpt_fd_detail {
+	struct ckpt_fd_entry entry;
+	__u32 detail;		/* CKPT_DETAIL_* */
+	__u32 pipe_bytes;	/* bytes buffered */
+	__u32 pipe_size;	/* its capacity in bytes */
+	__u32 pipe_flags;	/* CKPT_PIPE_NO_READER, CKPT_PIPE_NO_WRITER */
+	char link[CKPT_DETAIL_TEXT_MAX];
+	char fdinfo[CKPT_DETAIL_TEXT_MAX];
+};
+
+/* ckpt_task_fds.flags */
+#define CKPT_TASK_FDS_DETAIL	0x1	/* entries are struct ckpt_fd_detail */
+
 /*
  * Walk the fd table of a task from next_fd up, lookup_add each open file
  * and write one ckpt_fd_entry per fd, in fd order, up to nr.  Call again
@@ -246,7 +280,7 @@ struct ckpt_fd_entry {
  * the caller's pid namespace; starttime (field 22 of /proc/PID/stat, in
  * clock ticks, as the caller reads it) ties the number to the task the
  * caller froze: another task (a reused pid), a kernel thread or a task
- * without files: ESRCH.  flags != 0, nr 0 or above CKPT_BATCH_MAX,
+ * without files: ESRCH.  Unknown flags, nr 0 or above CKPT_BATCH_MAX,
  * next_fd < 0: EINVAL.  An fd on a /dev/ckpt context: EBADF (next_fd is
  * that fd).  On an error nr (then below the room given) and next_fd still
  * say how far the walk went: the entries before stay written and their
@@ -260,8 +294,9 @@ struct ckpt_task_fds {
 	__u64 starttime;	/* /proc/PID/stat field 22 */
 	__s32 next_fd;		/* in: first fd to look at; out: where to
 				 * resume, -1 at the table's end */
-	__u32 flags;		/* none yet: 0 */
-	__u64 entries;		/* user address of struct ckpt_fd_entry[nr] */
+	__u32 flags;		/* CKPT_TASK_FDS_DETAIL */
+	__u64 entries;		/* user address of struct ckpt_fd_entry[nr]
+				 * (ckpt_fd_detail[nr] with DETAIL) */
 };
 #define CKPT_TASK_FDS_SIZE_VER0	32
 
