@@ -59,6 +59,33 @@ def _poll(fd: int) -> int:
     return events[0][1] if events else 0
 
 
+def _end(col: _Collector, objrefs: list[int], mode: FMode) -> _FdRef | None:
+    """The first holder of the pipe's first file open for mode."""
+    return next((col.first[o] for o in objrefs if col.info[o].f_mode & mode), None)
+
+
+def _pipe(
+    scratch: _Tee, objref: int, reader: _FdRef | None, writer: _FdRef | None
+) -> Pipe:
+    any_end = reader or writer
+    assert any_end is not None  # each FILE is one end or the other
+    state = any_end.pipe
+    if state is not None:
+        # an anonymous pipe: the module's walk told its state
+        pipe = Pipe(objref, state.size, b"", state.no_reader, state.no_writer)
+        if reader is not None:
+            pipe.data = scratch.peek(reader, state.size, state.nbytes)
+        return pipe
+    # a FIFO: asked through copies of its ends
+    pipe = Pipe(objref, fcntl.fcntl(any_end.local, fcntl.F_GETPIPE_SZ))
+    if reader is not None:
+        pipe.data = scratch.peek(reader, pipe.size, _buffered(reader))
+        pipe.no_writer = bool(_poll(reader.local) & select.POLLHUP)
+    if writer is not None:
+        pipe.no_reader = bool(_poll(writer.local) & select.POLLERR)
+    return pipe
+
+
 class _Tee:
     """Copies of pipes' buffers, left in place: each is tee'd into one
     scratch pipe, grown as needed, and read back out of it (one scratch for
@@ -203,39 +230,19 @@ class PipeKind(Kind):
         for objref, f in col.image.files.items():
             if f.kind in PIPE_KINDS:
                 by_pipe.setdefault(f.pipe_objref, []).append(objref)
+        ends = {
+            p: (_end(col, o, FMode.READ), _end(col, o, FMode.WRITE))
+            for p, o in by_pipe.items()
+        }
+        # the readers of anonymous pipes with data: copied in one batch
+        col.prefetch(
+            r
+            for r, _ in ends.values()
+            if r is not None and r.pipe is not None and r.pipe.nbytes
+        )
         scratch = _Tee(col)
-        for pipe_objref, objrefs in by_pipe.items():
-            col.image.pipes[pipe_objref] = self._pipe(
-                col, scratch, pipe_objref, objrefs
-            )
-
-    def _pipe(
-        self, col: _Collector, scratch: _Tee, pipe_objref: int, objrefs: list[int]
-    ) -> Pipe:
-        def end(mode: FMode) -> _FdRef | None:
-            return next(
-                (col.first[o] for o in objrefs if col.info[o].f_mode & mode), None
-            )
-
-        reader, writer = end(FMode.READ), end(FMode.WRITE)
-        any_end = reader or writer
-        assert any_end is not None  # each FILE is one end or the other
-        state = any_end.pipe
-        if state is not None:
-            # an anonymous pipe: the module's walk told its state
-            pipe = Pipe(pipe_objref, state.size, b"", state.no_reader, state.no_writer)
-            if reader is not None:
-                pipe.data = scratch.peek(reader, state.size, state.nbytes)
-            return pipe
-        # a FIFO: asked through copies of its ends
-        size = fcntl.fcntl(any_end.local, fcntl.F_GETPIPE_SZ)
-        pipe = Pipe(objref=pipe_objref, size=size)
-        if reader is not None:
-            pipe.data = scratch.peek(reader, size, _buffered(reader))
-            pipe.no_writer = bool(_poll(reader.local) & select.POLLHUP)
-        if writer is not None:
-            pipe.no_reader = bool(_poll(writer.local) & select.POLLERR)
-        return pipe
+        for pipe_objref, (reader, writer) in ends.items():
+            col.image.pipes[pipe_objref] = _pipe(scratch, pipe_objref, reader, writer)
 
     # ---- the image ----
 

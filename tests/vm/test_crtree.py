@@ -121,7 +121,10 @@ def test_bench_criu_section_end_to_end(capsys) -> None:
     assert set(rows) == {"frozen", "checkpoint, wall", "restart until the tasks run"}
     for cells in rows.values():  # pyckpt's time, criu's and their ratio
         p, c, ratio = (float(x.rstrip("sx")) for x in cells[-3:])
-        assert p > 0 and c > 0 and ratio == pytest.approx(p / c, rel=0.05, abs=0.01)
+        # each printed to 0.01: the ratio of the unrounded times lies within
+        assert p > 0 and c > 0.005
+        low, high = (p - 0.005) / (c + 0.005), (p + 0.005) / (c - 0.005)
+        assert low - 0.005 <= ratio <= high + 0.005, cells
     assert not crtrees_alive()  # every tree killed and reaped
 
 

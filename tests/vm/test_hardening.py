@@ -443,7 +443,7 @@ def test_unused_fields_must_be_zero(
 def test_ioctl_magic_is_not_listed_for_another_driver() -> None:
     # 0xCB is "CBM serial IEC bus" in ioctl-number.rst; 0xC7 is free there
     assert lib.CKPT_IOC_MAGIC == 0xC7
-    assert lib.CKPT_ABI_VERSION == 3
+    assert lib.CKPT_ABI_VERSION >= 3  # the ABI that moved the magic, or later
 
 
 def test_module_counts_back_to_zero(observer: Context) -> None:
