@@ -565,6 +565,7 @@ class _FdRef:
         "_fdinfo",
         "_link",
         "_local",
+        "_stat",
         "comm",
         "fd",
         "info",
@@ -582,6 +583,7 @@ class _FdRef:
         self._link = w.link
         self.pipe = w.pipe
         self._local: int | None = None
+        self._stat: os.stat_result | None = None
 
     @property
     def link(self) -> str:
@@ -614,10 +616,12 @@ class _FdRef:
     def stat(self) -> os.stat_result:
         """What fstat(2) says of the file: from the module's walk when it
         gave it (no copy of the fd needed), else fstat of our copy."""
+        if self._stat is not None:
+            return self._stat
         i = self.info
         if i is None:
             return os.fstat(self.local)
-        return os.stat_result(
+        self._stat = os.stat_result(
             (
                 i.st_mode,
                 i.st_ino,
@@ -632,6 +636,7 @@ class _FdRef:
             ),
             {"st_rdev": i.st_rdev},
         )
+        return self._stat
 
     def where(self) -> str:
         return f"task {self.pid} ({self.comm}) fd {self.fd}"
@@ -799,7 +804,7 @@ class _Collector:
             if r.info is not None:
                 first[r.objref] = r
                 info[r.objref] = r.info
-        task.fds = [Fd(fd=w.fd, objref=w.objref, cloexec=w.cloexec) for w in walked]
+        task.fds = [Fd(w.fd, w.objref, w.cloexec) for w in walked]
         self.refs += refs
         self.image.tasks.append(task)
         self.nr_fds += len(refs)

@@ -450,12 +450,26 @@ def codec(ctype: str) -> Codec:
 
 
 @functools.cache
-def flat(ctype: str) -> tuple[struct.Struct, dict[tuple[str | int, ...], int]]:
+def flat(
+    ctype: str, skip: tuple[tuple[str | int, ...], ...] = ()
+) -> tuple[struct.Struct, dict[tuple[str | int, ...], int]]:
     """ctype as one precompiled Struct and the item index of each leaf field
     by its path (("file", "kind") for a nested struct): for arrays of a
-    struct the module fills, decoded with one iter_unpack."""
-    items = leaves(ctype)
-    layout = struct.Struct("=" + "".join(leaf.fmt for leaf in items))
+    struct the module fills, decoded with one iter_unpack.  The fields in
+    skip are pad bytes (no item, nothing made of them); their paths map to
+    their byte offsets instead, for the caller to slice when it needs them."""
+    left_out = set(skip)
+    fmt, at, index = "=", {}, 0
+    for leaf in leaves(ctype):
+        if leaf.path in left_out:
+            fmt += f"{leaf.size}x"
+            at[leaf.path] = leaf.offset
+            continue
+        fmt += leaf.fmt
+        if leaf.path:
+            at[leaf.path] = index
+        index += 1  # padding is an item too (of path ())
+    layout = struct.Struct(fmt)
     if layout.size != ffi.sizeof(ctype):
         raise TypeError(f"{ctype}: layout size {layout.size} != {ffi.sizeof(ctype)}")
-    return layout, {leaf.path: i for i, leaf in enumerate(items) if leaf.path}
+    return layout, at

@@ -295,7 +295,11 @@ class ContentsKind(Kind):
     # ---- checkpoint ----
 
     def claims(self, kind: FileKind, r: _FdRef) -> bool:
-        return kind == FileKind.REG and is_deleted(r.link, r.stat)
+        # nlink first: most regular files have a name, and then no link
+        # needs decoding or reading
+        return (
+            kind == FileKind.REG and r.stat.st_nlink == 0 and is_deleted(r.link, r.stat)
+        )
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         st = os.fstat(r.local)

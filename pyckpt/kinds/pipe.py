@@ -61,7 +61,8 @@ def _poll(fd: int) -> int:
 
 def _end(col: _Collector, objrefs: list[int], mode: FMode) -> _FdRef | None:
     """The first holder of the pipe's first file open for mode."""
-    return next((col.first[o] for o in objrefs if col.info[o].f_mode & mode), None)
+    bit = mode.value  # an int: Flag's & costs a call per file
+    return next((col.first[o] for o in objrefs if col.info[o].f_mode.value & bit), None)
 
 
 def _pipe(
