@@ -661,15 +661,39 @@ class _Collector:
     ctx: Context
     image: Image
     opts: Options = field(default_factory=Options)
-    refs: list[_FdRef] = field(default_factory=list)
     first: dict[int, _FdRef] = field(default_factory=dict)  # objref -> first fd
-    holders: dict[int, list[_FdRef]] = field(default_factory=dict)  # objref -> fds
     info: dict[int, FileInfo] = field(default_factory=dict)
+    # each task's walk: refs and holders are made of it when first asked
+    walked: list[tuple[int, str, list[TaskFd]]] = field(default_factory=list)
+    _refs: list[_FdRef] | None = field(default=None, repr=False)
+    _holders: dict[int, list[_FdRef]] | None = field(default=None, repr=False)
     problems: list[str] = field(default_factory=list)
     locals: set[int] = field(default_factory=set)  # every fd we opened
     pidfds: dict[int, int] = field(default_factory=dict)  # pid -> its pidfd
     paths: dict[str, os.stat_result | None] = field(default_factory=dict)
     nr_fds: int = 0
+
+    @property
+    def refs(self) -> list[_FdRef]:
+        """Every fd of the tree, in walk order.  Made on first use: a tree
+        without leaks, epolls or terminals needs only each file's first
+        holder, and an object per fd costs while the tree is frozen."""
+        if self._refs is None:
+            self._refs = [
+                self.first[w.objref] if w.first else _FdRef(self, pid, comm, w)
+                for pid, comm, walk in self.walked
+                for w in walk
+            ]
+        return self._refs
+
+    @property
+    def holders(self) -> dict[int, list[_FdRef]]:
+        """objref -> every fd holding the file, in walk order."""
+        if self._holders is None:
+            self._holders = {}
+            for r in self.refs:
+                self._holders.setdefault(r.objref, []).append(r)
+        return self._holders
 
     def _own(self, fd: int) -> int:
         self.locals.add(fd)
@@ -740,7 +764,7 @@ class _Collector:
             os.closerange(run[0], run[-1] + 1)
         self.locals = set()
         self.pidfds = {}
-        for r in self.refs:
+        for r in self._refs or self.first.values():
             r.local = -1
 
     # -- tasks and their fds --
@@ -797,17 +821,16 @@ class _Collector:
             raise CheckpointError(
                 f"task {pid} ({comm}): the module could not collect its files: {e}"
             ) from e
-        refs = [_FdRef(self, pid, comm, w) for w in walked]
-        holders, first, info = self.holders, self.first, self.info
-        for r in refs:
-            holders.setdefault(r.objref, []).append(r)
-            if r.info is not None:
-                first[r.objref] = r
-                info[r.objref] = r.info
+        first, info = self.first, self.info
+        for w in walked:
+            if w.first:
+                first[w.objref] = _FdRef(self, pid, comm, w)
+                info[w.objref] = w.file
         task.fds = [Fd(w.fd, w.objref, w.cloexec) for w in walked]
-        self.refs += refs
+        self.walked.append((pid, comm, walked))
+        self._refs = self._holders = None  # made again when asked
         self.image.tasks.append(task)
-        self.nr_fds += len(refs)
+        self.nr_fds += len(walked)
 
     # -- files --
 
@@ -837,7 +860,7 @@ class _Collector:
 
     def leaks(self, allow_external: bool) -> None:
         """CKPT_IOC_CONTAINED; call it with every local copy closed."""
-        if not self.refs:
+        if not self.nr_fds:
             return  # no fd in the tree; the module refuses an unused context
         try:
             leaks = self.ctx.contained()

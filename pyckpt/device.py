@@ -56,9 +56,10 @@ _ioctl = lib.ckpt_ioctl
 _OBJ_ARG = "struct ckpt_obj_arg"
 
 
-@dataclass(frozen=True)
-class FileInfo:
-    """The file record body the kernel fills the first time it sees a file."""
+class FileInfo(NamedTuple):
+    """The file record body the kernel fills the first time it sees a file
+    (a tuple, not a frozen dataclass: a walk makes 10^4 of them, and a
+    frozen dataclass sets each field through object.__setattr__)."""
 
     kind: FileKind
     f_flags: int
@@ -229,16 +230,21 @@ def _task_fds(raw: bytes, detail: bool) -> Iterator[TaskFd]:
     olink, oinfo = texts
     stat = operator.itemgetter(*ist)  # the FileInfo fields after f_mode
     stride = layout.size
+    # tuple.__new__: a NamedTuple's own __new__ is a Python function
+    new = tuple.__new__
     for i, v in enumerate(layout.iter_unpack(raw)):
         flags = v[iflags]
         cloexec = bool(flags & _FD_CLOEXEC)
         if not flags & _FD_FIRST:
-            yield TaskFd(v[ifd], v[iobj], False, cloexec, None)
+            yield new(TaskFd, (v[ifd], v[iobj], False, cloexec, None, None, None, None))
             continue
-        info = FileInfo(_KINDS[v[ik]], v[iff], _FMODES[v[ifm]], *stat(v))
+        info = new(
+            FileInfo,
+            (_KINDS[v[ik]], v[iff], _FMODES[v[ifm]], *stat(v)),
+        )
         det = v[idet] if detail else 0
         if not det:
-            yield TaskFd(v[ifd], v[iobj], True, cloexec, info)
+            yield new(TaskFd, (v[ifd], v[iobj], True, cloexec, info, None, None, None))
             continue
         pipe = None
         if det & _DETAIL_PIPE:

@@ -13,7 +13,6 @@ live counts must come back to zero once the context is closed.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from itertools import count
@@ -87,7 +86,7 @@ def _anon(res: Any) -> Any:
         return [_anon(r) for r in res]
     if res.file is None:
         return res
-    return res._replace(file=dataclasses.replace(res.file, st_ino=0))
+    return res._replace(file=res.file._replace(st_ino=0))
 
 
 def _test_obj(c: Context, f: Fds) -> int:
