@@ -494,6 +494,15 @@ def _check_fd(rec: Record, name: str) -> None:
         raise bad(rec, name, f"unknown flags {f['flags']:#x}")
 
 
+# _Parser._fd_objref's layouts: the FD and OBJREF records' own, from cffi
+_FD_UNPACK = codec("struct ckpt_hdr_fd").unpack_from
+_OBJREF_UNPACK = codec("struct ckpt_hdr_objref").unpack_from
+_FD_SIZE = ffi.sizeof("struct ckpt_hdr_fd")
+_OBJREF_SIZE = ffi.sizeof("struct ckpt_hdr_objref")
+_T_FD, _T_OBJREF = HdrType.FD.value, HdrType.OBJREF.value
+_PAD4 = bytes(4)
+
+
 def _check_file(rec: Record, name: str) -> None:
     f = rec.fields
     if f["objref"] <= 0:
@@ -633,7 +642,8 @@ class _Parser:
 
     def __init__(self, data: bytes) -> None:
         self.data = data
-        self.records = iter_records(data, packed_items=True)
+        # iter_records()'s state, kept here: _fd's fast path moves it too
+        self.offset, self.tag, self.past_tail = 0, 1, False
         self.peeked: Record | None = None
         self.image: Image | None = None
         self.defs: dict[int, _Def] = {}
@@ -644,7 +654,7 @@ class _Parser:
         if self.peeked is not None:
             rec, self.peeked = self.peeked, None
             return rec
-        for rec in self.records:
+        while (rec := self._next()) is not None:
             if rec.type != HdrType.ERROR:
                 return rec
             self._top(rec)
@@ -653,6 +663,66 @@ class _Parser:
                 ErrorRecord(f["err"], text(f["msg"]), f["objref"], f["pid"], f["fd"])
             )
         return None
+
+    def _next(self) -> Record | None:
+        """The record at the offset (iter_records(), one step)."""
+        data, at = self.data, self.offset
+        if at >= len(data):
+            return None
+        if self.past_tail:
+            raise ImageError(at, f"{len(data) - at} bytes after the TAIL record")
+        rec = _read_obj(data, at, self.tag, True)
+        self.offset, self.tag = rec.end, self.tag + 1
+        self.past_tail = rec.type == HdrType.TAIL
+        return rec
+
+    def _fd_fast(self, task: Record) -> tuple[int, int, int, int, int] | None:
+        """The FD record at the offset, read in one unpack when it is
+        exactly as the checks want it: (fd, objref, flags, offset, tag).
+        None, with nothing read, for anything else (an ERROR, a bad field:
+        the record is then read and checked as any other, which says what
+        is wrong)."""
+        data, at = self.data, self.offset
+        if self.peeked is not None or len(data) - at < _FD_SIZE:
+            return None
+        t, n, ptag, pad, fd, objref, flags, pad2 = _FD_UNPACK(data, at)
+        if (
+            t != _T_FD
+            or n != _FD_SIZE
+            or ptag != task.tag
+            or fd < 0
+            or objref <= 0
+            or flags & ~lib.CKPT_FD_CLOEXEC
+            or pad != _PAD4
+            or pad2 != _PAD4
+        ):
+            return None
+        tag = self.tag
+        self.offset, self.tag = at + _FD_SIZE, tag + 1
+        return fd, objref, flags, at, tag
+
+    def _objref_fast(self, objref: int, ptag: int) -> bool:
+        """The OBJREF of an fd whose file an earlier one defined (most fds
+        of a tree), read in one unpack when it is exactly as due: whether
+        it was (else nothing is read)."""
+        data, at = self.data, self.offset
+        if len(data) - at < _OBJREF_SIZE:
+            return False
+        t, n, p, pad, ref, otype = _OBJREF_UNPACK(data, at)
+        known = self.defs.get(objref)
+        if (
+            t != _T_OBJREF
+            or n != _OBJREF_SIZE
+            or p != ptag
+            or ref != objref
+            or otype != ObjType.FILE
+            or pad != _PAD4
+            or known is None
+            or known.what != "file"
+        ):
+            return False
+        self.offset, self.tag = at + _OBJREF_SIZE, self.tag + 1
+        return True
 
     def _peek(self) -> Record | None:
         if self.peeked is None:
@@ -689,7 +759,7 @@ class _Parser:
 
     def parse(self) -> Image:
         # HEAD first and by itself: an ERROR may not come before it
-        first = next(self.records, None)
+        first = self._next()
         if first is None:
             raise ImageError(0, "image truncated: ends where HEAD record is due")
         if first.type != HdrType.HEAD:
@@ -837,15 +907,24 @@ class _Parser:
 
     def _fd(self, image: Image, task: Record, j: int) -> tuple[Fd, int]:
         """One FD and the FILE (+PIPE) or OBJREF after it; its offset too."""
-        nr = task.fields["nr_fds"]
-        rec = self._read(
-            _FD,
-            lambda: f"TASK {task.fields['pid']} declared {nr} fds, this is #{j + 1}",
-        )
-        self._ptag(rec, task.tag, "its TASK")
-        objref = rec.fields["objref"]
+        head = self._fd_fast(task)
+        if head is None:
+            nr = task.fields["nr_fds"]
+            rec = self._read(
+                _FD,
+                lambda: (
+                    f"TASK {task.fields['pid']} declared {nr} fds, this is #{j + 1}"
+                ),
+            )
+            self._ptag(rec, task.tag, "its TASK")
+            f = rec.fields
+            head = f["fd"], f["objref"], f["flags"], rec.offset, rec.tag
+        fd, objref, flags, at, tag = head
+        fd_obj = Fd(fd, objref, bool(flags & lib.CKPT_FD_CLOEXEC))
+        if self._objref_fast(objref, tag):
+            return fd_obj, at
         nxt = self._read(_FILE_OR_OBJREF, "after an FD")
-        self._ptag(nxt, rec.tag, "its FD")
+        self._ptag(nxt, tag, "its FD")
         if nxt.fields["objref"] != objref:
             raise ImageError(
                 nxt.offset,
@@ -862,15 +941,10 @@ class _Parser:
                 )
             self._file(image, nxt)
         elif known is None:
-            raise ImageError(
-                rec.offset, f"FD record: objref {objref} names nothing yet"
-            )
+            raise ImageError(at, f"FD record: objref {objref} names nothing yet")
         elif known.what != "file":
-            raise ImageError(
-                rec.offset, f"FD record: objref {objref} names a {known.what}"
-            )
-        cloexec = bool(rec.fields["flags"] & lib.CKPT_FD_CLOEXEC)
-        return Fd(rec.fields["fd"], objref, cloexec), rec.offset
+            raise ImageError(at, f"FD record: objref {objref} names a {known.what}")
+        return fd_obj, at
 
     def _file(self, image: Image, rec: Record) -> None:
         f = rec.fields

@@ -1379,3 +1379,40 @@ def test_tty_show(image: Image) -> None:
         "terminal 23: pty /dev/pts/3 rdev 136:3, controlling terminal of session "
         "103 (foreground 103)" in text
     )
+
+
+def _outcome(data: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", Image.from_bytes(data)
+    except ImageError as e:
+        return "error", (e.offset, e.msg)
+
+
+def test_fd_fast_path_agrees_with_the_records_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """_Parser reads an FD, and the OBJREF of a file met before, in one
+    unpack each when they are exactly as due.  Every byte of the first FD
+    and OBJREF records, set to other values, gives the same image or the
+    same error with those fast paths as without them."""
+    from pyckpt import bench
+    from pyckpt.image import _Parser
+
+    data = bench.codec_image(2, 16).to_bytes()
+    recs = list(iter_records(data))
+    fd = first(recs, HdrType.FD)
+    objref = first(recs, HdrType.OBJREF)
+    positions = [*range(fd.offset, fd.end), *range(objref.offset, objref.end)]
+
+    cases = [data] + [
+        data[:i] + bytes([v]) + data[i + 1 :]
+        for i in positions
+        for v in {0, 1, 0xFF, data[i] ^ 1} - {data[i]}
+    ]
+    fast = [_outcome(d) for d in cases]
+    with monkeypatch.context() as m:
+        m.setattr(_Parser, "_fd_fast", lambda self, task: None)
+        m.setattr(_Parser, "_objref_fast", lambda self, objref, ptag: False)
+        assert [_outcome(d) for d in cases] == fast
+    assert fast[0][0] == "ok"
+    assert sum(kind == "error" for kind, _ in fast) == len(cases) - 1
