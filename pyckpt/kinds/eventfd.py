@@ -1,7 +1,8 @@
 """eventfd: its counter and EFD_SEMAPHORE, from fdinfo.
 
 6.1 does not print ``eventfd-semaphore:``: the flag is then unknown
-(CKPT_FILE_EFD_SEM_UNKNOWN) and restart warns that it restores none.
+(CKPT_FILE_EFD_SEM_UNKNOWN) and restart warns, once for all of them,
+that it restores none.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from pyckpt.restarter import _Objects, _Plan
 
 _INIT_MAX = (1 << 32) - 1  # eventfd(2) takes an unsigned int
+_NAMED = 5  # objrefs a warning names
 _COUNT = re.compile(r"^eventfd-count:\s*([0-9a-fA-F]+)", re.MULTILINE)
 _SEMAPHORE = re.compile(r"^eventfd-semaphore:\s*(\d)", re.MULTILINE)
 
@@ -43,12 +45,18 @@ class EventfdKind(Kind):
         return True
 
     def check(self, files: list[File], plan: _Plan) -> None:
-        for f in files:
-            if f.efd_sem_unknown:
-                plan.warnings.append(
-                    f"objref {f.objref}: eventfd restarted without EFD_SEMAPHORE: "
-                    "the checkpointing kernel did not say whether it was set"
-                )
+        # one warning for all: a tree of 10^3 eventfds is one fact, not 10^3
+        unknown = [f.objref for f in files if f.efd_sem_unknown]
+        if unknown:
+            which = ", ".join(map(str, unknown[:_NAMED]))
+            if len(unknown) > _NAMED:
+                which += f" and {len(unknown) - _NAMED} more"
+            s = "s" if len(unknown) > 1 else ""
+            plan.warnings.append(
+                f"{len(unknown)} eventfd{s} (objref{s} {which}) restarted without "
+                "EFD_SEMAPHORE: the checkpointing kernel did not say whether it "
+                "was set"
+            )
 
     def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
         for f in files:
