@@ -499,7 +499,7 @@ _FD_UNPACK = codec("struct ckpt_hdr_fd").unpack_from
 _OBJREF_UNPACK = codec("struct ckpt_hdr_objref").unpack_from
 _FD_SIZE = ffi.sizeof("struct ckpt_hdr_fd")
 _OBJREF_SIZE = ffi.sizeof("struct ckpt_hdr_objref")
-_T_FD, _T_OBJREF = HdrType.FD.value, HdrType.OBJREF.value
+_T_FD, _T_OBJREF, _T_ERROR = HdrType.FD.value, HdrType.OBJREF.value, HdrType.ERROR.value
 _PAD4 = bytes(4)
 
 
@@ -675,6 +675,15 @@ class _Parser:
         self.offset, self.tag = rec.end, self.tag + 1
         self.past_tail = rec.type == HdrType.TAIL
         return rec
+
+    def _plain_next(self) -> bool:
+        """A glance at the next header: whether it is one no kind owns and
+        not an ERROR to skip (an FD, a TASK), left unread for _fd's fast
+        path; False means: peek it."""
+        if self.peeked is not None or len(self.data) - self.offset < HDR_SIZE:
+            return False
+        t = _HDR_UNPACK(self.data, self.offset)[0]
+        return t != _T_ERROR and kinds.by_record(t) is None
 
     def _fd_fast(self, task: Record) -> tuple[int, int, int, int, int] | None:
         """The FD record at the offset, read in one unpack when it is
@@ -975,6 +984,8 @@ class _Parser:
         owner = kinds.by_file_kind(kind)
         if owner is not None:
             owner.read_file(self, image, file, rec)
+        if self._plain_next():
+            return
         nxt = self._peek()
         other = kinds.by_record(nxt.type) if nxt is not None else None
         if nxt is not None and other is not None and nxt.type not in kinds.TRAILERS:

@@ -1392,9 +1392,10 @@ def test_fd_fast_path_agrees_with_the_records_one_by_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """_Parser reads an FD, and the OBJREF of a file met before, in one
-    unpack each when they are exactly as due.  Every byte of the first FD
-    and OBJREF records, set to other values, gives the same image or the
-    same error with those fast paths as without them."""
+    unpack each when they are exactly as due, and after a FILE only glances
+    at the next header.  Every byte of the first FD and OBJREF records, and
+    of the next FDs' headers, set to other values, gives the same image or
+    the same error with those fast paths as without them."""
     from pyckpt import bench
     from pyckpt.image import _Parser
 
@@ -1403,6 +1404,10 @@ def test_fd_fast_path_agrees_with_the_records_one_by_one(
     fd = first(recs, HdrType.FD)
     objref = first(recs, HdrType.OBJREF)
     positions = [*range(fd.offset, fd.end), *range(objref.offset, objref.end)]
+    # the header of each FD after a FILE or PIPE: _file glances at it
+    for n in range(1, 4):
+        at = first(recs, HdrType.FD, n).offset
+        positions += range(at, at + 16)
 
     cases = [data] + [
         data[:i] + bytes([v]) + data[i + 1 :]
@@ -1413,6 +1418,7 @@ def test_fd_fast_path_agrees_with_the_records_one_by_one(
     with monkeypatch.context() as m:
         m.setattr(_Parser, "_fd_fast", lambda self, task: None)
         m.setattr(_Parser, "_objref_fast", lambda self, objref, ptag: False)
+        m.setattr(_Parser, "_plain_next", lambda self: False)
         assert [_outcome(d) for d in cases] == fast
     assert fast[0][0] == "ok"
     assert sum(kind == "error" for kind, _ in fast) == len(cases) - 1
