@@ -349,13 +349,18 @@ def _create_objects(ctx: Context, image: Image, plan: _Plan) -> None:
 # ---- process helpers ------------------------------------------------------------
 
 
+_FD_END = (1 << 31) - 1  # past any fd number (close_range() takes an int)
+
+
 def _close_all_except(keep: Iterable[int]) -> None:
-    keep = set(keep)
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd not in keep:
-            with contextlib.suppress(OSError):  # the listing's own fd: gone
-                os.close(fd)
+    """Close every fd but keep's: one close_range() per gap between them,
+    not a listing of /proc/self/fd and a close() per fd."""
+    lo = 0
+    for fd in sorted(set(keep)):
+        if fd > lo:
+            os.closerange(lo, fd)
+        lo = fd + 1
+    os.closerange(lo, _FD_END)
 
 
 def _make_room(need: int) -> int | None:
