@@ -645,17 +645,33 @@ def _stub_build(
     # temporaries above the recorded numbers may not fit under the limit
     soft = _make_room(floor + len(refs) + 2)
     try:
-        got = ctx.fetch_many(refs) if refs else []
+        # each file lands at the lowest free number: in the order of their
+        # first fds (refs' order) that is often the recorded number itself
+        got = ctx.fetch_many(refs, cloexec=False) if refs else []
     except CkptError as e:
         for fd in e.results:
             os.close(fd)
         raise RestartError(f"fetch: {e}") from e
     os.close(ctx.fileno())  # fetched: the stub holds its own references
-    # key 0 (no objref is <= 0) moves the report fd along with the files
-    tmp = _move_above(dict(zip(refs, got)) | {0: wfd}, floor)
-    box[0] = wfd = tmp.pop(0)
+    first: dict[int, int] = {}  # objref -> its lowest recorded fd
     for fd in task.fds:
-        os.dup2(tmp[objref[fd.fd]], fd.fd, inheritable=not fd.cloexec)
+        ref = objref[fd.fd]
+        first[ref] = min(first.get(ref, fd.fd), fd.fd)
+    # the files not at their first number move above every recorded one
+    # (key 0, no objref, moves the report fd with them): the dup2()s below
+    # then never land on a file still to be placed
+    at, away = {}, {0: wfd}
+    for ref, fd in zip(refs, got, strict=True):
+        (at if fd == first[ref] else away)[ref] = fd
+    away = _move_above(away, floor)
+    box[0] = wfd = away.pop(0)
+    at |= away
+    for fd in task.fds:
+        src = at[objref[fd.fd]]
+        if src != fd.fd:
+            os.dup2(src, fd.fd, inheritable=not fd.cloexec)
+        elif fd.cloexec:  # fetched without close-on-exec
+            fcntl.fcntl(src, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
     _close_all_except({fd.fd for fd in task.fds} | {wfd})
     _restore_limit(soft, floor)
 

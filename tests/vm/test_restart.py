@@ -688,3 +688,27 @@ def test_epoll_item_failure_kills_every_stub(clean) -> None:
     deadline = time.monotonic() + 10
     while forks_of_me() and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def test_dense_table_in_place_and_moved(restarted) -> None:
+    """A stub fetches its files in the order of their first fds: most land
+    at their recorded number and stay, the others move above the table and
+    are dup'ed down.  Either way each fd is its file with its own
+    close-on-exec flag, and nothing else is open."""
+    rw = READ | WRITE
+    files = [
+        File(i, FileKind.EVENTFD, os.O_RDWR, rw, count=100 + i) for i in range(1, 8)
+    ]
+    # 0-5 each a file of their own (0 the stub's own first free number),
+    # 6 a dup of 0, a gap at 7-8, 9 and 10 two more, 11 a dup of 4
+    numbers = {0: 1, 1: 2, 2: 3, 3: 4, 4: 5, 5: 6, 6: 1, 9: 7, 10: 2, 11: 5}
+    cloexec = {1, 4, 6, 10}
+    fds = [Fd(n, ref, cloexec=n in cloexec) for n, ref in numbers.items()]
+    r = start(restarted, image([task(100, 1, fds)], files))
+    pid = r.pids[100]
+    assert fd_numbers(pid) == sorted(numbers)
+    for n, ref in numbers.items():
+        assert int(fdinfo(pid, n)["eventfd-count"], 16) == 100 + ref, n
+        assert bool(fd_flags(pid, n) & O_CLOEXEC) == (n in cloexec), n
+    assert kcmp_file(pid, 0, pid, 6) and kcmp_file(pid, 4, pid, 11)
+    assert kcmp_file(pid, 1, pid, 10) and not kcmp_file(pid, 0, pid, 1)
