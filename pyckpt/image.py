@@ -53,6 +53,7 @@ from pyckpt.records import (
     enc,
     no_nul,
     pack,
+    packer,
     pad,
     register,
     text,
@@ -497,9 +498,12 @@ def _check_fd(rec: Record, name: str) -> None:
 # _Parser._fd_objref's layouts: the FD and OBJREF records' own, from cffi
 _FD_UNPACK = codec("struct ckpt_hdr_fd").unpack_from
 _OBJREF_UNPACK = codec("struct ckpt_hdr_objref").unpack_from
+_FD_PACK = packer("struct ckpt_hdr_fd")  # and _write's
+_OBJREF_PACK = packer("struct ckpt_hdr_objref")
 _FD_SIZE = ffi.sizeof("struct ckpt_hdr_fd")
 _OBJREF_SIZE = ffi.sizeof("struct ckpt_hdr_objref")
 _T_FD, _T_OBJREF, _T_ERROR = HdrType.FD.value, HdrType.OBJREF.value, HdrType.ERROR.value
+_T_FILE = ObjType.FILE.value
 _PAD4 = bytes(4)
 
 
@@ -1192,7 +1196,7 @@ def _write(image: Image, reparse: bool | None = None) -> bytes:
     also parses the result, the way every image used to be checked."""
     _check_model(image)
     w = _Writer()
-    add = w.add
+    add, out = w.add, w.out
 
     h = image.head
     sec, nsec = _split_time(h.time)
@@ -1267,11 +1271,23 @@ def _write(image: Image, reparse: bool | None = None) -> bytes:
         )
         for fd in t.fds:
             flags = lib.CKPT_FD_CLOEXEC if fd.cloexec else 0
-            fdtag = add(
-                HdrType.FD, task, {"fd": fd.fd, "objref": fd.objref, "flags": flags}
-            )
+            # the model check covered FD and OBJREF: packed as they are, and
+            # only a value out of its field's range goes through add()
+            raw = _FD_PACK(_T_FD, _FD_SIZE, task, _PAD4, fd.fd, fd.objref, flags, _PAD4)
+            if raw is None:
+                fdtag = add(
+                    HdrType.FD, task, {"fd": fd.fd, "objref": fd.objref, "flags": flags}
+                )
+            else:
+                out.append(raw)
+                fdtag = len(out)
             if fd.objref in file_tags:
-                add(HdrType.OBJREF, fdtag, {"objref": fd.objref, "type": ObjType.FILE})
+                # objref fitted in the FD record: it fits here too
+                out.append(
+                    _OBJREF_PACK(
+                        _T_OBJREF, _OBJREF_SIZE, fdtag, _PAD4, fd.objref, _T_FILE
+                    )
+                )
                 continue
             f = image.files[fd.objref]
             file_tags[f.objref] = add(

@@ -226,6 +226,20 @@ def pack(
     return out + bytes(rlen - len(out))
 
 
+def packer(ctype: str) -> Callable[..., bytes | None]:
+    """ctype's Struct.pack, every item in order (padding as bytes): None for
+    a value that does not fit its field (pack() then says which)."""
+    pack = codec(ctype).struct.pack
+
+    def packed(*values: Any) -> bytes | None:
+        try:
+            return pack(*values)
+        except struct.error:
+            return None
+
+    return packed
+
+
 @functools.cache
 def codec_array(item: str, n: int) -> struct.Struct:
     return struct.Struct("=" + _prim_fmt(ffi.typeof(item)) * n)

@@ -1422,3 +1422,15 @@ def test_fd_fast_path_agrees_with_the_records_one_by_one(
         assert [_outcome(d) for d in cases] == fast
     assert fast[0][0] == "ok"
     assert sum(kind == "error" for kind, _ in fast) == len(cases) - 1
+
+
+@pytest.mark.parametrize("fd", [1 << 31, 1 << 40, -1])
+def test_fd_out_of_range_is_refused_by_name(fd: int) -> None:
+    """_write packs FD and OBJREF records directly; a value that does not
+    fit still gets the record's own message, not struct's."""
+    from pyckpt import bench
+
+    img = bench.codec_image(1, 8)
+    img.tasks[0].fds[1] = Fd(fd, img.tasks[0].fds[1].objref)
+    with pytest.raises(ValueError, match="FD record: (integer .* does not fit|fd -1)"):
+        img.to_bytes()
