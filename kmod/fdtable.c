@@ -3,6 +3,9 @@
  * fdtable.c - CKPT_IOC_TASK_FDS: the module walks a task's fd table and
  * lookup_adds each file, as linux-cr collected a task's files in the
  * kernel, instead of userspace copying every fd out with pidfd_getfd().
+ * With CKPT_TASK_FDS_DETAIL it also says, of each file met first, what
+ * userspace would read from /proc (its link, an anonymous file's fdinfo
+ * lines) or from a copy of the fd (a pipe's FIONREAD, size and ends).
  *
  * What both kernels export decides the shape: iterate_fd() walks the table
  * under files->file_lock, where nothing may sleep, so each round only takes
@@ -136,7 +139,7 @@ static const char *const detail_fdinfo_names[] = {
 /* the file's own lines of its fdinfo, as /proc's seq_show() gets them */
 static void detail_fdinfo(struct file *file, struct ckpt_fd_detail *d)
 {
-	const char *name = file->f_path.dentry->d_name.name;
+	const char *name;
 	struct seq_file m = {
 		.buf = d->fdinfo,
 		.size = sizeof(d->fdinfo) - 1,	/* room for the NUL */
@@ -147,6 +150,7 @@ static void detail_fdinfo(struct file *file, struct ckpt_fd_detail *d)
 	    !file->f_op->show_fdinfo)
 		return;
 	/* anon_inodefs names never change: no rename on that filesystem */
+	name = file->f_path.dentry->d_name.name;
 	for (i = 0; i < ARRAY_SIZE(detail_fdinfo_names); i++)
 		if (!strcmp(name, detail_fdinfo_names[i]))
 			break;
@@ -252,7 +256,8 @@ undo_file:
 /**
  * ckpt_task_fds - CKPT_IOC_TASK_FDS: lookup_add the files of a task's fds
  * @ctx: a checkpoint context (or one not used yet), locked
- * @a: the caller's request: pid, starttime, next_fd, nr, entries; on return
+ * @a: the caller's request: pid, starttime, next_fd, nr, flags (DETAIL:
+ *     entries are struct ckpt_fd_detail), entries; on return
  *     nr is the count of entries written and next_fd where to resume (-1:
  *     the table's end), whatever the result
  *
