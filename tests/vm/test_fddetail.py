@@ -21,44 +21,14 @@ import termios
 from collections.abc import Iterator
 
 import pytest
+import trees
 
 from pyckpt import Context, proc
-from pyckpt.abi import DEVICE, lib
+from pyckpt.abi import lib
 from pyckpt.device import PipeState, TaskFd
 from pyckpt.kinds import _libc
 
 TEXT_MAX = lib.CKPT_DETAIL_TEXT_MAX
-
-
-@contextlib.contextmanager
-def _child_holding() -> Iterator[int]:
-    """A child holding every fd the test has open, but no /dev/ckpt one."""
-    ready_r, ready_w = os.pipe()
-    go_r, go_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            for name in os.listdir("/proc/self/fd"):
-                with contextlib.suppress(OSError):
-                    if os.path.realpath(f"/proc/self/fd/{name}") == DEVICE:
-                        os.close(int(name))
-            os.close(ready_r)
-            os.close(go_w)
-            os.write(ready_w, b"x")
-            os.read(go_r, 1)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(ready_w)
-    os.close(go_r)
-    try:
-        assert os.read(ready_r, 1) == b"x"
-        yield pid
-    finally:
-        os.close(go_w)
-        os.close(ready_r)
-        os.waitpid(pid, 0)
 
 
 @pytest.fixture
@@ -105,7 +75,7 @@ def opened() -> Iterator[dict[str, int]]:
         a, b = socket.socketpair()
         stack.callback(b.close)
         keep("socket", a.detach())
-        with _child_holding() as pid:
+        with trees.child_holding() as pid:
             fds["pid"] = pid
             yield fds
 

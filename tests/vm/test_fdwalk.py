@@ -21,7 +21,7 @@ import trees
 from vmhelpers import fail_fired, mod_counts, raises_errno, write_param
 
 from pyckpt import CkptError, Context, device, proc
-from pyckpt.abi import DEVICE, ffi, lib
+from pyckpt.abi import ffi, lib
 from pyckpt.device import pidfd_getfd
 
 CAP_SYS_PTRACE = 19
@@ -45,32 +45,11 @@ def _target() -> Iterator[int]:
     tmp.flush()
     keep.append(os.open(os.devnull, os.O_RDWR))
     a, b = socket.socketpair()
-    ready_r, ready_w = os.pipe()
-    go_r, go_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(ready_r)
-            os.close(go_w)
-            for name in os.listdir("/proc/self/fd"):
-                with contextlib.suppress(OSError):
-                    if os.path.realpath(f"/proc/self/fd/{name}") == DEVICE:
-                        os.close(int(name))
-            os.write(ready_w, b"x")
-            os.read(go_r, 1)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(ready_w)
-    os.close(go_r)
     try:
-        assert os.read(ready_r, 1) == b"x"
-        yield pid
+        with trees.child_holding() as pid:
+            yield pid
     finally:
-        os.close(go_w)
-        os.waitpid(pid, 0)
-        for fd in (*keep, ready_r):
+        for fd in keep:
             os.close(fd)
         tmp.close()
         a.close()

@@ -27,6 +27,8 @@ from typing import Any
 
 import psutil
 
+from pyckpt.abi import DEVICE
+
 READY_TIMEOUT = 30.0  # TCG guests are slow
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NAME = 15
@@ -170,6 +172,38 @@ def tree_of(body: Callable[[Member], None]) -> Iterator[list[int]]:
         yield tree.pids()
     finally:
         tree.kill()
+
+
+@contextlib.contextmanager
+def child_holding() -> Iterator[int]:
+    """A forked child holding every fd the caller has open but its /dev/ckpt
+    ones (a walk refuses those), waiting until the block ends; its pid."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for name in os.listdir("/proc/self/fd"):
+                with contextlib.suppress(OSError):
+                    if os.path.realpath(f"/proc/self/fd/{name}") == DEVICE:
+                        os.close(int(name))
+            os.close(ready_r)
+            os.close(go_w)
+            os.write(ready_w, b"x")
+            os.read(go_r, 1)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(ready_w)
+    os.close(go_r)
+    try:
+        assert os.read(ready_r, 1) == b"x"
+        yield pid
+    finally:
+        os.close(go_w)
+        os.close(ready_r)
+        os.waitpid(pid, 0)
 
 
 def in_child(fn: Callable[[], int]) -> int:
