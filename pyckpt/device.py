@@ -141,20 +141,12 @@ Stats.__doc__ = "struct ckpt_stats; policy is a Policy and state a State."
 
 
 def _file_info(c: Any) -> FileInfo:
+    # FileInfo's fields are struct ckpt_file_info's, by name and in order
     return FileInfo(
-        kind=FileKind(c.kind),
-        f_flags=c.f_flags,
-        f_mode=FMode(c.f_mode),
-        inode_objref=c.inode_objref,
-        pos=c.pos,
-        st_dev=c.st_dev,
-        st_ino=c.st_ino,
-        st_nlink=c.st_nlink,
-        st_rdev=c.st_rdev,
-        st_mode=c.st_mode,
-        st_uid=c.st_uid,
-        st_gid=c.st_gid,
-        st_size=c.st_size,
+        FileKind(c.kind),
+        c.f_flags,
+        FMode(c.f_mode),
+        *(getattr(c, name) for name in FileInfo._fields[3:]),
     )
 
 
@@ -179,21 +171,6 @@ _NO_WRITER = lib.CKPT_PIPE_NO_WRITER
 # enum lookups by value, not Enum.__call__: 10^4 entries per walk
 _KINDS = {k.value: k for k in FileKind}
 _FMODES = {m: FMode(m) for m in range(4)}
-_INFO = [
-    "kind",
-    "f_flags",
-    "f_mode",
-    "inode_objref",
-    "pos",
-    "st_dev",
-    "st_ino",
-    "st_nlink",
-    "st_rdev",
-    "st_mode",
-    "st_uid",
-    "st_gid",
-    "st_size",
-]
 _DETAIL = ["detail", "pipe_bytes", "pipe_size", "pipe_flags"]
 _TEXT_MAX = lib.CKPT_DETAIL_TEXT_MAX
 
@@ -212,7 +189,7 @@ def _fd_entries(detail: bool) -> tuple[Any, list[int], list[int], tuple[int, int
     layout, at = flat(ctype, skip=text)
     e = ("entry",) if detail else ()
     fields = [at[(*e, n)] for n in ("fd", "flags", "objref")]
-    fields += [at[(*e, "file", n)] for n in _INFO]
+    fields += [at[(*e, "file", n)] for n in FileInfo._fields]
     extra = [at[(n,)] for n in _DETAIL] if detail else []
     return layout, fields, extra, (at.get(("link",), 0), at.get(("fdinfo",), 0))
 
