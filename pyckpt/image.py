@@ -292,15 +292,9 @@ def iter_records(data: bytes, *, packed_items: bool = False) -> Iterator[Record]
     checked here; ``Image.from_bytes()`` does.  ``packed_items``: EPOLL
     items stay bytes (the reader's way) instead of a list of dicts.
     """
-    offset, tag = 0, 1
-    while offset < len(data):
-        rec = _read_obj(data, offset, tag, packed_items)
+    p = _Parser(data)  # its _next() is the one step of reading a record
+    while (rec := p._next(packed_items)) is not None:
         yield rec
-        offset, tag = rec.end, tag + 1
-        if rec.type == HdrType.TAIL and offset < len(data):
-            raise ImageError(
-                offset, f"{len(data) - offset} bytes after the TAIL record"
-            )
 
 
 _HDR_CODEC = codec(HDR)
@@ -495,10 +489,10 @@ def _check_fd(rec: Record, name: str) -> None:
         raise bad(rec, name, f"unknown flags {f['flags']:#x}")
 
 
-# _Parser._fd_objref's layouts: the FD and OBJREF records' own, from cffi
+# _Parser's fast paths and _write's: the FD and OBJREF records' own layouts
 _FD_UNPACK = codec("struct ckpt_hdr_fd").unpack_from
 _OBJREF_UNPACK = codec("struct ckpt_hdr_objref").unpack_from
-_FD_PACK = packer("struct ckpt_hdr_fd")  # and _write's
+_FD_PACK = packer("struct ckpt_hdr_fd")
 _OBJREF_PACK = packer("struct ckpt_hdr_objref")
 _FD_SIZE = ffi.sizeof("struct ckpt_hdr_fd")
 _OBJREF_SIZE = ffi.sizeof("struct ckpt_hdr_objref")
@@ -668,14 +662,15 @@ class _Parser:
             )
         return None
 
-    def _next(self) -> Record | None:
-        """The record at the offset (iter_records(), one step)."""
+    def _next(self, packed: bool = True) -> Record | None:
+        """The record at the offset, checked by itself; None at the end of
+        the data, ImageError for anything after a TAIL."""
         data, at = self.data, self.offset
         if at >= len(data):
             return None
         if self.past_tail:
             raise ImageError(at, f"{len(data) - at} bytes after the TAIL record")
-        rec = _read_obj(data, at, self.tag, True)
+        rec = _read_obj(data, at, self.tag, packed)
         self.offset, self.tag = rec.end, self.tag + 1
         self.past_tail = rec.type == HdrType.TAIL
         return rec
@@ -728,7 +723,7 @@ class _Parser:
             or n != _OBJREF_SIZE
             or p != ptag
             or ref != objref
-            or otype != ObjType.FILE
+            or otype != _T_FILE
             or pad != _PAD4
             or known is None
             or known.what != "file"
