@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
 
 import pytest
+from hosthelpers import in_child
 
 from pyckpt.errors import RestartError
 from pyckpt.kinds import chrdev, tty
-
-
-def _in_child(body: Callable[[], int]) -> int:
-    """Run body in a forked child; its return value as the exit code."""
-    pid = os.fork()
-    if pid == 0:
-        code = 99
-        try:
-            code = body()
-        finally:
-            os._exit(code)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 class _Leader:
@@ -109,7 +97,7 @@ def test_take_ctty_never_steals() -> None:
             why = tty.take_ctty(slave)
             return 0 if "another session" in why else 1
 
-        assert _in_child(other) == 0
+        assert in_child(other) == 0
         t = tty.probe(slave, os.fstat(slave), [pid])
         assert t.sid == pid  # still the first session's
     finally:
@@ -124,7 +112,7 @@ def test_take_ctty_refuses_a_non_terminal() -> None:
         fd = os.open("/dev/null", os.O_RDWR)
         return 0 if "not a terminal" in tty.take_ctty(fd) else 1
 
-    assert _in_child(body) == 0
+    assert in_child(body) == 0
 
 
 def test_foreground_round_trip() -> None:
@@ -146,7 +134,7 @@ def test_foreground_round_trip() -> None:
         return 0 if tty.foreground(slave) == child else 4
 
     try:
-        assert _in_child(body) == 0
+        assert in_child(body) == 0
         assert tty.foreground(slave) == -1  # not our controlling terminal
     finally:
         os.close(master)
@@ -216,7 +204,7 @@ def test_stdio_inherit_shares_what_the_restarter_shares() -> None:
             return 0 if "fd 0, which is closed" in str(e) else 3
         return 4
 
-    assert _in_child(body) == 0
+    assert in_child(body) == 0
 
 
 def test_chrdev_table_and_reopen(tmp_path: pytest.TempPathFactory) -> None:

@@ -5,28 +5,16 @@ from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Callable
 
 import pytest
+from hosthelpers import in_child
 
 from pyckpt.restarter import _close_all_except
 
 
-def _in_child(fn: Callable[[], bool]) -> bool:
-    pid = os.fork()
-    if pid == 0:
-        ok = False
-        try:
-            ok = fn()
-        finally:
-            os._exit(0 if ok else 1)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
-
-
 @pytest.mark.parametrize("pick", [(), (0,), (0, 1, 2), (2, 5, 9), (9,)])
 def test_close_all_except_keeps_exactly_keep(pick: tuple[int, ...]) -> None:
-    def run() -> bool:
+    def run() -> int:
         opened = [os.open(os.devnull, os.O_RDONLY) for _ in range(10)]
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         high = os.dup2(opened[0], min(soft - 1, 4000))  # far above the others
@@ -39,6 +27,6 @@ def test_close_all_except_keeps_exactly_keep(pick: tuple[int, ...]) -> None:
             except OSError:
                 continue
             left.add(fd)
-        return left == keep
+        return 0 if left == keep else 1
 
-    assert _in_child(run)
+    assert in_child(run) == 0
