@@ -75,6 +75,11 @@ for _k in KINDS:
 
 TRAILERS: frozenset[HdrType] = frozenset(t for k in KINDS for t in k.trailers)
 
+# module-reported kind -> the kinds that may claim such a file, in KINDS order
+_CLAIMANTS: dict[FileKind, tuple[Kind, ...]] = {
+    fk: tuple(k for k in KINDS if fk in k.reported) for fk in FileKind
+}
+
 
 def by_file_kind(kind: int) -> Kind | None:
     """The kind that writes FILE.kind ``kind`` (None: no kind restores it)."""
@@ -87,7 +92,7 @@ def by_record(rtype: int) -> Kind | None:
 
 def claim(kind: FileKind, r: _FdRef) -> Kind | None:
     """The kind that saves a file the module reported as ``kind``."""
-    for k in KINDS:
+    for k in _CLAIMANTS[kind]:
         if k.claims(kind, r):
             return k
     return None

@@ -46,6 +46,9 @@ class Kind:
     name: ClassVar[str] = ""
     # the ckpt.h enum ckpt_file_kind values this kind writes into FILE.kind
     kinds: ClassVar[tuple[FileKind, ...]] = ()
+    # the kinds the module reports (REG, CHR, SOCK, ANON, ...) among whose
+    # files this kind finds its own: claims() is asked only of those
+    reported: ClassVar[frozenset[FileKind]] = frozenset()
     # record types it owns: (type, layout, record-local check)
     records: ClassVar[tuple[tuple[HdrType, Layout, Check], ...]] = ()
     # of those, the ones written after every task (EPOLL): read by read_trailer
@@ -58,10 +61,10 @@ class Kind:
     # ---- checkpoint (the tree is frozen) ----
 
     def claims(self, kind: FileKind, r: _FdRef) -> bool:
-        """Whether a file the module reported as ``kind`` (REG, CHR, SOCK,
-        ANON, ...) is this kind's; ``r.link`` (the /proc fd link) and
-        ``r.stat`` are read only if asked, so ask for kind first."""
-        return False
+        """Whether a file the module reported as ``kind`` (one of
+        ``reported``) is this kind's: by default all of them.  ``r.link``
+        (the /proc fd link) and ``r.stat`` cost only when asked."""
+        return True
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         """Fill ``f`` (set f.kind to one of self.kinds; kind-specific state in

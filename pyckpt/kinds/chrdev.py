@@ -149,12 +149,13 @@ def save(col: _Collector, f: File, r: _FdRef, user: bool) -> bool:
 class ChrdevKind(Kind):
     name = "chrdev"
     kinds = (FileKind.CHR,)
+    reported = frozenset({FileKind.CHR})
     shared_outside = True  # reopened by path: nothing shared is lost
 
     def claims(self, kind: FileKind, r: _FdRef) -> bool:
         # any other character device is the terminal kind's (tty.py): a
         # terminal, a console on fds 0-2, a --device or a refusal
-        return kind == FileKind.CHR and is_stateless(r.link, r.stat.st_rdev)
+        return is_stateless(r.link, r.stat.st_rdev)
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         return save(col, f, r, user=False)

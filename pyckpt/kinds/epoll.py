@@ -339,6 +339,7 @@ def _restore_epolls(ctx: Context, epolls: list[Epoll], timeout: float) -> None:
 class EpollKind(Kind):
     name = "epoll"
     kinds = (FileKind.EPOLL,)
+    reported = frozenset({FileKind.ANON})
     records = (
         (
             HdrType.EPOLL,
@@ -354,7 +355,7 @@ class EpollKind(Kind):
     # ---- checkpoint ----
 
     def claims(self, kind: FileKind, r: _FdRef) -> bool:
-        return kind == FileKind.ANON and r.link == "anon_inode:[eventpoll]"
+        return r.link == "anon_inode:[eventpoll]"
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         f.kind = FileKind.EPOLL

@@ -29,9 +29,10 @@ _SEMAPHORE = re.compile(r"^eventfd-semaphore:\s*(\d)", re.MULTILINE)
 class EventfdKind(Kind):
     name = "eventfd"
     kinds = (FileKind.EVENTFD,)
+    reported = frozenset({FileKind.ANON})
 
     def claims(self, kind: FileKind, r: _FdRef) -> bool:
-        return kind == FileKind.ANON and r.link == "anon_inode:[eventfd]"
+        return r.link == "anon_inode:[eventfd]"
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         f.kind = FileKind.EVENTFD

@@ -281,6 +281,7 @@ class ContentsKind(Kind):
 
     name = "contents"
     kinds = (FileKind.MEMFD, FileKind.DELETED)
+    reported = frozenset({FileKind.REG})
     records = (
         (
             HdrType.CONTENTS,
@@ -295,11 +296,11 @@ class ContentsKind(Kind):
     # ---- checkpoint ----
 
     def claims(self, kind: FileKind, r: _FdRef) -> bool:
-        # nlink first: most regular files have a name, and then no link
-        # needs decoding or reading
-        return (
-            kind == FileKind.REG and r.stat.st_nlink == 0 and is_deleted(r.link, r.stat)
-        )
+        # nlink first (the walk's, no stat_result made): most regular files
+        # have a name, and then no link needs decoding or reading
+        info = r.info
+        nlink = info.st_nlink if info is not None else r.stat.st_nlink
+        return nlink == 0 and is_deleted(r.link, r.stat)
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         st = os.fstat(r.local)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pyckpt.restarter import _Objects, _Plan
 
 PIPE_KINDS = frozenset({FileKind.PIPE, FileKind.FIFO})
+_READ, _WRITE = int(FMode.READ), int(FMode.WRITE)
 
 
 @dataclass
@@ -59,15 +60,10 @@ def _poll(fd: int) -> int:
     return events[0][1] if events else 0
 
 
-def _end(col: _Collector, objrefs: list[int], mode: FMode) -> _FdRef | None:
-    """The first holder of the pipe's first file open for mode."""
-    bit = mode.value  # an int: Flag's & costs a call per file
-    return next((col.first[o] for o in objrefs if col.info[o].f_mode.value & bit), None)
-
-
 def _pipe(
     scratch: _Tee, objref: int, reader: _FdRef | None, writer: _FdRef | None
 ) -> Pipe:
+    """The pipe's state; its data once scratch.flush() has run."""
     any_end = reader or writer
     assert any_end is not None  # each FILE is one end or the other
     state = any_end.pipe
@@ -75,56 +71,92 @@ def _pipe(
         # an anonymous pipe: the module's walk told its state
         pipe = Pipe(objref, state.size, b"", state.no_reader, state.no_writer)
         if reader is not None:
-            pipe.data = scratch.peek(reader, state.size, state.nbytes)
+            scratch.add(pipe, reader, state.nbytes)
         return pipe
     # a FIFO: asked through copies of its ends
     pipe = Pipe(objref, fcntl.fcntl(any_end.local, fcntl.F_GETPIPE_SZ))
     if reader is not None:
-        pipe.data = scratch.peek(reader, pipe.size, _buffered(reader))
+        scratch.add(pipe, reader, _buffered(reader))
         pipe.no_writer = bool(_poll(reader.local) & select.POLLHUP)
     if writer is not None:
         pipe.no_reader = bool(_poll(writer.local) & select.POLLERR)
     return pipe
 
 
+# what the scratch pipe is grown to: its slots hold the buffers of many
+# pipes (tee links buffers, it copies no data), read back in one read()
+SCRATCH_SIZE = 1 << 20
+
+
 class _Tee:
-    """Copies of pipes' buffers, left in place: each is tee'd into one
-    scratch pipe, grown as needed, and read back out of it (one scratch for
-    the whole checkpoint: the tree is frozen, every syscall counts)."""
+    """Copies of pipes' buffers, left in place: each pipe is tee'd into one
+    scratch pipe behind the ones before it, and the scratch is read out in
+    one read() when full and at the end (the tree is frozen, every syscall
+    counts: two per pipe before)."""
 
     def __init__(self, col: _Collector) -> None:
         self.col = col
         self.ends: tuple[int, int] | None = None
         self.size = 0
+        self.pending: list[tuple[Pipe, int]] = []  # in the scratch, in order
+        self.held = 0  # their bytes
 
-    def peek(self, reader: _FdRef, size: int, want: int) -> bytes:
-        """want bytes buffered at the head of reader's pipe of size bytes."""
+    def add(self, pipe: Pipe, reader: _FdRef, want: int) -> None:
+        """pipe.data: the want bytes buffered at the head of reader's pipe
+        (filled by flush())."""
         if want == 0:
-            return b""
+            return
         if self.ends is None:
             sr, sw = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             self.ends = self.col.own(sr), self.col.own(sw)
-        sr, sw = self.ends
-        if self.size < max(size, want):
-            # as many slots as the source: one tee copies every buffer
-            self.size = fcntl.fcntl(sw, fcntl.F_SETPIPE_SZ, max(size, want))
-        try:
-            # tee always starts at the head of the source: one call, no retry
-            copied = tee(reader.local, sw, want)
-        except BlockingIOError:
-            copied = 0
-        chunks = []
-        left = copied
-        while left:  # empties the scratch for the next pipe
-            chunk = os.read(sr, left)
-            chunks.append(chunk)
-            left -= len(chunk)
+        sw = self.ends[1]
+        need = max(pipe.size, want)
+        if self.size < need:
+            # at least as many slots as the source: one tee copies all of it
+            try:
+                self.size = fcntl.fcntl(sw, fcntl.F_SETPIPE_SZ, max(need, SCRATCH_SIZE))
+            except PermissionError:  # above pipe-max-size without the right
+                self.size = fcntl.fcntl(sw, fcntl.F_SETPIPE_SZ, need)
+        copied = self._tee(reader, want)
+        if copied != want and self.pending:
+            # the scratch is full: read it out, drop the part copied, again
+            self._read(copied)
+            copied = self._tee(reader, want)
         if copied != want:
             raise CheckpointError(
                 f"{reader.where()}: {reader.link}: tee copied {copied} of the "
                 f"{want} buffered bytes"
             )
-        return b"".join(chunks)
+        self.pending.append((pipe, want))
+        self.held += want
+
+    def _tee(self, reader: _FdRef, want: int) -> int:
+        assert self.ends is not None
+        try:
+            # tee always starts at the head of the source: one call, no retry
+            return tee(reader.local, self.ends[1], want)
+        except BlockingIOError:
+            return 0
+
+    def flush(self) -> None:
+        """Read the scratch out into the pending pipes' data."""
+        self._read(0)
+
+    def _read(self, extra: int) -> None:
+        """Read the pending pipes' bytes, then extra bytes to drop."""
+        if self.ends is None:
+            return
+        left, chunks = self.held + extra, []
+        while left:
+            chunk = os.read(self.ends[0], left)
+            chunks.append(chunk)
+            left -= len(chunk)
+        data, at = b"".join(chunks), 0
+        for pipe, n in self.pending:
+            pipe.data = data[at : at + n]
+            at += n
+        self.pending.clear()
+        self.held = 0
 
 
 def _buffered(reader: _FdRef) -> int:
@@ -204,6 +236,7 @@ def _make_fifo(
 class PipeKind(Kind):
     name = "pipe"
     kinds = (FileKind.PIPE, FileKind.FIFO)
+    reported = frozenset(kinds)
     records = (
         (
             HdrType.PIPE,
@@ -217,9 +250,6 @@ class PipeKind(Kind):
 
     # ---- checkpoint ----
 
-    def claims(self, kind: FileKind, r: _FdRef) -> bool:
-        return kind in PIPE_KINDS
-
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         if f.kind == FileKind.FIFO and not record_path(col, f, r):
             return False
@@ -227,14 +257,18 @@ class PipeKind(Kind):
         return True
 
     def collect(self, col: _Collector) -> None:
-        by_pipe: dict[int, list[int]] = {}
+        # pipe -> [reader, writer]: the first holder of its first file open
+        # for reading, and for writing (int modes: a Flag's & is a call)
+        ends: dict[int, list[_FdRef | None]] = {}
+        first, info = col.first, col.info
         for objref, f in col.image.files.items():
             if f.kind in PIPE_KINDS:
-                by_pipe.setdefault(f.pipe_objref, []).append(objref)
-        ends = {
-            p: (_end(col, o, FMode.READ), _end(col, o, FMode.WRITE))
-            for p, o in by_pipe.items()
-        }
+                end = ends.setdefault(f.pipe_objref, [None, None])
+                mode = int(info[objref].f_mode)
+                if end[0] is None and mode & _READ:
+                    end[0] = first[objref]
+                if end[1] is None and mode & _WRITE:
+                    end[1] = first[objref]
         # the readers of anonymous pipes with data: copied in one batch
         col.prefetch(
             r
@@ -244,6 +278,7 @@ class PipeKind(Kind):
         scratch = _Tee(col)
         for pipe_objref, (reader, writer) in ends.items():
             col.image.pipes[pipe_objref] = _pipe(scratch, pipe_objref, reader, writer)
+        scratch.flush()
 
     # ---- the image ----
 

@@ -142,9 +142,7 @@ def open_verified(f: File, flags: int, relocate: bool) -> int:
 class Regular(Kind):
     name = "regular"
     kinds = (FileKind.REG, FileKind.DIR)
-
-    def claims(self, kind: FileKind, r: _FdRef) -> bool:
-        return kind in self.kinds
+    reported = frozenset(kinds)
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         return record_path(col, f, r)

@@ -75,10 +75,11 @@ def _check_signalfd(rec: Record, name: str) -> None:
 class SignalfdKind(Kind):
     name = "signalfd"
     kinds = (FileKind.SIGNALFD,)
+    reported = frozenset({FileKind.ANON})
     records = ((HdrType.SIGNALFD, Layout("struct ckpt_hdr_signalfd"), _check_signalfd),)
 
     def claims(self, kind: FileKind, r: _FdRef) -> bool:
-        return kind == FileKind.ANON and r.link == "anon_inode:[signalfd]"
+        return r.link == "anon_inode:[signalfd]"
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         try:

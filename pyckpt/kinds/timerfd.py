@@ -193,10 +193,11 @@ def _from_image(flags: int) -> int:
 class TimerfdKind(Kind):
     name = "timerfd"
     kinds = (FileKind.TIMERFD,)
+    reported = frozenset({FileKind.ANON})
     records = ((HdrType.TIMERFD, Layout("struct ckpt_hdr_timerfd"), _check_timerfd),)
 
     def claims(self, kind: FileKind, r: _FdRef) -> bool:
-        return kind == FileKind.ANON and r.link == "anon_inode:[timerfd]"
+        return r.link == "anon_inode:[timerfd]"
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         try:

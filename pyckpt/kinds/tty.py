@@ -352,14 +352,12 @@ def _ttys(image: Image) -> list[File]:
 class TtyKind(Kind):
     name = "tty"
     kinds = (FileKind.TTY,)
+    # after chrdev (KINDS order): every other character device
+    reported = frozenset({FileKind.CHR})
     records = ((HdrType.TTY, Layout("struct ckpt_hdr_tty"), _check_tty),)
     shared_outside = True  # the shell that started the tree holds it too
 
     # ---- checkpoint ----
-
-    def claims(self, kind: FileKind, r: _FdRef) -> bool:
-        # after chrdev (KINDS order): every other character device
-        return kind == FileKind.CHR
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         st = os.fstat(r.local)

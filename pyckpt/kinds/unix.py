@@ -846,6 +846,7 @@ def _check_msg(rec: Record, name: str) -> None:
 class UnixKind(Kind):
     name = "unix socket"
     kinds = (FileKind.UNIX,)
+    reported = frozenset({FileKind.SOCK})
     records = (
         (
             HdrType.UNIX,
@@ -869,9 +870,6 @@ class UnixKind(Kind):
     )
 
     # ---- checkpoint ----
-
-    def claims(self, kind: FileKind, r: _FdRef) -> bool:
-        return kind == FileKind.SOCK
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         from pyckpt.image import ErrorRecord  # image imports the kinds

@@ -8,6 +8,7 @@ and reaped at teardown, and no test may leave an fd open in this process.
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import select
 import socket
@@ -16,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -27,6 +29,7 @@ from pyckpt import Context, FileKind, FMode, pidfd_getfd
 from pyckpt.checkpointer import CheckpointError, CheckpointResult, checkpoint
 from pyckpt.device import epoll_add
 from pyckpt.image import Fd, File, Image, Task
+from pyckpt.kinds.pipe import PipeKind
 
 Spawn = Callable[..., Tree]
 RUNNING = {psutil.STATUS_SLEEPING, psutil.STATUS_RUNNING, psutil.STATUS_DISK_SLEEP}
@@ -145,6 +148,61 @@ def test_pipeline_data_is_saved_and_not_consumed(
     finally:
         os.close(theirs)
     assert got == payload
+
+
+def test_many_pipes_share_the_scratch(spawn: Spawn) -> None:
+    # full 64 KiB pipes (16 buffers each: a 1 MiB scratch holds 16 of them,
+    # then is read out and the pipe that did not fit tee'd again), small
+    # ones in between, and one larger than the scratch (which grows)
+    sizes = [65_536 if i % 3 == 0 else 1 + i * 37 % 4000 for i in range(60)]
+    sizes.insert(30, 1_500_000)
+
+    def root(m: Member) -> None:
+        readers = []
+        for i, size in enumerate(sizes):
+            r, w = os.pipe()
+            if size > 65_536:
+                fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 2 << 20)
+            data = bytes([i % 251]) * size
+            off = 0
+            while off < size:
+                off += os.write(w, data[off : off + 65_536])
+            readers.append(r)
+        m.report(role="root", readers=readers)
+
+    tree = spawn(root)
+    readers = tree.role("root")["readers"]
+    img = checkpoint(tree.root).image
+    for i, (r, size) in enumerate(zip(readers, sizes, strict=True)):
+        pipe = img.pipes[file_of(img, tree.root, r).pipe_objref]
+        assert pipe.data == bytes([i % 251]) * size, (i, size, len(pipe.data))
+    assert_running(tree)
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["gc-on", "gc-off"])
+def test_no_garbage_collection_while_frozen(
+    spawn: Spawn, monkeypatch: pytest.MonkeyPatch, enabled: bool
+) -> None:
+    # a collection of the old generations costs 0.1-0.3 s under TCG: it
+    # waits for the thaw, and the caller's setting is left as it was
+    seen: list[bool] = []
+    collect = PipeKind.collect
+
+    def spy(self: PipeKind, col: Any) -> None:
+        seen.append(gc.isenabled())
+        collect(self, col)
+
+    monkeypatch.setattr(PipeKind, "collect", spy)
+    tree = spawn(sleeper)
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        checkpoint(tree.root)
+        after = gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert seen == [False]
+    assert after == enabled
 
 
 def test_half_closed_pipes(spawn: Spawn) -> None:
