@@ -176,22 +176,28 @@ _TEXT_MAX = lib.CKPT_DETAIL_TEXT_MAX
 
 
 @functools.cache
-def _fd_entries(detail: bool) -> tuple[Any, list[int], list[int], tuple[int, int]]:
-    """struct ckpt_fd_entry (ckpt_fd_detail with detail) as one precompiled
-    Struct from cffi's own offsets, the item indices of the entry's fields
-    and the detail's, and the offsets of link and fdinfo: a walk of 10^4 fds
-    decodes in one iter_unpack, and the text only of the first files."""
+def _fd_entries(detail: bool) -> tuple[Any, Any, list[int], list[int], tuple[int, int]]:
+    """struct ckpt_fd_entry (ckpt_fd_detail with detail) as two precompiled
+    Structs from cffi's own offsets: one of (fd, flags, objref) only, for
+    the one iter_unpack over a walk of 10^4 fds, and the whole entry but
+    its text, unpacked for first files only; the item indices of the
+    file's fields and the detail's, and the offsets of link and fdinfo."""
     from pyckpt.records import flat
 
     ctype = "struct ckpt_fd_detail" if detail else "struct ckpt_fd_entry"
+    e = ("entry",) if detail else ()
+    head = [(*e, n) for n in ("fd", "flags", "objref")]
+    slim, sat = flat(ctype, only=tuple(head))
+    # unpacked as (fd, flags, objref): in that order
+    if [sat[h] for h in head] != [0, 1, 2]:
+        raise ImportError(f"{ctype}: fd, flags, objref are not in that order")
     # the text fields: sliced from the buffer only where the detail says so
     text = (("link",), ("fdinfo",)) if detail else ()
     layout, at = flat(ctype, skip=text)
-    e = ("entry",) if detail else ()
-    fields = [at[(*e, n)] for n in ("fd", "flags", "objref")]
-    fields += [at[(*e, "file", n)] for n in FileInfo._fields]
+    fields = [at[(*e, "file", n)] for n in FileInfo._fields]
     extra = [at[(n,)] for n in _DETAIL] if detail else []
-    return layout, fields, extra, (at.get(("link",), 0), at.get(("fdinfo",), 0))
+    texts = (at.get(("link",), 0), at.get(("fdinfo",), 0))
+    return slim, layout, fields, extra, texts
 
 
 def _text(raw: bytes, at: int) -> str:
@@ -202,43 +208,45 @@ def _text(raw: bytes, at: int) -> str:
 
 
 def _task_fds(raw: bytes, detail: bool) -> Iterator[TaskFd]:
-    layout, (ifd, iflags, iobj, ik, iff, ifm, *ist), extra, texts = _fd_entries(detail)
+    slim, layout, (ik, iff, ifm, *ist), extra, texts = _fd_entries(detail)
     idet, ipb, ips, ipf = extra or (0,) * 4
     olink, oinfo = texts
     stat = operator.itemgetter(*ist)  # the FileInfo fields after f_mode
-    stride = layout.size
+    unpack, stride = layout.unpack_from, layout.size
     # tuple.__new__: a NamedTuple's own __new__ is a Python function
     new = tuple.__new__
-    for i, v in enumerate(layout.iter_unpack(raw)):
-        flags = v[iflags]
+    at = -stride
+    for fd, flags, objref in slim.iter_unpack(raw):
+        at += stride
         cloexec = bool(flags & _FD_CLOEXEC)
         if not flags & _FD_FIRST:
-            yield new(TaskFd, (v[ifd], v[iobj], False, cloexec, None, None, None, None))
+            yield new(TaskFd, (fd, objref, False, cloexec, None, None, None, None))
             continue
-        info = new(
-            FileInfo,
-            (_KINDS[v[ik]], v[iff], _FMODES[v[ifm]], *stat(v)),
-        )
+        v = unpack(raw, at)
+        info = new(FileInfo, (_KINDS[v[ik]], v[iff], _FMODES[v[ifm]], *stat(v)))
         det = v[idet] if detail else 0
         if not det:
-            yield new(TaskFd, (v[ifd], v[iobj], True, cloexec, info, None, None, None))
+            yield new(TaskFd, (fd, objref, True, cloexec, info, None, None, None))
             continue
         pipe = None
         if det & _DETAIL_PIPE:
             pf = v[ipf]
-            pipe = PipeState(
-                v[ipb], v[ips], bool(pf & _NO_READER), bool(pf & _NO_WRITER)
+            pipe = new(
+                PipeState,
+                (v[ipb], v[ips], bool(pf & _NO_READER), bool(pf & _NO_WRITER)),
             )
-        base = i * stride
-        yield TaskFd(
-            v[ifd],
-            v[iobj],
-            True,
-            cloexec,
-            info,
-            _text(raw, base + olink) if det & _DETAIL_LINK else None,
-            _text(raw, base + oinfo) if det & _DETAIL_FDINFO else None,
-            pipe,
+        yield new(
+            TaskFd,
+            (
+                fd,
+                objref,
+                True,
+                cloexec,
+                info,
+                _text(raw, at + olink) if det & _DETAIL_LINK else None,
+                _text(raw, at + oinfo) if det & _DETAIL_FDINFO else None,
+                pipe,
+            ),
         )
 
 

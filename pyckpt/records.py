@@ -465,16 +465,24 @@ def codec(ctype: str) -> Codec:
 
 @functools.cache
 def flat(
-    ctype: str, skip: tuple[tuple[str | int, ...], ...] = ()
+    ctype: str,
+    skip: tuple[tuple[str | int, ...], ...] = (),
+    only: tuple[tuple[str | int, ...], ...] | None = None,
 ) -> tuple[struct.Struct, dict[tuple[str | int, ...], int]]:
     """ctype as one precompiled Struct and the item index of each leaf field
     by its path (("file", "kind") for a nested struct): for arrays of a
     struct the module fills, decoded with one iter_unpack.  The fields in
     skip are pad bytes (no item, nothing made of them); their paths map to
-    their byte offsets instead, for the caller to slice when it needs them."""
+    their byte offsets instead, for the caller to slice when it needs them.
+    only: the fields to make items of, every other byte (padding too) is
+    skipped, with no offsets."""
     left_out = set(skip)
+    kept = None if only is None else set(only)
     fmt, at, index = "=", {}, 0
     for leaf in leaves(ctype):
+        if kept is not None and leaf.path not in kept:
+            fmt += f"{leaf.size}x"
+            continue
         if leaf.path in left_out:
             fmt += f"{leaf.size}x"
             at[leaf.path] = leaf.offset
