@@ -22,7 +22,7 @@ even under TCG, where absolute times are slow:
    against the commit before issue 11's codec work (needs no /dev/ckpt).
 
 `python -m pyckpt.bench cr` runs only 4, `python -m pyckpt.bench creds` 5,
-`criu [--tasks 3 --sizes 100]` 6, `epoll [--sizes 100,1000]` 7 and
+`criu [--tasks 3 --sizes 100 --rounds 3]` 6, `epoll [--sizes 100,1000]` 7 and
 `codec [--rounds N]` 8;
 `python -m pyckpt.bench resume [--sizes 100,1000] [--out DIR]` answers seed
 000's question on real restarts (table, and with --out a JSON and a PNG plot);
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         resume(sizes, out)
         return 0
     if args[:1] == ["criu"]:
-        criu(**_size_opts(args[1:], tasks=CRIU_TASKS, sizes=CRIU_SIZES))
+        criu(**_size_opts(args[1:], tasks=CRIU_TASKS, sizes=CRIU_SIZES, rounds=3))
         return 0
     if args[:1] == ["epoll"]:
         epoll_scale(**_size_opts(args[1:], sizes=EPOLL_SIZES))
@@ -359,6 +359,8 @@ def _size_opts(args: list[str], **defaults: Any) -> dict[str, Any]:
     )
     if "tasks" in defaults:
         ap.add_argument("--tasks", type=int, default=defaults["tasks"])
+    if "rounds" in defaults:
+        ap.add_argument("--rounds", type=int, default=defaults["rounds"])
     return vars(ap.parse_args(args))
 
 
@@ -969,15 +971,28 @@ def _criu_version() -> str:
     return m[1] if m else p.stdout.strip()
 
 
-def criu(tasks: int = CRIU_TASKS, sizes: tuple[int, ...] = CRIU_SIZES) -> None:
+def _median(values: list[float]) -> float | None:
+    import statistics
+
+    return statistics.median(values) if values else None
+
+
+def criu(
+    tasks: int = CRIU_TASKS, sizes: tuple[int, ...] = CRIU_SIZES, rounds: int = 3
+) -> None:
     """The same tree (pyckpt/crtree.c) checkpointed and restarted by pyckpt
-    and by CRIU, one fresh tree per tool, side by side."""
+    and by CRIU, one fresh tree per tool and round, the tools alternating;
+    each figure the median of its rounds (TCG's times swing from one run
+    to the next), with the spread below."""
     version = _criu_version()
     print(
         f"6. pyckpt against CRIU {version or '(not installed: vm/setup.sh --bench)'}:"
         f" crtree, {tasks} tasks x F fds (half inherited from the root: pipes with"
     )
-    print("   data, eventfds, a regular file), started detached; ratio = pyckpt/CRIU")
+    print(
+        "   data, eventfds, a regular file), started detached; median of "
+        f"{rounds} rounds, tools alternating; ratio = pyckpt/CRIU"
+    )
     binary = crtree_binary()
     scratch = f"/tmp/bench-crtree-{os.getpid()}"
     with open(scratch, "wb") as f:
@@ -992,28 +1007,51 @@ def criu(tasks: int = CRIU_TASKS, sizes: tuple[int, ...] = CRIU_SIZES) -> None:
     print(f"   {'tree':>9} | {'':28} {'pyckpt':>10} {'CRIU':>10} {'ratio':>7}")
     try:
         for fds in sizes:
-            p = _pyckpt_run(binary, tasks, fds, scratch)
-            c = (
-                _criu_run(binary, tasks, fds, scratch)
-                if version
-                else {"error": "criu is not installed (vm/setup.sh --bench)"}
-            )
+            ps: list[dict[str, Any]] = []
+            cs: list[dict[str, Any]] = []
+            for _ in range(rounds):
+                ps.append(_pyckpt_run(binary, tasks, fds, scratch))
+                cs.append(
+                    _criu_run(binary, tasks, fds, scratch)
+                    if version
+                    else {"error": "criu is not installed (vm/setup.sh --bench)"}
+                )
+                if "error" in cs[-1]:
+                    break  # it fails the same way each time: not run again
+            error = next((c["error"] for c in cs if "error" in c), None)
+            if error:
+                cs = []
+
+            def med(runs: list[dict[str, Any]], key: str) -> float | None:
+                return _median([r[key] for r in runs if r.get(key) is not None])
+
             rows = [
-                ("frozen", p["frozen"], c.get("frozen")),
-                ("checkpoint, wall", p["wall"], c.get("wall")),
-                ("restart until the tasks run", p["restart"], c.get("restore_wall")),
-                ("  (CRIU's own Restore time)", None, c.get("restore")),
+                ("frozen", "frozen", "frozen"),
+                ("checkpoint, wall", "wall", "wall"),
+                ("restart until the tasks run", "restart", "restore_wall"),
+                ("  (CRIU's own Restore time)", None, "restore"),
             ]
             label = f"{tasks} x {fds}"
-            for what, pv, cv in rows:
-                ps = f"{pv:9.2f}s" if pv is not None else f"{'':10}"
-                cs = f"{cv:9.2f}s" if cv is not None else f"{'-':>10}"
+            for what, pk, ck in rows:
+                pv = med(ps, pk) if pk else None
+                cv = med(cs, ck)
+                pt = f"{pv:9.2f}s" if pv is not None else f"{'':10}"
+                ct = f"{cv:9.2f}s" if cv is not None else f"{'-':>10}"
                 ratio = f"{pv / cv:6.2f}x" if pv and cv else f"{'':7}"
-                print(f"   {label:>9} | {what:28} {ps} {cs} {ratio}")
+                print(f"   {label:>9} | {what:28} {pt} {ct} {ratio}")
                 label = ""
+            spread = ", ".join(
+                f"{name} {min(v):.2f}-{max(v):.2f}s"
+                for name, v in (
+                    ("pyckpt", [p["frozen"] for p in ps]),
+                    ("CRIU", [c["frozen"] for c in cs if c.get("frozen")]),
+                )
+                if v
+            )
+            print(f"   {'':>9} | frozen over {len(ps)} round(s): {spread}")
             print(
-                f"   {'':>9} | pyckpt: {p['files']} open files, {p['pipes']} pipes"
-                + (f"; CRIU {c['error']}" if "error" in c else "")
+                f"   {'':>9} | pyckpt: {ps[0]['files']} open files, "
+                f"{ps[0]['pipes']} pipes" + (f"; CRIU {error}" if error else "")
             )
     finally:
         subreaper(False)
