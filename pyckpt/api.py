@@ -10,6 +10,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
+from pyckpt import gcpause
 from pyckpt.abi import Policy
 from pyckpt.checkpointer import CheckpointResult, Options
 from pyckpt.checkpointer import checkpoint as _checkpoint
@@ -102,7 +103,8 @@ def restart(
     check_stdio(stdio)
     check_devices(list(devices))
     if not isinstance(image, Image):
-        image = Image.load(image, trust=trust)
+        with gcpause.paused():  # 10^4 records and more, as objects
+            image = Image.load(image, trust=trust)
     return _restart(
         image,
         policy=policy,

@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import errno as _errno
 import functools
-import gc
 import os
 import re
 import resource
@@ -31,7 +30,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from pyckpt import kinds
+from pyckpt import gcpause, kinds
 from pyckpt.abi import FileKind, ObjType
 from pyckpt.device import Context, FileInfo, TaskFd, kcmp_files, pidfd_getfd
 from pyckpt.errors import CheckpointError, CkptError
@@ -1113,21 +1112,6 @@ def _nofile_at_hard_limit() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while the tree is frozen: reference
-    counting still frees, but a collection of the older generations walks
-    every object held (several per fd), 0.1-0.3 s under TCG at a moment
-    nobody chose; it runs once the tree does."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -1229,7 +1213,7 @@ def checkpoint(
     col = _Collector(ctx, image, opts)
     frozen_at = time.monotonic()
     head.time = time.time()
-    with _gc_paused(), _thaw_on_signals() as block:
+    with gcpause.paused(), _thaw_on_signals() as block:
         try:
             # a copy of each distinct file stays open until the leak check
             with _nofile_at_hard_limit():

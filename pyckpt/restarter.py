@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Self
 
-from pyckpt import kinds, proc
+from pyckpt import gcpause, kinds, proc
 from pyckpt.abi import FileKind, Policy
 from pyckpt.device import Context
 from pyckpt.errors import CkptError, RestartError
@@ -905,6 +905,7 @@ class Restarted:
         self.kill()
 
 
+@gcpause.paused()  # its tasks wait on this process: no collection meanwhile
 def restart(
     image: Image,
     *,

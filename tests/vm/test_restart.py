@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import json
 import os
 import resource
@@ -29,6 +30,7 @@ from vmhelpers import delta, mod_counts
 from pyckpt import Context, FileKind, FMode, Policy
 from pyckpt.device import kcmp_epoll_tfd, kcmp_file, pidfd_getfd
 from pyckpt.image import Epoll, EpollItem, Fd, File, Head, Image, Pipe, Task
+from pyckpt.kinds.pipe import PipeKind
 from pyckpt.restarter import Restarted, RestartError, restart
 
 O_CLOEXEC = 0o2000000
@@ -239,6 +241,29 @@ def test_pipe_data_read_back(restarted, out: Path) -> None:
     r.release()
     # fd 4 is close-on-exec: the program's write to it fails
     assert r.wait(WAIT) == {100: 1}
+
+
+def test_no_garbage_collection_while_restarting(
+    restarted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the tasks wait on the coordinator: no collection meanwhile, and the
+    # caller's setting is left as it was
+    seen: list[bool] = []
+    make = PipeKind.restore
+
+    def spy(self: PipeKind, *args: object) -> None:
+        seen.append(gc.isenabled())
+        make(self, *args)
+
+    monkeypatch.setattr(PipeKind, "restore", spy)
+    img = image(
+        [task(100, 1, [Fd(3, 1), Fd(4, 2)])],
+        [pipe_end(1, 10, READ), pipe_end(2, 10, WRITE)],
+        pipes=[Pipe(10, size=65536, data=b"x")],
+    )
+    assert gc.isenabled()
+    start(restarted, img, argv=["/bin/true"])
+    assert seen == [False] and gc.isenabled()
 
 
 def test_pipe_data_read_back_both_ends(restarted, out: Path) -> None:
