@@ -924,13 +924,20 @@ class _Collector:
     def shared_tables(self) -> None:
         """Tasks sharing one fd table (clone(CLONE_FILES) without
         CLONE_THREAD): each names the first of its group in files_pid.  Only
-        tasks listing the same fds can share; kcmp(KCMP_FILES) orders the
+        tasks listing the same fds can share, so only tasks alike in count,
+        first and last fd are asked (a whole table as the key costs a tuple
+        per fd while frozen); kcmp(KCMP_FILES) decides, and orders the
         tables, so each such group is sorted, not compared pairwise."""
         pos = {t.pid: i for i, t in enumerate(self.image.tasks)}
-        groups: dict[tuple[tuple[int, int], ...], list[Task]] = {}
+        groups: dict[tuple[int, ...], list[Task]] = {}
         for t in self.image.tasks:
             if t.exit_status is None:
-                key = tuple((fd.fd, fd.objref) for fd in t.fds)
+                fds = t.fds
+                key = (
+                    (len(fds), fds[0].fd, fds[0].objref, fds[-1].fd, fds[-1].objref)
+                    if fds
+                    else (0,)
+                )
                 groups.setdefault(key, []).append(t)
         for same in groups.values():
             if len(same) < 2:

@@ -272,6 +272,8 @@ class Context:
     ) -> None:
         self._fd = -1
         self._err_seen = 0  # last error-log seq this object has read
+        # task_fds()'s entries, kept for the next task: (ctype, batch, array)
+        self._walk_buf: tuple[str, int, Any] | None = None
         self.path = path
         try:
             self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
@@ -532,7 +534,11 @@ class Context:
             raise ValueError(f"batch {batch} not in 1..{BATCH_MAX}")
         ctype = "struct ckpt_fd_detail" if detail else "struct ckpt_fd_entry"
         size = ffi.sizeof(ctype)
-        entries = ffi.new(f"{ctype}[]", batch)
+        if self._walk_buf is None or self._walk_buf[:2] != (ctype, batch):
+            # made once (10^3 entries of 616 bytes, zeroed): what each call
+            # fills is copied out before the next one
+            self._walk_buf = (ctype, batch, ffi.new(f"{ctype}[]", batch))
+        entries = self._walk_buf[2]
         arg = ffi.new("struct ckpt_task_fds *")
         results: list[TaskFd] = []
         next_fd = 0

@@ -16,8 +16,10 @@ import re
 import select
 import signal
 import socket
+import subprocess
 import tempfile
 import termios
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -164,3 +166,45 @@ def test_without_detail(ctx: Context, opened: dict[str, int]) -> None:
     ]
     assert all(e.link is None and e.fdinfo is None and e.pipe is None for e in plain)
     assert any(e.link is not None for e in full)
+
+
+def test_one_context_walks_again_with_its_buffer(opened: dict[str, int]) -> None:
+    """The entries buffer a context keeps between walks: a walk of 3 fds
+    after one of many, a plain walk and one of another batch size after
+    them, on one context; each lists exactly the task's fds, none left
+    over from the walk before."""
+    big = opened["pid"]
+    small = subprocess.Popen(
+        ["sleep", "60"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # asleep, its loader done with its fds: in (clock_)nanosleep
+        for _ in range(500):
+            with open(f"/proc/{small.pid}/syscall") as f:
+                if f.read().split()[0] in ("35", "230"):
+                    break
+            time.sleep(0.01)
+        fds = {
+            p: sorted(int(n) for n in os.listdir(f"/proc/{p}/fd"))
+            for p in (big, small.pid)
+        }
+        assert fds[small.pid] == [0, 1, 2] and len(fds[big]) > 20
+        with Context() as ctx:
+            for pid, kw in (
+                (big, {}),
+                (small.pid, {}),
+                (small.pid, {"detail": False}),
+                (big, {"batch": 7}),
+                (small.pid, {}),
+            ):
+                walk = ctx.task_fds(pid, proc.starttime(pid), **kw)
+                assert [e.fd for e in walk] == fds[pid], (pid, kw)
+                for e in walk:
+                    if e.link is not None:
+                        assert e.link == os.readlink(f"/proc/{pid}/fd/{e.fd}")
+    finally:
+        small.kill()
+        small.wait()
