@@ -1288,12 +1288,14 @@ def checkpoint(
                 frz.kill()
             else:
                 frz.thaw()
+            # the tree runs (or is gone) from here: what follows is ours
+            # alone (the watchdog's end, the collection the GC put off)
+            downtime = time.monotonic() - frozen_at
             watchdog.done()
         except (OSError, psutil.Error) as e:
             watchdog.done(undone=False)
             what = "kill" if kill else "thaw"
             raise CheckpointError(f"tree {pid}: could not {what} it: {e}") from e
-    downtime = time.monotonic() - frozen_at
     if save is not None and not saved:
         save(image)
     return CheckpointResult(
