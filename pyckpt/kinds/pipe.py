@@ -198,14 +198,15 @@ def _make_pipe(objs: _Objects, ref: int, files: list[File], p: Pipe | None) -> N
     used: set[int] = set()
     for f in files:
         end = r if FMode(f.f_mode) == FMode.READ else w
-        fd = end
+        fd, status = end, 0  # pipe2() sets none of SETFL's flags
         if end in used:
             # another open file description of the same end (the image saw
             # two struct files): reopen through /proc, as open(2) of a FIFO
-            flags = _end_flags(f) | os.O_NONBLOCK
-            fd = objs.keep(os.open(f"/proc/self/fd/{end}", flags))
+            status = os.O_NONBLOCK
+            fd = objs.keep(os.open(f"/proc/self/fd/{end}", _end_flags(f) | status))
         used.add(end)
-        fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & SETFL)
+        if f.f_flags & SETFL != status:
+            fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & SETFL)
         objs.insert(f.objref, fd)
     if files:
         other = w if FMode(files[0].f_mode) == FMode.READ else r

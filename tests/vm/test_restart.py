@@ -289,11 +289,12 @@ def test_fifo_and_two_descriptions_of_one_end(restarted, tmp_path: Path) -> None
         ),
         File(2, FileKind.FIFO, wr, WRITE, path=str(fifo), pipe_objref=10),
         pipe_end(3, 20, READ),
-        pipe_end(4, 20, WRITE),
+        pipe_end(4, 20, WRITE, os.O_NONBLOCK),
         pipe_end(5, 20, READ, os.O_NONBLOCK),  # a second open of the read end
+        pipe_end(6, 20, WRITE),  # and of the write end, blocking
     ]
     pipes = [Pipe(10, 4096, data=b"fifo"), Pipe(20, 8192, data=b"anon")]
-    fds = [Fd(3, 1), Fd(4, 2), Fd(5, 3), Fd(6, 4), Fd(7, 5)]
+    fds = [Fd(3, 1), Fd(4, 2), Fd(5, 3), Fd(6, 4), Fd(7, 5), Fd(8, 6)]
     res = tmp_path / "res.json"
     r = start(
         restarted,
@@ -309,6 +310,8 @@ def test_fifo_and_two_descriptions_of_one_end(restarted, tmp_path: Path) -> None
     assert kcmp_file(pid, 5, pid, 5) and not kcmp_file(pid, 5, pid, 7)
     assert fd_flags(pid, 7) & os.O_NONBLOCK and not fd_flags(pid, 5) & os.O_NONBLOCK
     assert fd_flags(pid, 3) & os.O_NONBLOCK and not fd_flags(pid, 4) & os.O_NONBLOCK
+    assert fd_flags(pid, 6) & os.O_NONBLOCK and not fd_flags(pid, 8) & os.O_NONBLOCK
+    assert not kcmp_file(pid, 6, pid, 8)
     copy = pidfd_getfd(r._procs.pidfds[100], 6)
     size = fcntl.fcntl(copy, fcntl.F_GETPIPE_SZ)
     os.close(copy)
