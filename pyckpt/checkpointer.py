@@ -606,11 +606,8 @@ class _FdRef:
         the file itself (tee a pipe, ask a socket); -1 once closed."""
         if self._local is None:
             self._local = self._col.getfd(self)
+            self._col.copied.append(self)
         return self._local
-
-    @local.setter
-    def local(self, fd: int) -> None:
-        self._local = fd
 
     @property
     def stat(self) -> os.stat_result:
@@ -669,6 +666,7 @@ class _Collector:
     _holders: dict[int, list[_FdRef]] | None = field(default=None, repr=False)
     problems: list[str] = field(default_factory=list)
     locals: set[int] = field(default_factory=set)  # every fd we opened
+    copied: list[_FdRef] = field(default_factory=list)  # the refs with a copy
     pidfds: dict[int, int] = field(default_factory=dict)  # pid -> its pidfd
     paths: dict[str, os.stat_result | None] = field(default_factory=dict)
     nr_fds: int = 0
@@ -751,7 +749,8 @@ class _Collector:
             hint = " (raise ulimit -n)" if e.errno == _errno.EMFILE else ""
             raise CheckpointError(f"cannot copy {len(need)} files: {e}{hint}") from e
         for r, fd in zip(need, fds, strict=True):
-            r.local = self._own(fd)
+            r._local = self._own(fd)
+        self.copied += need
 
     def close_locals(self) -> None:
         # fetched copies come in runs of adjacent numbers: one close_range()
@@ -766,8 +765,9 @@ class _Collector:
             os.closerange(run[0], run[-1] + 1)
         self.locals = set()
         self.pidfds = {}
-        for r in self._refs or self.first.values():
-            r.local = -1
+        for r in self.copied:
+            r._local = -1
+        self.copied = []
 
     # -- tasks and their fds --
 
