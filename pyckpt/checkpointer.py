@@ -963,8 +963,16 @@ class _Collector:
             for run in runs:
                 first = min(run, key=lambda x: pos[x.pid])
                 for x in run:
-                    if x is not first:
-                        x.files_pid = first.pid
+                    if x is first:
+                        continue
+                    # one table walked twice while frozen lists the same
+                    # fds (the image's reader refuses it otherwise)
+                    if x.fds != first.fds:
+                        raise CheckpointError(
+                            f"tasks {first.pid} and {x.pid} share an fd table "
+                            "but their walks differ"
+                        )
+                    x.files_pid = first.pid
 
 
 def _threads(task: Task) -> str:

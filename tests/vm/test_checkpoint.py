@@ -221,6 +221,38 @@ def test_downtime_ends_at_the_thaw(
     assert res.collect_time - res.downtime >= 0.5
 
 
+def test_tables_alike_only_at_their_ends(
+    spawn: Spawn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # three tables alike in count, first and last fd, apart in the middle:
+    # kcmp tells them apart; and were kcmp to say they are one table, the
+    # walks' difference refuses the checkpoint rather than writing an image
+    # its reader refuses
+    def root(m: Member) -> None:
+        r, w = os.pipe()
+        efd = os.eventfd(0)
+
+        def child(c: Member) -> None:
+            os.close(w)
+            assert os.eventfd(1) == w  # the same number, another file
+            c.report(role=f"child{os.getpid()}")
+
+        m.fork(child)
+        m.fork(child)
+        m.report(role="root", fds=[r, w, efd])
+
+    tree = spawn(root)
+    res = checkpoint(tree.root)
+    assert [t.files_pid for t in res.image.tasks] == [0, 0, 0]
+    w = tree.role("root")["fds"][1]
+    refs = {fd_of(res.image, t.pid, w).objref for t in res.image.tasks}
+    assert len(refs) == 3
+    monkeypatch.setattr(checkpointer, "kcmp_files", lambda a, b: 0)
+    with pytest.raises(CheckpointError, match="share an fd table but their walks"):
+        checkpoint(tree.root)
+    assert_running(tree)
+
+
 def test_half_closed_pipes(spawn: Spawn) -> None:
     def root(m: Member) -> None:
         r1, w1 = os.pipe()
