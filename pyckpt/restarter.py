@@ -105,6 +105,8 @@ class _Plan:
     ctty: dict[int, int] = field(default_factory=dict)
     # recorded pids of group leaders that take their terminal's foreground
     foreground: set[int] = field(default_factory=set)
+    # each kind's files, in image order
+    files: dict[kinds.Kind, list[File]] = field(default_factory=dict)
 
     def objref_of(self, task: Task, fd: int, objref: int) -> int:
         return self.fd_objref.get((task.pid, fd), objref)
@@ -271,13 +273,14 @@ def _check(
         if kinds.by_file_kind(f.kind) is None:
             kind = FileKind(f.kind).name if f.kind in FileKind else str(f.kind)
             raise RestartError(f"objref {ref}: cannot restore a file of kind {kind}")
+    # each kind's files, in image order: one pass, not one per kind
+    for f in image.files.values():
+        owner = kinds.by_file_kind(f.kind)
+        assert owner is not None  # checked above
+        plan.files.setdefault(owner, []).append(f)
     for kind in kinds.KINDS:
-        kind.check(_files_of(image, kind), plan)
+        kind.check(plan.files.get(kind, []), plan)
     return plan
-
-
-def _files_of(image: Image, kind: kinds.Kind) -> list[File]:
-    return [f for f in image.files.values() if f.kind in kind.kinds]
 
 
 # ---- step 2: objects ----------------------------------------------------------
@@ -331,7 +334,7 @@ def _create_objects(ctx: Context, image: Image, plan: _Plan) -> None:
     objs = _Objects(ctx)
     try:
         for kind in kinds.KINDS:
-            files = _files_of(image, kind)
+            files = plan.files.get(kind)
             if not files:
                 continue
             try:
