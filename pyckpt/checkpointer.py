@@ -565,7 +565,6 @@ class _FdRef:
         "_fdinfo",
         "_link",
         "_local",
-        "_stat",
         "comm",
         "fd",
         "info",
@@ -583,7 +582,6 @@ class _FdRef:
         self._link = w.link
         self.pipe = w.pipe
         self._local: int | None = None
-        self._stat: os.stat_result | None = None
 
     @property
     def link(self) -> str:
@@ -610,30 +608,13 @@ class _FdRef:
         return self._local
 
     @property
-    def stat(self) -> os.stat_result:
-        """What fstat(2) says of the file: from the module's walk when it
-        gave it (no copy of the fd needed), else fstat of our copy."""
-        if self._stat is not None:
-            return self._stat
-        i = self.info
-        if i is None:
-            return os.fstat(self.local)
-        self._stat = os.stat_result(
-            (
-                i.st_mode,
-                i.st_ino,
-                i.st_dev,
-                i.st_nlink,
-                i.st_uid,
-                i.st_gid,
-                i.st_size,
-                0,
-                0,
-                0,
-            ),
-            {"st_rdev": i.st_rdev},
-        )
-        return self._stat
+    def stat(self) -> FileInfo | os.stat_result:
+        """What fstat(2) says of the file (st_mode, st_ino, st_dev, st_nlink,
+        st_uid, st_gid, st_size, st_rdev): the module's walk's for a first
+        holder (no copy of the fd, nothing made), else fstat of our copy."""
+        if self.info is not None:
+            return self.info
+        return os.fstat(self.local)
 
     def where(self) -> str:
         return f"task {self.pid} ({self.comm}) fd {self.fd}"
@@ -1093,7 +1074,7 @@ def _why(e: BaseException) -> str:
     return str(e)
 
 
-def _describe(r: _FdRef, kind: FileKind, st: os.stat_result) -> str:
+def _describe(r: _FdRef, kind: FileKind, st: FileInfo | os.stat_result) -> str:
     if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
         what = "character" if stat.S_ISCHR(st.st_mode) else "block"
         rdev = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"

@@ -34,6 +34,7 @@ from pyckpt.records import Layout, Record, Var, bad
 
 if TYPE_CHECKING:
     from pyckpt.checkpointer import _Collector, _FdRef
+    from pyckpt.device import FileInfo
     from pyckpt.image import File, Image, _Parser, _Writer
     from pyckpt.restarter import _Objects, _Plan
 
@@ -104,7 +105,7 @@ def is_memfd(link: str, st: os.stat_result, fd: int) -> bool:
     )
 
 
-def is_deleted(link: str, st: os.stat_result) -> bool:
+def is_deleted(link: str, st: FileInfo | os.stat_result) -> bool:
     """A regular file no name leads to any more."""
     return stat.S_ISREG(st.st_mode) and st.st_nlink == 0 and link.endswith(_DELETED)
 
@@ -296,11 +297,10 @@ class ContentsKind(Kind):
     # ---- checkpoint ----
 
     def claims(self, kind: FileKind, r: _FdRef) -> bool:
-        # nlink first (the walk's, no stat_result made): most regular files
-        # have a name, and then no link needs decoding or reading
-        info = r.info
-        nlink = info.st_nlink if info is not None else r.stat.st_nlink
-        return nlink == 0 and is_deleted(r.link, r.stat)
+        # nlink first: most regular files have a name, and then no link
+        # needs decoding or reading
+        st = r.stat
+        return st.st_nlink == 0 and is_deleted(r.link, st)
 
     def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
         st = os.fstat(r.local)

@@ -42,9 +42,7 @@ TYPES = {
 def record_path(col: _Collector, f: File, r: _FdRef) -> bool:
     """f.path and f.st_* from the file the tree holds, if restart can reopen
     it at that path; else a problem and False."""
-    # the module's walk (a first holder's), no copy of the fd nor a
-    # stat_result needed; else fstat of a copy
-    st = r.info if r.info is not None else r.stat
+    st = r.stat  # the module's walk: no copy of the fd needed
     path = r.link
     if path.endswith(" (deleted)") or (
         st.st_nlink == 0 and not stat.S_ISCHR(st.st_mode)
