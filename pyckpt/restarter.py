@@ -267,16 +267,14 @@ def _check(
         warnings=notes,
         opts=opts or RestartOptions(),
     )
+    # each kind's files, in image order: one pass, not one per kind
     for ref, f in image.files.items():
         if ref != f.objref or ref <= 0:
             raise RestartError(f"file {ref}: objref mismatch ({f.objref})")
-        if kinds.by_file_kind(f.kind) is None:
+        owner = kinds.by_file_kind(f.kind)
+        if owner is None:
             kind = FileKind(f.kind).name if f.kind in FileKind else str(f.kind)
             raise RestartError(f"objref {ref}: cannot restore a file of kind {kind}")
-    # each kind's files, in image order: one pass, not one per kind
-    for f in image.files.values():
-        owner = kinds.by_file_kind(f.kind)
-        assert owner is not None  # checked above
         plan.files.setdefault(owner, []).append(f)
     for kind in kinds.KINDS:
         kind.check(plan.files.get(kind, []), plan)
