@@ -651,6 +651,7 @@ class _Collector:
     pidfds: dict[int, int] = field(default_factory=dict)  # pid -> its pidfd
     paths: dict[str, os.stat_result | None] = field(default_factory=dict)
     nr_fds: int = 0
+    by_kind: dict[FileKind, list[File]] = field(default_factory=dict)  # files()'
     # this process's namespaces and root, each task's are compared with
     mine: _Mine = field(default_factory=lambda: _Mine.now())
 
@@ -809,19 +810,33 @@ class _Collector:
             if w.first:
                 first[w.objref] = _FdRef(self, pid, comm, w)
                 info[w.objref] = w.file
-        task.fds = [Fd(w.fd, w.objref, w.cloexec) for w in walked]
-        self.walked.append((pid, comm, walked))
+        self.walked.append((pid, comm, walked))  # task.fds: fd_tables()
         self._refs = self._holders = None  # made again when asked
         self.image.tasks.append(task)
         self.nr_fds += len(walked)
 
+    def fd_tables(self) -> None:
+        """Each task's FD list, made of its walk once the tree runs again
+        (or just before a kill's save): it reads no live state, and an
+        object per fd costs while the tree is frozen."""
+        tasks = {t.pid: t for t in self.image.tasks}
+        for pid, _comm, walk in self.walked:
+            tasks[pid].fds = [Fd(w.fd, w.objref, w.cloexec) for w in walk]
+
     # -- files --
 
     def files(self) -> None:
+        files, by_kind = self.image.files, self.by_kind
         for objref, r in self.first.items():
             f = self._file(objref, r)
             if f is not None:
-                self.image.files[objref] = f
+                files[objref] = f
+                by_kind.setdefault(f.kind, []).append(f)
+
+    def of_kind(self, *kinds: FileKind) -> list[File]:
+        """The tree's files of these kinds, each kind's in walk order: a
+        kind's collect() looks at its own files, not at every file."""
+        return [f for k in kinds for f in self.by_kind.get(k, ())]
 
     def _file(self, objref: int, r: _FdRef) -> File | None:
         info = r.info
@@ -912,16 +927,12 @@ class _Collector:
         per fd while frozen); kcmp(KCMP_FILES) decides, and orders the
         tables, so each such group is sorted, not compared pairwise."""
         pos = {t.pid: i for i, t in enumerate(self.image.tasks)}
+        tasks = {t.pid: t for t in self.image.tasks}
+        walks = {pid: walk for pid, _comm, walk in self.walked}  # live tasks'
         groups: dict[tuple[int, ...], list[Task]] = {}
-        for t in self.image.tasks:
-            if t.exit_status is None:
-                fds = t.fds
-                key = (
-                    (len(fds), fds[0].fd, fds[0].objref, fds[-1].fd, fds[-1].objref)
-                    if fds
-                    else (0,)
-                )
-                groups.setdefault(key, []).append(t)
+        for pid, w in walks.items():
+            key = (len(w), w[0].fd, w[0].objref, w[-1].fd, w[-1].objref) if w else (0,)
+            groups.setdefault(key, []).append(tasks[pid])
         for same in groups.values():
             if len(same) < 2:
                 continue
@@ -948,12 +959,17 @@ class _Collector:
                         continue
                     # one table walked twice while frozen lists the same
                     # fds (the image's reader refuses it otherwise)
-                    if x.fds != first.fds:
+                    if _table(walks[x.pid]) != _table(walks[first.pid]):
                         raise CheckpointError(
                             f"tasks {first.pid} and {x.pid} share an fd table "
                             "but their walks differ"
                         )
                     x.files_pid = first.pid
+
+
+def _table(walk: list[TaskFd]) -> list[tuple[int, int, bool]]:
+    """A walk as its fd table: a file's first holder's entry has more."""
+    return [(w.fd, w.objref, w.cloexec) for w in walk]
 
 
 def _threads(task: Task) -> str:
@@ -1262,6 +1278,7 @@ def checkpoint(
         saved = False
         try:
             if kill and save is not None:
+                col.fd_tables()
                 try:
                     save(image)
                 except BaseException as e:
@@ -1285,6 +1302,8 @@ def checkpoint(
             watchdog.done(undone=False)
             what = "kill" if kill else "thaw"
             raise CheckpointError(f"tree {pid}: could not {what} it: {e}") from e
+    if not saved:
+        col.fd_tables()
     if save is not None and not saved:
         save(image)
     return CheckpointResult(

@@ -367,9 +367,8 @@ class EpollKind(Kind):
         # almost always still is (one kcmp confirms it)
         at: dict[tuple[int, int], _FdRef] | None = None
         search = _Search(col)
-        for objref, f in col.image.files.items():
-            if f.kind != FileKind.EPOLL:
-                continue
+        for f in col.of_kind(FileKind.EPOLL):
+            objref = f.objref
             if at is None:
                 at = {(r.pid, r.fd): r for r in col.refs}
             ep = col.first[objref]

@@ -321,10 +321,8 @@ class ContentsKind(Kind):
     def collect(self, col: _Collector) -> None:
         first: dict[tuple[int, int], int] = {}  # inode -> first file's objref
         limit = col.opts.contents_limit
-        for objref in sorted(col.image.files):
-            f = col.image.files[objref]
-            if f.kind not in CONTENTS_KINDS:
-                continue
+        for f in sorted(col.of_kind(*CONTENTS_KINDS), key=lambda f: f.objref):
+            objref = f.objref
             key = (f.st_dev, f.st_ino)
             if key in first:
                 f.extra = Contents(same_as=first[key])

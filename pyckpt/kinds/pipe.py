@@ -262,14 +262,14 @@ class PipeKind(Kind):
         # for reading, and for writing (int modes: a Flag's & is a call)
         ends: dict[int, list[_FdRef | None]] = {}
         first, info = col.first, col.info
-        for objref, f in col.image.files.items():
-            if f.kind in PIPE_KINDS:
-                end = ends.setdefault(f.pipe_objref, [None, None])
-                mode = int(info[objref].f_mode)
-                if end[0] is None and mode & _READ:
-                    end[0] = first[objref]
-                if end[1] is None and mode & _WRITE:
-                    end[1] = first[objref]
+        for f in col.of_kind(*PIPE_KINDS):
+            objref = f.objref
+            end = ends.setdefault(f.pipe_objref, [None, None])
+            mode = int(info[objref].f_mode)
+            if end[0] is None and mode & _READ:
+                end[0] = first[objref]
+            if end[1] is None and mode & _WRITE:
+                end[1] = first[objref]
         # the readers of anonymous pipes with data: copied in one batch
         col.prefetch(
             r

@@ -376,7 +376,7 @@ class TtyKind(Kind):
 
     def collect(self, col: _Collector) -> None:
         pids = [t.pid for t in col.image.tasks]
-        for f in _ttys(col.image):
+        for f in col.of_kind(FileKind.TTY):
             r = col.first[f.objref]
             st = os.fstat(r.local)
             f.extra = probe(r.local, st, pids)

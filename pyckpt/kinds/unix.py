@@ -908,9 +908,9 @@ class UnixKind(Kind):
         from pyckpt.image import ErrorRecord  # image imports the kinds
 
         mine = {
-            o: col.first[o]
-            for o, f in col.image.files.items()
-            if f.kind == FileKind.UNIX and f.extra is None
+            f.objref: col.first[f.objref]
+            for f in col.of_kind(FileKind.UNIX)
+            if f.extra is None
         }
         if not mine:
             return

@@ -221,6 +221,35 @@ def test_downtime_ends_at_the_thaw(
     assert res.collect_time - res.downtime >= 0.5
 
 
+def test_kill_saves_the_fd_tables_first(spawn: Spawn) -> None:
+    # fd tables are made of the walks once the tree runs again; with kill
+    # there is no such moment: they are made before save(), or the image
+    # written would list no fds (and the tree be gone)
+    def root(m: Member) -> None:
+        r, w = os.pipe()
+        os.set_inheritable(w, True)
+        os.dup2(r, 9, inheritable=False)
+        m.fork(lambda c: os.close(r))
+        m.report(role="root", fds=[r, w])
+
+    tree = spawn(root)
+    pids = tree.pids()
+    before = {p: sorted(int(n) for n in os.listdir(f"/proc/{p}/fd")) for p in pids}
+    seen: list[dict[int, list[tuple[int, bool]]]] = []
+
+    def save(image: Image) -> None:
+        seen.append({t.pid: [(d.fd, d.cloexec) for d in t.fds] for t in image.tasks})
+
+    res = checkpoint(tree.root, kill=True, save=save)
+    assert [{p: [fd for fd, _ in fds] for p, fds in seen[0].items()}] == [before]
+    r, w = tree.role("root")["fds"]
+    assert dict(seen[0][tree.root])[w] is False
+    assert dict(seen[0][tree.root])[9] is True
+    assert (
+        fd_of(res.image, tree.root, 9).objref == fd_of(res.image, tree.root, r).objref
+    )
+
+
 def test_tables_alike_only_at_their_ends(
     spawn: Spawn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
