@@ -72,7 +72,11 @@ class Kind:
         return True
 
     def collect(self, col: _Collector) -> None:
-        """After every task's files: what spans files (col.image is full)."""
+        """After every task's files: what spans files (col.image is full;
+        ``col.of_kind(...)`` gives this kind's files without a pass over
+        all of them).  The tasks' FD lists are not made yet: they are made
+        of the walks once the tree runs again (``col.walked``, ``col.refs``
+        and ``col.holders`` are there while it is frozen)."""
 
     # ---- the image ----
 
