@@ -1181,6 +1181,7 @@ def _thaw_on_signals() -> Iterator[Callable[[], None]]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
+@gcpause.paused()  # while frozen, and while the image is encoded and written
 def checkpoint(
     pid: int,
     *,
@@ -1240,7 +1241,7 @@ def checkpoint(
     col = _Collector(ctx, image, opts)
     frozen_at = time.monotonic()
     head.time = time.time()
-    with gcpause.paused(), _thaw_on_signals() as block:
+    with _thaw_on_signals() as block:
         try:
             # a copy of each distinct file stays open until the leak check
             with _nofile_at_hard_limit():
