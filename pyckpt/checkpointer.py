@@ -43,6 +43,7 @@ from pyckpt.image import (
     Head,
     Image,
     Task,
+    fd_table,
 )
 from pyckpt.proc import read as _read
 from pyckpt.proc import read_text as _read_text
@@ -959,17 +960,12 @@ class _Collector:
                         continue
                     # one table walked twice while frozen lists the same
                     # fds (the image's reader refuses it otherwise)
-                    if _table(walks[x.pid]) != _table(walks[first.pid]):
+                    if fd_table(walks[x.pid]) != fd_table(walks[first.pid]):
                         raise CheckpointError(
                             f"tasks {first.pid} and {x.pid} share an fd table "
                             "but their walks differ"
                         )
                     x.files_pid = first.pid
-
-
-def _table(walk: list[TaskFd]) -> list[tuple[int, int, bool]]:
-    """A walk as its fd table: a file's first holder's entry has more."""
-    return [(w.fd, w.objref, w.cloexec) for w in walk]
 
 
 def _threads(task: Task) -> str:
@@ -1305,8 +1301,8 @@ def checkpoint(
             raise CheckpointError(f"tree {pid}: could not {what} it: {e}") from e
     if not saved:
         col.fd_tables()
-    if save is not None and not saved:
-        save(image)
+        if save is not None:
+            save(image)
     return CheckpointResult(
         image=image,
         downtime=downtime,

@@ -29,9 +29,9 @@ import os
 import stat
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pyckpt import kinds
 from pyckpt.abi import FileKind, FMode, HdrType, ObjType, ffi, lib
@@ -475,8 +475,21 @@ def _check_task(rec: Record, name: str) -> None:
             raise bad(rec, name, f"rlim[{i}]: soft {r['cur']} above hard {r['max']}")
 
 
-def _table(t: Task) -> list[tuple[int, int, bool]]:
-    return sorted((fd.fd, fd.objref, fd.cloexec) for fd in t.fds)
+class FdLike(Protocol):
+    """An Fd, or a walk's TaskFd: what an fd table is made of."""
+
+    @property
+    def fd(self) -> int: ...
+    @property
+    def objref(self) -> int: ...
+    @property
+    def cloexec(self) -> bool: ...
+
+
+def fd_table(fds: Iterable[FdLike]) -> list[tuple[int, int, bool]]:
+    """An fd table as (fd, objref, cloexec) in fd order: what two tasks
+    sharing one table must both list."""
+    return sorted((d.fd, d.objref, d.cloexec) for d in fds)
 
 
 def _check_fd(rec: Record, name: str) -> None:
@@ -905,7 +918,7 @@ class _Parser:
                     f"TASK record: files_pid {task.files_pid} is not a live task "
                     "with a table of its own",
                 )
-            if _table(owner) != _table(task):
+            if fd_table(owner.fds) != fd_table(task.fds):
                 raise ImageError(
                     rec.offset,
                     f"TASK record: shares the fd table of task {owner.pid} "
@@ -1094,7 +1107,7 @@ def _check_tree_model(image: Image) -> None:
                     f"TASK record: files_pid {t.files_pid} is not a live task "
                     "with a table of its own"
                 )
-            if _table(owner) != _table(t):
+            if fd_table(owner.fds) != fd_table(t.fds):
                 raise _invalid(
                     f"TASK record: shares the fd table of task {owner.pid} "
                     "but lists other fds"
