@@ -64,7 +64,7 @@ test: setup
 		host=$(RESULTS)/host.xml "$${vm[@]}"
 
 demo: setup
-	@vm/run.sh python -m pyckpt.demo
+	@vm/run.sh python -m pyckpt.tools.demo
 
 # figures, not tests: the host core (fixed vs growing buckets up to 10^6,
 # clear vs kfree), then the module in the VM (batches, buckets, policies,
@@ -73,11 +73,11 @@ demo: setup
 bench: setup build/crtree
 	@vm/setup.sh --bench
 	@$(SUBMAKE) -C kmod/host bench
-	@CKPT_VM_TIMEOUT=$${CKPT_VM_TIMEOUT:-3600} vm/run.sh python -m pyckpt.bench
+	@CKPT_VM_TIMEOUT=$${CKPT_VM_TIMEOUT:-3600} vm/run.sh python -m pyckpt.tools.bench
 
-# the tree both tools checkpoint in `python -m pyckpt.bench criu`: static,
+# the tree both tools checkpoint in `python -m pyckpt.tools.bench criu`: static,
 # so that criu's memory dump of it costs little
-build/crtree: pyckpt/crtree.c
+build/crtree: pyckpt/tools/crtree.c
 	@mkdir -p build
 	gcc -static -O2 -Wall -o $@ $<
 

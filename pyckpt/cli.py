@@ -172,19 +172,19 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pyckpt import demo
+    from pyckpt.tools import demo
 
     return demo.main()
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from pyckpt import bench
+    from pyckpt.tools import bench
 
     return bench.main(args.what)
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
-    from pyckpt import repro
+    from pyckpt.tools import repro
 
     if args.all_policies:
         policies = list(repro.POLICY_ORDER)
@@ -198,7 +198,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
 
 
 def cmd_abi_check(args: argparse.Namespace) -> int:
-    from pyckpt import abicheck
+    from pyckpt.tools import abicheck
 
     return abicheck.main(
         args.module, args.kver, as_json=args.json, vermagic_only=args.vermagic_only
@@ -206,7 +206,7 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from pyckpt import trace
+    from pyckpt.tools import trace
 
     return trace.main(args.command, as_json=args.json, hist=not args.no_hist)
 
@@ -350,7 +350,7 @@ def parser() -> argparse.ArgumentParser:
     )
     b.set_defaults(fn=cmd_bench)
 
-    from pyckpt.repro import SCENARIOS
+    from pyckpt.tools.repro import SCENARIOS
 
     rp = sub.add_parser(
         "repro", help="reproduce one seed post's semantics on the module (VM)"

@@ -45,7 +45,7 @@ apt_install() {
 }
 
 # `make bench` only (vm/setup.sh --bench): criu, the baseline that
-# `python -m pyckpt.bench criu` measures pyckpt against; `make test` does
+# `python -m pyckpt.tools.bench criu` measures pyckpt against; `make test` does
 # not need it.
 case "${1:-}" in
 "") ;;

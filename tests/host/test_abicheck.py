@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pyckpt import abicheck
-from pyckpt.abicheck import AbiCheckError, Layout
+from pyckpt.tools import abicheck
+from pyckpt.tools.abicheck import AbiCheckError, Layout
 
 KO = abicheck.DEFAULT_KO
 needs_ko = pytest.mark.skipif(

@@ -1,4 +1,4 @@
-"""The criu half of `python -m pyckpt.bench criu` reads criu's own output:
+"""The criu half of `python -m pyckpt.tools.bench criu` reads criu's own output:
 its stats and, when it fails, the error that made it fail.  Checked on
 output captured from Debian's criu 3.17.1 in the guest (tests/host/data/criu)."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyckpt.bench import criu_error, parse_criu
+from pyckpt.tools.bench import criu_error, parse_criu
 
 DATA = Path(__file__).resolve().parent / "data" / "criu"
 

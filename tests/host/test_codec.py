@@ -321,7 +321,7 @@ def test_to_bytes_raises_or_round_trips(img: Image) -> None:
 def test_bench_image_takes_the_fast_path() -> None:
     """The 10 x 720 bench image is written without a reparse (its kinds are
     all model-checked) and reads back equal."""
-    from pyckpt.bench import codec_image
+    from pyckpt.tools.bench import codec_image
 
     img = codec_image(3, 16)
     assert not image_mod._needs_reparse(img)

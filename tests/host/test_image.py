@@ -1396,7 +1396,7 @@ def test_fd_fast_path_agrees_with_the_records_one_by_one(
     at the next header.  Every byte of the first FD and OBJREF records, and
     of the next FDs' headers, set to other values, gives the same image or
     the same error with those fast paths as without them."""
-    from pyckpt import bench
+    from pyckpt.tools import bench
     from pyckpt.image import _Parser
 
     data = bench.codec_image(2, 16).to_bytes()
@@ -1428,7 +1428,7 @@ def test_fd_fast_path_agrees_with_the_records_one_by_one(
 def test_fd_out_of_range_is_refused_by_name(fd: int) -> None:
     """_write packs FD and OBJREF records directly; a value that does not
     fit still gets the record's own message, not struct's."""
-    from pyckpt import bench
+    from pyckpt.tools import bench
 
     img = bench.codec_image(1, 8)
     img.tasks[0].fds[1] = Fd(fd, img.tasks[0].fds[1].objref)

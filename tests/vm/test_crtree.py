@@ -1,4 +1,4 @@
-"""pyckpt/crtree.c, the tree `python -m pyckpt.bench criu` gives both tools,
+"""pyckpt/tools/crtree.c, the tree `python -m pyckpt.tools.bench criu` gives both tools,
 builds what it says: TASKS tasks of 3 + FDS fds each, the first FDS/2 the
 root's, inherited (the same open files in every task), the rest each task's
 own, and one pipe with data in it per four fds."""
@@ -15,8 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from pyckpt import bench, pidfd_getfd
-from pyckpt.bench import CrTree, crtree_binary, kill_and_reap, subreaper
+from pyckpt import pidfd_getfd
+from pyckpt.tools import bench
+from pyckpt.tools.bench import CrTree, crtree_binary, kill_and_reap, subreaper
 from pyckpt.device import kcmp_file
 
 TASKS, FDS = 3, 102  # 102 / 2 = 51: twelve groups of four and three more
@@ -107,7 +108,7 @@ def test_the_tree_is_what_it_says(tree: CrTree) -> None:
     shutil.which("criu") is None, reason="criu not installed (vm/setup.sh --bench)"
 )
 def test_bench_criu_section_end_to_end(capsys) -> None:
-    """`python -m pyckpt.bench criu` at 2 x 40, two rounds: both tools
+    """`python -m pyckpt.tools.bench criu` at 2 x 40, two rounds: both tools
     checkpoint and restore the tree, each restored tree is checked (tasks
     alive, fds as built) before its times are printed, and the ratios of
     the medians come out."""
@@ -134,7 +135,7 @@ def test_bench_criu_section_end_to_end(capsys) -> None:
 # 6.1 does not say whether an eventfd is a semaphore: one warning per eventfd
 @pytest.mark.filterwarnings("ignore:.*EFD_SEMAPHORE:RuntimeWarning")
 def test_bench_epoll_section_end_to_end(capsys) -> None:
-    """`python -m pyckpt.bench epoll` at 50 and 100 items: a row per size,
+    """`python -m pyckpt.tools.bench epoll` at 50 and 100 items: a row per size,
     each with its per-item times, and the ratio of the two."""
     bench.epoll_scale((50, 100))
     out = capsys.readouterr().out

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from pyckpt import Policy, repro
-from pyckpt.repro import halfpipe
+from pyckpt import Policy
+from pyckpt.tools import repro
+from pyckpt.tools.repro import halfpipe
 
 
 @pytest.fixture(scope="module")

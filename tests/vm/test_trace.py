@@ -14,8 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from pyckpt import Context, Policy, trace
-from pyckpt.repro import halfpipe
+from pyckpt import Context, Policy
+from pyckpt.tools import trace
+from pyckpt.tools.repro import halfpipe
 
 N = 20  # pipe write ends in the hash: N FILE refs (+ their INODE refs) and entries
 DROPS = ["file_drop", "inode_drop", "test_drop"]

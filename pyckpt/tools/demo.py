@@ -1,4 +1,4 @@
-"""python -m pyckpt.demo: the module at work, narrated (run in the VM by make demo).
+"""python -m pyckpt.tools.demo: the module at work, narrated (run in the VM by make demo).
 
 1. objects are deduplicated: a dup'd fd, a forked child's fd and the two ends
    of a pipe map onto objrefs the way linux-cr's objhash did;
@@ -28,7 +28,7 @@ from pyckpt import (
     kcmp_file,
     pidfd_getfd,
 )
-from pyckpt.repro import halfpipe
+from pyckpt.tools.repro import halfpipe
 
 POLICY_NAMES = {
     Policy.CLEAR_AT_END: "clear-at-end  (before the patch)",

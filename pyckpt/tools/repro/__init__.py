@@ -20,10 +20,10 @@ __all__ = ["POLICY_ORDER", "SCENARIOS", "Report", "run"]
 
 # name -> (module, seed post it reproduces)
 SCENARIOS: dict[str, tuple[str, str]] = {
-    "halfpipe": ("pyckpt.repro.halfpipe", "000"),
-    "deferqueue": ("pyckpt.repro.deferqueue", "002"),
-    "epoll": ("pyckpt.repro.epoll", "003"),
-    "header": ("pyckpt.repro.header", "004"),
+    "halfpipe": ("pyckpt.tools.repro.halfpipe", "000"),
+    "deferqueue": ("pyckpt.tools.repro.deferqueue", "002"),
+    "epoll": ("pyckpt.tools.repro.epoll", "003"),
+    "header": ("pyckpt.tools.repro.header", "004"),
 }
 
 # before the patch, the cost Oren asked about, the v2 patch

@@ -20,7 +20,7 @@ import pyckpt
 from pyckpt.abi import Policy
 from pyckpt.checkpointer import checkpoint
 from pyckpt.device import Context
-from pyckpt.repro import POLICY_ORDER, Report, _tree, policy_name
+from pyckpt.tools.repro import POLICY_ORDER, Report, _tree, policy_name
 
 DEFAULT_POLICIES = POLICY_ORDER
 IN_FLIGHT = b"in flight at checkpoint time\n" * 3

@@ -21,7 +21,7 @@ import pyckpt
 from pyckpt.abi import FileKind, Policy
 from pyckpt.checkpointer import checkpoint
 from pyckpt.device import epoll_add, kcmp_epoll_tfd
-from pyckpt.repro import Report, _tree, policy_name
+from pyckpt.tools.repro import Report, _tree, policy_name
 
 DEFAULT_POLICIES = (Policy.CLEAR_EARLY,)
 _ITEM = re.compile(r"tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)")

@@ -13,7 +13,7 @@ even under TCG, where absolute times are slow:
 5. what taking the recorded credentials costs a restart: the same image
    restarted to the barrier with and without that step, alternately.
 
-6. pyckpt against CRIU on the same tree (pyckpt/crtree.c: 10 tasks x 720 and
+6. pyckpt against CRIU on the same tree (pyckpt/tools/crtree.c: 10 tasks x 720 and
    x 1,000 fds): frozen time, checkpoint wall time, restart until the tasks
    run, and the ratios (CRIU's failure at 1,000 is reported, not hidden);
 7. cr-tests' epoll/sk10k: one epoll set of 10^2, 10^3, 10^4 items, time per
@@ -21,10 +21,10 @@ even under TCG, where absolute times are slow:
 8. the image codec on a 10 tasks x 720 fds image: encode, decode and show
    against the commit before issue 11's codec work (needs no /dev/ckpt).
 
-`python -m pyckpt.bench cr` runs only 4, `python -m pyckpt.bench creds` 5,
+`python -m pyckpt.tools.bench cr` runs only 4, `python -m pyckpt.tools.bench creds` 5,
 `criu [--tasks 3 --sizes 100 --rounds 3]` 6, `epoll [--sizes 100,1000]` 7 and
 `codec [--rounds N]` 8;
-`python -m pyckpt.bench resume [--sizes 100,1000] [--out DIR]` answers seed
+`python -m pyckpt.tools.bench resume [--sizes 100,1000] [--out DIR]` answers seed
 000's question on real restarts (table, and with --out a JSON and a PNG plot);
 `resume --replot JSON` redraws the PNG from a run's JSON.
 """
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds=int(args[args.index("--rounds") + 1]) if "--rounds" in args else 3
         )
     if not os.path.exists("/dev/ckpt"):
-        print("pyckpt.bench: needs /dev/ckpt (run it in the VM: make bench)")
+        print("pyckpt.tools.bench: needs /dev/ckpt (run it in the VM: make bench)")
         return 2
     if args == ["creds"]:
         credentials()
@@ -350,7 +350,7 @@ def _size_opts(args: list[str], **defaults: Any) -> dict[str, Any]:
     """--sizes N,N,... and --tasks N (where the section has tasks)."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m pyckpt.bench SECTION")
+    ap = argparse.ArgumentParser(prog="python -m pyckpt.tools.bench SECTION")
     ap.add_argument(
         "--sizes",
         type=lambda s: tuple(int(x) for x in s.split(",")),
@@ -364,7 +364,7 @@ def _size_opts(args: list[str], **defaults: Any) -> dict[str, Any]:
     return vars(ap.parse_args(args))
 
 
-# ---- the image codec at 10 tasks x 720 fds: `python -m pyckpt.bench codec` ------
+# ---- the image codec at 10 tasks x 720 fds: `python -m pyckpt.tools.bench codec` ------
 
 
 def codec_image(ntasks: int = 10, nfds: int = 720) -> Any:
@@ -482,7 +482,7 @@ def codec(base: str = CODEC_BASE, rounds: int = 3) -> int:
     nrec = sum(1 + len(t.fds) * 2 for t in image.tasks) + len(image.pipes) + 3
     print(f"8. image codec, 10 tasks x 720 fds: {len(data):,} bytes, {nrec:,} records")
 
-    pkg = Path(__file__).resolve().parent
+    pkg = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory(prefix="pyckpt-codec-") as tmp:
         try:
             tar = subprocess.run(
@@ -522,7 +522,7 @@ def codec(base: str = CODEC_BASE, rounds: int = 3) -> int:
     return 0
 
 
-# ---- seed 000, answered on real restarts: `python -m pyckpt.bench resume` ------------
+# ---- seed 000, answered on real restarts: `python -m pyckpt.tools.bench resume` ------------
 
 RESUME_SIZES = (100, 1_000, 10_000, 100_000)
 # name -> (number of tasks, deep: each task a child of the previous one, the
@@ -711,7 +711,7 @@ def plot_resume(data: dict, path: str) -> None:
     plt.close(fig)
 
 
-# ---- pyckpt against CRIU on one tree: `python -m pyckpt.bench criu` -------------------
+# ---- pyckpt against CRIU on one tree: `python -m pyckpt.tools.bench criu` -------------------
 
 CRIU_TASKS = 10
 CRIU_SIZES = (720, 1_000)  # fds per task; CRIU fails at 1,000 (pipes with data)
@@ -724,7 +724,7 @@ def crtree_binary() -> str:
     it is missing or older than its source (the guest's checkout is read-only)."""
     import subprocess
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     built = os.path.join(root, "build", "crtree")
     src_mtime = os.stat(_CRTREE).st_mtime
     if os.path.exists(built) and os.stat(built).st_mtime >= src_mtime:
@@ -763,7 +763,7 @@ def nr_fds(pid: int) -> int:
 
 
 class CrTree:
-    """A crtree (pyckpt/crtree.c) started detached: its own session, stdio on
+    """A crtree (pyckpt/tools/crtree.c) started detached: its own session, stdio on
     /dev/null, so that neither tool meets a terminal. `tasks` tasks, each
     with exactly 3 + `fds` fds once the constructor returns."""
 
@@ -980,7 +980,7 @@ def _median(values: list[float]) -> float | None:
 def criu(
     tasks: int = CRIU_TASKS, sizes: tuple[int, ...] = CRIU_SIZES, rounds: int = 3
 ) -> None:
-    """The same tree (pyckpt/crtree.c) checkpointed and restarted by pyckpt
+    """The same tree (pyckpt/tools/crtree.c) checkpointed and restarted by pyckpt
     and by CRIU, one fresh tree per tool and round, the tools alternating;
     each figure the median of its rounds (TCG's times swing from one run
     to the next), with the spread below."""
@@ -1055,7 +1055,7 @@ def criu(
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-# ---- cr-tests' epoll/sk10k: `python -m pyckpt.bench epoll` ------------------------------
+# ---- cr-tests' epoll/sk10k: `python -m pyckpt.tools.bench epoll` ------------------------------
 
 EPOLL_SIZES = (100, 1_000, 10_000)
 

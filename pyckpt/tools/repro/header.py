@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pyckpt.abi import HdrType, Policy, lib
 from pyckpt.checkpointer import checkpoint
 from pyckpt.image import iter_records
-from pyckpt.repro import Report, _tree
+from pyckpt.tools.repro import Report, _tree
 
 DEFAULT_POLICIES = (Policy.CLEAR_EARLY,)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pyckpt.abi import ObjType, Policy
 from pyckpt.device import Context
 from pyckpt.errors import CkptError
-from pyckpt.repro import Report, policy_name
+from pyckpt.tools.repro import Report, policy_name
 
 DEFAULT_POLICIES = (Policy.CLEAR_EARLY,)
 TAGS = [5, 1, 4, 2**64 - 1, 0, 3]  # a full 8-byte payload among them

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * crtree: the process tree `python -m pyckpt.bench criu` checkpoints with
+ * crtree: the process tree `python -m pyckpt.tools.bench criu` checkpoints with
  * pyckpt and with CRIU.  Static and tiny, so that CRIU's memory dump costs
  * little and both tools spend their time on the fds.
  *
