@@ -1396,8 +1396,8 @@ def test_fd_fast_path_agrees_with_the_records_one_by_one(
     at the next header.  Every byte of the first FD and OBJREF records, and
     of the next FDs' headers, set to other values, gives the same image or
     the same error with those fast paths as without them."""
-    from pyckpt.tools import bench
     from pyckpt.image import _Parser
+    from pyckpt.tools import bench
 
     data = bench.codec_image(2, 16).to_bytes()
     recs = list(iter_records(data))

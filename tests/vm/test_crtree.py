@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import pytest
 
 from pyckpt import pidfd_getfd
+from pyckpt.device import kcmp_file
 from pyckpt.tools import bench
 from pyckpt.tools.bench import CrTree, crtree_binary, kill_and_reap, subreaper
-from pyckpt.device import kcmp_file
 
 TASKS, FDS = 3, 102  # 102 / 2 = 51: twelve groups of four and three more
 
