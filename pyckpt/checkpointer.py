@@ -34,14 +34,14 @@ from pyckpt import gcpause, kinds
 from pyckpt.abi import FileKind, ObjType
 from pyckpt.device import Context, FileInfo, TaskFd, kcmp_files, pidfd_getfd
 from pyckpt.errors import CheckpointError, CkptError
-from pyckpt.image import (
+from pyckpt.image import Image
+from pyckpt.model import (
     RLIM_INFINITY,
     RLIM_NLIMITS,
     ErrorRecord,
     Fd,
     File,
     Head,
-    Image,
     Task,
     fd_table,
 )

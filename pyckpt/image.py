@@ -2,8 +2,9 @@
 
 An image is a stream of records ``struct ckpt_hdr {type, len, ptag}`` whose
 bodies are the ``struct ckpt_hdr_*`` of ``ckpt.h``; the grammar is in that
-header's comment.  This module holds the in-memory model (``Image`` and its
-parts), ``Image.to_bytes()`` and ``Image.from_bytes()``.
+header's comment.  This module holds the writer and the reader of the model
+(``pyckpt.model``): ``Image.to_bytes()``, ``Image.from_bytes()``, ``save()``
+and ``load()``.
 
 Every record is packed and unpacked with one precompiled ``struct.Struct``
 per header struct, derived from cffi's offsets and sizes (``records.Codec``):
@@ -29,15 +30,14 @@ import os
 import stat
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
-from pyckpt import kinds
+from pyckpt import kinds, model
 from pyckpt.abi import FileKind, FMode, HdrType, ObjType, ffi, lib
 from pyckpt.errors import ImageError
-from pyckpt.kinds.epoll import Epoll, EpollItem
-from pyckpt.kinds.pipe import PIPE_KINDS, Pipe
+from pyckpt.model import RLIM_NLIMITS, ErrorRecord, Fd, File, Head, Task, fd_table
 from pyckpt.records import (
     ALIGN,
     CHECKS,
@@ -60,135 +60,20 @@ from pyckpt.records import (
 )
 
 __all__ = [
-    "Epoll",
-    "EpollItem",
     "ErrorRecord",
     "Fd",
     "File",
     "Head",
     "Image",
     "ImageError",
-    "Pipe",
     "Record",
     "Task",
     "iter_records",
 ]
 
 
-RLIM_INFINITY = (1 << 64) - 1  # as the image stores it (~0ULL)
-RLIM_NLIMITS = int(lib.CKPT_RLIM_NLIMITS)
-
-
-@dataclass
-class Head:
-    """HEAD: who wrote the image, when, on which kernel."""
-
-    time: float  # seconds since the epoch, when the tree was frozen
-    sysname: str
-    release: str
-    version: str
-    machine: str
-    format_version: int = 0  # 0: the writer fills CKPT_FORMAT_VERSION
-    abi_version: int = 0  # 0: the writer fills CKPT_ABI_VERSION
-
-
-@dataclass(slots=True)
-class Fd:
-    """FD: one descriptor of a task's table."""
-
-    fd: int
-    objref: int  # the File it refers to
-    cloexec: bool = False
-
-
-@dataclass
-class Task:
-    """TASK: one process of the tree, with its fd table."""
-
-    pid: int
-    ppid: int
-    sid: int
-    pgid: int
-    comm: str
-    argv: list[str]
-    cwd: str
-    fds: list[Fd] = field(default_factory=list)
-    # credentials (format 2): restart gives the task exactly these
-    ruid: int = 0
-    euid: int = 0
-    suid: int = 0
-    fsuid: int = 0
-    rgid: int = 0
-    egid: int = 0
-    sgid: int = 0
-    fsgid: int = 0
-    groups: list[int] = field(default_factory=list)
-    umask: int = 0o022
-    no_new_privs: bool = False
-    # (soft, hard) by RLIMIT_* number, RLIM_INFINITY for none; None: not
-    # recorded (restart leaves the limits it inherits)
-    rlimits: list[tuple[int, int]] | None = None
-    env: list[str] = field(default_factory=list)
-    exe: str = ""  # "": exec argv[0] from PATH
-    root: str = "/"
-    # format 3: the shapes of real trees
-    exit_status: int | None = None  # a zombie's wait(2) status; None: alive
-    files_pid: int = 0  # the first task whose fd table it shares; 0: its own
-    nr_threads: int = 1  # when checkpointed (restart makes one)
-
-
-@dataclass
-class File:
-    """FILE: one open file description, saved once whatever shares it."""
-
-    objref: int
-    kind: FileKind
-    f_flags: int
-    f_mode: FMode
-    pos: int = 0
-    path: str = ""  # REG, DIR, FIFO
-    pipe_objref: int = 0  # PIPE, FIFO
-    external: bool = False  # also referenced from outside the tree
-    count: int = 0  # EVENTFD
-    efd_flags: int = 0  # EVENTFD
-    efd_sem_unknown: bool = False  # EVENTFD: the kernel did not say (6.1)
-    # REG, DIR, FIFO: what fstat() said at checkpoint (restart verifies them)
-    st_dev: int = 0
-    st_ino: int = 0
-    st_mode: int = 0
-    st_uid: int = 0
-    st_gid: int = 0
-    st_size: int = 0
-    st_rdev: int = 0  # CHR, TTY: the device number
-    user_device: bool = False  # CHR: named with --device at checkpoint
-    # a kind's own state (pyckpt/kinds/), written as its own records
-    extra: Any = None
-
-
-@dataclass
-class ErrorRecord:
-    """ERROR: a ckpt_write_err() entry: a problem or note about an object."""
-
-    err: int  # negative errno, 0 for a note
-    msg: str
-    objref: int = 0
-    pid: int = 0
-    fd: int = -1
-
-
-@dataclass
-class Image:
-    """A whole checkpoint: tasks in tree order (a parent before its children).
-
-    ``files``, ``pipes`` and ``epolls`` are keyed by objref.
-    """
-
-    head: Head
-    tasks: list[Task] = field(default_factory=list)
-    files: dict[int, File] = field(default_factory=dict)
-    pipes: dict[int, Pipe] = field(default_factory=dict)
-    epolls: dict[int, Epoll] = field(default_factory=dict)
-    errors: list[ErrorRecord] = field(default_factory=list)
+class Image(model.Image):
+    """The model (``pyckpt.model.Image``) with its writer and reader."""
 
     def to_bytes(self) -> bytes:
         """The image as records; ValueError if the model cannot be written."""
@@ -247,6 +132,7 @@ class Image:
             if not trust:
                 check_trusted(os.fstat(f.fileno()), os.fspath(path))
             return cls.from_bytes(f.read())
+
 
 
 def check_trusted(st: os.stat_result, path: str) -> None:
@@ -475,23 +361,6 @@ def _check_task(rec: Record, name: str) -> None:
             raise bad(rec, name, f"rlim[{i}]: soft {r['cur']} above hard {r['max']}")
 
 
-class FdLike(Protocol):
-    """An Fd, or a walk's TaskFd: what an fd table is made of."""
-
-    @property
-    def fd(self) -> int: ...
-    @property
-    def objref(self) -> int: ...
-    @property
-    def cloexec(self) -> bool: ...
-
-
-def fd_table(fds: Iterable[FdLike]) -> list[tuple[int, int, bool]]:
-    """An fd table as (fd, objref, cloexec) in fd order: what two tasks
-    sharing one table must both list."""
-    return sorted((d.fd, d.objref, d.cloexec) for d in fds)
-
-
 def _check_fd(rec: Record, name: str) -> None:
     f = rec.fields
     if f["fd"] < 0:
@@ -531,9 +400,9 @@ def _check_file(rec: Record, name: str) -> None:
     if f["flags"] & lib.CKPT_FILE_USER_DEVICE and f["kind"] != FileKind.CHR:
         kind = FileKind(f["kind"]).name
         raise bad(rec, name, f"USER_DEVICE on a {kind} file")
-    if f["kind"] in PIPE_KINDS and f["pipe_objref"] <= 0:
+    if f["kind"] in kinds.ENDS and f["pipe_objref"] <= 0:
         raise bad(rec, name, f"pipe_objref {f['pipe_objref']} <= 0 on a pipe end")
-    if f["kind"] not in PIPE_KINDS and f["pipe_objref"]:
+    if f["kind"] not in kinds.ENDS and f["pipe_objref"]:
         kind = FileKind(f["kind"]).name
         raise bad(rec, name, f"pipe_objref {f['pipe_objref']} on a {kind} file")
     no_nul(rec, name, "path")
@@ -656,7 +525,7 @@ class _Parser:
         # iter_records()'s state, kept here: _fd's fast path moves it too
         self.offset, self.tag, self.past_tail = 0, 1, False
         self.peeked: Record | None = None
-        self.image: Image | None = None
+        self.image: model.Image | None = None
         self.defs: dict[int, _Def] = {}
         self.errors: list[ErrorRecord] = []
 
@@ -848,7 +717,7 @@ class _Parser:
             abi_version=f["abi_version"],
         )
 
-    def _task(self, image: Image, tree: Record, i: int, pids: set[int]) -> Task:
+    def _task(self, image: model.Image, tree: Record, i: int, pids: set[int]) -> Task:
         nr = tree.fields["nr_tasks"]
         rec = self._read((HdrType.TASK,), f"TREE declared {nr} tasks, this is #{i + 1}")
         self._ptag(rec, tree.tag, "its TREE")
@@ -926,7 +795,7 @@ class _Parser:
                 )
         return task
 
-    def _fd(self, image: Image, task: Record, j: int) -> tuple[Fd, int]:
+    def _fd(self, image: model.Image, task: Record, j: int) -> tuple[Fd, int]:
         """One FD and the FILE (+PIPE) or OBJREF after it; its offset too."""
         head = self._fd_fast(task)
         if head is None:
@@ -967,7 +836,7 @@ class _Parser:
             raise ImageError(at, f"FD record: objref {objref} names a {known.what}")
         return fd_obj, at
 
-    def _file(self, image: Image, rec: Record) -> None:
+    def _file(self, image: model.Image, rec: Record) -> None:
         f = rec.fields
         self.defs[f["objref"]] = _Def("file", rec)
         kind = _FILE_KINDS[f["kind"]]  # _check_file: a member's value
@@ -1044,7 +913,7 @@ def _split_time(t: float) -> tuple[int, int]:
     return sec, nsec
 
 
-def _check_model(image: Image) -> None:
+def _check_model(image: model.Image) -> None:
     """What the writer cannot express: objects nothing references, references
     to nothing, mismatched keys; then, on the model, what the reader would
     refuse in the records written for it (see ``_write``)."""
@@ -1073,7 +942,7 @@ def _invalid(what: str) -> ValueError:
     return ValueError(f"the model does not make a valid image: {what}")
 
 
-def _check_tree_model(image: Image) -> None:
+def _check_tree_model(image: model.Image) -> None:
     """The reader's TASK and FD rules that span records, and the FD records'
     own checks (TASK records are checked record by record as written)."""
     pids: set[int] = set()
@@ -1128,9 +997,9 @@ def _check_file_model(f: File) -> None:
         raise _invalid(f"{name}: f_mode {f.f_mode:#x} out of range")
     if f.user_device and kind != FileKind.CHR:
         raise _invalid(f"{name}: USER_DEVICE on a {FileKind(kind).name} file")
-    if kind in PIPE_KINDS and isinstance(f.pipe_objref, int) and f.pipe_objref <= 0:
+    if kind in kinds.ENDS and isinstance(f.pipe_objref, int) and f.pipe_objref <= 0:
         raise _invalid(f"{name}: pipe_objref {f.pipe_objref} <= 0 on a pipe end")
-    if kind not in PIPE_KINDS and f.pipe_objref:
+    if kind not in kinds.ENDS and f.pipe_objref:
         raise _invalid(
             f"{name}: pipe_objref {f.pipe_objref} on a {FileKind(kind).name} file"
         )
@@ -1171,33 +1040,16 @@ class _Writer:
         return len(self.out)
 
 
-def _needs_reparse(image: Image) -> bool:
+def _needs_reparse(image: model.Image) -> bool:
     """Whether some kind in the image reads its records with checks that
-    span records beyond what its check_model() mirrors: then the written
-    image is parsed again, as it always was."""
-    if image.epolls:
-        return True
-    return any(
-        not _self_checked(kinds.by_file_kind(k))
-        for k in {f.kind for f in image.files.values()}
-    )
+    span records beyond what its check_model() mirrors (``Kind.reparse``):
+    then the written image is parsed again, as it always was."""
+    owners = {kinds.by_file_kind(k) for k in {f.kind for f in image.files.values()}}
+    owners.update(kinds.by_name(n) for n in image.extra)
+    return any(k is not None and k.reparse for k in owners)
 
 
-def _self_checked(owner: kinds.Kind | None) -> bool:
-    """A kind that reads nothing across records, or the pipe kind (whose
-    rules _check_model and PipeKind.check_model mirror)."""
-    if owner is None or owner.name == "pipe":
-        return True
-    base = kinds.Kind
-    cls = type(owner)
-    return (
-        cls.read_file is base.read_file
-        and cls.read_trailer is base.read_trailer
-        and cls.check_image is base.check_image
-    )
-
-
-def _write(image: Image, reparse: bool | None = None) -> bytes:
+def _write(image: model.Image, reparse: bool | None = None) -> bytes:
     """The image's bytes.  The model is checked before anything is written
     (``_check_model``, and each record not covered there as it is packed);
     ``reparse`` (default: only for kinds the model check does not cover)

@@ -49,10 +49,12 @@ from pyckpt import gcpause, kinds, proc
 from pyckpt.abi import FileKind, Policy
 from pyckpt.device import Context
 from pyckpt.errors import CkptError, RestartError
-from pyckpt.image import RLIM_INFINITY, File, Image, Task
+from pyckpt.image import Image
 from pyckpt.kinds.memfd import contents_bytes
+from pyckpt.kinds.pipe import pipes
 from pyckpt.kinds.tty import set_foreground, take_ctty
 from pyckpt.limits import Limits
+from pyckpt.model import RLIM_INFINITY, File, Task
 
 __all__ = ["Limits", "RestartError", "Restarted", "restart"]
 
@@ -114,7 +116,7 @@ class _Plan:
 
 def _check_limits(image: Image, limits: Limits) -> None:
     nfds = sum(len(t.fds) for t in image.tasks)
-    nbytes = sum(len(p.data) for p in image.pipes.values())
+    nbytes = sum(len(p.data) for p in pipes(image).values())
     ncontents = sum(contents_bytes(f) for f in image.files.values())
     for what, n, top, flag in (
         ("tasks", len(image.tasks), limits.tasks, "--max-tasks"),

@@ -21,6 +21,8 @@ from typing import Any
 from pyckpt import kinds
 from pyckpt.abi import FileKind, FMode
 from pyckpt.image import File, Image, ImageError, Record, Task, iter_records
+from pyckpt.kinds.epoll import epolls
+from pyckpt.kinds.pipe import pipes
 
 __all__ = ["epoll_events_names", "o_flags_names", "summary", "to_dot", "to_json"]
 
@@ -196,7 +198,7 @@ def summary(image: Image) -> str:
     kernel = f"{_text(h.sysname)} {_text(h.release)} {_text(h.machine)}"
     counts = (
         f"{len(image.tasks)} tasks, {len(image.files)} files, "
-        f"{len(image.pipes)} pipes, {len(image.epolls)} epolls, "
+        f"{len(pipes(image))} pipes, {len(epolls(image))} epolls, "
         f"{len(image.errors)} errors"
     )
     lines = [
@@ -422,8 +424,8 @@ def to_dot(image: Image) -> str:
             lines.append(f.path)
         shape = "hexagon" if f.kind == FileKind.EPOLL else "ellipse"
         out.append(f"  file_{ref} [shape={shape}, label={_label(*lines)}];")
-    for ref in sorted(image.pipes):
-        p = image.pipes[ref]
+    for ref in sorted(pipes(image)):
+        p = pipes(image)[ref]
         label = _label(f"pipe {ref}", f"{len(p.data)}/{p.size} bytes")
         out.append(f"  pipe_{ref} [shape=diamond, label={label}];")
     for t in image.tasks:
@@ -433,11 +435,11 @@ def to_dot(image: Image) -> str:
             )
     for ref in sorted(image.files):
         f = image.files[ref]
-        if f.pipe_objref and f.pipe_objref in image.pipes:
+        if f.pipe_objref and f.pipe_objref in pipes(image):
             end = _q(f"{_mode(f)} end")
             out.append(f"  file_{ref} -> pipe_{f.pipe_objref} [label={end}];")
-    for ref in sorted(image.epolls):
-        for i in image.epolls[ref].items:
+    for ref in sorted(epolls(image)):
+        for i in epolls(image)[ref].items:
             label = _q(f"tfd {i.tfd} {epoll_events_names(i.events)}")
             out.append(
                 f"  file_{ref} -> file_{i.target} [style=dashed, label={label}];"

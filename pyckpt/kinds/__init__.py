@@ -74,6 +74,9 @@ for _k in KINDS:
         _BY_RECORD[_rt] = _k
 
 TRAILERS: frozenset[HdrType] = frozenset(t for k in KINDS for t in k.trailers)
+# FILE kinds whose records name the object they are ends of (pipe_objref)
+ENDS: frozenset[FileKind] = frozenset(fk for k in KINDS if k.ends for fk in k.kinds)
+_BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
 
 # module-reported kind -> the kinds that may claim such a file, in KINDS order
 _CLAIMANTS: dict[FileKind, tuple[Kind, ...]] = {
@@ -84,6 +87,11 @@ _CLAIMANTS: dict[FileKind, tuple[Kind, ...]] = {
 def by_file_kind(kind: int) -> Kind | None:
     """The kind that writes FILE.kind ``kind`` (None: no kind restores it)."""
     return _BY_FILE_KIND.get(kind)
+
+
+def by_name(name: str) -> Kind | None:
+    """The kind called ``name`` (the key of its state in ``Image.extra``)."""
+    return _BY_NAME.get(name)
 
 
 def by_record(rtype: int) -> Kind | None:

@@ -57,6 +57,11 @@ class Kind:
     # makes them anew (a terminal, /dev/null), so no sharing is lost that it
     # would have kept (they are marked external, nothing more)
     shared_outside: ClassVar[bool] = False
+    # its files are ends of one object that FILE.pipe_objref names (a pipe)
+    ends: ClassVar[bool] = False
+    # its reader checks across records more than its check_model() mirrors:
+    # the writer parses a written image that holds its files once more
+    reparse: ClassVar[bool] = False
 
     # ---- checkpoint (the tree is frozen) ----
 

@@ -107,6 +107,11 @@ class Epoll:
     items: Sequence[EpollItem] = field(default_factory=list)
 
 
+def epolls(image: Image) -> dict[int, Epoll]:
+    """The image's epoll sets by objref: this kind's state, in the image."""
+    return image.extra.setdefault("epoll", {})
+
+
 def _check_epoll(rec: Record, name: str) -> None:
     f = rec.fields
     if f["objref"] <= 0:
@@ -338,6 +343,7 @@ def _restore_epolls(ctx: Context, epolls: list[Epoll], timeout: float) -> None:
 
 class EpollKind(Kind):
     name = "epoll"
+    reparse = True
     kinds = (FileKind.EPOLL,)
     reported = frozenset({FileKind.ANON})
     records = (
@@ -392,13 +398,13 @@ class EpollKind(Kind):
                     col.problems.append(_epoll_leak(ep, tfd, ino, sdev, col.refs))
                     continue
                 epoll.items.append(EpollItem(target, tfd, events, data))
-            col.image.epolls[objref] = epoll
+            epolls(col.image)[objref] = epoll
 
     # ---- the image ----
 
     def write_trailers(self, w: _Writer, image: Image) -> None:
-        for objref in sorted(image.epolls):
-            its = image.epolls[objref].items
+        for objref in sorted(epolls(image)):
+            its = epolls(image)[objref].items
             if isinstance(its, EpollItems):
                 items: Any = its._raw  # already packed
             else:
@@ -443,15 +449,15 @@ class EpollKind(Kind):
                     rec.offset,
                     f"EPOLL record: item {i}: target {target} names no file",
                 )
-        image.epolls[objref] = Epoll(objref, EpollItems(raw))
+        epolls(image)[objref] = Epoll(objref, EpollItems(raw))
 
     def check_model(self, image: Image) -> None:
-        for key, ep in image.epolls.items():
+        for key, ep in epolls(image).items():
             if key != ep.objref:
                 raise ValueError(f"Image.epolls[{key}] has objref {ep.objref}")
         bad_ = sorted(
             k
-            for k in image.epolls
+            for k in epolls(image)
             if k not in image.files or image.files[k].kind != FileKind.EPOLL
         )
         if bad_:
@@ -461,7 +467,7 @@ class EpollKind(Kind):
 
     def check(self, files: list[File], plan: _Plan) -> None:
         image = plan.image
-        for ref, ep in image.epolls.items():
+        for ref, ep in epolls(image).items():
             f = image.files.get(ref)
             if f is None or f.kind != FileKind.EPOLL:
                 raise RestartError(f"epoll record {ref}: not an epoll file")
@@ -484,8 +490,8 @@ class EpollKind(Kind):
     def after_spawn(
         self, ctx: Context, image: Image, plan: _Plan, timeout: float
     ) -> None:
-        epolls = [ep for ep in image.epolls.values() if len(ep.items)]
-        _restore_epolls(ctx, epolls, timeout)
+        sets = [ep for ep in epolls(image).values() if len(ep.items)]
+        _restore_epolls(ctx, sets, timeout)
 
     # ---- show ----
 
@@ -496,8 +502,8 @@ class EpollKind(Kind):
         from pyckpt.show import epoll_events_names  # show imports the kinds
 
         lines = []
-        for ref in sorted(image.epolls):
-            ep = image.epolls[ref]
+        for ref in sorted(epolls(image)):
+            ep = epolls(image)[ref]
             lines.append(f"epoll {ref}: {len(ep.items)} items")
             for i in ep.items:
                 lines.append(

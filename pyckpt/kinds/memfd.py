@@ -281,6 +281,7 @@ class ContentsKind(Kind):
     """MEMFD and DELETED: files no path reopens, their contents saved."""
 
     name = "contents"
+    reparse = True
     kinds = (FileKind.MEMFD, FileKind.DELETED)
     reported = frozenset({FileKind.REG})
     records = (

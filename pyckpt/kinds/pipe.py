@@ -45,6 +45,11 @@ class Pipe:
     no_writer: bool = False  # write end closed everywhere
 
 
+def pipes(image: Image) -> dict[int, Pipe]:
+    """The image's pipes by objref: this kind's state, kept in the image."""
+    return image.extra.setdefault("pipe", {})
+
+
 def _check_pipe(rec: Record, name: str) -> None:
     f = rec.fields
     if f["objref"] <= 0:
@@ -236,6 +241,7 @@ def _make_fifo(
 
 class PipeKind(Kind):
     name = "pipe"
+    ends = True
     kinds = (FileKind.PIPE, FileKind.FIFO)
     reported = frozenset(kinds)
     records = (
@@ -278,7 +284,7 @@ class PipeKind(Kind):
         )
         scratch = _Tee(col)
         for pipe_objref, (reader, writer) in ends.items():
-            col.image.pipes[pipe_objref] = _pipe(scratch, pipe_objref, reader, writer)
+            pipes(col.image)[pipe_objref] = _pipe(scratch, pipe_objref, reader, writer)
         scratch.flush()
 
     # ---- the image ----
@@ -287,7 +293,7 @@ class PipeKind(Kind):
         if f.pipe_objref in w.defined:
             return
         w.defined.add(f.pipe_objref)
-        pipe = image.pipes[f.pipe_objref]
+        pipe = pipes(image)[f.pipe_objref]
         flags = (lib.CKPT_PIPE_NO_READER if pipe.no_reader else 0) | (
             lib.CKPT_PIPE_NO_WRITER if pipe.no_writer else 0
         )
@@ -312,7 +318,7 @@ class PipeKind(Kind):
                     f"pipe_objref {pobj}",
                 )
             p.define(pobj, "pipe", pipe)
-            image.pipes[pobj] = Pipe(
+            pipes(image)[pobj] = Pipe(
                 objref=pobj,
                 size=pf["size"],
                 data=pf["data"],
@@ -325,22 +331,22 @@ class PipeKind(Kind):
             )
 
     def check_model(self, image: Image) -> None:
-        both = image.files.keys() & image.pipes.keys()
+        both = image.files.keys() & pipes(image).keys()
         if both:
             raise ValueError(f"objrefs {sorted(both)} are both a file and a pipe")
-        for key, pipe in image.pipes.items():
+        for key, pipe in pipes(image).items():
             if key != pipe.objref:
                 raise ValueError(f"Image.pipes[{key}] has objref {pipe.objref}")
         used: set[int] = set()
         for f in image.files.values():
             if f.kind in PIPE_KINDS:
-                if f.pipe_objref not in image.pipes:
+                if f.pipe_objref not in pipes(image):
                     raise ValueError(
                         f"file {f.objref}: pipe_objref {f.pipe_objref} not in "
                         "Image.pipes"
                     )
                 used.add(f.pipe_objref)
-        unused = sorted(image.pipes.keys() - used)
+        unused = sorted(pipes(image).keys() - used)
         if unused:
             raise ValueError(
                 f"pipes {unused} are referenced by no file: cannot be written"
@@ -366,14 +372,14 @@ class PipeKind(Kind):
                 if f.kind == FileKind.FIFO:
                     check_path(f)
                     continue
-                if ref not in image.pipes:
+                if ref not in pipes(image):
                     raise RestartError(f"{where}: no PIPE record {ref}")
                 if FMode(f.f_mode) not in (FMode.READ, FMode.WRITE):
                     raise RestartError(f"{where}: a pipe end is read or write only")
 
     def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
         for ref, group in self._groups(files).items():
-            p = plan.image.pipes.get(ref)
+            p = pipes(plan.image).get(ref)
             try:
                 if group[0].kind == FileKind.PIPE:
                     _make_pipe(objs, ref, group, p)
@@ -397,8 +403,8 @@ class PipeKind(Kind):
         from pyckpt.show import preview  # show imports the kinds
 
         lines = []
-        for ref in sorted(image.pipes):
-            p = image.pipes[ref]
+        for ref in sorted(pipes(image)):
+            p = pipes(image)[ref]
             ends = [
                 n
                 for n, on in (("no reader", p.no_reader), ("no writer", p.no_writer))

@@ -74,6 +74,7 @@ def _check_signalfd(rec: Record, name: str) -> None:
 
 class SignalfdKind(Kind):
     name = "signalfd"
+    reparse = True
     kinds = (FileKind.SIGNALFD,)
     reported = frozenset({FileKind.ANON})
     records = ((HdrType.SIGNALFD, Layout("struct ckpt_hdr_signalfd"), _check_signalfd),)

@@ -192,6 +192,7 @@ def _from_image(flags: int) -> int:
 
 class TimerfdKind(Kind):
     name = "timerfd"
+    reparse = True
     kinds = (FileKind.TIMERFD,)
     reported = frozenset({FileKind.ANON})
     records = ((HdrType.TIMERFD, Layout("struct ckpt_hdr_timerfd"), _check_timerfd),)

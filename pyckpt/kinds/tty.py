@@ -351,6 +351,7 @@ def _ttys(image: Image) -> list[File]:
 
 class TtyKind(Kind):
     name = "tty"
+    reparse = True
     kinds = (FileKind.TTY,)
     # after chrdev (KINDS order): every other character device
     reported = frozenset({FileKind.CHR})

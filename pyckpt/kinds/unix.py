@@ -845,6 +845,7 @@ def _check_msg(rec: Record, name: str) -> None:
 
 class UnixKind(Kind):
     name = "unix socket"
+    reparse = True
     kinds = (FileKind.UNIX,)
     reported = frozenset({FileKind.SOCK})
     records = (

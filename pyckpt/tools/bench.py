@@ -46,6 +46,8 @@ from typing import Any
 
 from pyckpt.abi import ObjType, Policy, ffi, lib
 from pyckpt.device import Context
+from pyckpt.kinds.epoll import epolls
+from pyckpt.kinds.pipe import pipes
 
 SIZES = (1_000, 10_000, 100_000)
 
@@ -224,7 +226,7 @@ def checkpoint_restart() -> None:
         os.unlink(scratch)
     print(
         f"   {res.nr_tasks} tasks, {res.nr_fds} fds, {res.nr_files} open files, "
-        f"{len(res.image.pipes)} pipes"
+        f"{len(pipes(res.image))} pipes"
     )
     print(f"   downtime (frozen)   {res.downtime * 1e3:9.1f} ms")
     print(f"   checkpoint, total   {res.collect_time * 1e3:9.1f} ms")
@@ -236,7 +238,8 @@ def credentials(ntasks: int = 16, rounds: int = 5) -> None:
     """Restart time to the barrier with and without the credential step
     (umask, 16 limits, groups, gids, uids, the /proc check, PDEATHSIG)."""
     import pyckpt.restarter as rs
-    from pyckpt.image import RLIM_INFINITY, Head, Image, Task
+    from pyckpt.image import Image
+    from pyckpt.model import RLIM_INFINITY, Head, Task
 
     print(f"5. credentials: restart of {ntasks} tasks (uid/gid 65534, 3 groups,")
     print("   16 limits) to the barrier, with and without taking them")
@@ -373,7 +376,8 @@ def codec_image(ntasks: int = 10, nfds: int = 720) -> Any:
     buffered, an eventfd, a regular file); each other task inherits the
     root's first half and opens as many of its own."""
     from pyckpt.abi import FileKind, FMode
-    from pyckpt.image import Fd, File, Head, Image, Pipe, Task
+    from pyckpt.image import Fd, File, Head, Image, Task
+    from pyckpt.kinds.pipe import Pipe, pipes
 
     image = Image(
         Head(
@@ -390,7 +394,7 @@ def codec_image(ntasks: int = 10, nfds: int = 720) -> Any:
 
     def four(fd: int, out: list[Fd]) -> None:
         pipe, r, w, efd, reg = (next(next_ref) for _ in range(5))
-        image.pipes[pipe] = Pipe(pipe, 65536, b"x" * 64)
+        pipes(image)[pipe] = Pipe(pipe, 65536, b"x" * 64)
         for ref, mode, flags in ((r, FMode.READ, 0), (w, FMode.WRITE, 1)):
             image.files[ref] = File(ref, FileKind.PIPE, flags, mode, pipe_objref=pipe)
         image.files[efd] = File(
@@ -479,7 +483,7 @@ def codec(base: str = CODEC_BASE, rounds: int = 3) -> int:
         print("codec: the image does not round-trip")
         return 1
     shw, text = _best(lambda: show.summary(Image.from_bytes(data)), rounds)
-    nrec = sum(1 + len(t.fds) * 2 for t in image.tasks) + len(image.pipes) + 3
+    nrec = sum(1 + len(t.fds) * 2 for t in image.tasks) + len(pipes(image)) + 3
     print(f"8. image codec, 10 tasks x 720 fds: {len(data):,} bytes, {nrec:,} records")
 
     pkg = Path(__file__).resolve().parents[1]
@@ -912,7 +916,7 @@ def _pyckpt_run(binary: str, tasks: int, fds: int, scratch: str) -> dict[str, An
         "wall": wall,
         "restart": restart,
         "files": res.nr_files,
-        "pipes": len(res.image.pipes),
+        "pipes": len(pipes(res.image)),
     }
 
 
@@ -1143,7 +1147,7 @@ def epoll_scale(sizes: tuple[int, ...] = EPOLL_SIZES) -> None:
                 wall = time.perf_counter() - t0
             finally:
                 kill_and_reap([pid])
-            (items,) = [len(e.items) for e in res.image.epolls.values()]
+            (items,) = [len(e.items) for e in epolls(res.image).values()]
             if items != n:
                 raise RuntimeError(f"epoll of {n} items checkpointed with {items}")
             t0 = time.perf_counter()

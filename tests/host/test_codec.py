@@ -15,7 +15,8 @@ from test_image import images, rich_image
 
 import pyckpt.image as image_mod
 from pyckpt.abi import FileKind, FMode, ffi, lib
-from pyckpt.image import ErrorRecord, Fd, File, Head, Image, Pipe, Task
+from pyckpt.image import ErrorRecord, Fd, File, Head, Image, Task
+from pyckpt.kinds.pipe import Pipe, pipes
 from pyckpt.records import (
     HDR,
     LAYOUTS,
@@ -267,8 +268,8 @@ def fast_models(draw: st.DrawFn) -> Image:
             user_device=kind == FileKind.CHR and draw(st.booleans()),
             count=draw(st.sampled_from([0, 2**64 - 1])),
         )
-        if pipe_ref and pipe_ref not in img.pipes:
-            img.pipes[pipe_ref] = Pipe(pipe_ref, 4096, draw(st.binary(max_size=9)))
+        if pipe_ref and pipe_ref not in pipes(img):
+            pipes(img)[pipe_ref] = Pipe(pipe_ref, 4096, draw(st.binary(max_size=9)))
     img.tasks[0].fds = [Fd(3 + i, ref) for i, ref in enumerate(refs)]
     for t in img.tasks[1:]:
         shared = draw(st.lists(st.sampled_from(refs), max_size=3, unique=True))

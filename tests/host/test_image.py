@@ -16,20 +16,19 @@ from hypothesis import strategies as st
 from pyckpt import show
 from pyckpt.abi import FileKind, FMode, HdrType, ObjType, ffi, lib
 from pyckpt.image import (
-    Epoll,
-    EpollItem,
     ErrorRecord,
     Fd,
     File,
     Head,
     Image,
     ImageError,
-    Pipe,
     Record,
     Task,
     iter_records,
 )
+from pyckpt.kinds.epoll import Epoll, EpollItem, epolls
 from pyckpt.kinds.memfd import Contents
+from pyckpt.kinds.pipe import Pipe, pipes
 from pyckpt.kinds.signalfd import UNBLOCKABLE, Signalfd
 from pyckpt.kinds.timerfd import TFD_TIMER_ABSTIME, Timerfd
 from pyckpt.kinds.tty import Tty, TtyFlag
@@ -177,8 +176,10 @@ def rich_image() -> Image:
         head=head,
         tasks=tasks,
         files={f.objref: f for f in files},
-        pipes={p.objref: p for p in pipes},
-        epolls={e.objref: e for e in epolls},
+        extra={
+            "pipe": {p.objref: p for p in pipes},
+            "epoll": {e.objref: e for e in epolls},
+        },
         errors=errors,
     )
 
@@ -341,12 +342,12 @@ def test_save_failure_leaves_nothing(
     ("change", "fragment"),
     [
         (lambda i: i.files.pop(5), r"objref 5 not in Image.files"),
-        (lambda i: i.pipes.pop(7), r"pipe_objref 7 not in Image.pipes"),
+        (lambda i: pipes(i).pop(7), r"pipe_objref 7 not in Image.pipes"),
         (
-            lambda i: i.pipes.update({30: Pipe(30, 4096)}),
+            lambda i: pipes(i).update({30: Pipe(30, 4096)}),
             r"pipes \[30\] are referenced",
         ),
-        (lambda i: i.epolls.update({5: Epoll(5)}), r"epolls \[5\] are not EPOLL"),
+        (lambda i: epolls(i).update({5: Epoll(5)}), r"epolls \[5\] are not EPOLL"),
         (lambda i: i.files.update({3: i.files.pop(1)}), r"files\[3\] has objref 1"),
         (lambda i: setattr(i.tasks[0], "comm", "a\0b"), "NUL inside comm"),
         (lambda i: setattr(i.tasks[0], "comm", "x" * 65), "exceeds CKPT_COMM_MAX"),
@@ -1149,8 +1150,8 @@ def images(draw: st.DrawFn) -> Image:
                 draw(_POS) if ctty else 0,
                 draw(st.integers(0, 2**31 - 1)) if ctty else 0,
             )
-        if pipe and pipe not in image.pipes:
-            image.pipes[pipe] = Pipe(
+        if pipe and pipe not in pipes(image):
+            pipes(image)[pipe] = Pipe(
                 pipe,
                 draw(_U32),
                 draw(st.binary(max_size=64)),
@@ -1187,7 +1188,7 @@ def images(draw: st.DrawFn) -> Image:
                     unique_by=lambda i: (i.target, i.tfd),
                 )
             )
-            image.epolls[ref] = Epoll(ref, items)
+            epolls(image)[ref] = Epoll(ref, items)
     for f in image.files.values():
         if f.kind == FileKind.UNIX:
             f.extra = Unix(

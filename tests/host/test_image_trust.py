@@ -12,10 +12,6 @@ import pytest
 from pyckpt import Error
 from pyckpt.abi import FileKind, FMode, lib
 from pyckpt.image import (
-    RLIM_INFINITY,
-    RLIM_NLIMITS,
-    Epoll,
-    EpollItem,
     Fd,
     File,
     Head,
@@ -23,6 +19,8 @@ from pyckpt.image import (
     ImageError,
     Task,
 )
+from pyckpt.kinds.epoll import Epoll, EpollItem, epolls
+from pyckpt.model import RLIM_INFINITY, RLIM_NLIMITS
 
 RW = FMode.READ | FMode.WRITE
 
@@ -189,7 +187,7 @@ def big_epoll_image(n: int) -> bytes:
     }
     task = Task(10, 1, 10, 10, "t", ["t"], "/", [Fd(0, 1), Fd(1, 2)])
     items = [EpollItem(2, i, 1, i) for i in range(n)]
-    img = Image(head=head(), tasks=[task], files=files, epolls={1: Epoll(1, items)})
+    img = Image(head=head(), tasks=[task], files=files, extra={"epoll": {1: Epoll(1, items)}})
     return img.to_bytes()
 
 
@@ -205,7 +203,7 @@ def test_epoll_record_memory_is_linear() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 4 * len(data), f"peak {peak >> 20} MiB for {len(data) >> 20} MiB"
-    items = img.epolls[1].items
+    items = epolls(img)[1].items
     assert len(items) == lib.CKPT_EPOLL_ITEMS_MAX
     assert items[-1] == EpollItem(
         2, lib.CKPT_EPOLL_ITEMS_MAX - 1, 1, lib.CKPT_EPOLL_ITEMS_MAX - 1
@@ -216,7 +214,7 @@ def test_packed_items_write_back_identically() -> None:
     data = big_epoll_image(1000)
     img = Image.from_bytes(data)
     assert img.to_bytes() == data
-    assert img.epolls[1].items == [EpollItem(2, i, 1, i) for i in range(1000)]
+    assert epolls(img)[1].items == [EpollItem(2, i, 1, i) for i in range(1000)]
 
 
 def test_many_fds_memory_is_linear() -> None:

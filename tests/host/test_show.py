@@ -10,6 +10,7 @@ import pytest
 
 from pyckpt.abi import FileKind, FMode, lib
 from pyckpt.image import Fd, File, Image, ImageError, Task, iter_records
+from pyckpt.kinds.pipe import pipes
 from pyckpt.show import o_flags_names, summary, to_dot, to_json
 from tests.host.test_image import rich_image
 
@@ -66,7 +67,7 @@ def test_summary(image: Image) -> None:
 
 def test_summary_long_pipe_preview() -> None:
     img = rich_image()
-    img.pipes[3].data = b'"\\' + bytes(range(256))
+    pipes(img)[3].data = b'"\\' + bytes(range(256))
     line = next(li for li in summary(img).splitlines() if li.startswith("  pipe 3:"))
     assert line.startswith(
         '  pipe 3: size 65536, 258 bytes buffered "\\"\\\\\\x00\\x01'

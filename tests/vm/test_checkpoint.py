@@ -29,7 +29,8 @@ from pyckpt import Context, FileKind, FMode, checkpointer, pidfd_getfd
 from pyckpt.checkpointer import CheckpointError, CheckpointResult, checkpoint
 from pyckpt.device import epoll_add
 from pyckpt.image import Fd, File, Image, Task
-from pyckpt.kinds.pipe import PipeKind
+from pyckpt.kinds.epoll import epolls
+from pyckpt.kinds.pipe import PipeKind, pipes
 
 Spawn = Callable[..., Tree]
 RUNNING = {psutil.STATUS_SLEEPING, psutil.STATUS_RUNNING, psutil.STATUS_DISK_SLEEP}
@@ -129,7 +130,7 @@ def test_pipeline_data_is_saved_and_not_consumed(
     assert rfile.f_mode == FMode.READ and wfile.f_mode == FMode.WRITE
     assert rfile.pipe_objref == wfile.pipe_objref != 0
     assert rfile.objref != wfile.objref
-    pipe = img.pipes[rfile.pipe_objref]
+    pipe = pipes(img)[rfile.pipe_objref]
     assert pipe.size == (pipe_size or 65536)
     assert len(pipe.data) == size and pipe.data == payload
     assert not pipe.no_reader and not pipe.no_writer
@@ -174,7 +175,7 @@ def test_many_pipes_share_the_scratch(spawn: Spawn) -> None:
     readers = tree.role("root")["readers"]
     img = checkpoint(tree.root).image
     for i, (r, size) in enumerate(zip(readers, sizes, strict=True)):
-        pipe = img.pipes[file_of(img, tree.root, r).pipe_objref]
+        pipe = pipes(img)[file_of(img, tree.root, r).pipe_objref]
         assert pipe.data == bytes([i % 251]) * size, (i, size, len(pipe.data))
     assert_running(tree)
 
@@ -297,15 +298,15 @@ def test_half_closed_pipes(spawn: Spawn) -> None:
     tree = spawn(root)
     info = tree.role("root")
     img = checkpoint(tree.root).image
-    only_w = img.pipes[file_of(img, tree.root, info["w1"]).pipe_objref]
-    only_r = img.pipes[file_of(img, tree.root, info["r2"]).pipe_objref]
-    both = img.pipes[file_of(img, tree.root, info["r3"]).pipe_objref]
+    only_w = pipes(img)[file_of(img, tree.root, info["w1"]).pipe_objref]
+    only_r = pipes(img)[file_of(img, tree.root, info["r2"]).pipe_objref]
+    both = pipes(img)[file_of(img, tree.root, info["r3"]).pipe_objref]
     assert (only_w.no_reader, only_w.no_writer) == (True, False)
     assert (only_r.no_reader, only_r.no_writer) == (False, True)
     assert (both.no_reader, both.no_writer) == (False, False)
     assert only_r.data == b"left behind"
     assert only_w.data == both.data == b""
-    assert len(img.pipes) == 3
+    assert len(pipes(img)) == 3
 
 
 def test_named_fifo_keeps_its_path(spawn: Spawn, tmp_path: Path) -> None:
@@ -324,7 +325,7 @@ def test_named_fifo_keeps_its_path(spawn: Spawn, tmp_path: Path) -> None:
     rf, wf = file_of(img, tree.root, info["r"]), file_of(img, tree.root, info["w"])
     assert (rf.kind, rf.path, wf.path) == (FileKind.FIFO, str(fifo), str(fifo))
     assert rf.pipe_objref == wf.pipe_objref
-    assert img.pipes[rf.pipe_objref].data == b"fifo data"
+    assert pipes(img)[rf.pipe_objref].data == b"fifo data"
 
 
 # ---- files, fds -----------------------------------------------------------------------
@@ -448,7 +449,7 @@ def test_epoll_items_resolve_to_their_targets(spawn: Spawn) -> None:
     img = checkpoint(tree.root).image
     epf = file_of(img, tree.root, info["ep"])
     assert epf.kind == FileKind.EPOLL
-    items = sorted(img.epolls[epf.objref].items, key=lambda i: i.tfd)
+    items = sorted(epolls(img)[epf.objref].items, key=lambda i: i.tfd)
     got = [(i.target, i.tfd, i.events, i.data) for i in items]
     r_obj = fd_of(img, tree.root, info["r"]).objref
     e_obj = fd_of(img, tree.root, info["e2"]).objref
@@ -463,7 +464,7 @@ def test_epoll_items_resolve_to_their_targets(spawn: Spawn) -> None:
     ]
     assert got == sorted(want, key=lambda x: x[1])
     assert img.files[e_obj].kind == FileKind.EVENTFD
-    assert list(img.epolls) == [epf.objref]
+    assert list(epolls(img)) == [epf.objref]
 
 
 # ---- the tree: structure, freezing, thawing -------------------------------------------
@@ -554,7 +555,7 @@ def test_cgroup_freezer(spawn: Spawn) -> None:
     groups = {pid: _cgroup(pid) for pid in pids}
     res = checkpoint(tree.root, freezer="cgroup")
     img = res.image
-    pipe = img.pipes[file_of(img, tree.root, tree.role("root")["r"]).pipe_objref]
+    pipe = pipes(img)[file_of(img, tree.root, tree.role("root")["r"]).pipe_objref]
     assert pipe.data == b"through the cgroup freezer"
     assert res.nr_tasks == 2
     assert _our_cgroups() == []
@@ -751,7 +752,7 @@ def test_pipe_end_outside_the_tree_is_a_leak(spawn: Spawn) -> None:
         res = checkpoint(tree.root, allow_external=True)
         f = file_of(res.image, tree.root, r)
         assert f.external
-        assert res.image.pipes[f.pipe_objref].data == b"from outside"
+        assert pipes(res.image)[f.pipe_objref].data == b"from outside"
         (note,) = res.image.errors
         assert note.err == 0 and note.msg.startswith("external: ")
         assert note.objref == f.pipe_objref and (note.pid, note.fd) == (tree.root, r)
@@ -814,4 +815,4 @@ def test_result_counts(spawn: Spawn) -> None:
     res = checkpoint(tree.root)
     assert isinstance(res, CheckpointResult)
     assert (res.nr_tasks, res.nr_fds, res.nr_files) == (2, 6, 2)
-    assert len(res.image.pipes) == 1
+    assert len(pipes(res.image)) == 1

@@ -22,6 +22,7 @@ import pyckpt.kinds.epoll as epoll_kind
 from pyckpt import FileKind
 from pyckpt.image import Image
 from pyckpt.kinds.epoll import _kcmp_epoll_tfd as kcmp_tfd  # unpatched
+from pyckpt.kinds.epoll import epolls
 
 # 6.1 cannot say whether an eventfd was a semaphore: one warning per eventfd
 # restarted (hundreds here) says only that, not what these tests check
@@ -94,7 +95,7 @@ def test_each_item_costs_one_kcmp(spawn, kcmps) -> None:
     t = spawn(root)
     info = t.role("root")
     img = pyckpt.checkpoint(t.root).image
-    (items,) = [e.items for e in img.epolls.values()]
+    (items,) = [e.items for e in epolls(img).values()]
     assert len(items) == n
     assert len(kcmps) == n
     for it in items:
@@ -131,7 +132,7 @@ def test_target_closed_in_the_owner_and_its_number_reused(spawn) -> None:
     info, child = t.role("root"), t.role("child")
     cpid = child["pid"]
     img = pyckpt.checkpoint(t.root).image
-    (items,) = [e.items for e in img.epolls.values()]
+    (items,) = [e.items for e in epolls(img).values()]
     by_tfd = {it.tfd: it.target for it in items}
     assert by_tfd[info["e"]] == objref_at(img, cpid, child["e2"])
     assert by_tfd[info["e"]] != objref_at(img, t.root, info["e"])  # the reused fd
@@ -159,7 +160,7 @@ def test_two_items_share_a_number(spawn) -> None:
     t = spawn(root)
     info = t.role("root")
     img = pyckpt.checkpoint(t.root).image
-    (items,) = [e.items for e in img.epolls.values()]
+    (items,) = [e.items for e in epolls(img).values()]
     got = {it.events & (select.EPOLLET | select.EPOLLIN): it.target for it in items}
     assert got == {
         select.EPOLLIN: objref_at(img, t.root, info["a"]),

@@ -29,7 +29,10 @@ import pyckpt
 from pyckpt import FileKind, FMode
 from pyckpt.checkpointer import checkpoint
 from pyckpt.errors import CheckpointError, RestartError
-from pyckpt.image import RLIM_INFINITY, Fd, File, Head, Image, Pipe, Task
+from pyckpt.image import Fd, File, Head, Image, Task
+from pyckpt.kinds.epoll import Epoll, EpollItem, epolls
+from pyckpt.kinds.pipe import Pipe
+from pyckpt.model import RLIM_INFINITY
 from pyckpt.restarter import Limits, restart
 
 PY = "/usr/bin/python3"  # Debian's, readable and executable by nobody
@@ -155,7 +158,7 @@ def _image(tasks: list[Task], files=(), pipes=()) -> Image:
         head=Head(time.time(), u.sysname, u.release, u.version, u.machine),
         tasks=tasks,
         files={f.objref: f for f in files},
-        pipes={p.objref: p for p in pipes},
+        extra={"pipe": {p.objref: p for p in pipes}},
     )
 
 
@@ -596,7 +599,7 @@ def test_two_epoll_items_with_one_fd_number(tmp_path: Path) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         img = checkpoint(p.pid).image
-        (ep,) = img.epolls.values()
+        (ep,) = epolls(img).values()
         items = sorted((i.tfd, i.events) for i in ep.items)
         assert [t for t, _ in items] == [10, 10]
         targets = {i.target for i in ep.items}
@@ -692,7 +695,7 @@ def test_keyboard_interrupt_reaps_the_epoll_helper(monkeypatch) -> None:
         File(2, FileKind.EPOLL, os.O_RDWR, rw),
     ]
     img = _image([_task(100, 1, [Fd(3, 1), Fd(4, 2)])], files)
-    img.epolls = {2: pyckpt.image.Epoll(2, [pyckpt.image.EpollItem(1, 3, 1, 7)])}
+    epolls(img)[2] = Epoll(2, [EpollItem(1, 3, 1, 7)])
     spawned = []
     real_spawn, real_poll = rs._spawn, select.poll
 

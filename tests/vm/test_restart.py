@@ -29,8 +29,9 @@ from vmhelpers import delta, mod_counts
 
 from pyckpt import Context, FileKind, FMode, Policy
 from pyckpt.device import kcmp_epoll_tfd, kcmp_file, pidfd_getfd
-from pyckpt.image import Epoll, EpollItem, Fd, File, Head, Image, Pipe, Task
-from pyckpt.kinds.pipe import PipeKind
+from pyckpt.image import Fd, File, Head, Image, Task
+from pyckpt.kinds.epoll import Epoll, EpollItem
+from pyckpt.kinds.pipe import Pipe, PipeKind, pipes
 from pyckpt.restarter import Restarted, RestartError, restart
 
 O_CLOEXEC = 0o2000000
@@ -75,8 +76,10 @@ def image(tasks: list[Task], files: list[File], pipes=(), epolls=()) -> Image:
         ),
         tasks=tasks,
         files={f.objref: f for f in files},
-        pipes={p.objref: p for p in pipes},
-        epolls={e.objref: e for e in epolls},
+        extra={
+            "pipe": {p.objref: p for p in pipes},
+            "epoll": {e.objref: e for e in epolls},
+        },
     )
 
 
@@ -591,7 +594,7 @@ def test_chdir_failure_kills_every_stub(clean) -> None:
         (lambda i: i.tasks[0].fds.append(Fd(3, 1)), "duplicate fd 3"),
         (lambda i: i.tasks[0].fds.append(Fd(4, 99)), "no file 99"),
         (lambda i: setattr(i.tasks[0], "ppid", 5) or i.tasks.reverse(), "parent"),
-        (lambda i: i.pipes.clear(), "no PIPE record"),
+        (lambda i: pipes(i).clear(), "no PIPE record"),
     ],
 )
 def test_bad_image_creates_nothing(change, match, clean) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from pyckpt import Context, Policy
+from pyckpt.kinds.pipe import pipes
 from pyckpt.tools import trace
 from pyckpt.tools.repro import halfpipe
 
@@ -89,7 +90,7 @@ def test_restart_orders_drops_and_kfrees(
     out = halfpipe.restart_once(res.image, log, policy)
     tr = tracer.collect()
     rel, drops, kfree = order(tr)
-    nobjs = len(res.image.files) + len(res.image.pipes)
+    nobjs = len(res.image.files) + len(pipes(res.image))
     assert kfree.count == nobjs, (kfree, nobjs)
     check_order(policy, rel, drops, kfree)
     # and the restored tasks saw what the order implies

@@ -21,6 +21,7 @@ import pyckpt
 from pyckpt.abi import FileKind, Policy
 from pyckpt.checkpointer import checkpoint
 from pyckpt.device import epoll_add, kcmp_epoll_tfd
+from pyckpt.kinds.epoll import epolls
 from pyckpt.tools.repro import Report, _tree, policy_name
 
 DEFAULT_POLICIES = (Policy.CLEAR_EARLY,)
@@ -68,7 +69,7 @@ def _restore(policy: Policy, rep: Report) -> dict:
     img = res.image
     (task,) = img.tasks
     ep_ref = next(f.objref for f in task.fds if f.fd == EP_FD)
-    items = img.epolls[ep_ref].items
+    items = epolls(img)[ep_ref].items
     by_fd = {f.objref: f.fd for f in task.fds}
     r = pyckpt.restart(img, policy=policy, argv=["sleep", "60"], release=False)
     try:

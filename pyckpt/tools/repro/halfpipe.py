@@ -20,6 +20,7 @@ import pyckpt
 from pyckpt.abi import Policy
 from pyckpt.checkpointer import checkpoint
 from pyckpt.device import Context
+from pyckpt.kinds.pipe import pipes
 from pyckpt.tools.repro import POLICY_ORDER, Report, _tree, policy_name
 
 DEFAULT_POLICIES = POLICY_ORDER
@@ -208,9 +209,9 @@ def run(policies: Sequence[Policy] = DEFAULT_POLICIES) -> Report:
     finally:
         if os.path.exists(log):
             os.unlink(log)
-    pipes = res.image.pipes.values()
+    saved = pipes(res.image).values()
     rep.check(
-        sorted((p.no_reader, p.no_writer) for p in pipes)
+        sorted((p.no_reader, p.no_writer) for p in saved)
         == [(False, True), (True, False)],
         "checkpoint recorded one pipe with no writer and one with no reader",
     )
