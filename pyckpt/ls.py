@@ -30,6 +30,7 @@ from pyckpt.checkpointer import _Lister, _root_process
 from pyckpt.device import Context, kcmp_files, pidfd_getfd
 from pyckpt.errors import CkptError, Error
 from pyckpt.kinds import unix
+from pyckpt.names import dot_label, dot_quoted, epoll_events_names, o_flags_names, text
 
 __all__ = ["LsError", "Snapshot", "snapshot", "summary", "to_dot", "to_json"]
 
@@ -402,7 +403,6 @@ def _holders(hs: list[tuple[int, int]]) -> str:
 
 
 def summary(snap: Snapshot) -> str:
-    from pyckpt.show import _text, epoll_events_names, o_flags_names
 
     lines = [f"tree {snap.root}: {RACE_NOTE}"]
     ends: dict[int, str] = {}  # objref -> what it shares beyond its fds
@@ -429,13 +429,13 @@ def summary(snap: Snapshot) -> str:
         if t.note:
             shape.append(t.note)
         extra = f" ({'; '.join(shape)})" if shape else ""
-        lines.append(f"task {t.pid} ppid {t.ppid} {_text(t.comm)}{extra}")
+        lines.append(f"task {t.pid} ppid {t.ppid} {text(t.comm)}{extra}")
         for fd in t.fds:
             f = snap.files.get(fd.objref)
             cloexec = " cloexec" if fd.cloexec else ""
             if f is None:
                 why = fd.problem or "not read"
-                lines.append(f"  fd {fd.fd:<3} {_text(fd.link)}{cloexec} ({why})")
+                lines.append(f"  fd {fd.fd:<3} {text(fd.link)}{cloexec} ({why})")
                 continue
             share = []
             others = [h for h in f.holders if h != (t.pid, fd.fd)]
@@ -446,13 +446,13 @@ def summary(snap: Snapshot) -> str:
             tail = f" [{'; '.join(share)}]" if share else ""
             lines.append(
                 f"  fd {fd.fd:<3} file {f.objref:<4} {f.kind:<8} {_mode(f):<2} "
-                f"{o_flags_names(f.f_flags)}{cloexec} {_text(fd.link)}{tail}"
+                f"{o_flags_names(f.f_flags)}{cloexec} {text(fd.link)}{tail}"
             )
     shared = snap.shared_files()
     if shared:
         lines += ["", "open files shared by several fds:"]
         for f in shared:
-            lines.append(f"  file {f.objref} {_text(f.link)}: {_holders(f.holders)}")
+            lines.append(f"  file {f.objref} {text(f.link)}: {_holders(f.holders)}")
     pipes = snap.pipes()
     if pipes:
         lines += ["", "pipes (inode objref: ends):"]
@@ -506,39 +506,38 @@ def to_dot(snap: Snapshot) -> str:
     """A Graphviz digraph: tasks (boxes) -> open files (fd edges), pipe
     inodes (diamonds) joining their ends, socket pairs (dotted), epoll items
     (dashed), parent -> child (bold)."""
-    from pyckpt.show import _label, _q, epoll_events_names
 
     out = [
         "digraph pyckpt_ls {",
         "  rankdir=LR;",
         '  node [fontname="monospace"];',
-        f"  label={_q(f'tree {snap.root}: live snapshot (may race)')};",
+        f"  label={dot_quoted(f'tree {snap.root}: live snapshot (may race)')};",
     ]
     pids = {t.pid for t in snap.tasks}
     for t in snap.tasks:
-        label = _label(f"task {t.pid}", t.comm)
+        label = dot_label(f"task {t.pid}", t.comm)
         out.append(f"  task_{t.pid} [shape=box, label={label}];")
     for t in snap.tasks:
         if t.ppid in pids:
             out.append(f"  task_{t.ppid} -> task_{t.pid} [style=bold];")
     for ref, f in snap.files.items():
         shape = "hexagon" if f.kind == "eventpoll" else "ellipse"
-        label = _label(f"file {ref} {f.kind}", f.link)
+        label = dot_label(f"file {ref} {f.kind}", f.link)
         out.append(f"  file_{ref} [shape={shape}, label={label}];")
     for t in snap.tasks:
         for fd in t.fds:
-            edge = f"[label={_q(f'fd {fd.fd}')}]"
+            edge = f"[label={dot_quoted(f'fd {fd.fd}')}]"
             if fd.objref:
                 out.append(f"  task_{t.pid} -> file_{fd.objref} {edge};")
             else:  # listed, not read by the module
                 node = f"fd_{t.pid}_{fd.fd}"
-                label = _label(fd.link, fd.problem)
+                label = dot_label(fd.link, fd.problem)
                 out.append(f"  {node} [shape=note, label={label}];")
                 out.append(f"  task_{t.pid} -> {node} {edge};")
     for ino, group in snap.pipes().items():
-        out.append(f"  inode_{ino} [shape=diamond, label={_q(f'pipe {ino}')}];")
+        out.append(f"  inode_{ino} [shape=diamond, label={dot_quoted(f'pipe {ino}')}];")
         for f in group:
-            out.append(f"  file_{f.objref} -> inode_{ino} [label={_q(_mode(f))}];")
+            out.append(f"  file_{f.objref} -> inode_{ino} [label={dot_quoted(_mode(f))}];")
     for a, b in snap.socket_pairs():
         for fa in snap.by_inode(a):
             for fb in snap.by_inode(b):
@@ -549,7 +548,7 @@ def to_dot(snap: Snapshot) -> str:
     for ref, items in snap.epolls.items():
         for i in items:
             if i.target:
-                label = _q(f"tfd {i.tfd} {epoll_events_names(i.events)}")
+                label = dot_quoted(f"tfd {i.tfd} {epoll_events_names(i.events)}")
                 out.append(
                     f"  file_{ref} -> file_{i.target} [style=dashed, label={label}];"
                 )

@@ -12,9 +12,7 @@ import base64
 import dataclasses
 import datetime
 import errno
-import functools
 import os
-import select
 import signal
 from typing import Any
 
@@ -23,124 +21,16 @@ from pyckpt.abi import FileKind, FMode
 from pyckpt.image import File, Image, ImageError, Record, Task, iter_records
 from pyckpt.kinds.epoll import epolls
 from pyckpt.kinds.pipe import pipes
+from pyckpt.names import (
+    dot_label,
+    dot_quoted,
+    epoll_events_names,
+    o_flags_names,
+    quoted,
+    text,
+)
 
-__all__ = ["epoll_events_names", "o_flags_names", "summary", "to_dot", "to_json"]
-
-# O_LARGEFILE is 0 in Python's os on 64-bit, but the kernel sets its real bit
-# (asm-generic 0o100000) in every f_flags it reports on x86_64
-_O_LARGEFILE = os.O_LARGEFILE or 0o100000
-# composite flags first (O_SYNC includes O_DSYNC, O_TMPFILE O_DIRECTORY)
-_O_FLAGS: list[tuple[str, int]] = [
-    (name, getattr(os, name))
-    for name in (
-        "O_TMPFILE",
-        "O_SYNC",
-        "O_DSYNC",
-        "O_CREAT",
-        "O_EXCL",
-        "O_NOCTTY",
-        "O_TRUNC",
-        "O_APPEND",
-        "O_NONBLOCK",
-        "O_ASYNC",
-        "O_DIRECT",
-        "O_DIRECTORY",
-        "O_NOFOLLOW",
-        "O_NOATIME",
-        "O_CLOEXEC",
-        "O_PATH",
-    )
-    if getattr(os, name, 0)
-] + [("O_LARGEFILE", _O_LARGEFILE)]
-_ACCMODE = {os.O_RDONLY: "O_RDONLY", os.O_WRONLY: "O_WRONLY", os.O_RDWR: "O_RDWR"}
-
-_EPOLL_EVENTS: list[tuple[str, int]] = [
-    (name, getattr(select, name))
-    for name in (
-        "EPOLLIN",
-        "EPOLLPRI",
-        "EPOLLOUT",
-        "EPOLLERR",
-        "EPOLLHUP",
-        "EPOLLRDNORM",
-        "EPOLLRDBAND",
-        "EPOLLWRNORM",
-        "EPOLLWRBAND",
-        "EPOLLMSG",
-        "EPOLLRDHUP",
-        "EPOLLEXCLUSIVE",
-        "EPOLLONESHOT",
-        "EPOLLET",
-    )
-    if getattr(select, name, 0)
-]
-
-
-@functools.lru_cache(maxsize=4096)
-def o_flags_names(flags: int) -> str:
-    """``O_WRONLY|O_NONBLOCK``: an open file description's f_flags decoded
-    (cached: an image has few distinct f_flags and many files)."""
-    acc = flags & os.O_ACCMODE
-    names = [_ACCMODE.get(acc, f"accmode {acc}")]
-    rest = flags & ~os.O_ACCMODE
-    for name, bit in _O_FLAGS:
-        if rest & bit == bit:
-            names.append(name)
-            rest &= ~bit
-    if rest:
-        names.append(f"{rest:#o}")
-    return "|".join(names)
-
-
-def epoll_events_names(events: int) -> str:
-    names = []
-    for name, bit in _EPOLL_EVENTS:
-        if events & bit:
-            names.append(name)
-            events &= ~bit
-    if events or not names:
-        names.append(f"{events:#x}")
-    return "|".join(names)
-
-
-def _text(s: str | bytes) -> str:
-    """A model string (surrogate-escaped bytes) as printable text: undecodable
-    bytes as \\xNN, control characters as \\xNN or \\uNNNN, a backslash
-    doubled, so the output is unambiguous and always encodes."""
-    if isinstance(s, bytes):
-        s = s.decode("utf-8", "surrogateescape")
-    if s.isprintable() and "\\" not in s:  # the usual case: as it is
-        return s
-    out = []
-    for c in s:
-        n = ord(c)
-        if 0xDC80 <= n <= 0xDCFF:  # an undecodable byte
-            out.append(f"\\x{n - 0xDC00:02x}")
-        elif c == "\\":
-            out.append("\\\\")
-        elif c.isprintable():
-            out.append(c)
-        else:
-            out.append(f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}")
-    return "".join(out)
-
-
-def _quoted(s: str) -> str:
-    return '"' + _text(s).replace('"', '\\"') + '"'
-
-
-def preview(data: bytes, n: int = 32) -> str:
-    """The first bytes of a buffer, escaped and quoted."""
-    more = "..." if len(data) > n else ""
-    return '"' + "".join(_byte(b) for b in data[:n]) + '"' + more
-
-
-def _byte(b: int) -> str:
-    if b == 0x5C:
-        return "\\\\"
-    if b == 0x22:
-        return '\\"'
-    return chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}"
+__all__ = ["summary", "to_dot", "to_json"]
 
 
 def _time(t: float) -> str:
@@ -164,7 +54,7 @@ def _file_text(f: File) -> str:
     """How an fd line names its file: ``pipe:[objref 2] read``, a path..."""
     kind = kinds.by_file_kind(f.kind)
     what = kind.describe(f) if kind is not None else _kind(f)
-    return f"{_text(what)} {_mode(f)} {o_flags_names(f.f_flags)}"
+    return f"{text(what)} {_mode(f)} {o_flags_names(f.f_flags)}"
 
 
 def exit_text(status: int) -> str:
@@ -195,14 +85,14 @@ def task_shape(t: Task) -> str:
 def summary(image: Image) -> str:
     """A readable account of the image, one object per line."""
     h = image.head
-    kernel = f"{_text(h.sysname)} {_text(h.release)} {_text(h.machine)}"
+    kernel = f"{text(h.sysname)} {text(h.release)} {text(h.machine)}"
     counts = (
         f"{len(image.tasks)} tasks, {len(image.files)} files, "
         f"{len(pipes(image))} pipes, {len(epolls(image))} epolls, "
         f"{len(image.errors)} errors"
     )
     lines = [
-        f"image: {kernel} ({_text(h.version)})",
+        f"image: {kernel} ({text(h.version)})",
         f"frozen {_time(h.time)}, format {h.format_version}, abi {h.abi_version}",
         counts,
     ]
@@ -211,17 +101,17 @@ def summary(image: Image) -> str:
         lines.append("")
         lines.append(
             f"task {t.pid} ppid {t.ppid} sid {t.sid} pgid {t.pgid} "
-            f"comm {_quoted(t.comm)}"
+            f"comm {quoted(t.comm)}"
         )
         shape = task_shape(t)
         if shape:
             lines.append(f"  {shape}")
-        lines.append(("  argv " + " ".join(_quoted(a) for a in t.argv)).rstrip())
-        lines.append(f"  cwd  {_text(t.cwd)}")
+        lines.append(("  argv " + " ".join(quoted(a) for a in t.argv)).rstrip())
+        lines.append(f"  cwd  {text(t.cwd)}")
         if t.exe:
-            lines.append(f"  exe  {_text(t.exe)}")
+            lines.append(f"  exe  {text(t.exe)}")
         if t.root != "/":
-            lines.append(f"  root {_text(t.root)}")
+            lines.append(f"  root {text(t.root)}")
         groups = ",".join(map(str, t.groups)) or "-"
         lines.append(
             f"  uid {t.ruid}/{t.euid}/{t.suid}/{t.fsuid} "
@@ -259,7 +149,7 @@ def summary(image: Image) -> str:
             tail = f" ({', '.join(extra)})" if extra else ""
             lines.append(
                 f"  {ref:>6} {_kind(f):<8} {_mode(f):<10} {f.pos:>10}  "
-                f"{o_flags_names(f.f_flags)}  {_text(f.path)}{tail}".rstrip()
+                f"{o_flags_names(f.f_flags)}  {text(f.path)}{tail}".rstrip()
             )
     for kind in kinds.KINDS:
         more = kind.details(image)
@@ -280,7 +170,7 @@ def summary(image: Image) -> str:
                 if v != none
             ]
             where = f" ({', '.join(about)})" if about else ""
-            lines.append(f"  {name}{where}: {_text(e.msg)}")
+            lines.append(f"  {name}{where}: {text(e.msg)}")
     return "\n".join(lines) + "\n"
 
 
@@ -303,7 +193,7 @@ _TEXT = {
 
 def _json_value(key: str, value: Any, out: dict[str, Any]) -> None:
     """One decoded field into ``out``: text as its exact str when it is UTF-8,
-    else escaped by _text() plus ``<key>_base64`` (nothing is lost); buffers
+    else escaped by text() plus ``<key>_base64`` (nothing is lost); buffers
     as base64; numbers and item dicts as they are."""
     if key in ("argv", "env"):
         out[key] = [_json_text(a) for a in value]
@@ -328,7 +218,7 @@ def _utf8(raw: bytes) -> bool:
 
 
 def _json_text(raw: bytes) -> str:
-    return raw.decode("utf-8") if _utf8(raw) else _text(raw)
+    return raw.decode("utf-8") if _utf8(raw) else text(raw)
 
 
 def record_json(rec: Record) -> dict[str, Any]:
@@ -370,7 +260,7 @@ def to_json(image_bytes: bytes, strict: bool = True) -> dict[str, Any]:
     if image is not None:
         head = dataclasses.asdict(image.head)
         head.update(
-            {k: _text(head[k]) for k in ("sysname", "release", "version", "machine")}
+            {k: text(head[k]) for k in ("sysname", "release", "version", "machine")}
         )
         head["time_iso"] = _time(image.head.time)
         out["head"] = head
@@ -383,17 +273,6 @@ def to_json(image_bytes: bytes, strict: bool = True) -> dict[str, Any]:
 
 
 # ---- Graphviz -----------------------------------------------------------------
-
-
-def _q(s: str) -> str:
-    """A DOT quoted string: _text() (no control characters), then DOT's own
-    escapes for backslash and quote."""
-    return '"' + _text(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _label(*lines: str) -> str:
-    """A multi-line quoted label (each line escaped, joined by DOT's \\n)."""
-    return '"' + "\\n".join(_q(line)[1:-1] for line in lines) + '"'
 
 
 def to_dot(image: Image) -> str:
@@ -412,7 +291,7 @@ def to_dot(image: Image) -> str:
     pids = {t.pid for t in image.tasks}
     for t in image.tasks:
         out.append(
-            f"  task_{t.pid} [shape=box, label={_label(f'task {t.pid}', t.comm)}];"
+            f"  task_{t.pid} [shape=box, label={dot_label(f'task {t.pid}', t.comm)}];"
         )
     for t in image.tasks:
         if t.ppid in pids:
@@ -423,24 +302,24 @@ def to_dot(image: Image) -> str:
         if f.path:
             lines.append(f.path)
         shape = "hexagon" if f.kind == FileKind.EPOLL else "ellipse"
-        out.append(f"  file_{ref} [shape={shape}, label={_label(*lines)}];")
+        out.append(f"  file_{ref} [shape={shape}, label={dot_label(*lines)}];")
     for ref in sorted(pipes(image)):
         p = pipes(image)[ref]
-        label = _label(f"pipe {ref}", f"{len(p.data)}/{p.size} bytes")
+        label = dot_label(f"pipe {ref}", f"{len(p.data)}/{p.size} bytes")
         out.append(f"  pipe_{ref} [shape=diamond, label={label}];")
     for t in image.tasks:
         for fd in t.fds:
             out.append(
-                f"  task_{t.pid} -> file_{fd.objref} [label={_q(f'fd {fd.fd}')}];"
+                f"  task_{t.pid} -> file_{fd.objref} [label={dot_quoted(f'fd {fd.fd}')}];"
             )
     for ref in sorted(image.files):
         f = image.files[ref]
         if f.pipe_objref and f.pipe_objref in pipes(image):
-            end = _q(f"{_mode(f)} end")
+            end = dot_quoted(f"{_mode(f)} end")
             out.append(f"  file_{ref} -> pipe_{f.pipe_objref} [label={end}];")
     for ref in sorted(epolls(image)):
         for i in epolls(image)[ref].items:
-            label = _q(f"tfd {i.tfd} {epoll_events_names(i.events)}")
+            label = dot_quoted(f"tfd {i.tfd} {epoll_events_names(i.events)}")
             out.append(
                 f"  file_{ref} -> file_{i.target} [style=dashed, label={label}];"
             )

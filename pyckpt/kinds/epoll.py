@@ -27,6 +27,7 @@ from pyckpt.device import epoll_add
 from pyckpt.errors import CheckpointError, ImageError, RestartError
 from pyckpt.kinds.base import Kind
 from pyckpt.kinds.regular import SETFL
+from pyckpt.names import epoll_events_names
 from pyckpt.records import Layout, Record, Var, bad
 
 if TYPE_CHECKING:
@@ -499,7 +500,6 @@ class EpollKind(Kind):
         return "epoll"
 
     def details(self, image: Image) -> list[str]:
-        from pyckpt.show import epoll_events_names  # show imports the kinds
 
         lines = []
         for ref in sorted(epolls(image)):

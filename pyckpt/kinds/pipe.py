@@ -23,6 +23,7 @@ from pyckpt.device import tee
 from pyckpt.errors import CheckpointError, ImageError, RestartError
 from pyckpt.kinds.base import Kind
 from pyckpt.kinds.regular import SETFL, check_path, open_verified, record_path
+from pyckpt.names import preview
 from pyckpt.records import Layout, Record, Var, bad
 
 if TYPE_CHECKING:
@@ -400,7 +401,6 @@ class PipeKind(Kind):
         return f"{what} {f.path}" if f.path else what
 
     def details(self, image: Image) -> list[str]:
-        from pyckpt.show import preview  # show imports the kinds
 
         lines = []
         for ref in sorted(pipes(image)):

@@ -36,6 +36,7 @@ from pyckpt.abi import FileKind, HdrType, lib
 from pyckpt.errors import ImageError, RestartError
 from pyckpt.kinds.base import Kind, extra
 from pyckpt.kinds.regular import SETFL
+from pyckpt.names import preview
 from pyckpt.records import Layout, Record, Var, bad, no_nul
 
 if TYPE_CHECKING:
@@ -1106,7 +1107,6 @@ class UnixKind(Kind):
         return out
 
     def details(self, image: Image) -> list[str]:
-        from pyckpt.show import preview  # show imports the kinds
 
         lines = []
         for ref in sorted(image.files):

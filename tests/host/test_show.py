@@ -11,7 +11,8 @@ import pytest
 from pyckpt.abi import FileKind, FMode, lib
 from pyckpt.image import Fd, File, Image, ImageError, Task, iter_records
 from pyckpt.kinds.pipe import pipes
-from pyckpt.show import o_flags_names, summary, to_dot, to_json
+from pyckpt.names import o_flags_names
+from pyckpt.show import summary, to_dot, to_json
 from tests.host.test_image import rich_image
 
 
