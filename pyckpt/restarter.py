@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import errno as _errno
-import faulthandler
 import fcntl
 import functools
-import gc
 import os
 import resource
 import select
@@ -41,7 +39,7 @@ import signal
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Self
 
@@ -55,12 +53,20 @@ from pyckpt.kinds.pipe import pipes
 from pyckpt.kinds.tty import set_foreground, take_ctty
 from pyckpt.limits import Limits
 from pyckpt.model import RLIM_INFINITY, File, Task
+from pyckpt.stub import (
+    child_init,
+    close_all_except,
+    make_room,
+    move_above,
+    restore_limit,
+    say,
+    unique,
+)
 
 __all__ = ["Limits", "RestartError", "Restarted", "restart"]
 
 _EXEC_FAILED = 127
 _STUB_FAILED = 126
-_MSG_MAX = 3000  # a report line stays below PIPE_BUF: written atomically
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_DUMPABLE = 4
@@ -352,68 +358,6 @@ def _create_objects(ctx: Context, image: Image, plan: _Plan) -> None:
 # ---- process helpers ------------------------------------------------------------
 
 
-_FD_END = (1 << 31) - 1  # past any fd number (close_range() takes an int)
-
-
-def _close_all_except(keep: Iterable[int]) -> None:
-    """Close every fd but keep's: one close_range() per gap between them,
-    not a listing of /proc/self/fd and a close() per fd."""
-    lo = 0
-    for fd in sorted(set(keep)):
-        if fd > lo:
-            os.closerange(lo, fd)
-        lo = fd + 1
-    os.closerange(lo, _FD_END)
-
-
-def _make_room(need: int) -> int | None:
-    """Raise the soft fd limit to need if it is lower; the old soft limit
-    (to restore before exec) or None if unchanged."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if need <= soft:
-        return None
-    if hard != resource.RLIM_INFINITY and need > hard:
-        raise RestartError(f"needs {need} fds, above RLIMIT_NOFILE {hard}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
-    return soft
-
-
-def _restore_limit(soft: int | None, floor: int) -> None:
-    """Back to the old soft limit, or just above the highest restored fd if
-    the recorded table did not fit under it (the recorded task's was higher)."""
-    if soft is not None:
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, floor), hard))
-
-
-def _move_above(fds: dict[int, int], floor: int) -> dict[int, int]:
-    """Move every fd to a number >= floor (close-on-exec), out of the way of
-    the recorded numbers; returns key -> new fd."""
-    moved = {}
-    for key, fd in fds.items():
-        moved[key] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor)
-        os.close(fd)
-    return moved
-
-
-def _child_init() -> None:
-    # a forked copy of the caller (maybe pytest): no collector finalizing the
-    # caller's objects onto fd numbers that now mean something else, no
-    # faulthandler writing into a restored fd
-    gc.disable()
-    faulthandler.disable()
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # report EPIPE: just exit
-
-
-def _unique(refs: Iterable[int]) -> list[int]:
-    return list(dict.fromkeys(refs))
-
-
-def _say(wfd: int, line: str) -> None:
-    line = " ".join(line.split())[:_MSG_MAX] + "\n"
-    os.write(wfd, line.encode(errors="replace"))
-
-
 # ---- step 3: the stubs ------------------------------------------------------------
 
 
@@ -504,9 +448,9 @@ def _stub(
     """A stub for one task: never returns to the caller's code."""
     code = _STUB_FAILED
     try:
-        _child_init()
+        child_init()
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
-        _say(wfd, f"pid {task.pid} {os.getpid()}")
+        say(wfd, f"pid {task.pid} {os.getpid()}")
     except BaseException:  # noqa: BLE001 - a stub never returns into the caller
         os._exit(code)  # coordinator gone: nothing to report to
     box = [wfd]  # the report fd, wherever _stub_build moved it
@@ -522,7 +466,7 @@ def _stub(
         _libc_call("prctl", _PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:
             os._exit(code)  # the parent died before the line above
-        _say(wfd, f"ready {task.pid}")
+        say(wfd, f"ready {task.pid}")
         os.close(wfd)
         signal.sigwait({signal.SIGUSR1})
         _libc_call("prctl", _PR_SET_PDEATHSIG, 0, 0, 0, 0)  # released: normal life
@@ -535,7 +479,7 @@ def _stub(
     except BaseException as e:  # noqa: BLE001 - a stub never returns into the caller
         with contextlib.suppress(BaseException):
             if code == _STUB_FAILED:
-                _say(box[0], f"error {task.pid} {e}")
+                say(box[0], f"error {task.pid} {e}")
     os._exit(code)
 
 
@@ -554,7 +498,7 @@ def _take_ctty(plan: _Plan, task: Task, ctx: Context, wfd: int) -> None:
         os.close(fd)
     if why:
         why = f"session restarted without a controlling terminal: {why}"
-        _say(wfd, f"note {task.pid} {why}")
+        say(wfd, f"note {task.pid} {why}")
 
 
 def _take_foreground(plan: _Plan, task: Task) -> None:
@@ -595,10 +539,10 @@ def _zombie(task: Task, ctx: Context, wfd: int, ancestors: dict[int, int]) -> No
     neither does the command the parent execs, unless it calls wait()."""
     status = task.exit_status or 0
     try:
-        _close_all_except({wfd})
+        close_all_except({wfd})
         _session(task, ancestors)
         _take_credentials(task)
-        _say(wfd, f"ready {task.pid}")
+        say(wfd, f"ready {task.pid}")
         os.close(wfd)
         sig = status & 0x7F
         if sig:
@@ -613,7 +557,7 @@ def _zombie(task: Task, ctx: Context, wfd: int, ancestors: dict[int, int]) -> No
         os._exit(status >> 8)
     except BaseException as e:  # noqa: BLE001 - a stub never returns into the caller
         with contextlib.suppress(BaseException):
-            _say(wfd, f"error {task.pid} {e}")
+            say(wfd, f"error {task.pid} {e}")
     os._exit(_STUB_FAILED)
 
 
@@ -622,7 +566,7 @@ def _stub_build(
 ) -> None:
     """Build the task's state: box[0] is the report fd, moved out of the way."""
     wfd = box[0]
-    _close_all_except({ctx.fileno(), wfd})
+    close_all_except({ctx.fileno(), wfd})
     me = os.getpid()
     ctty = None
     if task.pid in plan.ctty:
@@ -643,10 +587,10 @@ def _stub_build(
         raise RestartError(f"chdir {task.cwd}: {e.strerror}") from e
 
     objref = {fd.fd: plan.objref_of(task, fd.fd, fd.objref) for fd in task.fds}
-    refs = _unique(objref.values())
+    refs = unique(objref.values())
     floor = max([fd.fd for fd in task.fds] + [2]) + 1
     # temporaries above the recorded numbers may not fit under the limit
-    soft = _make_room(floor + len(refs) + 2)
+    soft = make_room(floor + len(refs) + 2)
     try:
         # each file lands at the lowest free number: in the order of their
         # first fds (refs' order) that is often the recorded number itself
@@ -666,7 +610,7 @@ def _stub_build(
     at, away = {}, {0: wfd}
     for ref, fd in zip(refs, got, strict=True):
         (at if fd == first[ref] else away)[ref] = fd
-    away = _move_above(away, floor)
+    away = move_above(away, floor)
     box[0] = wfd = away.pop(0)
     at |= away
     for fd in task.fds:
@@ -675,8 +619,8 @@ def _stub_build(
             os.dup2(src, fd.fd, inheritable=not fd.cloexec)
         elif fd.cloexec:  # fetched without close-on-exec
             fcntl.fcntl(src, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
-    _close_all_except({fd.fd for fd in task.fds} | {wfd})
-    _restore_limit(soft, floor)
+    close_all_except({fd.fd for fd in task.fds} | {wfd})
+    restore_limit(soft, floor)
 
 
 class _Procs:

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from pyckpt import stub
 from pyckpt.abi import FileKind, HdrType, ffi, lib
 from pyckpt.device import epoll_add
 from pyckpt.errors import CheckpointError, ImageError, RestartError
@@ -266,20 +267,19 @@ def _epoll_create() -> int:
 
 
 def _epoll_helper(ctx: Context, epolls: list[Epoll], wfd: int) -> NoReturn:
-    from pyckpt import restarter as rs  # the stub helpers; restarter imports us
 
     try:
-        rs._child_init()
-        rs._close_all_except({ctx.fileno(), wfd})
-        refs = rs._unique(
+        stub.child_init()
+        stub.close_all_except({ctx.fileno(), wfd})
+        refs = stub.unique(
             [ep.objref for ep in epolls]
             + [it.target for ep in epolls for it in ep.items]
         )
         floor = max([it.tfd for ep in epolls for it in ep.items] + [2]) + 1
-        rs._make_room(floor + len(refs) + 3)
+        stub.make_room(floor + len(refs) + 3)
         got = ctx.fetch_many(refs)
         os.close(ctx.fileno())
-        tmp = rs._move_above(dict(zip(refs, got)) | {0: wfd}, floor)
+        tmp = stub.move_above(dict(zip(refs, got)) | {0: wfd}, floor)
         wfd = tmp.pop(0)
         for ep in epolls:
             for it in ep.items:
@@ -294,11 +294,11 @@ def _epoll_helper(ctx: Context, epolls: list[Epoll], wfd: int) -> NoReturn:
                         f"epoll {ep.objref}: add target {it.target} as tfd "
                         f"{it.tfd} events {it.events:#x}: {e.strerror}"
                     ) from e
-        rs._say(wfd, "ok")
+        stub.say(wfd, "ok")
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 - the helper never returns either
         with contextlib.suppress(BaseException):
-            rs._say(wfd, f"error {e}")
+            stub.say(wfd, f"error {e}")
     os._exit(1)
 
 

@@ -9,7 +9,7 @@ import resource
 import pytest
 from hosthelpers import in_child
 
-from pyckpt.restarter import _close_all_except
+from pyckpt.stub import close_all_except
 
 
 @pytest.mark.parametrize("pick", [(), (0,), (0, 1, 2), (2, 5, 9), (9,)])
@@ -19,7 +19,7 @@ def test_close_all_except_keeps_exactly_keep(pick: tuple[int, ...]) -> None:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         high = os.dup2(opened[0], min(soft - 1, 4000))  # far above the others
         keep = {opened[i] for i in pick} | {0}
-        _close_all_except(keep)
+        close_all_except(keep)
         left = set()
         for fd in [*range(64), high]:
             try:

@@ -1,0 +1,80 @@
+"""Fd juggling in a forked child: what restart's stubs and the epoll kind's
+helper do before they hold exactly the fds they must (close the rest, make
+room under RLIMIT_NOFILE, move fds out of the way of recorded numbers), and
+the one-line reports they send back to the coordinator."""
+
+from __future__ import annotations
+
+import faulthandler
+import fcntl
+import gc
+import os
+import resource
+import signal
+from collections.abc import Iterable
+
+from pyckpt.errors import RestartError
+
+_MSG_MAX = 3000  # a report line stays below PIPE_BUF: written atomically
+
+
+_FD_END = (1 << 31) - 1  # past any fd number (close_range() takes an int)
+
+
+def _close_all_except(keep: Iterable[int]) -> None:
+    """Close every fd but keep's: one close_range() per gap between them,
+    not a listing of /proc/self/fd and a close() per fd."""
+    lo = 0
+    for fd in sorted(set(keep)):
+        if fd > lo:
+            os.closerange(lo, fd)
+        lo = fd + 1
+    os.closerange(lo, _FD_END)
+
+
+def _make_room(need: int) -> int | None:
+    """Raise the soft fd limit to need if it is lower; the old soft limit
+    (to restore before exec) or None if unchanged."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if need <= soft:
+        return None
+    if hard != resource.RLIM_INFINITY and need > hard:
+        raise RestartError(f"needs {need} fds, above RLIMIT_NOFILE {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    return soft
+
+
+def _restore_limit(soft: int | None, floor: int) -> None:
+    """Back to the old soft limit, or just above the highest restored fd if
+    the recorded table did not fit under it (the recorded task's was higher)."""
+    if soft is not None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, floor), hard))
+
+
+def _move_above(fds: dict[int, int], floor: int) -> dict[int, int]:
+    """Move every fd to a number >= floor (close-on-exec), out of the way of
+    the recorded numbers; returns key -> new fd."""
+    moved = {}
+    for key, fd in fds.items():
+        moved[key] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor)
+        os.close(fd)
+    return moved
+
+
+def _child_init() -> None:
+    # a forked copy of the caller (maybe pytest): no collector finalizing the
+    # caller's objects onto fd numbers that now mean something else, no
+    # faulthandler writing into a restored fd
+    gc.disable()
+    faulthandler.disable()
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # report EPIPE: just exit
+
+
+def _unique(refs: Iterable[int]) -> list[int]:
+    return list(dict.fromkeys(refs))
+
+
+def _say(wfd: int, line: str) -> None:
+    line = " ".join(line.split())[:_MSG_MAX] + "\n"
+    os.write(wfd, line.encode(errors="replace"))
