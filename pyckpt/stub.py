@@ -15,13 +15,13 @@ from collections.abc import Iterable
 
 from pyckpt.errors import RestartError
 
-_MSG_MAX = 3000  # a report line stays below PIPE_BUF: written atomically
+MSG_MAX = 3000  # a report line stays below PIPE_BUF: written atomically
 
 
-_FD_END = (1 << 31) - 1  # past any fd number (close_range() takes an int)
+FD_END = (1 << 31) - 1  # past any fd number (close_range() takes an int)
 
 
-def _close_all_except(keep: Iterable[int]) -> None:
+def close_all_except(keep: Iterable[int]) -> None:
     """Close every fd but keep's: one close_range() per gap between them,
     not a listing of /proc/self/fd and a close() per fd."""
     lo = 0
@@ -29,10 +29,10 @@ def _close_all_except(keep: Iterable[int]) -> None:
         if fd > lo:
             os.closerange(lo, fd)
         lo = fd + 1
-    os.closerange(lo, _FD_END)
+    os.closerange(lo, FD_END)
 
 
-def _make_room(need: int) -> int | None:
+def make_room(need: int) -> int | None:
     """Raise the soft fd limit to need if it is lower; the old soft limit
     (to restore before exec) or None if unchanged."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -44,7 +44,7 @@ def _make_room(need: int) -> int | None:
     return soft
 
 
-def _restore_limit(soft: int | None, floor: int) -> None:
+def restore_limit(soft: int | None, floor: int) -> None:
     """Back to the old soft limit, or just above the highest restored fd if
     the recorded table did not fit under it (the recorded task's was higher)."""
     if soft is not None:
@@ -52,7 +52,7 @@ def _restore_limit(soft: int | None, floor: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, floor), hard))
 
 
-def _move_above(fds: dict[int, int], floor: int) -> dict[int, int]:
+def move_above(fds: dict[int, int], floor: int) -> dict[int, int]:
     """Move every fd to a number >= floor (close-on-exec), out of the way of
     the recorded numbers; returns key -> new fd."""
     moved = {}
@@ -62,7 +62,7 @@ def _move_above(fds: dict[int, int], floor: int) -> dict[int, int]:
     return moved
 
 
-def _child_init() -> None:
+def child_init() -> None:
     # a forked copy of the caller (maybe pytest): no collector finalizing the
     # caller's objects onto fd numbers that now mean something else, no
     # faulthandler writing into a restored fd
@@ -71,10 +71,10 @@ def _child_init() -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # report EPIPE: just exit
 
 
-def _unique(refs: Iterable[int]) -> list[int]:
+def unique(refs: Iterable[int]) -> list[int]:
     return list(dict.fromkeys(refs))
 
 
-def _say(wfd: int, line: str) -> None:
-    line = " ".join(line.split())[:_MSG_MAX] + "\n"
+def say(wfd: int, line: str) -> None:
+    line = " ".join(line.split())[:MSG_MAX] + "\n"
     os.write(wfd, line.encode(errors="replace"))
