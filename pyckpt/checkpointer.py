@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from pyckpt import gcpause, kinds
+from pyckpt import freeze, gcpause, kinds, proctree
 from pyckpt.abi import FileKind, ObjType
 from pyckpt.device import Context, FileInfo, TaskFd, kcmp_files, pidfd_getfd
 from pyckpt.errors import CheckpointError, CkptError
@@ -45,17 +45,11 @@ from pyckpt.model import (
     Task,
     fd_table,
 )
-from pyckpt.proc import read as _read
 from pyckpt.proc import read_text as _read_text
 from pyckpt.proc import starttime as _starttime
-from pyckpt.proc import stat_fields as _stat_fields
-from pyckpt.proc import state as _proc_state
 
-__all__ = ["FREEZERS", "CheckpointError", "CheckpointResult", "checkpoint"]
+__all__ = ["CheckpointError", "CheckpointResult", "checkpoint"]
 
-FREEZE_TIMEOUT = 5.0  # seconds for every task to stop / the cgroup to freeze
-CGROUP_ROOT = "/sys/fs/cgroup"
-FREEZERS = ("signal", "cgroup")
 
 _EPOLL_ITEM = re.compile(
     r"tfd:\s*(-?\d+)\s+events:\s*([0-9a-fA-F]+)\s+data:\s*([0-9a-fA-F]+)"
@@ -76,480 +70,10 @@ class CheckpointResult:
 # ---- /proc helpers -------------------------------------------------------------
 
 
-def _threads_stopped(pid: int) -> bool:
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return True  # gone: the caller sees it in the leader's state
-    for tid in tids:
-        try:
-            st = _stat_fields(_read(f"/proc/{pid}/task/{tid}/stat"))[0]
-        except (OSError, ValueError):
-            continue  # this thread exited
-        if st not in (b"T", b"t", b"Z", b"X"):
-            return False
-    return True
-
-
-def _zombie_status(pid: int) -> int | None:
-    """A zombie's wait(2) status (/proc/PID/stat field 52, exit_code), or
-    None: not a zombie (alive, or gone)."""
-    try:
-        fields = _read(f"/proc/{pid}/stat")
-        rest = _stat_fields(fields)
-    except (OSError, ValueError):
-        return None
-    if rest[0] != b"Z":
-        return None
-    # fields from the state on: state is field 3, exit_code field 52
-    return int(rest[2].split()[52 - 5]) & 0xFFFF
-
-
-def _nr_threads(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/task"))
-    except OSError:
-        return 0
-
-
-def _comm(pid: int) -> str:
-    try:
-        return _read_text(f"/proc/{pid}/comm").rstrip("\n")
-    except OSError:
-        return "?"
-
-
-def _wait_until(cond: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + FREEZE_TIMEOUT
-    delay = 0.0005
-    while not cond():
-        if time.monotonic() > deadline:
-            raise CheckpointError(f"timed out after {FREEZE_TIMEOUT:g} s: {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.02)
-
-
 # ---- the tree ----------------------------------------------------------------------
 
 
-def _root_process(pid: int) -> psutil.Process:
-    if pid <= 0:
-        raise CheckpointError(f"invalid pid {pid}")
-    if pid == 1:
-        raise CheckpointError("refusing to checkpoint pid 1 (init: the whole system)")
-    try:
-        status = _read_text(f"/proc/{pid}/status")
-        tgid = int(re.search(r"^Tgid:\s*(\d+)", status, re.MULTILINE)[1])
-        if tgid != pid:
-            raise CheckpointError(f"pid {pid} is a thread of process {tgid}")
-        return psutil.Process(pid)
-    except (FileNotFoundError, ProcessLookupError, psutil.NoSuchProcess):
-        raise CheckpointError(f"no process with pid {pid}") from None
-    except psutil.AccessDenied:
-        raise CheckpointError(f"pid {pid}: access denied") from None
-
-
-def _ppids() -> dict[int, int]:
-    """pid -> ppid of every process, from one pass over /proc."""
-    out = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                out[int(name)] = int(_stat_fields(_read(f"/proc/{name}/stat"))[1])
-            except OSError:
-                continue  # exited meanwhile
-    return out
-
-
-class _Lister:
-    """Lists a tree, a parent before its children (by pid), as psutil
-    Processes that are made once per pid (psutil guards signals against pid
-    reuse with them)."""
-
-    def __init__(self, root: psutil.Process) -> None:
-        self.root = root
-        self.procs: dict[int, psutil.Process] = {root.pid: root}
-        self.ppid: dict[int, int] = {}  # of the last listing
-
-    def list(self) -> list[psutil.Process]:
-        # psutil's children(recursive=True) costs twice this one scan (it
-        # makes a Process per child each time): this runs while frozen
-        ppids = _ppids()
-        if self.root.pid not in ppids:
-            raise CheckpointError(f"task {self.root.pid} exited")
-        kids: dict[int, list[int]] = {}
-        for pid, ppid in ppids.items():
-            kids.setdefault(ppid, []).append(pid)
-        out = []
-        stack = [self.root.pid]
-        while stack:
-            pid = stack.pop()
-            p = self.procs.get(pid)
-            if p is None:
-                try:
-                    p = self.procs[pid] = psutil.Process(pid)
-                except psutil.NoSuchProcess:
-                    continue  # exited since the scan, with its children
-            out.append(p)
-            stack.extend(sorted(kids.get(pid, ()), reverse=True))
-        self.ppid = {p.pid: ppids[p.pid] for p in out}
-        return out
-
-
-def _ours() -> dict[int, str]:
-    """The calling process and its ancestors: freezing one would deadlock."""
-    me = psutil.Process()
-    ours = {me.pid: "the calling process"}
-    for p in me.parents():
-        ours[p.pid] = f"an ancestor of the calling process ({p.name()})"
-    return ours
-
-
-def _check_not_ours(procs: list[psutil.Process], ours: dict[int, str]) -> None:
-    for p in procs:
-        if p.pid in ours:
-            raise CheckpointError(
-                f"refusing to checkpoint tree {procs[0].pid}: it contains pid "
-                f"{p.pid}, {ours[p.pid]}"
-            )
-
-
 # ---- freezers --------------------------------------------------------------------
-
-
-class _Freezer:
-    """Stops a tree and puts it back as it was found."""
-
-    def __init__(
-        self, root: psutil.Process, ours: dict[int, str], watchdog: _Watchdog
-    ) -> None:
-        self.root = root
-        self.ours = ours
-        self.lister = _Lister(root)
-        self.procs: list[psutil.Process] = []
-        self.watchdog = watchdog
-        self.zombies: dict[int, int] = {}  # pid -> wait status: never frozen
-
-    def freeze(self) -> list[psutil.Process]:
-        """Freeze the tree, re-listing until no task appears: the final tree."""
-        seen: set[int] = set()
-        while True:
-            procs = self.lister.list()
-            _check_not_ours(procs, self.ours)
-            new = [p for p in procs if p.pid not in seen]
-            if not new:
-                self.procs = procs
-                return procs
-            seen.update(p.pid for p in new)
-            self.procs = procs
-            live = []
-            for p in new:
-                state = _proc_state(p.pid)
-                if state in ("X", ""):
-                    raise CheckpointError(f"task {p.pid} exited during the freeze")
-                if state != "Z":
-                    live.append(p)
-                    continue
-                if _nr_threads(p.pid) > 1:
-                    # the leader thread exited, the others run on: /proc
-                    # shows no fd table for it
-                    raise CheckpointError(
-                        f"task {p.pid} ({_comm(p.pid)}): its main thread exited "
-                        "while other threads run: not supported"
-                    )
-                if p.pid == self.root.pid:
-                    raise CheckpointError(
-                        f"task {p.pid} ({_comm(p.pid)}) has exited (a zombie its "
-                        "parent did not reap): the tree's root cannot be one"
-                    )
-                status = _zombie_status(p.pid)
-                if status is None:
-                    raise CheckpointError(f"task {p.pid} exited during the freeze")
-                # a zombie runs no more: nothing to freeze, and its parent,
-                # frozen, cannot reap it before the thaw
-                self.zombies[p.pid] = status
-            self._freeze_new(live)
-
-    def _freeze_new(self, new: list[psutil.Process]) -> None:
-        raise NotImplementedError
-
-    def thaw(self) -> None:
-        raise NotImplementedError
-
-    def kill(self) -> None:
-        """SIGKILL every task while frozen, undo the freezer, wait for the deaths."""
-        for p in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGKILL)
-        self._undo_after_kill()
-        pids = [p.pid for p in self.procs]
-        _wait_until(
-            lambda: all(_proc_state(pid) in ("", "Z", "X") for pid in pids),
-            "killed tasks to exit",
-        )
-
-    def _undo_after_kill(self) -> None:
-        pass
-
-
-class _SignalFreezer(_Freezer):
-    """SIGSTOP every task; SIGCONT only those we stopped."""
-
-    def __init__(
-        self, root: psutil.Process, ours: dict[int, str], watchdog: _Watchdog
-    ) -> None:
-        super().__init__(root, ours, watchdog)
-        self.stopped: list[psutil.Process] = []  # by us, so ours to continue
-
-    def _freeze_new(self, new: list[psutil.Process]) -> None:
-        waiting = []
-        for p in new:
-            state = _proc_state(p.pid)
-            if state in ("T", "t"):
-                continue  # already stopped: left stopped at thaw
-            self.watchdog.note(f"stop {p.pid}")  # first: it may outlive us
-            try:
-                p.suspend()
-            except psutil.NoSuchProcess:
-                raise CheckpointError(
-                    f"task {p.pid} exited during the freeze"
-                ) from None
-            except psutil.AccessDenied:
-                raise CheckpointError(
-                    f"task {p.pid} ({_comm(p.pid)}): not allowed to stop it"
-                ) from None
-            self.stopped.append(p)
-            waiting.append(p.pid)
-
-        def all_stopped() -> bool:
-            states = {pid: _proc_state(pid) for pid in waiting}
-            gone = [pid for pid, s in states.items() if s in ("", "Z", "X")]
-            if gone:
-                raise CheckpointError(f"task {gone[0]} exited during the freeze")
-            # every thread, not only the leader: a thread still running
-            # could change the fd table while it is read
-            return all(s in ("T", "t") for s in states.values()) and all(
-                _threads_stopped(pid) for pid in waiting
-            )
-
-        _wait_until(all_stopped, f"tasks {waiting} to stop")
-
-    def thaw(self) -> None:
-        for p in self.stopped:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.resume()
-        self.stopped = []
-
-
-class _CgroupFreezer(_Freezer):
-    """The cgroup v2 freezer, in a cgroup of our own that is removed at thaw."""
-
-    def __init__(
-        self, root: psutil.Process, ours: dict[int, str], watchdog: _Watchdog
-    ) -> None:
-        super().__init__(root, ours, watchdog)
-        if not os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.procs")):
-            raise CheckpointError(f"no cgroup v2 hierarchy at {CGROUP_ROOT}")
-        self.path = ""
-        self.origin: dict[int, str] = {}  # pid -> its cgroup before the move
-        self.frozen = False
-
-    def _write(self, name: str, value: str, cgroup: str | None = None) -> None:
-        with open(os.path.join(cgroup or self.path, name), "w") as f:
-            f.write(value)
-
-    def _freeze_new(self, new: list[psutil.Process]) -> None:
-        if not self.path:
-            path = f"{CGROUP_ROOT}/pyckpt-{self.root.pid}-{os.urandom(4).hex()}"
-            self.watchdog.note(f"cgroup {path}")
-            try:
-                os.mkdir(path)
-            except OSError as e:
-                raise CheckpointError(f"cannot create cgroup {path}: {e}") from e
-            self.path = path
-        for p in new:
-            try:
-                lines = _read_text(f"/proc/{p.pid}/cgroup").splitlines()
-                (where,) = [ln[3:] for ln in lines if ln.startswith("0::")]
-                if CGROUP_ROOT + where == self.path:
-                    # forked during the freeze inside our cgroup: it goes
-                    # back where its parent came from
-                    ppid = self.lister.ppid.get(p.pid, 0)
-                    where = self.origin.get(ppid, where)
-                self.origin[p.pid] = where
-                self.watchdog.note(f"origin {p.pid} {where}")
-                self._write("cgroup.procs", str(p.pid))
-            except (ProcessLookupError, FileNotFoundError):
-                raise CheckpointError(
-                    f"task {p.pid} exited during the freeze"
-                ) from None
-            except (OSError, ValueError) as e:
-                raise CheckpointError(
-                    f"cannot move task {p.pid} ({_comm(p.pid)}) into {self.path}: {e}"
-                ) from e
-        if not self.frozen:
-            self._write("cgroup.freeze", "1")
-            self.frozen = True
-        _wait_until(self._is_frozen, f"{self.path} to freeze")
-
-    def _is_frozen(self) -> bool:
-        events = _read_text(os.path.join(self.path, "cgroup.events")).split("\n")
-        return "frozen 1" in events
-
-    def _undo(self) -> None:
-        problems = []
-        if self.frozen:
-            try:
-                self._write("cgroup.freeze", "0")
-                self.frozen = False
-            except OSError as e:
-                problems.append(f"unfreeze {self.path}: {e}")
-        for pid, where in self.origin.items():
-            try:
-                self._write("cgroup.procs", str(pid), CGROUP_ROOT + where)
-            except ProcessLookupError:
-                pass  # gone (killed): nothing to move back
-            except OSError as e:
-                problems.append(f"move task {pid} back to {where}: {e}")
-        self.origin = {}
-        if self.path:
-            try:
-                self._rmdir()
-                self.path = ""
-            except OSError as e:
-                problems.append(f"rmdir {self.path}: {e}")
-        if problems:
-            raise CheckpointError("cannot undo the cgroup freezer", problems)
-
-    def _rmdir(self) -> None:
-        # dying tasks may keep the cgroup busy for a moment
-        deadline = time.monotonic() + FREEZE_TIMEOUT
-        while True:
-            try:
-                os.rmdir(self.path)
-                return
-            except OSError as e:
-                if e.errno != _errno.EBUSY or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.005)
-
-    def thaw(self) -> None:
-        self._undo()
-
-    def _undo_after_kill(self) -> None:
-        self._undo()
-
-
-class _Watchdog:
-    """A process forked before the freeze that thaws the tree if the
-    coordinator dies without saying "done" (SIGKILL included): it learns
-    what is frozen through a pipe, line by line, before it is frozen, and
-    reads end-of-file when the coordinator is gone."""
-
-    def __init__(self) -> None:
-        self.wfd = -1
-        self.pid = 0
-
-    def start(self) -> None:
-        rfd, wfd = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                _watchdog_main(rfd)
-            finally:
-                os._exit(0)
-        os.close(rfd)
-        self.wfd, self.pid = wfd, pid
-
-    def note(self, line: str) -> None:
-        if self.wfd >= 0:
-            os.write(self.wfd, (line + "\n").encode())  # < PIPE_BUF: atomic
-
-    def done(self, undone: bool = True) -> None:
-        """undone: the coordinator undid the freeze itself, the watchdog just
-        exits; else it undoes what it was told of, now, and exits."""
-        if self.wfd < 0:
-            return
-        if undone:
-            with contextlib.suppress(OSError):
-                os.write(self.wfd, b"done\n")
-        os.close(self.wfd)
-        self.wfd = -1
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
-
-
-def _watchdog_main(rfd: int) -> None:
-    """The watchdog: never returns into the caller's code (os._exit)."""
-    import gc
-
-    gc.disable()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        os.setsid()  # out of the caller's process group and terminal
-    for name in os.listdir("/proc/self/fd"):
-        if int(name) != rfd:
-            with contextlib.suppress(OSError):
-                os.close(int(name))
-    pidfds: list[int] = []
-    cgroup = ""
-    origin: dict[int, str] = {}
-    buf = b""
-    while True:
-        try:
-            chunk = os.read(rfd, 65536)
-        except InterruptedError:
-            continue
-        if not chunk:
-            break
-        buf += chunk
-        *lines, buf = buf.split(b"\n")
-        for raw in lines:
-            word, _, rest = raw.decode().partition(" ")
-            if word == "done":
-                os._exit(0)
-            with contextlib.suppress(OSError, ValueError):
-                if word == "stop":
-                    pidfds.append(os.pidfd_open(int(rest)))
-                elif word == "cgroup":
-                    cgroup = rest
-                elif word == "origin":
-                    pid, _, where = rest.partition(" ")
-                    origin[int(pid)] = where
-    # the coordinator died with the tree frozen: undo what it did
-    for pidfd in pidfds:
-        with contextlib.suppress(OSError):
-            signal.pidfd_send_signal(pidfd, signal.SIGCONT)
-    if cgroup:
-        # home first (a task leaving a frozen cgroup for a thawed one runs),
-        # then thaw whatever could not be moved
-        for pid, where in origin.items():
-            with (
-                contextlib.suppress(OSError),
-                open(CGROUP_ROOT + where + "/cgroup.procs", "w") as f,
-            ):
-                f.write(str(pid))
-        with (
-            contextlib.suppress(OSError),
-            open(os.path.join(cgroup, "cgroup.freeze"), "w") as f,
-        ):
-            f.write("0")
-        for _ in range(100):
-            try:
-                os.rmdir(cgroup)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.01)
-    os._exit(0)
-
-
-_FREEZER_CLASSES: dict[str, type[_Freezer]] = {
-    "signal": _SignalFreezer,
-    "cgroup": _CgroupFreezer,
-}
 
 
 # ---- collection ----------------------------------------------------------------------
@@ -714,7 +238,7 @@ class _Collector:
         except OSError as e:
             hint = " (raise ulimit -n)" if e.errno == _errno.EMFILE else ""
             raise CheckpointError(
-                f"{r.where()}: cannot copy it: {_why(e)}{hint}"
+                f"{r.where()}: cannot copy it: {proctree.why(e)}{hint}"
             ) from e
 
     def prefetch(self, refs: Iterable[_FdRef]) -> None:
@@ -757,7 +281,7 @@ class _Collector:
     def zombie(self, pid: int, ppid: int, status: int) -> None:
         """An exited task its parent has not reaped: its ids and exit status
         (it has no fds, memory, cwd or namespaces left to read)."""
-        comm = _comm(pid)
+        comm = proctree.comm(pid)
         try:
             task = Task(
                 pid=pid,
@@ -771,13 +295,13 @@ class _Collector:
             )
             _zombie_identity(task)
         except (OSError, ValueError, TypeError) as e:
-            raise CheckpointError(f"task {pid} ({comm}), a zombie: {_why(e)}") from e
+            raise CheckpointError(f"task {pid} ({comm}), a zombie: {proctree.why(e)}") from e
         self.image.tasks.append(task)
 
     def task(self, p: psutil.Process, ppid: int) -> None:
         """A task and its fds; one lookup batch per task."""
         pid = p.pid
-        comm = _comm(pid)
+        comm = proctree.comm(pid)
         try:
             cmdline = _read_text_bytes(f"/proc/{pid}/cmdline")
             task = Task(
@@ -789,7 +313,7 @@ class _Collector:
                 argv=[os.fsdecode(a) for a in cmdline.split(b"\0")[:-1]],
                 cwd=os.readlink(f"/proc/{pid}/cwd"),
             )
-            for problem in (_identity(task, self.mine), _threads(task)):
+            for problem in (_identity(task, self.mine), proctree.threads(task)):
                 if problem:
                     self.problems.append(f"task {pid} ({comm}): {problem}")
             # ties the pid to the task listed and frozen: the module refuses
@@ -799,7 +323,7 @@ class _Collector:
                 raise psutil.NoSuchProcess(pid)
             self.pidfds[pid] = self._own(os.pidfd_open(pid))
         except (OSError, psutil.Error) as e:
-            raise CheckpointError(f"task {pid} ({comm}): {_why(e)}") from e
+            raise CheckpointError(f"task {pid} ({comm}): {proctree.why(e)}") from e
         try:
             walked = self.ctx.task_fds(pid, started)
         except CkptError as e:
@@ -821,7 +345,7 @@ class _Collector:
         (or just before a kill's save): it reads no live state, and an
         object per fd costs while the tree is frozen."""
         tasks = {t.pid: t for t in self.image.tasks}
-        for pid, _comm, walk in self.walked:
+        for pid, comm, walk in self.walked:
             tasks[pid].fds = [Fd(w.fd, w.objref, w.cloexec) for w in walk]
 
     # -- files --
@@ -929,7 +453,7 @@ class _Collector:
         tables, so each such group is sorted, not compared pairwise."""
         pos = {t.pid: i for i, t in enumerate(self.image.tasks)}
         tasks = {t.pid: t for t in self.image.tasks}
-        walks = {pid: walk for pid, _comm, walk in self.walked}  # live tasks'
+        walks = {pid: walk for pid, comm, walk in self.walked}  # live tasks'
         groups: dict[tuple[int, ...], list[Task]] = {}
         for pid, w in walks.items():
             key = (len(w), w[0].fd, w[0].objref, w[-1].fd, w[-1].objref) if w else (0,)
@@ -951,7 +475,7 @@ class _Collector:
                         runs.append([t])
             except OSError as e:
                 raise CheckpointError(
-                    f"tasks {[t.pid for t in same]}: kcmp(KCMP_FILES): {_why(e)}"
+                    f"tasks {[t.pid for t in same]}: kcmp(KCMP_FILES): {proctree.why(e)}"
                 ) from e
             for run in runs:
                 first = min(run, key=lambda x: pos[x.pid])
@@ -968,41 +492,11 @@ class _Collector:
                     x.files_pid = first.pid
 
 
-def _threads(task: Task) -> str:
-    """Count the task's threads; a problem if one has an fd table of its own
-    (unshare(CLONE_FILES) in a thread: /proc/PID/fd shows only the leader's)."""
-    pid = task.pid
-    try:
-        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    except OSError as e:
-        return f"cannot list its threads: {_why(e)}"
-    task.nr_threads = len(tids)
-    for tid in tids:
-        if tid == pid:
-            continue
-        try:
-            if kcmp_files(pid, tid) != 0:
-                return (
-                    f"its thread {tid} has an fd table of its own "
-                    "(unshare(CLONE_FILES)): not supported"
-                )
-        except OSError as e:
-            if e.errno != _errno.ESRCH:  # a thread that exited: it had none
-                return f"thread {tid}: kcmp(KCMP_FILES): {_why(e)}"
-    return ""
-
-
-def _status_line(status: str, key: str) -> list[str]:
-    """The fields of one line of /proc/PID/status."""
-    m = re.search(rf"^{key}:[ \t]*(.*)$", status, re.MULTILINE)
-    return m[1].split() if m else []
-
-
 def _ids(task: Task, status: str) -> None:
     """uids, gids and supplementary groups from /proc/PID/status."""
-    task.ruid, task.euid, task.suid, task.fsuid = map(int, _status_line(status, "Uid"))
-    task.rgid, task.egid, task.sgid, task.fsgid = map(int, _status_line(status, "Gid"))
-    task.groups = [int(g) for g in _status_line(status, "Groups")]
+    task.ruid, task.euid, task.suid, task.fsuid = map(int, proctree.status_line(status, "Uid"))
+    task.rgid, task.egid, task.sgid, task.fsgid = map(int, proctree.status_line(status, "Gid"))
+    task.groups = [int(g) for g in proctree.status_line(status, "Groups")]
 
 
 def _zombie_identity(task: Task) -> None:
@@ -1036,7 +530,7 @@ def _identity(task: Task, mine: _Mine) -> str:
     status = _read_text(f"/proc/{pid}/status")
 
     def line(key: str) -> list[str]:
-        return _status_line(status, key)
+        return proctree.status_line(status, key)
 
     _ids(task, status)
     umask = line("Umask")
@@ -1078,14 +572,6 @@ def _read_text_bytes(path: str) -> bytes:
         return f.read()
 
 
-def _why(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.errno in (_errno.EPERM, _errno.EACCES):
-        return f"permission denied ({e})"
-    if isinstance(e, OSError) and e.errno == _errno.ESRCH:
-        return "the task exited"
-    return str(e)
-
-
 def _describe(r: _FdRef, kind: FileKind, st: FileInfo | os.stat_result) -> str:
     if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
         what = "character" if stat.S_ISCHR(st.st_mode) else "block"
@@ -1097,7 +583,7 @@ def _describe(r: _FdRef, kind: FileKind, st: FileInfo | os.stat_result) -> str:
 # ---- the whole checkpoint ----------------------------------------------------------
 
 
-def _collect(frz: _Freezer, col: _Collector) -> None:
+def _collect(frz: freeze.Freezer, col: _Collector) -> None:
     procs = frz.procs
     for p in procs:
         if p.pid in frz.zombies:
@@ -1135,48 +621,6 @@ def _nofile_at_hard_limit() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class _Signalled(BaseException):
-    """SIGINT/SIGTERM/SIGHUP while the tree was frozen."""
-
-    def __init__(self, sig: int) -> None:
-        super().__init__(sig)
-        self.sig = sig
-
-
-@contextlib.contextmanager
-def _thaw_on_signals() -> Iterator[Callable[[], None]]:
-    """While the tree may be frozen, SIGINT/SIGTERM/SIGHUP raise _Signalled
-    (so the caller thaws before dying).  Yields block(): from then on those
-    signals wait until the handlers are restored, so the undoing itself is
-    never interrupted; a signal that came meanwhile is then delivered to the
-    caller's own handler (the default ones end the process, as asked)."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: None  # handlers can be set only from the main thread
-        return
-
-    def handler(sig: int, frame: object) -> None:
-        raise _Signalled(sig)
-
-    old = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set())
-
-    def block() -> None:
-        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-
-    try:
-        yield block
-    finally:
-        block()
-        for sig, h in old.items():
-            signal.signal(sig, h)
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-
-
 @gcpause.paused()  # while frozen, and while the image is encoded and written
 def checkpoint(
     pid: int,
@@ -1202,13 +646,13 @@ def checkpoint(
     SIGTERM and SIGHUP while frozen thaw it first; a watchdog process thaws
     it if the caller is killed outright); ValueError for an unknown freezer.
     """
-    if freezer not in _FREEZER_CLASSES:
-        raise ValueError(f"unknown freezer {freezer!r} (one of {', '.join(FREEZERS)})")
+    if freezer not in freeze.FREEZER_CLASSES:
+        raise ValueError(f"unknown freezer {freezer!r} (one of {', '.join(freeze.FREEZERS)})")
     start = time.monotonic()
-    root = _root_process(pid)
-    ours = _ours()
-    _check_not_ours(_Lister(root).list(), ours)
-    watchdog = _Watchdog()
+    root = proctree.root_process(pid)
+    ours = proctree.ours()
+    proctree.check_not_ours(proctree.Lister(root).list(), ours)
+    watchdog = freeze.Watchdog()
     watchdog.start()  # before the context: it inherits no copy of it
     try:
         ctx = Context(autogrow=True)
@@ -1216,7 +660,7 @@ def checkpoint(
         watchdog.done()
         raise CheckpointError(f"cannot open the checkpoint device: {e}") from e
     try:
-        frz = _FREEZER_CLASSES[freezer](root, ours, watchdog)
+        frz = freeze.FREEZER_CLASSES[freezer](root, ours, watchdog)
     except BaseException:
         ctx.close()
         watchdog.done()
@@ -1237,7 +681,7 @@ def checkpoint(
     col = _Collector(ctx, image, opts)
     frozen_at = time.monotonic()
     head.time = time.time()
-    with _thaw_on_signals() as block:
+    with freeze.thaw_on_signals() as block:
         try:
             # a copy of each distinct file stays open until the leak check
             with _nofile_at_hard_limit():
@@ -1255,7 +699,7 @@ def checkpoint(
                 # the first error matters more; the watchdog tries again
                 watchdog.done(undone=False)
                 exc.add_note(f"and the tree could not be thawed: {thaw_exc}")
-            if isinstance(exc, _Signalled):
+            if isinstance(exc, freeze.Signalled):
                 if exc.sig == signal.SIGINT:
                     raise KeyboardInterrupt from None
                 name = signal.Signals(exc.sig).name

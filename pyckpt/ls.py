@@ -26,11 +26,11 @@ from typing import Any
 
 from pyckpt import proc
 from pyckpt.abi import FileKind, FMode, lib
-from pyckpt.checkpointer import _Lister, _root_process
 from pyckpt.device import Context, kcmp_files, pidfd_getfd
 from pyckpt.errors import CkptError, Error
 from pyckpt.kinds import unix
 from pyckpt.names import dot_label, dot_quoted, epoll_events_names, o_flags_names, text
+from pyckpt.proctree import Lister, root_process
 
 __all__ = ["LsError", "Snapshot", "snapshot", "summary", "to_dot", "to_json"]
 
@@ -363,8 +363,8 @@ def snapshot(pid: int) -> Snapshot:
     if pid == 1:
         raise LsError("refusing to list pid 1 (init: the whole system)")
     try:
-        root = _root_process(pid)
-        procs = _Lister(root)
+        root = root_process(pid)
+        procs = Lister(root)
         listed = procs.list()
     except CheckpointError as e:
         raise LsError(str(e)) from None

@@ -25,7 +25,7 @@ import trees
 from trees import Member, Tree
 from vmhelpers import delta, mod_counts
 
-from pyckpt import Context, FileKind, FMode, checkpointer, pidfd_getfd
+from pyckpt import Context, FileKind, FMode, checkpointer, freeze, pidfd_getfd
 from pyckpt.checkpointer import CheckpointError, CheckpointResult, checkpoint
 from pyckpt.device import epoll_add
 from pyckpt.image import Fd, File, Image, Task
@@ -213,13 +213,13 @@ def test_downtime_ends_at_the_thaw(
 ) -> None:
     # what runs once the tree does (the watchdog's end, the collection the
     # GC put off) is not time the tree was frozen
-    done = checkpointer._Watchdog.done
+    done = freeze.Watchdog.done
 
     def slow_done(self: Any, *args: Any, **kw: Any) -> None:
         time.sleep(0.5)
         done(self, *args, **kw)
 
-    monkeypatch.setattr(checkpointer._Watchdog, "done", slow_done)
+    monkeypatch.setattr(freeze.Watchdog, "done", slow_done)
     res = checkpoint(spawn(sleeper).root)
     assert res.collect_time - res.downtime >= 0.5
 

@@ -643,7 +643,7 @@ def test_cgroup_child_forked_during_the_freeze_goes_home(tmp_path, monkeypatch):
     (and before it froze) is put back where its parent came from; it used to
     be 'moved back' into the freezer cgroup, whose removal then failed and
     lost the image."""
-    import pyckpt.checkpointer as cp
+    import pyckpt.freeze as fz
 
     ready, child_file = tmp_path / "ready", tmp_path / "child"
     p = subprocess.Popen(
@@ -658,7 +658,7 @@ def test_cgroup_child_forked_during_the_freeze_goes_home(tmp_path, monkeypatch):
             assert time.monotonic() < deadline
             time.sleep(0.02)
         origin = Path(f"/proc/{p.pid}/cgroup").read_text()
-        real = cp._CgroupFreezer._write
+        real = fz.CgroupFreezer._write
 
         def write(self, name, value, cgroup=None):
             if name == "cgroup.freeze" and value == "1" and not child_file.exists():
@@ -668,7 +668,7 @@ def test_cgroup_child_forked_during_the_freeze_goes_home(tmp_path, monkeypatch):
                     time.sleep(0.02)
             real(self, name, value, cgroup)
 
-        monkeypatch.setattr(cp._CgroupFreezer, "_write", write)
+        monkeypatch.setattr(fz.CgroupFreezer, "_write", write)
         res = checkpoint(p.pid, freezer="cgroup")
         child = int(child_file.read_text())
         assert {t.pid for t in res.image.tasks} == {p.pid, child}
