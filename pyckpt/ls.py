@@ -24,11 +24,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pyckpt import proc
+from pyckpt import proc, sockdiag
 from pyckpt.abi import FileKind, FMode, lib
 from pyckpt.device import Context, kcmp_files, pidfd_getfd
 from pyckpt.errors import CkptError, Error
-from pyckpt.kinds import unix
 from pyckpt.names import dot_label, dot_quoted, epoll_events_names, o_flags_names, text
 from pyckpt.proctree import Lister, root_process
 
@@ -350,7 +349,7 @@ def unix_peers() -> dict[int, int]:
     """Socket inode -> peer socket inode, for every connected unix socket of
     this network namespace (what ``ss -x`` shows as Peer): the unix kind's
     sock_diag dump."""
-    return {ino: d.peer for ino, d in unix.diag().items() if d.peer}
+    return {ino: d.peer for ino, d in sockdiag.diag().items() if d.peer}
 
 
 # ---- the snapshot -----------------------------------------------------------------
