@@ -295,7 +295,9 @@ class _Collector:
             )
             _zombie_identity(task)
         except (OSError, ValueError, TypeError) as e:
-            raise CheckpointError(f"task {pid} ({comm}), a zombie: {proctree.why(e)}") from e
+            raise CheckpointError(
+                f"task {pid} ({comm}), a zombie: {proctree.why(e)}"
+            ) from e
         self.image.tasks.append(task)
 
     def task(self, p: psutil.Process, ppid: int) -> None:
@@ -494,8 +496,12 @@ class _Collector:
 
 def _ids(task: Task, status: str) -> None:
     """uids, gids and supplementary groups from /proc/PID/status."""
-    task.ruid, task.euid, task.suid, task.fsuid = map(int, proctree.status_line(status, "Uid"))
-    task.rgid, task.egid, task.sgid, task.fsgid = map(int, proctree.status_line(status, "Gid"))
+    task.ruid, task.euid, task.suid, task.fsuid = map(
+        int, proctree.status_line(status, "Uid")
+    )
+    task.rgid, task.egid, task.sgid, task.fsgid = map(
+        int, proctree.status_line(status, "Gid")
+    )
     task.groups = [int(g) for g in proctree.status_line(status, "Groups")]
 
 
@@ -647,7 +653,9 @@ def checkpoint(
     it if the caller is killed outright); ValueError for an unknown freezer.
     """
     if freezer not in freeze.FREEZER_CLASSES:
-        raise ValueError(f"unknown freezer {freezer!r} (one of {', '.join(freeze.FREEZERS)})")
+        raise ValueError(
+            f"unknown freezer {freezer!r} (one of {', '.join(freeze.FREEZERS)})"
+        )
     start = time.monotonic()
     root = proctree.root_process(pid)
     ours = proctree.ours()

@@ -32,6 +32,7 @@ from pyckpt.abi import (
     struct_fields,
 )
 from pyckpt.errors import CkptError, DeviceMissingError, ErrorEntry
+from pyckpt.records import flat
 
 __all__ = [
     "Context",
@@ -182,8 +183,6 @@ def _fd_entries(detail: bool) -> tuple[Any, Any, list[int], list[int], tuple[int
     the one iter_unpack over a walk of 10^4 fds, and the whole entry but
     its text, unpacked for first files only; the item indices of the
     file's fields and the detail's, and the offsets of link and fdinfo."""
-    from pyckpt.records import flat
-
     ctype = "struct ckpt_fd_detail" if detail else "struct ckpt_fd_entry"
     e = ("entry",) if detail else ()
     head = [(*e, n) for n in ("fd", "flags", "objref")]

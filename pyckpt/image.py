@@ -134,7 +134,6 @@ class Image(model.Image):
             return cls.from_bytes(f.read())
 
 
-
 def check_trusted(st: os.stat_result, path: str) -> None:
     """ImageError unless only root or the caller could have written the file."""
     me = os.geteuid()

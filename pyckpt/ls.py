@@ -27,7 +27,7 @@ from typing import Any
 from pyckpt import proc, sockdiag
 from pyckpt.abi import FileKind, FMode, lib
 from pyckpt.device import Context, kcmp_files, pidfd_getfd
-from pyckpt.errors import CkptError, Error
+from pyckpt.errors import CheckpointError, CkptError, Error
 from pyckpt.names import dot_label, dot_quoted, epoll_events_names, o_flags_names, text
 from pyckpt.proctree import Lister, root_process
 
@@ -357,8 +357,6 @@ def unix_peers() -> dict[int, int]:
 
 def snapshot(pid: int) -> Snapshot:
     """Read the live tree rooted at pid (not frozen: a snapshot that may race)."""
-    from pyckpt.errors import CheckpointError
-
     if pid == 1:
         raise LsError("refusing to list pid 1 (init: the whole system)")
     try:
@@ -536,7 +534,9 @@ def to_dot(snap: Snapshot) -> str:
     for ino, group in snap.pipes().items():
         out.append(f"  inode_{ino} [shape=diamond, label={dot_quoted(f'pipe {ino}')}];")
         for f in group:
-            out.append(f"  file_{f.objref} -> inode_{ino} [label={dot_quoted(_mode(f))}];")
+            out.append(
+                f"  file_{f.objref} -> inode_{ino} [label={dot_quoted(_mode(f))}];"
+            )
     for a, b in snap.socket_pairs():
         for fa in snap.by_inode(a):
             for fb in snap.by_inode(b):

@@ -137,11 +137,12 @@ class Image:
         # a kind's accessor adds its empty state on a read: no difference
         if not isinstance(other, Image):
             return NotImplemented
-        return (
-            (self.head, self.tasks, self.files, self.errors)
-            == (other.head, other.tasks, other.files, other.errors)
-            and _states(self) == _states(other)
-        )
+        return (self.head, self.tasks, self.files, self.errors) == (
+            other.head,
+            other.tasks,
+            other.files,
+            other.errors,
+        ) and _states(self) == _states(other)
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -48,9 +48,6 @@ from pyckpt.abi import FileKind, Policy
 from pyckpt.device import Context
 from pyckpt.errors import CkptError, RestartError
 from pyckpt.image import Image
-from pyckpt.kinds.memfd import contents_bytes
-from pyckpt.kinds.pipe import pipes
-from pyckpt.kinds.tty import set_foreground, take_ctty
 from pyckpt.limits import Limits
 from pyckpt.model import RLIM_INFINITY, File, Task
 from pyckpt.stub import (
@@ -105,16 +102,15 @@ class _Plan:
     argv_given: bool = False
     coordinator: int = 0  # the pid that forks the root stub
     warnings: list[str] = field(default_factory=list)
-    # what a kind asks of the stubs (the terminal's: kinds/tty.py)
     # (recorded pid, fd) -> objref that fd gets instead of its FD record's
     fd_objref: dict[tuple[int, int], int] = field(default_factory=dict)
-    # session leader's recorded pid -> objref of its controlling terminal,
-    # taken (TIOCSCTTY, never stolen) before it forks its children
-    ctty: dict[int, int] = field(default_factory=dict)
-    # recorded pids of group leaders that take their terminal's foreground
-    foreground: set[int] = field(default_factory=set)
     # each kind's files, in image order
     files: dict[kinds.Kind, list[File]] = field(default_factory=dict)
+    # a kind's own plan, under its name (kinds.base.Plan)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def replace_fd(self, pid: int, fd: int, objref: int) -> None:
+        self.fd_objref[(pid, fd)] = objref
 
     def objref_of(self, task: Task, fd: int, objref: int) -> int:
         return self.fd_objref.get((task.pid, fd), objref)
@@ -122,19 +118,17 @@ class _Plan:
 
 def _check_limits(image: Image, limits: Limits) -> None:
     nfds = sum(len(t.fds) for t in image.tasks)
-    nbytes = sum(len(p.data) for p in pipes(image).values())
-    ncontents = sum(contents_bytes(f) for f in image.files.values())
-    for what, n, top, flag in (
+    checks = [
         ("tasks", len(image.tasks), limits.tasks, "--max-tasks"),
         ("fds", nfds, limits.fds, "--max-fds"),
-        ("bytes of pipe data", nbytes, limits.pipe_bytes, "--max-pipe-bytes"),
-        (
-            "bytes of file contents",
-            ncontents,
-            limits.contents_bytes,
-            "--max-contents-bytes",
-        ),
-    ):
+    ]
+    # the data a kind saved, against the limit it names (pipe bytes, ...)
+    for k in kinds.KINDS:
+        if k.limit is not None:
+            name, what = k.limit
+            flag = "--max-" + name.replace("_", "-")
+            checks.append((what, k.data_bytes(image), getattr(limits, name), flag))
+    for what, n, top, flag in checks:
         if n > top:
             raise RestartError(
                 f"image has {n} {what}, above the limit of {top} ({flag} / "
@@ -470,7 +464,8 @@ def _stub(
         os.close(wfd)
         signal.sigwait({signal.SIGUSR1})
         _libc_call("prctl", _PR_SET_PDEATHSIG, 0, 0, 0, 0)  # released: normal life
-        _take_foreground(plan, task)
+        for k in kinds.KINDS:
+            k.at_release(plan, task)
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores them; exec keeps it
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -483,36 +478,22 @@ def _stub(
     os._exit(code)
 
 
-def _take_ctty(plan: _Plan, task: Task, ctx: Context, wfd: int) -> None:
-    """A new session leader takes its terminal's replacement as controlling
-    terminal before it forks: children inherit a controlling terminal only
-    from a parent that already has it.  A refusal is only reported."""
-    ref = plan.ctty[task.pid]
-    try:
-        (fd,) = ctx.fetch_many([ref])
-    except CkptError as e:
-        raise RestartError(f"fetch terminal {ref}: {e}") from e
-    try:
-        why = take_ctty(fd)
-    finally:
-        os.close(fd)
-    if why:
-        why = f"session restarted without a controlling terminal: {why}"
-        say(wfd, f"note {task.pid} {why}")
+def _after_setsid(plan: _Plan, task: Task, ctx: Context, wfd: int) -> None:
+    """A new session leader, before it forks its children: what each kind
+    does there (the terminal's: take the controlling terminal)."""
 
-
-def _take_foreground(plan: _Plan, task: Task) -> None:
-    """At release: the group that had the terminal's foreground gets it back
-    (every stub has set its group by then).  Best effort: nothing is left to
-    report to."""
-    if task.pid not in plan.foreground:
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK)
+    def fetch(ref: int) -> int:
         try:
-            set_foreground(fd, os.getpid())
-        finally:
-            os.close(fd)
+            (fd,) = ctx.fetch_many([ref])
+        except CkptError as e:
+            raise RestartError(f"fetch {ref}: {e}") from e
+        return fd
+
+    def report(line: str) -> None:
+        say(wfd, f"note {task.pid} {line}")
+
+    for k in kinds.KINDS:
+        k.after_setsid(plan, task, fetch, report)
 
 
 def _session(
@@ -568,10 +549,7 @@ def _stub_build(
     wfd = box[0]
     close_all_except({ctx.fileno(), wfd})
     me = os.getpid()
-    ctty = None
-    if task.pid in plan.ctty:
-        ctty = functools.partial(_take_ctty, plan, task, ctx, wfd)
-    _session(task, ancestors, ctty)
+    _session(task, ancestors, functools.partial(_after_setsid, plan, task, ctx, wfd))
     # children first, while this stub holds only the context and the report fd
     mine = ancestors | {task.pid: me}
     for child in plan.children[task.pid]:

@@ -155,7 +155,9 @@ def diag(inos: Iterable[int] | None = None) -> dict[int, Diag]:
             while off + 16 <= len(buf):
                 ln, mtype, _flags, _seq, _pid = struct.unpack_from("=IHHII", buf, off)
                 if ln < 16:
-                    raise OSError(errno.EBADMSG, "sock_diag (UNIX_DIAG): malformed reply")
+                    raise OSError(
+                        errno.EBADMSG, "sock_diag (UNIX_DIAG): malformed reply"
+                    )
                 if mtype == NLMSG_DONE:
                     return out
                 if mtype == NLMSG_ERROR:

@@ -23,8 +23,6 @@ its late step finds them).  Adding a kind means one new module (see
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pyckpt.abi import FileKind, HdrType
 from pyckpt.kinds import (
     chrdev,
@@ -38,10 +36,7 @@ from pyckpt.kinds import (
     tty,
     unix,
 )
-
-if TYPE_CHECKING:
-    from pyckpt.checkpointer import _FdRef
-from pyckpt.kinds.base import Kind
+from pyckpt.kinds.base import FdRef, Kind
 from pyckpt.records import register
 
 __all__ = ["KINDS", "Kind", "by_file_kind", "by_record", "claim"]
@@ -98,7 +93,7 @@ def by_record(rtype: int) -> Kind | None:
     return _BY_RECORD.get(rtype)
 
 
-def claim(kind: FileKind, r: _FdRef) -> Kind | None:
+def claim(kind: FileKind, r: FdRef) -> Kind | None:
     """The kind that saves a file the module reported as ``kind``."""
     for k in _CLAIMANTS[kind]:
         if k.claims(kind, r):

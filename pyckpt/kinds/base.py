@@ -13,28 +13,189 @@ files and nothing else:
   by ``read_file`` / ``read_trailer``, then cross-checked (``check_image``);
 * restart: how its files are made again, as fds handed to the objhash
   (``restore``, every file of the kind at once, so pairs are made
-  together), and anything that needs the tasks to exist (``after_spawn``);
+  together), anything that needs the tasks to exist (``after_spawn``), and
+  what a task's stub does for it (``after_setsid``, ``at_release``);
 * ``show``: how an fd line names one of its files (``describe``) and the
   section it adds to the summary (``details``).
 
-The machinery (freezing, the tree, the objhash batches, the barrier, the
-record grammar) lives in checkpointer.py, restarter.py and image.py and
-calls these hooks; it knows no kind by name.
+This page is the whole contract.  A kind keeps its state in its own
+objects (``File.extra`` per file, ``Image.extra[name]`` per image,
+``Plan.extra[name]`` per restart), and is handed only what the Protocols
+below name (``Collector``, ``FdRef``, ``Writer``, ``Reader``, ``Objects``,
+``Plan``): the machinery (freezing, the tree, the objhash batches, the
+barrier, the record grammar) implements them with private classes in
+checkpointer.py, image.py and restarter.py, and knows no kind by name.
+A kind imports only this contract, the floor below it (``model``,
+``records``, ``device``, ``syscalls``, ``names``, ``stub``, ``sockdiag``,
+``errors``, ``proc``) and, where one kind builds on another, that kind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Protocol
 
 from pyckpt.abi import FileKind, HdrType
+from pyckpt.device import Context, FileInfo, PipeState, TaskFd
+from pyckpt.model import File, Image, Task
 from pyckpt.records import Layout, Record
 
-if TYPE_CHECKING:
-    from pyckpt.checkpointer import _Collector, _FdRef
-    from pyckpt.device import Context
-    from pyckpt.image import File, Image, _Parser, _Writer
-    from pyckpt.restarter import _Objects, _Plan
+# ---- what a kind is handed --------------------------------------------------
+# The machinery (checkpointer.py, image.py, restarter.py) implements these
+# with private classes; a kind sees only what is named here.
+
+
+class FdRef(Protocol):
+    """One fd of one task while the tree is frozen.  The module's walk gave
+    its number, objref and (for the first holder) the file's record; the
+    rest costs a syscall and is read only when asked."""
+
+    pid: int
+    comm: str
+    fd: int
+    objref: int
+    info: FileInfo | None  # the first holder's only
+    pipe: PipeState | None  # an anonymous pipe, as the module saw it
+
+    @property
+    def link(self) -> str:
+        """readlink of /proc/PID/fd/FD."""
+
+    @property
+    def fdinfo(self) -> str:
+        """/proc/PID/fdinfo/FD."""
+
+    @property
+    def local(self) -> int:
+        """Our own copy of the fd (pidfd_getfd), closed after the walk."""
+
+    @property
+    def stat(self) -> FileInfo | os.stat_result:
+        """What fstat(2) says of the file."""
+
+    def where(self) -> str:
+        """``task PID (comm) fd N``, for messages."""
+
+
+class CheckpointOptions(Protocol):
+    allow_external: bool  # files also held outside the tree: marked, kept
+    contents_limit: int  # bytes of a memfd or deleted file stored at most
+    devices: list[str]  # character devices named with --device
+
+
+class Collector(Protocol):
+    """What checkpoint has gathered so far (the tree is frozen)."""
+
+    ctx: Context
+    image: Image
+    opts: CheckpointOptions
+    first: dict[int, FdRef]  # objref -> the fd that met it first
+    info: dict[int, FileInfo]  # objref -> the module's record of it
+    walked: list[tuple[int, str, list[TaskFd]]]  # (pid, comm, walk) per task
+    problems: list[str]  # refusals; each kind adds through Kind.problem()
+
+    @property
+    def refs(self) -> list[FdRef]:
+        """Every fd of the tree."""
+
+    @property
+    def holders(self) -> dict[int, list[FdRef]]:
+        """objref -> every fd on that file."""
+
+    def problem(self, r: FdRef, why: str) -> None:
+        """Refuse the checkpoint because of r's file."""
+
+    def own(self, fd: int) -> int:
+        """Hand fd to the collector: closed after the walk, whatever happens."""
+
+    def stat_path(self, path: str) -> os.stat_result | None:
+        """stat() of a path as this process sees it (cached)."""
+
+    def prefetch(self, refs: Iterable[FdRef]) -> None:
+        """Copy these fds in one batch (their ``local`` is then free)."""
+
+    def of_kind(self, *kinds: FileKind) -> list[File]:
+        """The files of these kinds, in objref order."""
+
+
+class Writer(Protocol):
+    """The image being written."""
+
+    file_tags: dict[int, int]  # objref -> the tag of its FILE record
+    defined: set[int]  # objrefs a kind's record defined (a PIPE)
+
+    def add(
+        self,
+        rtype: HdrType,
+        ptag: int,
+        fields: dict[str, Any],
+        var: dict[str, Any] | None = None,
+    ) -> int:
+        """Append one record; its tag (the reader's check runs on it)."""
+
+
+class Definition(Protocol):
+    """Where the reader met an objref's definition."""
+
+    what: str  # "file", or a kind's object ("pipe")
+    rec: Record
+    trailer_at: int | None  # offset of its trailer (EPOLL), once seen
+
+
+class Reader(Protocol):
+    """The image being read: the grammar around a kind's records."""
+
+    defs: dict[int, Definition]
+
+    def read(self, expected: tuple[HdrType, ...], why: str = "") -> Record:
+        """The next record, which must be of one of ``expected``."""
+
+    def peek(self) -> Record | None:
+        """The next record, not consumed."""
+
+    def ptag(self, rec: Record, ptag: int, parent: str) -> None:
+        """ImageError unless rec's parent tag is ``ptag``."""
+
+    def child(self, file: Record, rtype: HdrType, why: str = "") -> Record:
+        """The record of type ``rtype`` that must follow ``file``."""
+
+    def define(self, objref: int, what: str, rec: Record) -> None:
+        """An objref defined by a kind's record (ImageError if twice)."""
+
+
+class Objects(Protocol):
+    """Restart's objhash, as the kinds fill it."""
+
+    def keep(self, fd: int) -> int:
+        """The coordinator holds fd until the objects are handed over."""
+
+    def insert(self, objref: int, fd: int) -> None:
+        """fd's file is objref's object."""
+
+    def done(self) -> None:
+        """A whole object is made: what is kept may be inserted and closed."""
+
+
+class RestartOptions(Protocol):
+    devices: list[str]  # character devices named again by the user
+    stdio: str  # where the terminal's replacement comes from
+
+
+class Plan(Protocol):
+    """What restart will do, before anything is made."""
+
+    image: Image
+    tasks: list[Task]
+    opts: RestartOptions
+    relocate: bool  # files may have moved: reopened by path, not verified
+    nofile: int  # the fd numbers a stub can hold
+    warnings: list[str]  # reported, not refused
+    extra: dict[str, Any]  # a kind's own plan, under its name
+
+    def replace_fd(self, pid: int, fd: int, objref: int) -> None:
+        """Task pid's fd gets objref's object, not its FD record's."""
+
 
 # a record-local check: raises ImageError (records.bad) for a wrong value
 Check = Callable[[Record, str], None]
@@ -62,21 +223,30 @@ class Kind:
     # its reader checks across records more than its check_model() mirrors:
     # the writer parses a written image that holds its files once more
     reparse: ClassVar[bool] = False
+    # the restart limit its saved data counts against: (Limits field, what);
+    # data_bytes() counts it
+    limit: ClassVar[tuple[str, str] | None] = None
+
+    def problem(self, col: Collector, r: FdRef, why: str) -> None:
+        """Refuse the checkpoint because of r's file, the kind's name first
+        (CRIU's LOG_PREFIX)."""
+        col.problem(r, f"{self.name}: {why}")
 
     # ---- checkpoint (the tree is frozen) ----
 
-    def claims(self, kind: FileKind, r: _FdRef) -> bool:
+    def claims(self, kind: FileKind, r: FdRef) -> bool:
         """Whether a file the module reported as ``kind`` (one of
         ``reported``) is this kind's: by default all of them.  ``r.link``
         (the /proc fd link) and ``r.stat`` cost only when asked."""
         return True
 
-    def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
+    def checkpoint(self, col: Collector, f: File, r: FdRef) -> bool:
         """Fill ``f`` (set f.kind to one of self.kinds; kind-specific state in
-        f.extra).  Refuse with ``col.problem(r, why)`` and return False."""
+        f.extra).  Refuse with ``self.problem(col, r, why)`` and return
+        False."""
         return True
 
-    def collect(self, col: _Collector) -> None:
+    def collect(self, col: Collector) -> None:
         """After every task's files: what spans files (col.image is full;
         ``col.of_kind(...)`` gives this kind's files without a pass over
         all of them).  The tasks' FD lists are not made yet: they are made
@@ -85,16 +255,16 @@ class Kind:
 
     # ---- the image ----
 
-    def write_file(self, w: _Writer, image: Image, f: File, tag: int) -> None:
+    def write_file(self, w: Writer, image: Image, f: File, tag: int) -> None:
         """Records after f's FILE record (whose tag is ``tag``)."""
 
-    def write_trailers(self, w: _Writer, image: Image) -> None:
+    def write_trailers(self, w: Writer, image: Image) -> None:
         """Records after every task (w.file_tags: objref -> FILE tag)."""
 
-    def read_file(self, p: _Parser, image: Image, f: File, rec: Record) -> None:
+    def read_file(self, p: Reader, image: Image, f: File, rec: Record) -> None:
         """Read what write_file wrote (p.read / p.peek / p.ptag) into f."""
 
-    def read_trailer(self, p: _Parser, image: Image, rec: Record) -> None:
+    def read_trailer(self, p: Reader, image: Image, rec: Record) -> None:
         """One of self.trailers, met after the last task."""
 
     def check_model(self, image: Image) -> None:
@@ -105,20 +275,42 @@ class Kind:
 
     # ---- restart (the coordinator, before the stubs exist) ----
 
-    def check(self, files: list[File], plan: _Plan) -> None:
+    def data_bytes(self, image: Image) -> int:
+        """The saved bytes that count against ``limit``."""
+        return 0
+
+    def check(self, files: list[File], plan: Plan) -> None:
         """Before anything is created: RestartError for a file of this kind
         that cannot be restored (plan.warnings for what is only reported)."""
 
-    def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
+    def restore(self, objs: Objects, files: list[File], plan: Plan) -> None:
         """Make every file of this kind: objs.insert(f.objref, objs.keep(fd)),
         then objs.done() once a whole object is made (it may insert what was
         made so far and close the coordinator's fds on it)."""
         raise NotImplementedError(self.name)
 
     def after_spawn(
-        self, ctx: Context, image: Image, plan: _Plan, timeout: float
+        self, ctx: Context, image: Image, plan: Plan, timeout: float
     ) -> None:
         """Once every task holds its fds (epoll items need their targets)."""
+
+    # ---- restart, in each task's stub ----
+
+    def after_setsid(
+        self,
+        plan: Plan,
+        task: Task,
+        fetch: Callable[[int], int],
+        report: Callable[[str], None],
+    ) -> None:
+        """In the stub of a new session leader, before it forks its children
+        (they inherit a controlling terminal only from a parent that has
+        it): ``fetch(objref)`` gives an fd of an object (the caller closes
+        it), ``report(line)`` a note for the restart's result."""
+
+    def at_release(self, plan: Plan, task: Task) -> None:
+        """In each stub, released, just before the exec.  Nothing is left
+        to report to: best effort."""
 
     # ---- show ----
 

@@ -20,16 +20,11 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
-from typing import TYPE_CHECKING
 
 from pyckpt.abi import FileKind
 from pyckpt.errors import RestartError
-from pyckpt.kinds.base import Kind
-
-if TYPE_CHECKING:
-    from pyckpt.checkpointer import _Collector, _FdRef
-    from pyckpt.image import File
-    from pyckpt.restarter import _Objects, _Plan
+from pyckpt.kinds.base import Collector, FdRef, Kind, Objects, Plan
+from pyckpt.model import File
 
 # path -> (major, minor): what devices.txt fixes for them
 STATELESS: dict[str, tuple[int, int]] = {
@@ -121,9 +116,9 @@ def reopen(objref: int, path: str, rdev: int, f_flags: int) -> int:
 # ---- the kind ------------------------------------------------------------------
 
 
-def save(col: _Collector, f: File, r: _FdRef, user: bool) -> bool:
+def save(f: File, r: FdRef, user: bool) -> str:
     """f as a stateless device at its path (the /proc link), if that path
-    still names the same device; else a problem and False."""
+    still names the same device; else why not (the caller refuses)."""
     st = r.stat
     path = r.link
     try:
@@ -131,19 +126,17 @@ def save(col: _Collector, f: File, r: _FdRef, user: bool) -> bool:
     except OSError:
         there = None
     if there is None or not stat.S_ISCHR(there.st_mode) or there.st_rdev != st.st_rdev:
-        col.problem(
-            r,
+        return (
             f"character device {path} (rdev {rdev_name(st.st_rdev)}): not "
-            "reachable at its path (another mount namespace or a removed node)",
+            "reachable at its path (another mount namespace or a removed node)"
         )
-        return False
     f.kind = FileKind.CHR
     f.path = path
     f.st_rdev = st.st_rdev
     f.st_dev, f.st_ino, f.st_mode = there.st_dev, there.st_ino, there.st_mode
     f.st_uid, f.st_gid = there.st_uid, there.st_gid
     f.user_device = user
-    return True
+    return ""
 
 
 class ChrdevKind(Kind):
@@ -152,15 +145,18 @@ class ChrdevKind(Kind):
     reported = frozenset({FileKind.CHR})
     shared_outside = True  # reopened by path: nothing shared is lost
 
-    def claims(self, kind: FileKind, r: _FdRef) -> bool:
+    def claims(self, kind: FileKind, r: FdRef) -> bool:
         # any other character device is the terminal kind's (tty.py): a
         # terminal, a console on fds 0-2, a --device or a refusal
         return is_stateless(r.link, r.stat.st_rdev)
 
-    def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
-        return save(col, f, r, user=False)
+    def checkpoint(self, col: Collector, f: File, r: FdRef) -> bool:
+        why = save(f, r, user=False)
+        if why:
+            self.problem(col, r, why)
+        return not why
 
-    def check(self, files: list[File], plan: _Plan) -> None:
+    def check(self, files: list[File], plan: Plan) -> None:
         named = {os.path.normpath(d) for d in plan.opts.devices}
         for f in files:
             where = f"objref {f.objref}: {f.path}"
@@ -179,7 +175,7 @@ class ChrdevKind(Kind):
                     "stateless devices restart reopens"
                 )
 
-    def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
+    def restore(self, objs: Objects, files: list[File], plan: Plan) -> None:
         for f in files:
             fd = objs.keep(reopen(f.objref, f.path, f.st_rdev, f.f_flags))
             objs.insert(f.objref, fd)

@@ -13,6 +13,7 @@ hash): linux-cr deferred epoll items through its deferqueue the same way.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import select
@@ -20,22 +21,17 @@ import signal
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from pyckpt import stub
 from pyckpt.abi import FileKind, HdrType, ffi, lib
-from pyckpt.device import epoll_add
+from pyckpt.device import Context, epoll_add
 from pyckpt.errors import CheckpointError, ImageError, RestartError
-from pyckpt.kinds.base import Kind
+from pyckpt.kinds.base import Collector, FdRef, Kind, Objects, Plan, Reader, Writer
 from pyckpt.kinds.regular import SETFL
+from pyckpt.model import File, Image
 from pyckpt.names import epoll_events_names
-from pyckpt.records import Layout, Record, Var, bad
-
-if TYPE_CHECKING:
-    from pyckpt.checkpointer import _Collector, _FdRef
-    from pyckpt.device import Context
-    from pyckpt.image import File, Image, _Parser, _Writer
-    from pyckpt.restarter import _Objects, _Plan
+from pyckpt.records import Layout, Record, Var, bad, decode_fields
 
 _EPOLL_ITEM = re.compile(
     r"tfd:\s*(-?\d+)\s+events:\s*([0-9a-fA-F]+)\s+data:\s*([0-9a-fA-F]+)"
@@ -134,8 +130,6 @@ def _check_epoll(rec: Record, name: str) -> None:
 
 def unpack_items(raw: bytes) -> list[dict[str, Any]]:
     """Items as dicts (iter_records' unpacked view)."""
-    from pyckpt.records import decode_fields
-
     return [decode_fields(_ITEM, it) for it in _item_view(raw)]
 
 
@@ -163,7 +157,7 @@ def _pids() -> Iterator[int]:
             yield int(name)
 
 
-def _holder_outside(ep: _FdRef, tfd: int, ino: int, sdev: tuple[int, int]) -> str:
+def _holder_outside(ep: FdRef, tfd: int, ino: int, sdev: tuple[int, int]) -> str:
     """Who holds an epoll target outside the tree (error path only: a /proc scan)."""
     for pid in _pids():
         with contextlib.suppress(OSError):
@@ -184,7 +178,7 @@ def _holder_outside(ep: _FdRef, tfd: int, ino: int, sdev: tuple[int, int]) -> st
 
 
 def _epoll_leak(
-    ep: _FdRef, tfd: int, ino: int, sdev: tuple[int, int], refs: list[_FdRef]
+    ep: FdRef, tfd: int, ino: int, sdev: tuple[int, int], refs: list[FdRef]
 ) -> str:
     """Seed 003: an epoll target that no fd of the tree holds."""
     target = f"ino {ino} on dev {sdev[0]}:{sdev[1]}"
@@ -203,9 +197,9 @@ def _epoll_leak(
 
 
 def _by_number(
-    at: dict[tuple[int, int], _FdRef],
+    at: dict[tuple[int, int], FdRef],
     owners: list[int],
-    ep: _FdRef,
+    ep: FdRef,
     tfd: int,
     toff: int,
 ) -> int | None:
@@ -228,12 +222,12 @@ class _Search:
     tried by kcmp (all anonymous files share one inode, so for them this is
     a walk over every one: only for items the number did not find)."""
 
-    def __init__(self, col: _Collector) -> None:
+    def __init__(self, col: Collector) -> None:
         self.col = col
         self.by_inode: dict[tuple[int, int, int], list[int]] | None = None
 
     def find(
-        self, ep: _FdRef, tfd: int, toff: int, ino: int, sdev: tuple[int, int]
+        self, ep: FdRef, tfd: int, toff: int, ino: int, sdev: tuple[int, int]
     ) -> int | None:
         col = self.col
         if self.by_inode is None:
@@ -361,18 +355,18 @@ class EpollKind(Kind):
 
     # ---- checkpoint ----
 
-    def claims(self, kind: FileKind, r: _FdRef) -> bool:
+    def claims(self, kind: FileKind, r: FdRef) -> bool:
         return r.link == "anon_inode:[eventpoll]"
 
-    def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
+    def checkpoint(self, col: Collector, f: File, r: FdRef) -> bool:
         f.kind = FileKind.EPOLL
         return True
 
-    def collect(self, col: _Collector) -> None:
+    def collect(self, col: Collector) -> None:
         # (pid, fd) -> the fd's ref: an item's tfd is an fd number in the
         # table of a task that holds the epoll, which is where its target
         # almost always still is (one kcmp confirms it)
-        at: dict[tuple[int, int], _FdRef] | None = None
+        at: dict[tuple[int, int], FdRef] | None = None
         search = _Search(col)
         for f in col.of_kind(FileKind.EPOLL):
             objref = f.objref
@@ -403,7 +397,7 @@ class EpollKind(Kind):
 
     # ---- the image ----
 
-    def write_trailers(self, w: _Writer, image: Image) -> None:
+    def write_trailers(self, w: Writer, image: Image) -> None:
         for objref in sorted(epolls(image)):
             its = epolls(image)[objref].items
             if isinstance(its, EpollItems):
@@ -422,7 +416,7 @@ class EpollKind(Kind):
                 HdrType.EPOLL, w.file_tags[objref], {"objref": objref}, {"items": items}
             )
 
-    def read_trailer(self, p: _Parser, image: Image, rec: Record) -> None:
+    def read_trailer(self, p: Reader, image: Image, rec: Record) -> None:
         objref = rec.fields["objref"]
         known = p.defs.get(objref)
         if (
@@ -466,7 +460,7 @@ class EpollKind(Kind):
 
     # ---- restart ----
 
-    def check(self, files: list[File], plan: _Plan) -> None:
+    def check(self, files: list[File], plan: Plan) -> None:
         image = plan.image
         for ref, ep in epolls(image).items():
             f = image.files.get(ref)
@@ -478,18 +472,16 @@ class EpollKind(Kind):
                         f"epoll {ref}: item target {it.target} tfd {it.tfd} invalid"
                     )
 
-    def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
+    def restore(self, objs: Objects, files: list[File], plan: Plan) -> None:
         for f in files:
             fd = objs.keep(_epoll_create())
             if f.f_flags & SETFL:
-                import fcntl
-
                 fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & SETFL)
             objs.insert(f.objref, fd)
             objs.done()
 
     def after_spawn(
-        self, ctx: Context, image: Image, plan: _Plan, timeout: float
+        self, ctx: Context, image: Image, plan: Plan, timeout: float
     ) -> None:
         sets = [ep for ep in epolls(image).values() if len(ep.items)]
         _restore_epolls(ctx, sets, timeout)

@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING
 
 from pyckpt.abi import FileKind
 from pyckpt.errors import RestartError
-from pyckpt.kinds.base import Kind
-
-if TYPE_CHECKING:
-    from pyckpt.checkpointer import _Collector, _FdRef
-    from pyckpt.image import File
-    from pyckpt.restarter import _Objects, _Plan
+from pyckpt.kinds.base import Collector, FdRef, Kind, Objects, Plan
+from pyckpt.model import File
 
 _INIT_MAX = (1 << 32) - 1  # eventfd(2) takes an unsigned int
 _NAMED = 5  # objrefs a warning names
@@ -31,10 +26,10 @@ class EventfdKind(Kind):
     kinds = (FileKind.EVENTFD,)
     reported = frozenset({FileKind.ANON})
 
-    def claims(self, kind: FileKind, r: _FdRef) -> bool:
+    def claims(self, kind: FileKind, r: FdRef) -> bool:
         return r.link == "anon_inode:[eventfd]"
 
-    def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
+    def checkpoint(self, col: Collector, f: File, r: FdRef) -> bool:
         f.kind = FileKind.EVENTFD
         m = _COUNT.search(r.fdinfo)
         f.count = int(m[1], 16) if m else 0
@@ -45,7 +40,7 @@ class EventfdKind(Kind):
             f.efd_flags = os.EFD_SEMAPHORE
         return True
 
-    def check(self, files: list[File], plan: _Plan) -> None:
+    def check(self, files: list[File], plan: Plan) -> None:
         # one warning for all: a tree of 10^3 eventfds is one fact, not 10^3
         unknown = [f.objref for f in files if f.efd_sem_unknown]
         if unknown:
@@ -59,7 +54,7 @@ class EventfdKind(Kind):
                 "was set"
             )
 
-    def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
+    def restore(self, objs: Objects, files: list[File], plan: Plan) -> None:
         for f in files:
             flags = os.EFD_CLOEXEC | (f.efd_flags & os.EFD_SEMAPHORE)
             if f.f_flags & os.O_NONBLOCK:

@@ -24,19 +24,23 @@ import os
 import stat
 import tempfile
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pyckpt.abi import FileKind, HdrType, lib
+from pyckpt.device import FileInfo
 from pyckpt.errors import ImageError, RestartError
-from pyckpt.kinds.base import Kind, extra
+from pyckpt.kinds.base import (
+    Collector,
+    FdRef,
+    Kind,
+    Objects,
+    Plan,
+    Reader,
+    Writer,
+    extra,
+)
 from pyckpt.kinds.regular import SETFL
+from pyckpt.model import File, Image
 from pyckpt.records import Layout, Record, Var, bad
-
-if TYPE_CHECKING:
-    from pyckpt.checkpointer import _Collector, _FdRef
-    from pyckpt.device import FileInfo
-    from pyckpt.image import File, Image, _Parser, _Writer
-    from pyckpt.restarter import _Objects, _Plan
 
 F_ADD_SEALS = 1033
 F_GET_SEALS = 1034
@@ -60,9 +64,9 @@ class Contents:
     same_as: int = 0  # objref of an earlier file on the same inode (no data)
 
 
-def contents_bytes(f: object) -> int:
+def contents_bytes(f: File) -> int:
     """The data bytes a file's state holds (0 for other kinds)."""
-    c = getattr(f, "extra", None)
+    c = f.extra
     return len(c.data) if isinstance(c, Contents) else 0
 
 
@@ -282,6 +286,7 @@ class ContentsKind(Kind):
 
     name = "contents"
     reparse = True
+    limit = ("contents_bytes", "bytes of file contents")
     kinds = (FileKind.MEMFD, FileKind.DELETED)
     reported = frozenset({FileKind.REG})
     records = (
@@ -297,18 +302,18 @@ class ContentsKind(Kind):
 
     # ---- checkpoint ----
 
-    def claims(self, kind: FileKind, r: _FdRef) -> bool:
+    def claims(self, kind: FileKind, r: FdRef) -> bool:
         # nlink first: most regular files have a name, and then no link
         # needs decoding or reading
         st = r.stat
         return st.st_nlink == 0 and is_deleted(r.link, st)
 
-    def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
+    def checkpoint(self, col: Collector, f: File, r: FdRef) -> bool:
         st = os.fstat(r.local)
         name = memfd_name(r.link)
         fs = fs_type(r.local)
         if fs == HUGETLBFS_MAGIC:
-            col.problem(r, f"{r.link}: a hugetlbfs file: not supported")
+            self.problem(col, r, f"{r.link}: a hugetlbfs file: not supported")
             return False
         if name is not None and fs == TMPFS_MAGIC:
             f.kind, f.path = FileKind.MEMFD, name
@@ -319,7 +324,7 @@ class ContentsKind(Kind):
         f.extra = Contents()  # filled by collect(): one read per inode
         return True
 
-    def collect(self, col: _Collector) -> None:
+    def collect(self, col: Collector) -> None:
         first: dict[tuple[int, int], int] = {}  # inode -> first file's objref
         limit = col.opts.contents_limit
         for f in sorted(col.of_kind(*CONTENTS_KINDS), key=lambda f: f.objref):
@@ -335,17 +340,18 @@ class ContentsKind(Kind):
                     r.local, os.fstat(r.local), limit, f.kind == FileKind.MEMFD
                 )
             except TooBig as e:
-                col.problem(
+                self.problem(
+                    col,
                     r,
                     f"{r.link}: {e} (--max-file-contents / "
                     "Options.contents_limit raises it)",
                 )
             except OSError as e:
-                col.problem(r, f"{r.link}: cannot read its contents: {e}")
+                self.problem(col, r, f"{r.link}: cannot read its contents: {e}")
 
     # ---- the image ----
 
-    def write_file(self, w: _Writer, image: Image, f: File, tag: int) -> None:
+    def write_file(self, w: Writer, image: Image, f: File, tag: int) -> None:
         c = extra(f, Contents)
         w.add(
             HdrType.CONTENTS,
@@ -354,7 +360,7 @@ class ContentsKind(Kind):
             {"data": c.data},
         )
 
-    def read_file(self, p: _Parser, image: Image, f: File, rec: Record) -> None:
+    def read_file(self, p: Reader, image: Image, f: File, rec: Record) -> None:
         r = p.child(rec, HdrType.CONTENTS, f"after a {f.kind.name} file")
         c = r.fields
         where = "CONTENTS record"
@@ -406,7 +412,7 @@ class ContentsKind(Kind):
 
     # ---- restart ----
 
-    def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
+    def restore(self, objs: Objects, files: list[File], plan: Plan) -> None:
         groups: dict[int, list[File]] = {}
         for f in files:
             root = extra(f, Contents).same_as or f.objref
@@ -424,7 +430,7 @@ class ContentsKind(Kind):
                 ) from e
             objs.done()
 
-    def _make(self, objs: _Objects, first: File, group: list[File]) -> None:
+    def _make(self, objs: Objects, first: File, group: list[File]) -> None:
         c = extra(first, Contents)
         args = (c, first.st_mode, first.st_size, first.st_uid, first.st_gid)
         if first.kind == FileKind.MEMFD:
@@ -441,6 +447,9 @@ class ContentsKind(Kind):
             if f.pos:
                 os.lseek(fd, f.pos, os.SEEK_SET)
             objs.insert(f.objref, fd)
+
+    def data_bytes(self, image: Image) -> int:
+        return sum(contents_bytes(f) for f in image.files.values())
 
     # ---- show ----
 

@@ -16,20 +16,15 @@ import os
 import select
 import termios
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pyckpt.abi import FileKind, FMode, HdrType, lib
 from pyckpt.device import tee
 from pyckpt.errors import CheckpointError, ImageError, RestartError
-from pyckpt.kinds.base import Kind
+from pyckpt.kinds.base import Collector, FdRef, Kind, Objects, Plan, Reader, Writer
 from pyckpt.kinds.regular import SETFL, check_path, open_verified, record_path
+from pyckpt.model import File, Image
 from pyckpt.names import preview
 from pyckpt.records import Layout, Record, Var, bad
-
-if TYPE_CHECKING:
-    from pyckpt.checkpointer import _Collector, _FdRef
-    from pyckpt.image import File, Image, _Parser, _Writer
-    from pyckpt.restarter import _Objects, _Plan
 
 PIPE_KINDS = frozenset({FileKind.PIPE, FileKind.FIFO})
 _READ, _WRITE = int(FMode.READ), int(FMode.WRITE)
@@ -67,7 +62,7 @@ def _poll(fd: int) -> int:
 
 
 def _pipe(
-    scratch: _Tee, objref: int, reader: _FdRef | None, writer: _FdRef | None
+    scratch: _Tee, objref: int, reader: FdRef | None, writer: FdRef | None
 ) -> Pipe:
     """The pipe's state; its data once scratch.flush() has run."""
     any_end = reader or writer
@@ -100,14 +95,14 @@ class _Tee:
     one read() when full and at the end (the tree is frozen, every syscall
     counts: two per pipe before)."""
 
-    def __init__(self, col: _Collector) -> None:
+    def __init__(self, col: Collector) -> None:
         self.col = col
         self.ends: tuple[int, int] | None = None
         self.size = 0
         self.pending: list[tuple[Pipe, int]] = []  # in the scratch, in order
         self.held = 0  # their bytes
 
-    def add(self, pipe: Pipe, reader: _FdRef, want: int) -> None:
+    def add(self, pipe: Pipe, reader: FdRef, want: int) -> None:
         """pipe.data: the want bytes buffered at the head of reader's pipe
         (filled by flush())."""
         if want == 0:
@@ -136,7 +131,7 @@ class _Tee:
         self.pending.append((pipe, want))
         self.held += want
 
-    def _tee(self, reader: _FdRef, want: int) -> int:
+    def _tee(self, reader: FdRef, want: int) -> int:
         assert self.ends is not None
         try:
             # tee always starts at the head of the source: one call, no retry
@@ -165,7 +160,7 @@ class _Tee:
         self.held = 0
 
 
-def _buffered(reader: _FdRef) -> int:
+def _buffered(reader: FdRef) -> int:
     buf = bytearray(4)
     fcntl.ioctl(reader.local, termios.FIONREAD, buf)
     return int.from_bytes(buf, "little")
@@ -191,7 +186,7 @@ def _end_flags(f: File) -> int:
     return os.O_RDONLY if FMode(f.f_mode) == FMode.READ else os.O_WRONLY
 
 
-def _make_pipe(objs: _Objects, ref: int, files: list[File], p: Pipe | None) -> None:
+def _make_pipe(objs: Objects, ref: int, files: list[File], p: Pipe | None) -> None:
     """linux-cr's pipe restore: one pipe, each File its end, and the end
     opposite to the first File kept in the hash under the pipe objref."""
     direct = os.O_DIRECT if any(f.f_flags & os.O_DIRECT for f in files) else 0
@@ -220,7 +215,7 @@ def _make_pipe(objs: _Objects, ref: int, files: list[File], p: Pipe | None) -> N
 
 
 def _make_fifo(
-    objs: _Objects, ref: int, files: list[File], p: Pipe | None, relocate: bool
+    objs: Objects, ref: int, files: list[File], p: Pipe | None, relocate: bool
 ) -> None:
     """A named FIFO: an O_RDWR holder under the pipe objref (it never blocks
     and refills the data), each File opened by path with its own flags."""
@@ -243,6 +238,7 @@ def _make_fifo(
 class PipeKind(Kind):
     name = "pipe"
     ends = True
+    limit = ("pipe_bytes", "bytes of pipe data")
     kinds = (FileKind.PIPE, FileKind.FIFO)
     reported = frozenset(kinds)
     records = (
@@ -258,16 +254,18 @@ class PipeKind(Kind):
 
     # ---- checkpoint ----
 
-    def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
-        if f.kind == FileKind.FIFO and not record_path(col, f, r):
+    def checkpoint(self, col: Collector, f: File, r: FdRef) -> bool:
+        why = record_path(col, f, r) if f.kind == FileKind.FIFO else ""
+        if why:
+            self.problem(col, r, why)
             return False
         f.pipe_objref = col.info[f.objref].inode_objref
         return True
 
-    def collect(self, col: _Collector) -> None:
+    def collect(self, col: Collector) -> None:
         # pipe -> [reader, writer]: the first holder of its first file open
         # for reading, and for writing (int modes: a Flag's & is a call)
-        ends: dict[int, list[_FdRef | None]] = {}
+        ends: dict[int, list[FdRef | None]] = {}
         first, info = col.first, col.info
         for f in col.of_kind(*PIPE_KINDS):
             objref = f.objref
@@ -290,7 +288,7 @@ class PipeKind(Kind):
 
     # ---- the image ----
 
-    def write_file(self, w: _Writer, image: Image, f: File, tag: int) -> None:
+    def write_file(self, w: Writer, image: Image, f: File, tag: int) -> None:
         if f.pipe_objref in w.defined:
             return
         w.defined.add(f.pipe_objref)
@@ -305,7 +303,7 @@ class PipeKind(Kind):
             {"data": pipe.data},
         )
 
-    def read_file(self, p: _Parser, image: Image, f: File, rec: Record) -> None:
+    def read_file(self, p: Reader, image: Image, f: File, rec: Record) -> None:
         pobj = f.pipe_objref
         known = p.defs.get(pobj)
         if known is None:
@@ -361,7 +359,7 @@ class PipeKind(Kind):
             groups.setdefault(f.pipe_objref, []).append(f)
         return groups
 
-    def check(self, files: list[File], plan: _Plan) -> None:
+    def check(self, files: list[File], plan: Plan) -> None:
         image = plan.image
         for ref, group in self._groups(files).items():
             for f in group:
@@ -378,7 +376,7 @@ class PipeKind(Kind):
                 if FMode(f.f_mode) not in (FMode.READ, FMode.WRITE):
                     raise RestartError(f"{where}: a pipe end is read or write only")
 
-    def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
+    def restore(self, objs: Objects, files: list[File], plan: Plan) -> None:
         for ref, group in self._groups(files).items():
             p = pipes(plan.image).get(ref)
             try:
@@ -393,6 +391,9 @@ class PipeKind(Kind):
                     f"{where}: {e.strerror}"
                 ) from e
             objs.done()  # a pipe's ends go in together
+
+    def data_bytes(self, image: Image) -> int:
+        return sum(len(p.data) for p in pipes(image).values())
 
     # ---- show ----
 

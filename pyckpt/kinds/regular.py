@@ -11,16 +11,11 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
-from typing import TYPE_CHECKING
 
 from pyckpt.abi import FileKind
 from pyckpt.errors import RestartError
-from pyckpt.kinds.base import Kind
-
-if TYPE_CHECKING:
-    from pyckpt.checkpointer import _Collector, _FdRef
-    from pyckpt.image import File
-    from pyckpt.restarter import _Objects, _Plan
+from pyckpt.kinds.base import Collector, FdRef, Kind, Objects, Plan
+from pyckpt.model import File
 
 # creation flags: the file exists already, its content is not to be touched
 _OPEN_DROP = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY
@@ -39,28 +34,25 @@ TYPES = {
 # ---- checkpoint ----------------------------------------------------------------
 
 
-def record_path(col: _Collector, f: File, r: _FdRef) -> bool:
+def record_path(col: Collector, f: File, r: FdRef) -> str:
     """f.path and f.st_* from the file the tree holds, if restart can reopen
-    it at that path; else a problem and False."""
+    it at that path; else why not (the caller refuses)."""
     st = r.stat  # the module's walk: no copy of the fd needed
     path = r.link
     if path.endswith(" (deleted)") or (
         st.st_nlink == 0 and not stat.S_ISCHR(st.st_mode)
     ):
-        col.problem(r, f"{path}: the file was deleted")
-        return False
+        return f"{path}: the file was deleted"
     there = col.stat_path(path) if path.startswith("/") else None
     if there is None or (there.st_dev, there.st_ino) != (st.st_dev, st.st_ino):
-        col.problem(
-            r,
+        return (
             f"{path}: not reachable at its path (moved, replaced or in another "
-            "mount namespace)",
+            "mount namespace)"
         )
-        return False
     f.path = path
     f.st_dev, f.st_ino, f.st_mode = st.st_dev, st.st_ino, st.st_mode
     f.st_uid, f.st_gid, f.st_size = st.st_uid, st.st_gid, st.st_size
-    return True
+    return ""
 
 
 # ---- restart -------------------------------------------------------------------
@@ -144,14 +136,17 @@ class Regular(Kind):
     kinds = (FileKind.REG, FileKind.DIR)
     reported = frozenset(kinds)
 
-    def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
-        return record_path(col, f, r)
+    def checkpoint(self, col: Collector, f: File, r: FdRef) -> bool:
+        why = record_path(col, f, r)
+        if why:
+            self.problem(col, r, why)
+        return not why
 
-    def check(self, files: list[File], plan: _Plan) -> None:
+    def check(self, files: list[File], plan: Plan) -> None:
         for f in files:
             check_path(f)
 
-    def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
+    def restore(self, objs: Objects, files: list[File], plan: Plan) -> None:
         for f in files:
             flags = f.f_flags
             if f.kind == FileKind.DIR:

@@ -13,18 +13,22 @@ import os
 import re
 import signal
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pyckpt.abi import FileKind, HdrType
 from pyckpt.errors import RestartError
 from pyckpt.kinds import _libc
-from pyckpt.kinds.base import Kind, extra
+from pyckpt.kinds.base import (
+    Collector,
+    FdRef,
+    Kind,
+    Objects,
+    Plan,
+    Reader,
+    Writer,
+    extra,
+)
+from pyckpt.model import File, Image
 from pyckpt.records import Layout, Record, bad
-
-if TYPE_CHECKING:
-    from pyckpt.checkpointer import _Collector, _FdRef
-    from pyckpt.image import File, Image, _Parser, _Writer
-    from pyckpt.restarter import _Objects, _Plan
 
 # signalfd(2) silently drops these: a mask holding them is not one it made
 UNBLOCKABLE = (1 << (signal.SIGKILL - 1)) | (1 << (signal.SIGSTOP - 1))
@@ -79,23 +83,23 @@ class SignalfdKind(Kind):
     reported = frozenset({FileKind.ANON})
     records = ((HdrType.SIGNALFD, Layout("struct ckpt_hdr_signalfd"), _check_signalfd),)
 
-    def claims(self, kind: FileKind, r: _FdRef) -> bool:
+    def claims(self, kind: FileKind, r: FdRef) -> bool:
         return r.link == "anon_inode:[signalfd]"
 
-    def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
+    def checkpoint(self, col: Collector, f: File, r: FdRef) -> bool:
         try:
             f.extra = parse_fdinfo(r.fdinfo)
         except ValueError as e:
-            col.problem(r, f"signalfd: {e}")
+            self.problem(col, r, str(e))
             return False
         f.kind = FileKind.SIGNALFD
         return True
 
-    def write_file(self, w: _Writer, image: Image, f: File, tag: int) -> None:
+    def write_file(self, w: Writer, image: Image, f: File, tag: int) -> None:
         s = extra(f, Signalfd)
         w.add(HdrType.SIGNALFD, tag, {"objref": f.objref, "sigmask": s.sigmask})
 
-    def read_file(self, p: _Parser, image: Image, f: File, rec: Record) -> None:
+    def read_file(self, p: Reader, image: Image, f: File, rec: Record) -> None:
         r = p.child(rec, HdrType.SIGNALFD, "after a SIGNALFD file")
         f.extra = Signalfd(r.fields["sigmask"])
 
@@ -104,7 +108,7 @@ class SignalfdKind(Kind):
             if f.kind == FileKind.SIGNALFD:
                 extra(f, Signalfd)
 
-    def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
+    def restore(self, objs: Objects, files: list[File], plan: Plan) -> None:
         for f in files:
             try:
                 fd = objs.keep(make(extra(f, Signalfd), f.f_flags))

@@ -18,18 +18,22 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pyckpt.abi import FileKind, HdrType, lib
 from pyckpt.errors import RestartError
 from pyckpt.kinds import _libc
-from pyckpt.kinds.base import Kind, extra
+from pyckpt.kinds.base import (
+    Collector,
+    FdRef,
+    Kind,
+    Objects,
+    Plan,
+    Reader,
+    Writer,
+    extra,
+)
+from pyckpt.model import File, Image
 from pyckpt.records import Layout, Record, bad
-
-if TYPE_CHECKING:
-    from pyckpt.checkpointer import _Collector, _FdRef
-    from pyckpt.image import File, Image, _Parser, _Writer
-    from pyckpt.restarter import _Objects, _Plan
 
 NSEC = 1_000_000_000
 TFD_TIMER_ABSTIME = 1
@@ -197,23 +201,23 @@ class TimerfdKind(Kind):
     reported = frozenset({FileKind.ANON})
     records = ((HdrType.TIMERFD, Layout("struct ckpt_hdr_timerfd"), _check_timerfd),)
 
-    def claims(self, kind: FileKind, r: _FdRef) -> bool:
+    def claims(self, kind: FileKind, r: FdRef) -> bool:
         return r.link == "anon_inode:[timerfd]"
 
-    def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
+    def checkpoint(self, col: Collector, f: File, r: FdRef) -> bool:
         try:
             state = save(r.local)
         except (OSError, ValueError) as e:
-            col.problem(r, f"timerfd: {e}")
+            self.problem(col, r, str(e))
             return False
         if state.clockid not in CLOCKS:
-            col.problem(r, f"timerfd: unknown clock {state.clockid}")
+            self.problem(col, r, f"unknown clock {state.clockid}")
             return False
         f.kind = FileKind.TIMERFD
         f.extra = state
         return True
 
-    def write_file(self, w: _Writer, image: Image, f: File, tag: int) -> None:
+    def write_file(self, w: Writer, image: Image, f: File, tag: int) -> None:
         t = extra(f, Timerfd)
         w.add(
             HdrType.TIMERFD,
@@ -230,7 +234,7 @@ class TimerfdKind(Kind):
             },
         )
 
-    def read_file(self, p: _Parser, image: Image, f: File, rec: Record) -> None:
+    def read_file(self, p: Reader, image: Image, f: File, rec: Record) -> None:
         r = p.child(rec, HdrType.TIMERFD, "after a TIMERFD file")
         t = r.fields
         f.extra = Timerfd(
@@ -246,7 +250,7 @@ class TimerfdKind(Kind):
             if f.kind == FileKind.TIMERFD:
                 extra(f, Timerfd)
 
-    def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
+    def restore(self, objs: Objects, files: list[File], plan: Plan) -> None:
         for f in files:
             t = extra(f, Timerfd)
             try:

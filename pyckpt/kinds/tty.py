@@ -41,6 +41,7 @@ have its controlling terminal.
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import fcntl
 import os
@@ -48,20 +49,27 @@ import signal
 import stat
 import struct
 import termios
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import IntFlag
-from typing import TYPE_CHECKING
 
 from pyckpt.abi import FileKind, HdrType, lib
+from pyckpt.device import kcmp_file
 from pyckpt.errors import RestartError
 from pyckpt.kinds import chrdev
-from pyckpt.kinds.base import Kind, extra
+from pyckpt.kinds.base import (
+    Collector,
+    FdRef,
+    Kind,
+    Objects,
+    Plan,
+    Reader,
+    Writer,
+    extra,
+)
+from pyckpt.kinds.pipe import pipes
+from pyckpt.model import File, Image, Task
 from pyckpt.records import Layout, Record, bad
-
-if TYPE_CHECKING:
-    from pyckpt.checkpointer import _Collector, _FdRef
-    from pyckpt.image import File, Image, _Parser, _Writer
-    from pyckpt.restarter import _Objects, _Plan
 
 TIOCGSID = 0x5429
 TIOCSCTTY = termios.TIOCSCTTY
@@ -222,8 +230,6 @@ def _open_null() -> int:
 
 
 def _same_file(a: int, b: int) -> bool:
-    from pyckpt.device import kcmp_file
-
     me = os.getpid()
     try:
         return kcmp_file(me, a, me, b)
@@ -349,6 +355,21 @@ def _ttys(image: Image) -> list[File]:
     return [f for f in image.files.values() if f.kind == FileKind.TTY]
 
 
+@dataclass
+class _Sessions:
+    """The terminal's part of a restart plan (Plan.extra["tty"])."""
+
+    # session leader's recorded pid -> objref of its controlling terminal,
+    # taken (TIOCSCTTY, never stolen) before it forks its children
+    ctty: dict[int, int] = field(default_factory=dict)
+    # recorded pids of group leaders that take their terminal's foreground
+    foreground: set[int] = field(default_factory=set)
+
+
+def _sessions(plan: Plan) -> _Sessions:
+    return plan.extra.setdefault(TtyKind.name, _Sessions())
+
+
 class TtyKind(Kind):
     name = "tty"
     reparse = True
@@ -360,13 +381,16 @@ class TtyKind(Kind):
 
     # ---- checkpoint ----
 
-    def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
+    def checkpoint(self, col: Collector, f: File, r: FdRef) -> bool:
         st = os.fstat(r.local)
         if chrdev.user_device(r.link, st, col.opts.devices):
-            return chrdev.save(col, f, r, user=True)
+            why = chrdev.save(f, r, user=True)
+            if why:
+                self.problem(col, r, why)
+            return not why
         holders = col.holders.get(f.objref, [r])  # complete: every task is in
         if not os.isatty(r.local) and all(h.fd > 2 for h in holders):
-            col.problem(r, chrdev.refusal(r.link, st.st_rdev))
+            self.problem(col, r, chrdev.refusal(r.link, st.st_rdev))
             return False
         f.kind = FileKind.TTY
         f.path = r.link
@@ -375,7 +399,7 @@ class TtyKind(Kind):
         f.extra = Tty()  # filled by collect(), once every task is known
         return True
 
-    def collect(self, col: _Collector) -> None:
+    def collect(self, col: Collector) -> None:
         pids = [t.pid for t in col.image.tasks]
         for f in col.of_kind(FileKind.TTY):
             r = col.first[f.objref]
@@ -384,7 +408,7 @@ class TtyKind(Kind):
 
     # ---- the image ----
 
-    def write_file(self, w: _Writer, image: Image, f: File, tag: int) -> None:
+    def write_file(self, w: Writer, image: Image, f: File, tag: int) -> None:
         t = extra(f, Tty)
         w.add(
             HdrType.TTY,
@@ -392,7 +416,7 @@ class TtyKind(Kind):
             {"objref": f.objref, "flags": int(t.flags), "sid": t.sid, "pgrp": t.pgrp},
         )
 
-    def read_file(self, p: _Parser, image: Image, f: File, rec: Record) -> None:
+    def read_file(self, p: Reader, image: Image, f: File, rec: Record) -> None:
         tf = p.child(rec, HdrType.TTY, "FILE of kind TTY").fields
         f.extra = Tty(flags=TtyFlag(tf["flags"]), sid=tf["sid"], pgrp=tf["pgrp"])
 
@@ -402,7 +426,7 @@ class TtyKind(Kind):
 
     # ---- restart ----
 
-    def check(self, files: list[File], plan: _Plan) -> None:
+    def check(self, files: list[File], plan: Plan) -> None:
         try:
             check_stdio(plan.opts.stdio)
         except ValueError as e:
@@ -411,7 +435,7 @@ class TtyKind(Kind):
             return
         image = plan.image
         top = set(_SLOT_OBJREFS)
-        used = top & (image.files.keys() | set(getattr(image, "pipes", {})))
+        used = top & (image.files.keys() | pipes(image).keys())
         if used:
             raise RestartError(
                 f"objrefs {sorted(used)}: reserved for the terminal's stdio at restart"
@@ -419,7 +443,7 @@ class TtyKind(Kind):
         for f in files:
             extra(f, Tty)
 
-    def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
+    def restore(self, objs: Objects, files: list[File], plan: Plan) -> None:
         if not files:
             return
         by_ref = {f.objref: f for f in files}
@@ -448,7 +472,7 @@ class TtyKind(Kind):
                     per_slot[s] = ref
                     objs.insert(ref, src[s])
                 if per_slot[s] != f.objref:
-                    plan.fd_objref[(pid, fd)] = per_slot[s]
+                    plan.replace_fd(pid, fd, per_slot[s])
             if not per_slot:  # held by no fd (an epoll target only)
                 per_slot[0] = f.objref
                 objs.insert(f.objref, src.get(0) or objs.keep(_open_null()))
@@ -460,7 +484,7 @@ class TtyKind(Kind):
         files: list[File],
         objects: dict[int, dict[int, int]],
         src: dict[int, int],
-        plan: _Plan,
+        plan: Plan,
     ) -> None:
         """Which stub takes which replacement as controlling terminal, and
         which one gives its group the foreground."""
@@ -486,10 +510,45 @@ class TtyKind(Kind):
                     "replacement is the restarter's own controlling terminal"
                 )
                 continue
-            plan.ctty[t.sid] = objects[f.objref][on_tty[0]]
+            _sessions(plan).ctty[t.sid] = objects[f.objref][on_tty[0]]
             fg = tasks.get(t.pgrp)
             if fg is not None and fg.pgid == fg.pid and fg.sid == t.sid:
-                plan.foreground.add(fg.pid)
+                _sessions(plan).foreground.add(fg.pid)
+
+    # ---- restart, in the stubs ----
+
+    def after_setsid(
+        self,
+        plan: Plan,
+        task: Task,
+        fetch: Callable[[int], int],
+        report: Callable[[str], None],
+    ) -> None:
+        """A new session leader takes its terminal's replacement as
+        controlling terminal.  A refusal is only reported."""
+        ref = plan.extra.get(self.name, _NO_SESSIONS).ctty.get(task.pid)
+        if ref is None:
+            return
+        fd = fetch(ref)
+        try:
+            why = take_ctty(fd)
+        finally:
+            os.close(fd)
+        if why:
+            report(f"session restarted without a controlling terminal: {why}")
+
+    def at_release(self, plan: Plan, task: Task) -> None:
+        """The group that had the terminal's foreground gets it back (every
+        stub has set its group by then)."""
+        if task.pid not in plan.extra.get(self.name, _NO_SESSIONS).foreground:
+            return
+        with contextlib.suppress(OSError):
+            flags = os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK
+            fd = os.open("/dev/tty", flags)
+            try:
+                set_foreground(fd, os.getpid())
+            finally:
+                os.close(fd)
 
     # ---- show ----
 
@@ -507,4 +566,5 @@ class TtyKind(Kind):
         return [f"terminal {f.objref}: {self.describe(f)}" for f in _ttys(image)]
 
 
+_NO_SESSIONS = _Sessions()
 KIND = TtyKind()

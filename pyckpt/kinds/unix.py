@@ -28,21 +28,26 @@ import os
 import socket
 import stat
 import struct
+import termios
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from pyckpt.abi import FileKind, HdrType, lib
 from pyckpt.errors import ImageError, RestartError
-from pyckpt.kinds.base import Kind, extra
+from pyckpt.kinds.base import (
+    Collector,
+    FdRef,
+    Kind,
+    Objects,
+    Plan,
+    Reader,
+    Writer,
+    extra,
+)
 from pyckpt.kinds.regular import SETFL
+from pyckpt.model import ErrorRecord, File, Image
 from pyckpt.names import preview
 from pyckpt.records import Layout, Record, Var, bad, no_nul
 from pyckpt.sockdiag import Diag, diag, holders
-
-if TYPE_CHECKING:
-    from pyckpt.checkpointer import _Collector, _FdRef
-    from pyckpt.image import File, Image, _Parser, _Writer
-    from pyckpt.restarter import _Objects, _Plan
 
 # <asm-generic/socket.h> (x86-64); Python's socket module lacks some
 SO_PASSCRED = 16
@@ -621,9 +626,6 @@ def _outside(ino: int, what: str) -> str:
 
 def _outq(fd: int) -> int:
     """SIOCOUTQ: bytes the socket sent that nobody has read yet."""
-    import fcntl
-    import termios
-
     buf = bytearray(4)
     fcntl.ioctl(fd, termios.TIOCOUTQ, buf)  # SIOCOUTQ == TIOCOUTQ
     return int.from_bytes(buf, "little")
@@ -731,8 +733,7 @@ class UnixKind(Kind):
 
     # ---- checkpoint ----
 
-    def checkpoint(self, col: _Collector, f: File, r: _FdRef) -> bool:
-        from pyckpt.image import ErrorRecord  # image imports the kinds
+    def checkpoint(self, col: Collector, f: File, r: FdRef) -> bool:
 
         family, stype, where = _foreign(r.local)
         f.kind = FileKind.UNIX
@@ -740,7 +741,8 @@ class UnixKind(Kind):
             return True  # saved in collect(), with its peer
         what = f"{_family_name(family, stype)} socket{where}"
         if not col.opts.allow_external or stype not in TYPES:
-            col.problem(
+            self.problem(
+                col,
                 r,
                 f"{what}: only unix sockets are saved (--allow-external "
                 "restarts a TCP or UDP socket as one whose peer has gone)",
@@ -764,8 +766,7 @@ class UnixKind(Kind):
         )
         return True
 
-    def collect(self, col: _Collector) -> None:
-        from pyckpt.image import ErrorRecord  # image imports the kinds
+    def collect(self, col: Collector) -> None:
 
         mine = {
             f.objref: col.first[f.objref]
@@ -780,10 +781,10 @@ class UnixKind(Kind):
             )
         except OSError as e:
             for r in mine.values():
-                col.problem(r, f"unix socket: sock_diag failed: {e}")
+                self.problem(col, r, f"sock_diag failed: {e}")
             return
         for o, why in problems.items():
-            col.problem(mine[o], why)
+            self.problem(col, mine[o], why)
         for o, u in saved.items():
             col.image.files[o].extra = u
             if u.external_peer:
@@ -802,7 +803,7 @@ class UnixKind(Kind):
 
     # ---- the image ----
 
-    def write_file(self, w: _Writer, image: Image, f: File, tag: int) -> None:
+    def write_file(self, w: Writer, image: Image, f: File, tag: int) -> None:
         u = extra(f, Unix)
         flags = (
             (lib.CKPT_UNIX_PASSCRED if u.passcred else 0)
@@ -841,7 +842,7 @@ class UnixKind(Kind):
                 {"data": m.data, "addr": m.addr},
             )
 
-    def read_file(self, p: _Parser, image: Image, f: File, rec: Record) -> None:
+    def read_file(self, p: Reader, image: Image, f: File, rec: Record) -> None:
         urec = p.child(rec, HdrType.UNIX, "after a UNIX FILE")
         uf = urec.fields
         flags = uf["flags"]
@@ -918,7 +919,7 @@ class UnixKind(Kind):
 
     # ---- restart ----
 
-    def check(self, files: list[File], plan: _Plan) -> None:
+    def check(self, files: list[File], plan: Plan) -> None:
         for f in files:
             u = extra(f, Unix)
             if u.external_peer:
@@ -927,7 +928,7 @@ class UnixKind(Kind):
                     "outside the tree: restarted with its peer gone"
                 )
 
-    def restore(self, objs: _Objects, files: list[File], plan: _Plan) -> None:
+    def restore(self, objs: Objects, files: list[File], plan: Plan) -> None:
         socks = {f.objref: extra(f, Unix) for f in files}
         try:
             made = make_sockets(socks)

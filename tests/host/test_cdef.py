@@ -96,6 +96,8 @@ def test_no_hand_written_layouts() -> None:
         if path.name == "records.py":
             assert "ffi.typeof(ctype).fields" in text
             continue
+        if path.name == "sockdiag.py":
+            continue  # the kernel's netlink layouts (linux/unix_diag.h), not ckpt.h's
         for banned in (
             "import struct",
             "struct.pack",

@@ -187,7 +187,9 @@ def big_epoll_image(n: int) -> bytes:
     }
     task = Task(10, 1, 10, 10, "t", ["t"], "/", [Fd(0, 1), Fd(1, 2)])
     items = [EpollItem(2, i, 1, i) for i in range(n)]
-    img = Image(head=head(), tasks=[task], files=files, extra={"epoll": {1: Epoll(1, items)}})
+    img = Image(
+        head=head(), tasks=[task], files=files, extra={"epoll": {1: Epoll(1, items)}}
+    )
     return img.to_bytes()
 
 
