@@ -266,7 +266,7 @@ def parser() -> argparse.ArgumentParser:
         "--policy",
         choices=tuple(POLICIES),
         default="clear-early",
-        help="when the objhash drops its references (seed 000; default "
+        help="when the objhash drops its references (the half-closed pipe race; default "
         "clear-early, the v2 patch)",
     )
     r.add_argument(
@@ -340,7 +340,7 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench",
         help="the module's figures; 'bench resume [--sizes N,N] [--out DIR]': "
-        "seed 000's question on real restarts",
+        "how long release keeps restarted tasks waiting, per policy",
     )
     b.add_argument(
         "what",

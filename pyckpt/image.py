@@ -1,4 +1,5 @@
-"""The checkpoint image: its model, and its writer and reader (seeds 003, 004).
+"""The checkpoint image: its writer and reader (linux-cr's record header
+{type, len, ptag} and ``ckpt_read_obj(len, max)``).
 
 An image is a stream of records ``struct ckpt_hdr {type, len, ptag}`` whose
 bodies are the ``struct ckpt_hdr_*`` of ``ckpt.h``; the grammar is in that
@@ -11,7 +12,7 @@ per header struct, derived from cffi's offsets and sizes (``records.Codec``):
 ``LAYOUTS`` says, per record type, which struct is its fixed part and which
 variable parts follow it (each sized by a field of the struct and bounded by a
 ``CKPT_*_MAX``).  Reading is two layers: ``iter_records()`` decodes and checks
-each record by itself (seed 003's ``ckpt_read_obj(len, max)``), ``_Parser``
+each record by itself (linux-cr's ``ckpt_read_obj(len, max)``), ``_Parser``
 checks the grammar and everything that spans records (ptags, counts, objrefs,
 the checksum).  Any malformed input raises ``ImageError`` and nothing else.
 
@@ -192,7 +193,7 @@ _TYPES = {t.value: t for t in HdrType}
 
 
 def _read_obj(data: bytes, offset: int, tag: int, packed: bool = False) -> Record:
-    """Seed 003's ckpt_read_obj(len, max) for the record at ``offset``.
+    """linux-cr's ckpt_read_obj(len, max) for the record at ``offset``.
 
     The exact len is enforced for records without a variable part; for the
     others len must be at most the type's bound and equal to what its fields
@@ -1030,7 +1031,7 @@ class _Writer:
         raw = pack(rtype, ptag, fields, var)
         self.out.append(raw)
         if rtype not in _MODEL_CHECKED:
-            # the reader's record check on this one record (seed 003's
+            # the reader's record check on this one record (linux-cr's
             # ckpt_read_obj and the type's check), without the image around it
             try:
                 _read_obj(raw, 0, len(self.out), True)

@@ -1,5 +1,5 @@
 """The record codec: one record of an image, packed and unpacked from the
-``struct ckpt_hdr_*`` of ``ckpt.h`` (seed 003's
+``struct ckpt_hdr_*`` of ``ckpt.h`` (linux-cr's
 ``ckpt_read_obj``/``ckpt_write_obj``) through one precompiled
 ``struct.Struct`` per struct (``Codec``), whose format is derived from cffi's
 own offsets, sizes and signedness; the cffi field-by-field path

@@ -1,8 +1,8 @@
-"""epoll (seed 003): items saved after every file, restored through a late step.
+"""epoll: items saved after every file, restored through a late step.
 
 Checkpoint reads each epoll file's items from its fdinfo (tfd, events, data,
 and the target's inode) and finds each target among the tree's files with
-``kcmp(KCMP_EPOLL_TFD)``; a target no fd of the tree holds is seed 003's
+``kcmp(KCMP_EPOLL_TFD)``; a target no fd of the tree holds is linux-cr's
 checkpoint leak, reported with its path and original fd.  EPOLL records come
 after every task, so every target is defined first; restart creates empty
 epoll files with the other files and adds the items once the tasks hold
@@ -180,7 +180,7 @@ def _holder_outside(ep: FdRef, tfd: int, ino: int, sdev: tuple[int, int]) -> str
 def _epoll_leak(
     ep: FdRef, tfd: int, ino: int, sdev: tuple[int, int], refs: list[FdRef]
 ) -> str:
-    """Seed 003: an epoll target that no fd of the tree holds."""
+    """A checkpoint leak: an epoll target that no fd of the tree holds."""
     target = f"ino {ino} on dev {sdev[0]}:{sdev[1]}"
     for r in refs:
         st = os.stat(f"/proc/{r.pid}/fd/{r.fd}")

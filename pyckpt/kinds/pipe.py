@@ -1,4 +1,4 @@
-"""Pipes and named FIFOs (seed 000's half-closed pipe lives here).
+"""Pipes and named FIFOs (the half-closed pipe race lives here).
 
 Checkpoint: every end is a FILE whose ``pipe_objref`` names the pipe (the
 module's objref for the pipe inode, shared by the ends); the buffer is

@@ -10,7 +10,7 @@ Three checks, read with pyelftools from the module file itself:
    module, so a mismatch is a sentence instead of insmod's "Invalid module
    format";
 3. kernel-internal constants: every macro an array bound or member of ckpt.h
-   uses must be defined in ckpt.h or in the uapi headers (seed 004:
+   uses must be defined in ckpt.h or in the uapi headers (the c/r infrastructure RFC:
    TASK_COMM_LEN "might be subject to changing.  Can it be part of the
    user<->kernel ABI?" -- not here).
 """

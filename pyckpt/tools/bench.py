@@ -6,7 +6,7 @@ even under TCG, where absolute times are slow:
 1. one ioctl per object against the batch forms (what the batches are for);
 2. the seeds' fixed 1 << 10 buckets against autogrow, as objects grow: time
    per object and hash probes per lookup (the kernel's own counters);
-3. seed 000's question: how long release() keeps restarted tasks waiting
+3. the half-closed pipe fix's question: how long release() keeps restarted tasks waiting
    under each policy, and what is left for close();
 4. a whole checkpoint and restart of 10 tasks with 1,000 fds each: the
    downtime (frozen time), image size, checkpoint and restart times;
@@ -24,8 +24,8 @@ even under TCG, where absolute times are slow:
 `python -m pyckpt.tools.bench cr` runs only 4, `python -m pyckpt.tools.bench creds` 5,
 `criu [--tasks 3 --sizes 100 --rounds 3]` 6, `epoll [--sizes 100,1000]` 7 and
 `codec [--rounds N]` 8;
-`python -m pyckpt.tools.bench resume [--sizes 100,1000] [--out DIR]` answers seed
-000's question on real restarts (table, and with --out a JSON and a PNG plot);
+`python -m pyckpt.tools.bench resume [--sizes 100,1000] [--out DIR]` answers the
+delayed free's question on real restarts (table, and with --out a JSON and a PNG plot);
 `resume --replot JSON` redraws the PNG from a run's JSON.
 """
 
@@ -144,7 +144,9 @@ def fixed_vs_autogrow(fds: list[int]) -> None:
 
 def policies(fds: list[int]) -> None:
     n = len(fds)
-    print(f"3. seed 000: release() and close() with {n} objects in the hash")
+    print(
+        f"3. clear before release: release() and close() with {n} objects in the hash"
+    )
     times = {}
     for policy in (Policy.CLEAR_AT_END, Policy.CLEAR_EARLY, Policy.FREE_UPFRONT):
         ctx = Context(policy=policy, autogrow=True)
@@ -526,7 +528,7 @@ def codec(base: str = CODEC_BASE, rounds: int = 3) -> int:
     return 0
 
 
-# ---- seed 000, answered on real restarts: `python -m pyckpt.tools.bench resume` ------------
+# ---- clear before release, answered on real restarts: `python -m pyckpt.tools.bench resume` ------------
 
 RESUME_SIZES = (100, 1_000, 10_000, 100_000)
 # name -> (number of tasks, deep: each task a child of the previous one, the
@@ -617,12 +619,12 @@ def _reps(n: int) -> int:
 
 
 def resume(sizes: tuple[int, ...] = RESUME_SIZES, out_dir: str | None = None) -> dict:
-    """Seed 000's question: the time from "all tasks restored" to "tasks
+    """The delayed free's question: the time from "all tasks restored" to "tasks
     released" under each policy, for each size and tree shape, side by side."""
     order = (Policy.CLEAR_AT_END, Policy.CLEAR_EARLY, Policy.FREE_UPFRONT)
     names = {p: p.name.lower().replace("_", "-") for p in order}
     print(
-        "seed 000: the release step per policy, ms: the ioctl (clear/free) | all "
+        "clear before release: the release step per policy, ms: the ioctl (clear/free) | all "
         "restored -> released (ioctl + letting every task go) | teardown after"
     )
     cols = " ".join(f"{names[p]:>12}" for p in order)
@@ -708,7 +710,7 @@ def plot_resume(data: dict, path: str) -> None:
         ax.set_ylabel("ms")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(
-        f"seed 000: release cost per policy (ckpt.ko, {data['kernel']}, TCG guest)"
+        f"clear before release: release cost per policy (ckpt.ko, {data['kernel']}, TCG guest)"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=90)

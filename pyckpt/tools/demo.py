@@ -3,7 +3,7 @@
 1. objects are deduplicated: a dup'd fd, a forked child's fd and the two ends
    of a pipe map onto objrefs the way linux-cr's objhash did;
 2. release clears the hash: every reference dropped, entries on the free list;
-3. the half-closed pipe of seed 000 under each policy: does the reader see
+3. the half-closed pipe race under each policy: does the reader see
    EOF right after release (the tasks run), or only at teardown?
 4. a live process tree checkpointed (pyckpt.checkpoint) and restarted
    (pyckpt.restart) under each policy (pyckpt repro halfpipe): the restarted
@@ -148,7 +148,7 @@ def clear(d: Demo) -> None:
 
 
 def half_closed_pipe(d: Demo) -> None:
-    section("3. the half-closed pipe (seed 000), each policy")
+    section("3. the half-closed pipe race, each policy")
     print("  restart inserts a pipe's write end into the hash, the writer task")
     print("  closed it long ago; can the reader see EOF once tasks are released?\n")
     expect = {

@@ -108,7 +108,7 @@ def test_no_kernel_internal_constant_in_the_abi() -> None:
 
 
 def test_task_comm_len_in_the_abi_would_be_caught() -> None:
-    # seed 004: "TASK_COMM_LEN might be subject to changing"
+    # the c/r infrastructure RFC: "TASK_COMM_LEN might be subject to changing"
     text = abicheck.HEADER.read_text().replace(
         "__u32 argc;", "__u32 argc;\n\tchar comm[TASK_COMM_LEN];"
     )

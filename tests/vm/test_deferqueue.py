@@ -1,4 +1,4 @@
-"""The deferqueue (seed 002, its two bugs fixed): FIFO, count, first error,
+"""The deferqueue (its RFC's two bugs fixed): FIFO, count, first error,
 early drop of a hash reference, and teardown of a queue that never ran."""
 
 from __future__ import annotations

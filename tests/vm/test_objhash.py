@@ -1,4 +1,4 @@
-"""The objhash (seed 001): objrefs, deduplication, file records, insert/fetch."""
+"""The objhash: objrefs, deduplication, file records, insert/fetch."""
 
 from __future__ import annotations
 

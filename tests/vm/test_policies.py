@@ -1,4 +1,4 @@
-"""Clear and free (seed 000): what each policy drops and frees, and when.
+"""Clear and free (the half-closed pipe race): what each policy drops and frees, and when.
 
 The half-closed pipe is the race the v2 patch fixes: a pipe end that only the
 objhash still holds must be gone when the restarted tasks are released, or

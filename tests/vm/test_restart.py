@@ -491,7 +491,7 @@ def test_three_level_tree(restarted, tmp_path: Path) -> None:
     print(f"restart of 4 tasks to the barrier: {took * 1000:.0f} ms")
 
 
-# ---- seed 000: the half-closed pipe, policy by policy -------------------------------
+# ---- the half-closed pipe race, policy by policy -------------------------------
 
 HALF_READER = """
 import json, os, select, sys
@@ -541,7 +541,7 @@ def test_half_closed_pipe(restarted, out: Path, policy, side) -> None:
     r.release()
     closed = "eof" if side == "reader" else "epipe"
     if policy == Policy.CLEAR_AT_END:
-        # the race of seed 000: the pipe "re-opens" while the hash holds it
+        # the half-closed pipe race: the pipe "re-opens" while the hash holds it
         wait_for(out / "res.json.first")
         time.sleep(0.5)
         assert not res.exists(), "the program saw the pipe close before teardown"

@@ -1,4 +1,4 @@
-"""Seed 002: the deferqueue, with what the RFC v2 posted beside what ckpt.ko does.
+"""The deferqueue, with what the RFC v2 posted beside what ckpt.ko does.
 
 Each row is one claim of the post (or one of its two bugs): what the RFC's
 code did, what the module does, and what this run saw through /dev/ckpt.

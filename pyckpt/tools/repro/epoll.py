@@ -1,4 +1,4 @@
-"""Seed 003: epoll items restored once every file exists, and the
+"""Epoll items restored once every file exists, and the
 checkpoint leak reported with the target's path and its original fd.
 
 linux-cr collected epoll targets while walking the tasks and added the items

@@ -1,4 +1,4 @@
-"""Seed 000: the half-closed pipe, on a real checkpoint and restart.
+"""The half-closed pipe race, on a real checkpoint and restart.
 
 A tree holds a pipe in each direction with one end closed everywhere: a
 reader whose writer is gone (bytes still buffered) and a writer whose reader

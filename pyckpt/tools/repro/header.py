@@ -1,4 +1,4 @@
-"""Seed 004: the record header {type, len, ptag}, HEAD and parent tags.
+"""The record header {type, len, ptag}, HEAD and parent tags.
 
 The post's cr_write_hdr() wrote major/minor/patch and left "EXTRAVERSION?"
 open; cr_read_obj_type() returned the ptag, "the tag of the parent object".
