@@ -105,7 +105,7 @@ class Lister:
                     continue  # exited since the scan, with its children
             out.append(p)
             stack.extend(sorted(kids.get(pid, ()), reverse=True))
-        self.ppid = {p.pid: ppids[p.pid] for p in out}
+        self.ppid = {p.pid: parents[p.pid] for p in out}
         return out
 
 
