@@ -383,6 +383,9 @@ _T_FILE = ObjType.FILE.value
 _PAD4 = bytes(4)
 
 
+_FILE_FLAGS_KNOWN = lib.CKPT_FILE_EXTERNAL | sum(kinds.FILE_FLAG_NAMES)
+
+
 def _check_file(rec: Record, name: str) -> None:
     f = rec.fields
     if f["objref"] <= 0:
@@ -391,15 +394,13 @@ def _check_file(rec: Record, name: str) -> None:
         raise bad(rec, name, f"kind {f['kind']} out of range")
     if f["f_mode"] & ~_FMODE_ALL:
         raise bad(rec, name, f"f_mode {f['f_mode']:#x} out of range")
-    if f["flags"] & ~(
-        lib.CKPT_FILE_EXTERNAL
-        | lib.CKPT_FILE_EFD_SEM_UNKNOWN
-        | lib.CKPT_FILE_USER_DEVICE
-    ):
+    if f["flags"] & ~_FILE_FLAGS_KNOWN:
         raise bad(rec, name, f"unknown flags {f['flags']:#x}")
-    if f["flags"] & lib.CKPT_FILE_USER_DEVICE and f["kind"] != FileKind.CHR:
-        kind = FileKind(f["kind"]).name
-        raise bad(rec, name, f"USER_DEVICE on a {kind} file")
+    # a kind's own flag bits (kinds.base.Kind.file_flags) on its files only
+    other = f["flags"] & ~(lib.CKPT_FILE_EXTERNAL | kinds.FILE_FLAGS.get(f["kind"], 0))
+    if other:
+        flag = kinds.FILE_FLAG_NAMES[other & -other]
+        raise bad(rec, name, f"{flag} on a {FileKind(f['kind']).name} file")
     if f["kind"] in kinds.ENDS and f["pipe_objref"] <= 0:
         raise bad(rec, name, f"pipe_objref {f['pipe_objref']} <= 0 on a pipe end")
     if f["kind"] not in kinds.ENDS and f["pipe_objref"]:
@@ -849,9 +850,6 @@ class _Parser:
             path=text(f["path"]),
             pipe_objref=f["pipe_objref"],
             external=bool(f["flags"] & lib.CKPT_FILE_EXTERNAL),
-            count=f["count"],
-            efd_flags=f["efd_flags"],
-            efd_sem_unknown=bool(f["flags"] & lib.CKPT_FILE_EFD_SEM_UNKNOWN),
             st_dev=f["st_dev"],
             st_ino=f["st_ino"],
             st_mode=f["st_mode"],
@@ -859,7 +857,6 @@ class _Parser:
             st_gid=f["st_gid"],
             st_size=f["st_size"],
             st_rdev=f["st_rdev"],
-            user_device=bool(f["flags"] & lib.CKPT_FILE_USER_DEVICE),
         )
         image.files[file.objref] = file
         owner = kinds.by_file_kind(kind)
@@ -995,8 +992,6 @@ def _check_file_model(f: File) -> None:
         raise _invalid(f"{name}: kind {kind} out of range")
     if isinstance(f.f_mode, int) and int(f.f_mode) & ~_FMODE_ALL:
         raise _invalid(f"{name}: f_mode {f.f_mode:#x} out of range")
-    if f.user_device and kind != FileKind.CHR:
-        raise _invalid(f"{name}: USER_DEVICE on a {FileKind(kind).name} file")
     if kind in kinds.ENDS and isinstance(f.pipe_objref, int) and f.pipe_objref <= 0:
         raise _invalid(f"{name}: pipe_objref {f.pipe_objref} <= 0 on a pipe end")
     if kind not in kinds.ENDS and f.pipe_objref:
@@ -1150,32 +1145,34 @@ def _write(image: model.Image, reparse: bool | None = None) -> bytes:
                 )
                 continue
             f = image.files[fd.objref]
+            owner = kinds.by_file_kind(f.kind)
+            fields = {
+                "objref": f.objref,
+                "kind": f.kind,
+                "f_flags": f.f_flags,
+                "f_mode": f.f_mode,
+                "pos": f.pos,
+                "pipe_objref": f.pipe_objref,
+                "flags": lib.CKPT_FILE_EXTERNAL if f.external else 0,
+                "st_dev": f.st_dev,
+                "st_ino": f.st_ino,
+                "st_mode": f.st_mode,
+                "st_uid": f.st_uid,
+                "st_gid": f.st_gid,
+                "st_size": f.st_size,
+                "st_rdev": f.st_rdev,
+            }
+            if owner is not None:
+                own = owner.file_fields(f)
+                if own:  # the kind's fields, its flag bits beside EXTERNAL
+                    flags = fields["flags"] | own.pop("flags", 0)
+                    fields.update(own, flags=flags)
             file_tags[f.objref] = add(
                 HdrType.FILE,
                 fdtag,
-                {
-                    "objref": f.objref,
-                    "kind": f.kind,
-                    "f_flags": f.f_flags,
-                    "f_mode": f.f_mode,
-                    "pos": f.pos,
-                    "pipe_objref": f.pipe_objref,
-                    "flags": (lib.CKPT_FILE_EXTERNAL if f.external else 0)
-                    | (lib.CKPT_FILE_EFD_SEM_UNKNOWN if f.efd_sem_unknown else 0)
-                    | (lib.CKPT_FILE_USER_DEVICE if f.user_device else 0),
-                    "count": f.count,
-                    "efd_flags": f.efd_flags,
-                    "st_dev": f.st_dev,
-                    "st_ino": f.st_ino,
-                    "st_mode": f.st_mode,
-                    "st_uid": f.st_uid,
-                    "st_gid": f.st_gid,
-                    "st_size": f.st_size,
-                    "st_rdev": f.st_rdev,
-                },
+                fields,
                 {"path": enc(f.path, f"file {f.objref} path")},
             )
-            owner = kinds.by_file_kind(f.kind)
             if owner is not None:
                 owner.write_file(w, image, f, file_tags[f.objref])
     for k in kinds.KINDS:

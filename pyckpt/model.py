@@ -91,9 +91,6 @@ class File:
     path: str = ""  # REG, DIR, FIFO
     pipe_objref: int = 0  # PIPE, FIFO
     external: bool = False  # also referenced from outside the tree
-    count: int = 0  # EVENTFD
-    efd_flags: int = 0  # EVENTFD
-    efd_sem_unknown: bool = False  # EVENTFD: the kernel did not say (6.1)
     # REG, DIR, FIFO: what fstat() said at checkpoint (restart verifies them)
     st_dev: int = 0
     st_ino: int = 0
@@ -102,7 +99,6 @@ class File:
     st_gid: int = 0
     st_size: int = 0
     st_rdev: int = 0  # CHR, TTY: the device number
-    user_device: bool = False  # CHR: named with --device at checkpoint
     # a kind's own state (pyckpt/kinds/), written as its own records
     extra: Any = None
 

@@ -137,13 +137,9 @@ def summary(image: Image) -> str:
             extra = []
             if f.pipe_objref:
                 extra.append(f"pipe {f.pipe_objref}")
-            if f.kind == FileKind.EVENTFD:
-                sem = (
-                    "semaphore unknown"
-                    if f.efd_sem_unknown
-                    else f"efd_flags {f.efd_flags:#x}"
-                )
-                extra.append(f"count {f.count} {sem}")
+            owner = kinds.by_file_kind(f.kind)
+            if owner is not None:
+                extra += owner.file_notes(f)
             if f.external:
                 extra.append("external")
             tail = f" ({', '.join(extra)})" if extra else ""

@@ -72,6 +72,11 @@ TRAILERS: frozenset[HdrType] = frozenset(t for k in KINDS for t in k.trailers)
 # FILE kinds whose records name the object they are ends of (pipe_objref)
 ENDS: frozenset[FileKind] = frozenset(fk for k in KINDS if k.ends for fk in k.kinds)
 _BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
+# FILE flag bits a kind owns: by FILE kind (a mask), and their names
+FILE_FLAGS: dict[int, int] = {
+    fk: sum(bit for _, bit in k.file_flags) for k in KINDS for fk in k.kinds
+}
+FILE_FLAG_NAMES: dict[int, str] = {bit: n for k in KINDS for n, bit in k.file_flags}
 
 # module-reported kind -> the kinds that may claim such a file, in KINDS order
 _CLAIMANTS: dict[FileKind, tuple[Kind, ...]] = {

@@ -226,6 +226,8 @@ class Kind:
     # the restart limit its saved data counts against: (Limits field, what);
     # data_bytes() counts it
     limit: ClassVar[tuple[str, str] | None] = None
+    # the FILE record's flag bits that are its own (file_fields): (name, bit)
+    file_flags: ClassVar[tuple[tuple[str, int], ...]] = ()
 
     def problem(self, col: Collector, r: FdRef, why: str) -> None:
         """Refuse the checkpoint because of r's file, the kind's name first
@@ -254,6 +256,12 @@ class Kind:
         and ``col.holders`` are there while it is frozen)."""
 
     # ---- the image ----
+
+    def file_fields(self, f: File) -> dict[str, int]:
+        """The FILE record's fields that are this kind's (an eventfd's
+        count), and under "flags" its own flag bits (``file_flags``); read
+        back by ``read_file`` from the FILE record it is handed."""
+        return {}
 
     def write_file(self, w: Writer, image: Image, f: File, tag: int) -> None:
         """Records after f's FILE record (whose tag is ``tag``)."""
@@ -317,6 +325,10 @@ class Kind:
     def describe(self, f: File) -> str:
         """How an fd line names f (without its mode and flags)."""
         return FileKind(f.kind).name.lower()
+
+    def file_notes(self, f: File) -> list[str]:
+        """What the summary's files table adds for f."""
+        return []
 
     def details(self, image: Image) -> list[str]:
         """Lines of this kind's section in ``pyckpt show`` ([] for none)."""

@@ -20,11 +20,13 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+from dataclasses import dataclass
 
-from pyckpt.abi import FileKind
+from pyckpt.abi import FileKind, lib
 from pyckpt.errors import RestartError
-from pyckpt.kinds.base import Collector, FdRef, Kind, Objects, Plan
-from pyckpt.model import File
+from pyckpt.kinds.base import Collector, FdRef, Kind, Objects, Plan, Reader
+from pyckpt.model import File, Image
+from pyckpt.records import Record
 
 # path -> (major, minor): what devices.txt fixes for them
 STATELESS: dict[str, tuple[int, int]] = {
@@ -116,6 +118,18 @@ def reopen(objref: int, path: str, rdev: int, f_flags: int) -> int:
 # ---- the kind ------------------------------------------------------------------
 
 
+@dataclass
+class Device:
+    """A character device's state: only that the user named it (a device
+    restart reopens by itself has none)."""
+
+    user: bool = False  # named with --device at checkpoint
+
+
+def named_by_user(f: File) -> bool:
+    return isinstance(f.extra, Device) and f.extra.user
+
+
 def save(f: File, r: FdRef, user: bool) -> str:
     """f as a stateless device at its path (the /proc link), if that path
     still names the same device; else why not (the caller refuses)."""
@@ -135,7 +149,7 @@ def save(f: File, r: FdRef, user: bool) -> str:
     f.st_rdev = st.st_rdev
     f.st_dev, f.st_ino, f.st_mode = there.st_dev, there.st_ino, there.st_mode
     f.st_uid, f.st_gid = there.st_uid, there.st_gid
-    f.user_device = user
+    f.extra = Device(user=True) if user else None
     return ""
 
 
@@ -144,6 +158,7 @@ class ChrdevKind(Kind):
     kinds = (FileKind.CHR,)
     reported = frozenset({FileKind.CHR})
     shared_outside = True  # reopened by path: nothing shared is lost
+    file_flags = (("USER_DEVICE", lib.CKPT_FILE_USER_DEVICE),)
 
     def claims(self, kind: FileKind, r: FdRef) -> bool:
         # any other character device is the terminal kind's (tty.py): a
@@ -156,13 +171,24 @@ class ChrdevKind(Kind):
             self.problem(col, r, why)
         return not why
 
+    # ---- the image: whether the user named it is a FILE flag ----
+
+    def file_fields(self, f: File) -> dict[str, int]:
+        return {"flags": lib.CKPT_FILE_USER_DEVICE} if named_by_user(f) else {}
+
+    def read_file(self, p: Reader, image: Image, f: File, rec: Record) -> None:
+        if rec.fields["flags"] & lib.CKPT_FILE_USER_DEVICE:
+            f.extra = Device(user=True)
+
+    # ---- restart ----
+
     def check(self, files: list[File], plan: Plan) -> None:
         named = {os.path.normpath(d) for d in plan.opts.devices}
         for f in files:
             where = f"objref {f.objref}: {f.path}"
             if not f.path.startswith("/"):
                 raise RestartError(f"objref {f.objref}: no absolute path ({f.path!r})")
-            if f.user_device:
+            if named_by_user(f):
                 if os.path.normpath(f.path) not in named:
                     raise RestartError(
                         f"{where} (rdev {rdev_name(f.st_rdev)}): a device named "
@@ -182,7 +208,7 @@ class ChrdevKind(Kind):
             objs.done()
 
     def describe(self, f: File) -> str:
-        mark = " (--device)" if f.user_device else ""
+        mark = " (--device)" if named_by_user(f) else ""
         return f"chr {f.path} rdev {rdev_name(f.st_rdev)}{mark}"
 
 

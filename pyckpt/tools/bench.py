@@ -47,6 +47,7 @@ from typing import Any
 from pyckpt.abi import ObjType, Policy, ffi, lib
 from pyckpt.device import Context
 from pyckpt.kinds.epoll import epolls
+from pyckpt.kinds.eventfd import Eventfd
 from pyckpt.kinds.pipe import pipes
 
 SIZES = (1_000, 10_000, 100_000)
@@ -400,7 +401,7 @@ def codec_image(ntasks: int = 10, nfds: int = 720) -> Any:
         for ref, mode, flags in ((r, FMode.READ, 0), (w, FMode.WRITE, 1)):
             image.files[ref] = File(ref, FileKind.PIPE, flags, mode, pipe_objref=pipe)
         image.files[efd] = File(
-            efd, FileKind.EVENTFD, 0o2, FMode.READ | FMode.WRITE, count=fd
+            efd, FileKind.EVENTFD, 0o2, FMode.READ | FMode.WRITE, extra=Eventfd(fd)
         )
         image.files[reg] = File(
             reg,
@@ -553,7 +554,7 @@ def resume_image(n: int, tasks: int, deep: bool) -> Any:
     img = Image(Head(time.time(), uts.sysname, uts.release, uts.version, uts.machine))
     rw = FMode.READ | FMode.WRITE
     for ref in range(1, n + 1):
-        img.files[ref] = File(ref, FileKind.EVENTFD, os.O_RDWR, rw, count=ref)
+        img.files[ref] = File(ref, FileKind.EVENTFD, os.O_RDWR, rw, extra=Eventfd(ref))
     shared = min(SHARED, n)
     own = list(range(shared + 1, n + 1))
     base = 1000

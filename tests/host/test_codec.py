@@ -16,6 +16,8 @@ from test_image import images, rich_image
 import pyckpt.image as image_mod
 from pyckpt.abi import FileKind, FMode, ffi, lib
 from pyckpt.image import ErrorRecord, Fd, File, Head, Image, Task
+from pyckpt.kinds.chrdev import Device
+from pyckpt.kinds.eventfd import Eventfd
 from pyckpt.kinds.pipe import Pipe, pipes
 from pyckpt.records import (
     HDR,
@@ -225,9 +227,6 @@ _MUTATIONS: dict[str, Any] = {
     "kind": lambda img, d: setattr(
         img.files[img.tasks[0].fds[0].objref], "kind", d(st.sampled_from([99, -1]))
     ),
-    "user_device": lambda img, d: setattr(
-        img.files[img.tasks[0].fds[0].objref], "user_device", True
-    ),
     "pipe_objref": lambda img, d: setattr(
         img.files[img.tasks[0].fds[0].objref],
         "pipe_objref",
@@ -265,9 +264,11 @@ def fast_models(draw: st.DrawFn) -> Image:
             draw(st.sampled_from([FMode.READ, FMode.WRITE, FMode(0)])),
             path=draw(_TEXT),
             pipe_objref=pipe_ref,
-            user_device=kind == FileKind.CHR and draw(st.booleans()),
-            count=draw(st.sampled_from([0, 2**64 - 1])),
         )
+        if kind == FileKind.CHR and draw(st.booleans()):
+            img.files[ref].extra = Device(user=True)
+        elif kind == FileKind.EVENTFD:
+            img.files[ref].extra = Eventfd(draw(st.sampled_from([0, 2**64 - 1])))
         if pipe_ref and pipe_ref not in pipes(img):
             pipes(img)[pipe_ref] = Pipe(pipe_ref, 4096, draw(st.binary(max_size=9)))
     img.tasks[0].fds = [Fd(3 + i, ref) for i, ref in enumerate(refs)]

@@ -27,6 +27,7 @@ from pyckpt.image import (
     iter_records,
 )
 from pyckpt.kinds.epoll import Epoll, EpollItem, epolls
+from pyckpt.kinds.eventfd import Eventfd
 from pyckpt.kinds.memfd import Contents
 from pyckpt.kinds.pipe import Pipe, pipes
 from pyckpt.kinds.signalfd import UNBLOCKABLE, Signalfd
@@ -58,7 +59,7 @@ def rich_image() -> Image:
             5, FileKind.REG, os.O_RDWR | os.O_APPEND, RW, pos=4096, path="/tmp/a\udcff"
         ),
         File(6, FileKind.FIFO, os.O_RDWR, RW, path="/run/fifo", pipe_objref=7),
-        File(8, FileKind.EVENTFD, os.O_RDWR, RW, count=42, efd_flags=1),
+        File(8, FileKind.EVENTFD, os.O_RDWR, RW, extra=Eventfd(42, efd_flags=1)),
         File(9, FileKind.EPOLL, os.O_RDWR, RW, external=True),
         File(10, FileKind.PIPE, os.O_RDONLY, FMode.READ, pipe_objref=11),
         File(12, FileKind.DIR, os.O_RDONLY | os.O_DIRECTORY, FMode.READ, path="/"),
@@ -1132,9 +1133,11 @@ def images(draw: st.DrawFn) -> Image:
             draw(_name(40)),
             pipe,
             draw(st.booleans()),
-            draw(st.integers(0, 2**64 - 1)),
-            draw(_U32),
         )
+        if kind == FileKind.EVENTFD:
+            image.files[ref].extra = Eventfd(
+                draw(st.integers(0, 2**64 - 1)), draw(_U32), draw(st.booleans())
+            )
         _kind_state(draw, image.files[ref])
         image.files[ref].st_rdev = draw(st.integers(0, 2**64 - 1))
         if kind == FileKind.TTY:

@@ -20,6 +20,7 @@ from pyckpt.image import (
     Task,
 )
 from pyckpt.kinds.epoll import Epoll, EpollItem, epolls
+from pyckpt.kinds.eventfd import Eventfd
 from pyckpt.model import RLIM_INFINITY, RLIM_NLIMITS
 
 RW = FMode.READ | FMode.WRITE
@@ -183,7 +184,7 @@ def big_epoll_image(n: int) -> bytes:
     """One task, one epoll, one target, n items (distinct tfds)."""
     files = {
         1: File(1, FileKind.EPOLL, os.O_RDWR, RW),
-        2: File(2, FileKind.EVENTFD, os.O_RDWR, RW),
+        2: File(2, FileKind.EVENTFD, os.O_RDWR, RW, extra=Eventfd()),
     }
     task = Task(10, 1, 10, 10, "t", ["t"], "/", [Fd(0, 1), Fd(1, 2)])
     items = [EpollItem(2, i, 1, i) for i in range(n)]
@@ -221,7 +222,7 @@ def test_packed_items_write_back_identically() -> None:
 
 def test_many_fds_memory_is_linear() -> None:
     """Many small records (FD + OBJREF): the model stays a small multiple."""
-    files = {1: File(1, FileKind.EVENTFD, os.O_RDWR, RW)}
+    files = {1: File(1, FileKind.EVENTFD, os.O_RDWR, RW, extra=Eventfd())}
     tasks = [
         Task(
             10 + t,

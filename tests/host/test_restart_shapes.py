@@ -11,6 +11,7 @@ import pytest
 from pyckpt.abi import FileKind, FMode
 from pyckpt.errors import RestartError
 from pyckpt.image import Fd, File, Head, Image, Task
+from pyckpt.kinds.eventfd import Eventfd
 from pyckpt.restarter import _check
 
 RW = FMode.READ | FMode.WRITE
@@ -19,7 +20,7 @@ RW = FMode.READ | FMode.WRITE
 def shapes_image() -> Image:
     """Root 100 (4 threads), children 101 and 103 with tables of their own,
     104 sharing the root's (CLONE_FILES), 105 a zombie child of the root."""
-    files = [File(i, FileKind.EVENTFD, 2, RW, count=i) for i in (1, 2, 3)]
+    files = [File(i, FileKind.EVENTFD, 2, RW, extra=Eventfd(i)) for i in (1, 2, 3)]
 
     def task(pid: int, ppid: int, fds: list[Fd], **kw: object) -> Task:
         return Task(pid, ppid, 100, 100, f"t{pid}", [f"t{pid}"], "/", fds, **kw)

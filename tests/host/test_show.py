@@ -10,6 +10,7 @@ import pytest
 
 from pyckpt.abi import FileKind, FMode, lib
 from pyckpt.image import Fd, File, Image, ImageError, Task, iter_records
+from pyckpt.kinds.eventfd import Eventfd
 from pyckpt.kinds.pipe import pipes
 from pyckpt.names import o_flags_names
 from pyckpt.show import summary, to_dot, to_json
@@ -212,8 +213,8 @@ def test_summary_credentials_and_unknown_semaphore() -> None:
             )
         ],
         files={
-            1: File(1, FileKind.EVENTFD, 2, rw, count=3, efd_sem_unknown=True),
-            2: File(2, FileKind.EVENTFD, 2, rw, count=4, efd_flags=0),
+            1: File(1, FileKind.EVENTFD, 2, rw, extra=Eventfd(3, sem_unknown=True)),
+            2: File(2, FileKind.EVENTFD, 2, rw, extra=Eventfd(4, efd_flags=0)),
         },
     )
     text = summary(Image.from_bytes(img.to_bytes()))

@@ -30,6 +30,7 @@ from pyckpt.checkpointer import CheckpointError, CheckpointResult, checkpoint
 from pyckpt.device import epoll_add
 from pyckpt.image import Fd, File, Image, Task
 from pyckpt.kinds.epoll import epolls
+from pyckpt.kinds.eventfd import Eventfd
 from pyckpt.kinds.pipe import PipeKind, pipes
 
 Spawn = Callable[..., Tree]
@@ -425,11 +426,11 @@ def test_eventfd_count_and_flags(spawn: Spawn) -> None:
     info = tree.role("root")
     img = checkpoint(tree.root).image
     e1, e2 = file_of(img, tree.root, info["e1"]), file_of(img, tree.root, info["e2"])
-    assert (e1.kind, e1.count, e1.efd_flags) == (FileKind.EVENTFD, 7, 0)
-    assert (e2.kind, e2.count) == (FileKind.EVENTFD, 0x1_0000_0003)
+    assert (e1.kind, e1.extra) == (FileKind.EVENTFD, Eventfd(7, 0))
+    assert (e2.kind, e2.extra.count) == (FileKind.EVENTFD, 0x1_0000_0003)
     assert e2.f_flags & os.O_NONBLOCK and not e1.f_flags & os.O_NONBLOCK
     # 6.1 does not print eventfd-semaphore: then the flag cannot be known
-    assert e2.efd_flags == (os.EFD_SEMAPHORE if info["sem_known"] else 0)
+    assert e2.extra.efd_flags == (os.EFD_SEMAPHORE if info["sem_known"] else 0)
 
 
 def test_epoll_items_resolve_to_their_targets(spawn: Spawn) -> None:

@@ -31,6 +31,7 @@ from pyckpt.checkpointer import checkpoint
 from pyckpt.errors import CheckpointError, RestartError
 from pyckpt.image import Fd, File, Head, Image, Task
 from pyckpt.kinds.epoll import Epoll, EpollItem, epolls
+from pyckpt.kinds.eventfd import Eventfd
 from pyckpt.kinds.pipe import Pipe
 from pyckpt.model import RLIM_INFINITY
 from pyckpt.restarter import Limits, restart
@@ -513,7 +514,9 @@ def test_restarted_task_at_barrier_is_nonblocking_only_if_recorded(tmp_path):
 
 def test_eventfd_count_above_32_bits_restarts() -> None:
     big = (1 << 40) + 5
-    f = File(1, FileKind.EVENTFD, os.O_RDWR, FMode.READ | FMode.WRITE, count=big)
+    f = File(
+        1, FileKind.EVENTFD, os.O_RDWR, FMode.READ | FMode.WRITE, extra=Eventfd(big)
+    )
     r = restart(_image([_task(100, 1, [Fd(3, 1)])], [f]), release=False)
     try:
         (new,) = r.pids.values()
@@ -526,7 +529,9 @@ def test_eventfd_count_above_32_bits_restarts() -> None:
 def test_eventfd_semaphore_unknown_warns_once() -> None:
     def efd(objref: int, unknown: bool) -> File:
         rw = FMode.READ | FMode.WRITE
-        return File(objref, FileKind.EVENTFD, os.O_RDWR, rw, efd_sem_unknown=unknown)
+        return File(
+            objref, FileKind.EVENTFD, os.O_RDWR, rw, extra=Eventfd(sem_unknown=unknown)
+        )
 
     files = [efd(i, unknown=i != 2) for i in range(1, 9)]
     fds = [Fd(2 + f.objref, f.objref) for f in files]
@@ -560,9 +565,9 @@ def test_eventfd_semaphore_recorded_as_the_kernel_says() -> None:
         img = checkpoint(p.pid).image
         (f,) = [x for x in img.files.values() if x.kind == FileKind.EVENTFD]
         shown = "eventfd-semaphore" in Path(f"/proc/{p.pid}/fdinfo/5").read_text()
-        assert f.efd_sem_unknown == (not shown)
+        assert f.extra.sem_unknown == (not shown)
         if shown:
-            assert f.efd_flags == os.EFD_SEMAPHORE
+            assert f.extra.efd_flags == os.EFD_SEMAPHORE
     finally:
         p.kill()
         p.wait()
@@ -691,7 +696,7 @@ def test_keyboard_interrupt_reaps_the_epoll_helper(monkeypatch) -> None:
 
     rw = FMode.READ | FMode.WRITE
     files = [
-        File(1, FileKind.EVENTFD, os.O_RDWR, rw),
+        File(1, FileKind.EVENTFD, os.O_RDWR, rw, extra=Eventfd()),
         File(2, FileKind.EPOLL, os.O_RDWR, rw),
     ]
     img = _image([_task(100, 1, [Fd(3, 1), Fd(4, 2)])], files)

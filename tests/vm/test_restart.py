@@ -31,6 +31,7 @@ from pyckpt import Context, FileKind, FMode, Policy
 from pyckpt.device import kcmp_epoll_tfd, kcmp_file, pidfd_getfd
 from pyckpt.image import Fd, File, Head, Image, Task
 from pyckpt.kinds.epoll import Epoll, EpollItem
+from pyckpt.kinds.eventfd import Eventfd
 from pyckpt.kinds.pipe import Pipe, PipeKind, pipes
 from pyckpt.restarter import Restarted, RestartError, restart
 
@@ -401,8 +402,14 @@ def test_eventfd_count(restarted, out: Path) -> None:
     json.dump([a, b, s], open(sys.argv[1], "w"))
     """
     files = [
-        File(1, FileKind.EVENTFD, os.O_RDWR | os.O_NONBLOCK, READ | WRITE, count=7),
-        File(2, FileKind.EVENTFD, os.O_RDWR, READ | WRITE, count=3, efd_flags=1),
+        File(
+            1,
+            FileKind.EVENTFD,
+            os.O_RDWR | os.O_NONBLOCK,
+            READ | WRITE,
+            extra=Eventfd(7),
+        ),
+        File(2, FileKind.EVENTFD, os.O_RDWR, READ | WRITE, extra=Eventfd(3, 1)),
     ]
     res = out / "res.json"
     img = image([task(100, 1, [Fd(3, 1), Fd(4, 2)])], files)
@@ -428,7 +435,13 @@ def test_epoll_over_pipe_and_eventfd(restarted, out: Path) -> None:
     files = [
         pipe_end(1, 10, READ),
         pipe_end(2, 10, WRITE),
-        File(3, FileKind.EVENTFD, os.O_RDWR | os.O_NONBLOCK, READ | WRITE),
+        File(
+            3,
+            FileKind.EVENTFD,
+            os.O_RDWR | os.O_NONBLOCK,
+            READ | WRITE,
+            extra=Eventfd(),
+        ),
         File(4, FileKind.EPOLL, os.O_RDWR, READ | WRITE),
     ]
     # tfd 8 for the eventfd: added under a number the task no longer uses
@@ -659,7 +672,7 @@ def test_tree_of_16_tasks_timing(restarted) -> None:
     files = [pipe_end(1 + 2 * k, 1000 + k, READ) for k in range(npipes)]
     files += [pipe_end(2 + 2 * k, 1000 + k, WRITE) for k in range(npipes)]
     files += [
-        File(500 + i, FileKind.EVENTFD, os.O_RDWR, READ | WRITE, count=i)
+        File(500 + i, FileKind.EVENTFD, os.O_RDWR, READ | WRITE, extra=Eventfd(i))
         for i in range(ntasks)
     ]
     shared = [Fd(3 + n, 1 + n) for n in range(2 * npipes)]
@@ -728,7 +741,8 @@ def test_dense_table_in_place_and_moved(restarted) -> None:
     close-on-exec flag, and nothing else is open."""
     rw = READ | WRITE
     files = [
-        File(i, FileKind.EVENTFD, os.O_RDWR, rw, count=100 + i) for i in range(1, 8)
+        File(i, FileKind.EVENTFD, os.O_RDWR, rw, extra=Eventfd(100 + i))
+        for i in range(1, 8)
     ]
     # 0-5 each a file of their own (0 the stub's own first free number),
     # 6 a dup of 0, a gap at 7-8, 9 and 10 two more, 11 a dup of 4

@@ -27,6 +27,7 @@ from pyckpt.abi import FileKind
 from pyckpt.device import kcmp_file, pidfd_getfd
 from pyckpt.errors import CheckpointError, RestartError
 from pyckpt.image import Image
+from pyckpt.kinds.chrdev import named_by_user
 from pyckpt.kinds.tty import Tty, TtyFlag
 
 SLEEP = ["sleep", "1000"]
@@ -405,7 +406,7 @@ def test_other_char_devices_need_device() -> None:
         image = pyckpt.checkpoint(pid, devices=["/dev/kmsg"]).image
         kf = [f for f in image.files.values() if f.path == "/dev/kmsg"]
         assert len(kf) == 2 and all(
-            f.kind == FileKind.CHR and f.user_device for f in kf
+            f.kind == FileKind.CHR and named_by_user(f) for f in kf
         )
         with pytest.raises(RestartError, match="--device /dev/kmsg"):
             pyckpt.restart(image, argv=SLEEP, release=False)
