@@ -9,7 +9,7 @@ import pytest
 from hosthelpers import in_child
 
 from pyckpt.errors import RestartError
-from pyckpt.kinds import chrdev, tty
+from pyckpt.kinds import tty
 
 
 class _Leader:
@@ -205,30 +205,3 @@ def test_stdio_inherit_shares_what_the_restarter_shares() -> None:
         return 4
 
     assert in_child(body) == 0
-
-
-def test_chrdev_table_and_reopen(tmp_path: pytest.TempPathFactory) -> None:
-    for path in ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom"):
-        st = os.stat(path)
-        assert chrdev.is_stateless(path, st.st_rdev)
-        fd = chrdev.reopen(3, path, st.st_rdev, os.O_RDWR)
-        try:
-            assert os.fstat(fd).st_rdev == st.st_rdev
-            assert fcntl_flags(fd) & os.O_NONBLOCK == 0  # not recorded
-        finally:
-            os.close(fd)
-    null = os.stat("/dev/null").st_rdev
-    assert not chrdev.is_stateless("/dev/zero", null)
-    with pytest.raises(RestartError, match=r"rdev 1:5, recorded rdev 1:3"):
-        chrdev.reopen(3, "/dev/zero", null, os.O_RDONLY)
-    link = str(tmp_path) + "/null"  # type: ignore[operator]
-    os.symlink("/dev/null", link)
-    with pytest.raises(RestartError, match="not a character device"):
-        chrdev.reopen(3, link, null, os.O_RDONLY)
-    assert "rdev 1:3" in chrdev.refusal("/dev/x", null)
-
-
-def fcntl_flags(fd: int) -> int:
-    import fcntl
-
-    return fcntl.fcntl(fd, fcntl.F_GETFL)
