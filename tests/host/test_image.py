@@ -343,12 +343,6 @@ def test_save_failure_leaves_nothing(
     ("change", "fragment"),
     [
         (lambda i: i.files.pop(5), r"objref 5 not in Image.files"),
-        (lambda i: pipes(i).pop(7), r"pipe_objref 7 not in Image.pipes"),
-        (
-            lambda i: pipes(i).update({30: Pipe(30, 4096)}),
-            r"pipes \[30\] are referenced",
-        ),
-        (lambda i: epolls(i).update({5: Epoll(5)}), r"epolls \[5\] are not EPOLL"),
         (lambda i: i.files.update({3: i.files.pop(1)}), r"files\[3\] has objref 1"),
         (lambda i: setattr(i.tasks[0], "comm", "a\0b"), "NUL inside comm"),
         (lambda i: setattr(i.tasks[0], "comm", "x" * 65), "exceeds CKPT_COMM_MAX"),
@@ -817,48 +811,6 @@ def test_objref_defined_twice(data: bytes) -> None:
     )
 
 
-def test_pipe_checks(data: bytes, records: list[Record]) -> None:
-    sp = specs(data)
-    f4 = find(sp, HdrType.FILE, objref=4)  # the first end of pipe 3
-    assert sp[f4 + 1].type == HdrType.PIPE
-    # PIPE missing after a new pipe_objref
-    bad = copy.deepcopy(sp)
-    del bad[f4 + 1]
-    built, offsets = build(bad)
-    raises(built, offsets[f4 + 1], "FD record where PIPE record is due")
-    # PIPE again for a known pipe, and after a FILE that is no pipe end
-    for objref, why in ((2, "its pipe is already defined"), (5, "not a pipe")):
-        bad = copy.deepcopy(sp)
-        f = find(bad, HdrType.FILE, objref=objref)
-        extra = copy.deepcopy(bad[f4 + 1])
-        extra.id, extra.ptag = 1000, bad[f].id
-        bad.insert(f + 1, extra)
-        built, offsets = build(bad)
-        raises(built, offsets[f + 1], f"PIPE record after a FILE: {why}")
-    # PIPE objref not the FILE's pipe_objref
-    bad = copy.deepcopy(sp)
-    bad[f4 + 1].fields["objref"] = 30
-    built, offsets = build(bad)
-    raises(built, offsets[f4 + 1], "PIPE record: objref 30 differs from its FILE's")
-    # a pipe_objref that is a file's objref
-    bad = copy.deepcopy(sp)
-    f2 = find(bad, HdrType.FILE, objref=2)
-    bad[f2].fields["pipe_objref"] = 1
-    built, offsets = build(bad)
-    raises(built, offsets[f2], "FILE record: pipe_objref 1 is a file's objref")
-    # a pipe objref that a FILE later claims: pipe 3 renamed 5 (file 5's objref)
-    bad = copy.deepcopy(sp)
-    for s in bad:
-        if s.type == HdrType.FILE and s.fields["pipe_objref"] == 3:
-            s.fields["pipe_objref"] = 5
-    bad[f4 + 1].fields["objref"] = 5
-    built, offsets = build(bad)
-    f5 = find(bad, HdrType.FILE, objref=5)
-    raises(built, offsets[f5], "FILE record: objref 5 defined twice (first by the PIPE")
-    pipe = first(records, HdrType.PIPE)
-    raises(patch(data, pipe, "flags", 4), pipe.offset, "PIPE record: unknown flags 0x4")
-
-
 def test_file_checks(data: bytes, records: list[Record]) -> None:
     f0 = first(records, HdrType.FILE)  # /dev/null, CHR
     top = lib.CKPT_FILE_KIND_MAX
@@ -878,35 +830,6 @@ def test_file_checks(data: bytes, records: list[Record]) -> None:
     sp[i].var["path"] = b"/tmp/a\0b"
     built, offsets = build(sp)
     raises(built, offsets[i], "FILE record: NUL inside path")
-
-
-def test_epoll_checks(data: bytes, records: list[Record]) -> None:
-    ep = first(records, HdrType.EPOLL)
-    for objref in (99, 5, 3):  # nothing, a REG file, a pipe
-        bad = patch(data, ep, "objref", objref)
-        raises(bad, ep.offset, f"EPOLL record: objref {objref} is not an EPOLL file")
-    sp = specs(data)
-    e = find(sp, HdrType.EPOLL)
-    for target, frag in ((99, "names no file"), (3, "names no file"), (0, "<= 0")):
-        bad = copy.deepcopy(sp)
-        bad[e].var["items"][1]["target"] = target
-        built, offsets = build(bad)
-        raises(built, offsets[e], f"EPOLL record: item 1: target {target}"[:29])
-        raises(built, offsets[e], frag)
-    bad = copy.deepcopy(sp)
-    bad[e].var["items"].append(dict(bad[e].var["items"][0]))
-    built, offsets = build(bad)
-    raises(built, offsets[e], "item 2: target 2 fd 3 twice")
-    bad = copy.deepcopy(sp)
-    bad.insert(e + 1, copy.deepcopy(bad[e]))
-    built, offsets = build(bad)
-    raises(built, offsets[e + 1], "EPOLL record: objref 9 defined twice")
-    # EPOLL among the tasks: not where the grammar has it
-    bad = copy.deepcopy(sp)
-    moved = bad.pop(e)
-    bad.insert(find(bad, HdrType.TASK, pid=103), moved)
-    built, offsets = build(bad)
-    raises(built, offsets[find(bad, HdrType.EPOLL)], "EPOLL record where TASK")
 
 
 def test_error_records_anywhere(data: bytes, image: Image) -> None:

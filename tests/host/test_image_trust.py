@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pyckpt import Error
-from pyckpt.abi import FileKind, FMode, lib
+from pyckpt.abi import FileKind, FMode
 from pyckpt.image import (
     Fd,
     File,
@@ -19,7 +19,6 @@ from pyckpt.image import (
     ImageError,
     Task,
 )
-from pyckpt.kinds.epoll import Epoll, EpollItem, epolls
 from pyckpt.kinds.eventfd import Eventfd
 from pyckpt.model import RLIM_INFINITY, RLIM_NLIMITS
 
@@ -178,46 +177,6 @@ def test_load_refuses_foreign_owner_unprivileged(tmp_path: Path) -> None:
 
 
 # ---- bounds on the whole image ----------------------------------------------------
-
-
-def big_epoll_image(n: int) -> bytes:
-    """One task, one epoll, one target, n items (distinct tfds)."""
-    files = {
-        1: File(1, FileKind.EPOLL, os.O_RDWR, RW),
-        2: File(2, FileKind.EVENTFD, os.O_RDWR, RW, extra=Eventfd()),
-    }
-    task = Task(10, 1, 10, 10, "t", ["t"], "/", [Fd(0, 1), Fd(1, 2)])
-    items = [EpollItem(2, i, 1, i) for i in range(n)]
-    img = Image(
-        head=head(), tasks=[task], files=files, extra={"epoll": {1: Epoll(1, items)}}
-    )
-    return img.to_bytes()
-
-
-def test_epoll_record_memory_is_linear() -> None:
-    """A maximal EPOLL record (24 MiB) used to take 425 MiB to decode; the
-    reader now keeps it packed: peak memory within 4x the image."""
-    data = big_epoll_image(lib.CKPT_EPOLL_ITEMS_MAX)
-    assert len(data) > 24 << 20
-    tracemalloc.start()
-    try:
-        img = Image.from_bytes(data)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 4 * len(data), f"peak {peak >> 20} MiB for {len(data) >> 20} MiB"
-    items = epolls(img)[1].items
-    assert len(items) == lib.CKPT_EPOLL_ITEMS_MAX
-    assert items[-1] == EpollItem(
-        2, lib.CKPT_EPOLL_ITEMS_MAX - 1, 1, lib.CKPT_EPOLL_ITEMS_MAX - 1
-    )
-
-
-def test_packed_items_write_back_identically() -> None:
-    data = big_epoll_image(1000)
-    img = Image.from_bytes(data)
-    assert img.to_bytes() == data
-    assert epolls(img)[1].items == [EpollItem(2, i, 1, i) for i in range(1000)]
 
 
 def test_many_fds_memory_is_linear() -> None:
