@@ -25,7 +25,9 @@ def efd(objref: int, count: int = 0, **kw: object) -> File:
 
 
 def image_of(*files: File) -> Image:
-    task = Task(5, 1, 5, 5, "t", ["t"], "/", [Fd(i, f.objref) for i, f in enumerate(files)])
+    task = Task(
+        5, 1, 5, 5, "t", ["t"], "/", [Fd(i, f.objref) for i, f in enumerate(files)]
+    )
     return Image(
         head=Head(1.0, "Linux", "6.1.0-x", "#1", "x86_64"),
         tasks=[task],
@@ -147,14 +149,18 @@ def test_check_warns_once_for_unknown_semaphores() -> None:
     plan = Plan(image_of(*files))
     KIND.check(files, plan)  # type: ignore[arg-type]
     assert plan.warnings == [
-        "7 eventfds (objrefs 1, 2, 3, 4, 5 and 2 more) restarted without "
-        "EFD_SEMAPHORE: the checkpointing kernel did not say whether it was set"
+        (
+            "7 eventfds (objrefs 1, 2, 3, 4, 5 and 2 more) restarted without "
+            "EFD_SEMAPHORE: the checkpointing kernel did not say whether it was set"
+        )
     ]
     one = Plan(image_of(efd(4, efd_sem_unknown=True)))
     KIND.check([efd(4, efd_sem_unknown=True)], one)  # type: ignore[arg-type]
     assert one.warnings == [
-        "1 eventfd (objref 4) restarted without EFD_SEMAPHORE: the "
-        "checkpointing kernel did not say whether it was set"
+        (
+            "1 eventfd (objref 4) restarted without EFD_SEMAPHORE: the "
+            "checkpointing kernel did not say whether it was set"
+        )
     ]
     known = Plan(image_of(efd(8)))
     KIND.check([efd(8)], known)  # type: ignore[arg-type]

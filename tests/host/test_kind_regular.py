@@ -123,10 +123,18 @@ def test_checkpoint_refusal_names_the_kind(tmp_path: Path) -> None:
         f = File(1, FileKind.REG, os.O_RDONLY, FMode.READ)
         assert not KIND.checkpoint(col, f, LocalRef(fd))  # type: ignore[arg-type]
         assert len(col.problems) == 1
-        assert f"fd {fd}: regular: {p} (deleted): the file was deleted" in col.problems[0]
-        assert KIND.checkpoint(col, File(2, FileKind.DIR, 0, FMode.READ), LocalRef(3))  # type: ignore[arg-type]
+        assert (
+            f"fd {fd}: regular: {p} (deleted): the file was deleted" in col.problems[0]
+        )
     finally:
         os.close(fd)
+    d = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        f = File(2, FileKind.DIR, os.O_RDONLY, FMode.READ)
+        assert KIND.checkpoint(col, f, LocalRef(d))  # type: ignore[arg-type]
+        assert f.path == str(tmp_path) and len(col.problems) == 1
+    finally:
+        os.close(d)
 
 
 # ---- the image and show --------------------------------------------------------
