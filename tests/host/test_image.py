@@ -974,7 +974,7 @@ _POS = st.integers(1, 2**31 - 1)
 
 def _kind_state(draw: st.DrawFn, f: File) -> None:
     """The state a kind keeps in f.extra (valid values: the reader's own
-    checks are tests/host/test_kind_records.py's)."""
+    checks are each kind's tests/host/test_kind_*.py's)."""
     if f.kind == FileKind.SIGNALFD:
         f.extra = Signalfd(draw(st.integers(0, 2**64 - 1)) & ~UNBLOCKABLE)
     elif f.kind == FileKind.TIMERFD:
@@ -1181,131 +1181,6 @@ def test_record_structs_have_no_hidden_padding() -> None:
         for ctype in [layout.struct] + items:
             assert set(pad_offsets(ctype)) == _explicit_pads(ffi.typeof(ctype)), ctype
         assert layout.size % 8 == 0, layout.struct
-
-
-# ---- UNIX, UNIX_MSG (pyckpt/kinds/unix.py) ----------------------------------
-
-
-@pytest.mark.parametrize(
-    ("field", "value", "fragment"),
-    [
-        ("objref", 0, "objref 0 <= 0"),
-        ("peer", 14, "peer 14: not another file's objref"),
-        ("peer", -1, "peer -1: not another file's objref"),
-        ("listener", -5, "listener -5: not another"),
-        ("type", 3, "type 3: not stream, dgram or seqpacket"),
-        ("state", 2, "state 2 unknown"),
-        ("flags", 0x80, "unknown flags 0x80"),
-        ("shutdown", 4, "shutdown 0x4 unknown"),
-        ("family", 2, "family 2: not AF_UNIX nor a peer gone"),
-        ("state", 10, "listening: a peer, listener, queue or no name"),
-        ("state", 7, "unconnected with a peer, listener or a peer gone"),
-        ("flags", 0x2, "connected: not exactly one of peer, listener, gone"),
-        ("flags", 0x5, "external peer without PEER_GONE"),
-        ("nr_msgs", 2**31, "nr_msgs 2147483648 above CKPT_UNIX_MSGS_MAX"),
-        ("name_len", 109, "name_len 109 exceeds CKPT_UNIX_NAME_MAX"),
-    ],
-)
-def test_unix_record_checks(
-    data: bytes, records: list[Record], field: str, value: int, fragment: str
-) -> None:
-    rec = first(records, HdrType.UNIX)
-    raises(patch(data, rec, field, value), rec.offset, f"UNIX record: {fragment}")
-
-
-def test_unix_msg_checks(data: bytes, records: list[Record]) -> None:
-    msg = first(records, HdrType.UNIX_MSG)
-    raises(patch(data, msg, "objref", 0), msg.offset, "UNIX_MSG record: objref 0")
-    raises(
-        patch(data, msg, "objref", 15),
-        msg.offset,
-        "UNIX_MSG record: objref 15 differs from its UNIX's 14",
-    )
-    raises(
-        patch(data, msg, "data_len", 2**32 - 1),
-        msg.offset,
-        "data_len 4294967295 exceeds CKPT_UNIX_DATA_MAX",
-    )
-    raises(
-        patch(data, msg, "addr_len", 200),
-        msg.offset,
-        "addr_len 200 exceeds CKPT_UNIX_NAME_MAX",
-    )
-
-
-def test_unix_grammar(data: bytes, records: list[Record]) -> None:
-    sp = specs(data)
-    u = find(sp, HdrType.UNIX, objref=14)
-    # the queue declared longer than it is: the next record is not a UNIX_MSG
-    bad = copy.deepcopy(sp)
-    bad[u].fields["nr_msgs"] = 2
-    image, offsets = build(bad)
-    with pytest.raises(ImageError, match="where UNIX_MSG record is due"):
-        Image.from_bytes(image)
-    # a UNIX FILE without its UNIX record
-    bad = copy.deepcopy(sp)
-    del bad[u : u + 2]
-    with pytest.raises(ImageError, match="where UNIX record is due"):
-        Image.from_bytes(build(bad)[0])
-    # a NUL inside a path name
-    bad = copy.deepcopy(sp)
-    bad[u].var["name"] = b"/run/a\0b"
-    image, offsets = build(bad)
-    raises(image, offsets[u], "UNIX record: NUL inside name")
-    # the peer is not a unix socket of its type, or not its peer back
-    for peer, fragment in ((5, "peer 5 is not a unix socket"), (16, "is not a unix")):
-        bad = copy.deepcopy(sp)
-        bad[u].fields["peer"] = peer
-        image, offsets = build(bad)
-        raises(image, offsets[u], fragment)
-    bad = copy.deepcopy(sp)
-    f16 = find(bad, HdrType.UNIX, objref=16)
-    bad[f16].fields.update(state=TCP_ESTABLISHED, type=socket.SOCK_STREAM, peer=15)
-    image, offsets = build(bad)
-    raises(image, offsets[f16], "peer 15 is not its peer back")
-
-
-def test_unix_round_trip_keeps_everything(image: Image) -> None:
-    back = Image.from_bytes(image.to_bytes())
-    for ref in (14, 15, 16):
-        assert back.files[ref].extra == image.files[ref].extra
-    assert back.files[16].extra.msgs[0] == Msg(b"", b"/run/sender")
-
-
-def test_tty_checks(data: bytes, records: list[Record]) -> None:
-    """Every malformed TTY value is refused, naming the record and field."""
-    t = first(records, HdrType.TTY)
-    assert t.fields == {"objref": 23, "flags": 5, "sid": 103, "pgrp": 103}
-    raises(patch(data, t, "objref", 0), t.offset, "TTY record: objref 0 <= 0")
-    raises(patch(data, t, "objref", 1), t.offset, "objref 1 differs from its FILE's 23")
-    raises(patch(data, t, "flags", 0x8), t.offset, "TTY record: unknown flags 0x8")
-    raises(patch(data, t, "flags", 0x4), t.offset, "CTTY on a pty master or on no")
-    raises(patch(data, t, "flags", 0x7), t.offset, "CTTY on a pty master")
-    raises(patch(data, t, "sid", 0), t.offset, "sid 0 of a controlling terminal")
-    raises(patch(data, t, "pgrp", -1), t.offset, "TTY record: pgrp -1 < 0")
-    raises(patch(data, t, "flags", 0x1), t.offset, "sid or pgrp without CTTY")
-    sp = specs(data)
-    i = find(sp, HdrType.TTY)
-    # a TTY FILE without its TTY record; a TTY record after another FILE
-    gone = copy.deepcopy(sp)
-    del gone[i]
-    built, _ = build(gone)
-    with pytest.raises(ImageError, match="FILE of kind TTY"):
-        Image.from_bytes(built)
-    moved = copy.deepcopy(sp)
-    rec = moved.pop(i)
-    moved.insert(find(moved, HdrType.FILE, objref=5) + 1, rec)
-    built, _ = build(moved)
-    with pytest.raises(ImageError, match="TTY"):
-        Image.from_bytes(built)
-
-
-def test_tty_show(image: Image) -> None:
-    text = show.summary(image)
-    assert (
-        "terminal 23: pty /dev/pts/3 rdev 136:3, controlling terminal of session "
-        "103 (foreground 103)" in text
-    )
 
 
 def _outcome(data: bytes) -> tuple[str, Any]:

@@ -8,7 +8,11 @@ import os
 import stat
 
 import pytest
+from test_image import build, find, raises, specs
+from test_kind_records import _bad, kinds_image
 
+from pyckpt.abi import HdrType
+from pyckpt.image import Image
 from pyckpt.kinds import memfd as mf
 
 
@@ -173,3 +177,101 @@ def test_deleted_name_taken_again(tmp_path) -> None:
         assert os.listdir(tmp_path) == ["app.log"]
     finally:
         os.close(new)
+
+
+# ---- the CONTENTS record (moved from test_kind_records.py) -------------------
+
+
+@pytest.fixture(scope="module")
+def data() -> bytes:
+    return kinds_image().to_bytes()
+
+
+@pytest.mark.parametrize(
+    ("n", "field", "value", "fragment"),
+    [
+        (0, "objref", 0, "CONTENTS record: objref 0 <= 0"),
+        (0, "seals", 0x40, "CONTENTS record: unknown seals 0x40"),
+        (0, "same_as", -2, "same_as -2: not another file"),
+        (0, "same_as", 4, "same_as 4: not another file"),
+        (1, "same_as", 0, "data_len"),  # no data of its own: fine, see below
+        (1, "same_as", 1, "same_as 1 is no earlier MEMFD file"),
+        (1, "seals", 1, "same_as 4 with seals or data of its own"),
+        (2, "seals", 1, "CONTENTS record: seals on a DELETED file"),
+        (0, "objref", 5, "CONTENTS record: objref 5 differs from its FILE's 4"),
+    ],
+)
+def test_contents_refused(
+    data: bytes, n: int, field: str, value: int, fragment: str
+) -> None:
+    if fragment == "data_len":
+        # a later file on the inode with same_as 0 and no data is valid
+        sp = specs(data)
+        i = [j for j, s in enumerate(sp) if s.type == HdrType.CONTENTS][n]
+        sp[i].fields[field] = value
+        Image.from_bytes(build(sp)[0])
+        return
+    _bad(data, HdrType.CONTENTS, field, value, fragment, n)
+
+
+def test_contents_more_data_than_size(data: bytes) -> None:
+    sp = specs(data)
+    i = find(sp, HdrType.CONTENTS, objref=6)
+    sp[i].var["data"] = b"thirteen byte"
+    built, offsets = build(sp)
+    raises(built, offsets[i], "data_len 13 above its FILE's st_size 12")
+
+
+def test_same_as_on_another_inode(data: bytes) -> None:
+    sp = specs(data)
+    i = find(sp, HdrType.FILE, objref=5)
+    sp[i].fields["st_ino"] = 100
+    built, offsets = build(sp)
+    raises(built, offsets[i + 1], "same_as 4 is no earlier MEMFD file")
+
+
+def test_deleted_path_must_be_absolute(data: bytes) -> None:
+    sp = specs(data)
+    i = find(sp, HdrType.FILE, objref=6)
+    sp[i].var["path"] = b"relative/app.log"
+    built, offsets = build(sp)
+    raises(built, offsets[i], "DELETED file's path is not absolute")
+
+
+def test_memfd_name_too_long(data: bytes) -> None:
+    sp = specs(data)
+    i = find(sp, HdrType.FILE, objref=4)
+    sp[i].var["path"] = b"n" * 250
+    built, offsets = build(sp)
+    raises(built, offsets[i], "MEMFD name above 249 bytes")
+
+
+def test_restart_limit_on_contents() -> None:
+    from pyckpt.errors import RestartError
+    from pyckpt.restarter import Limits, _check_limits
+
+    image = kinds_image()  # 11 + 12 bytes of data
+    _check_limits(image, Limits(contents_bytes=23))
+    with pytest.raises(RestartError, match="23 bytes of file contents.*--max-contents"):
+        _check_limits(image, Limits(contents_bytes=22))
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("4096", 4096), ("2M", 2 << 20), ("1g", 1 << 30), ("0", 0)]
+)
+def test_cli_max_file_contents(text: str, value: int) -> None:
+    from pyckpt import cli
+
+    args = cli.parse(["checkpoint", "1", "-o", "x.img", "--max-file-contents", text])
+    assert cli._options(args).contents_limit == value
+    default = cli.parse(["checkpoint", "1", "-o", "x.img"])
+    assert cli._options(default).contents_limit == 1 << 20
+
+
+@pytest.mark.parametrize("text", ["2X", "-1", "2G", "lots"])
+def test_cli_max_file_contents_refused(text: str, capsys) -> None:
+    from pyckpt import cli
+
+    with pytest.raises(SystemExit):
+        cli.parse(["checkpoint", "1", "-o", "x.img", "--max-file-contents", text])
+    assert "--max-file-contents" in capsys.readouterr().err

@@ -6,7 +6,9 @@ import os
 import signal
 
 import pytest
+from test_kind_records import _bad, kinds_image
 
+from pyckpt.abi import HdrType
 from pyckpt.kinds import signalfd as sfd
 
 
@@ -72,3 +74,24 @@ def test_no_sigmask_line() -> None:
 
 def test_signal_names() -> None:
     assert sfd.signals(_mask(signal.SIGINT, signal.SIGTERM)) == ["SIGINT", "SIGTERM"]
+
+
+# ---- the SIGNALFD record (moved from test_kind_records.py) -------------------
+
+
+@pytest.fixture(scope="module")
+def data() -> bytes:
+    return kinds_image().to_bytes()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("objref", 0, "SIGNALFD record: objref 0 <= 0"),
+        ("sigmask", 1 << (signal.SIGKILL - 1), "holds SIGKILL or SIGSTOP"),
+        ("sigmask", 1 << (signal.SIGSTOP - 1), "holds SIGKILL or SIGSTOP"),
+        ("objref", 2, "SIGNALFD record: objref 2 differs from its FILE's 1"),
+    ],
+)
+def test_signalfd_refused(data: bytes, field: str, value: int, fragment: str) -> None:
+    _bad(data, HdrType.SIGNALFD, field, value, fragment)

@@ -6,7 +6,9 @@ import os
 import time
 
 import pytest
+from test_kind_records import _bad, kinds_image
 
+from pyckpt.abi import HdrType
 from pyckpt.kinds import _libc
 from pyckpt.kinds import timerfd as tfd
 
@@ -151,3 +153,34 @@ def test_fdinfo_missing_line() -> None:
 def test_summary() -> None:
     st = tfd.Timerfd(time.CLOCK_MONOTONIC, 0, 2, (1, 5), (0, 250 * MS))
     assert tfd.summary(st) == "MONOTONIC in 1.000000005s every 0.250000000s ticks 2"
+
+
+# ---- the TIMERFD record (moved from test_kind_records.py) --------------------
+
+
+@pytest.fixture(scope="module")
+def data() -> bytes:
+    return kinds_image().to_bytes()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("objref", -1, "TIMERFD record: objref -1 <= 0"),
+        ("clockid", 2, "clockid 2: not a timerfd clock"),
+        ("clockid", 6, "clockid 6: not a timerfd clock"),
+        ("flags", 4, "TIMERFD record: unknown flags 0x4"),
+        ("flags", 2, "CANCEL_ON_SET without ABSTIME"),
+        ("value_sec", -1, "value_sec -1 < 0"),
+        ("value_nsec", 10**9, "value_nsec 1000000000 outside"),
+        ("interval_sec", -5, "interval_sec -5 < 0"),
+        ("interval_nsec", -1, "interval_nsec -1 outside"),
+        ("objref", 1, "TIMERFD record: objref 1 differs from its FILE's 2"),
+    ],
+)
+def test_timerfd_refused(data: bytes, field: str, value: int, fragment: str) -> None:
+    _bad(data, HdrType.TIMERFD, field, value, fragment)
+
+
+def test_timerfd_cancel_on_set_needs_realtime(data: bytes) -> None:
+    _bad(data, HdrType.TIMERFD, "clockid", time.CLOCK_MONOTONIC, "CANCEL_ON_SET", 1)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import stat
 
 import pytest
 from hosthelpers import in_child
+from test_image import build, find, first, patch, raises, rich_image, specs
 
+from pyckpt import show
+from pyckpt.abi import HdrType
 from pyckpt.errors import RestartError
+from pyckpt.image import Image, ImageError, Record, iter_records
 from pyckpt.kinds import tty
 
 
@@ -205,3 +210,57 @@ def test_stdio_inherit_shares_what_the_restarter_shares() -> None:
         return 4
 
     assert in_child(body) == 0
+
+
+# ---- the TTY record (moved from test_image.py) --------------------------------
+
+
+@pytest.fixture(scope="module")
+def image() -> Image:
+    return rich_image()
+
+
+@pytest.fixture(scope="module")
+def data() -> bytes:
+    return rich_image().to_bytes()
+
+
+@pytest.fixture(scope="module")
+def records(data: bytes) -> list[Record]:
+    return list(iter_records(data))
+
+
+def test_tty_checks(data: bytes, records: list[Record]) -> None:
+    """Every malformed TTY value is refused, naming the record and field."""
+    t = first(records, HdrType.TTY)
+    assert t.fields == {"objref": 23, "flags": 5, "sid": 103, "pgrp": 103}
+    raises(patch(data, t, "objref", 0), t.offset, "TTY record: objref 0 <= 0")
+    raises(patch(data, t, "objref", 1), t.offset, "objref 1 differs from its FILE's 23")
+    raises(patch(data, t, "flags", 0x8), t.offset, "TTY record: unknown flags 0x8")
+    raises(patch(data, t, "flags", 0x4), t.offset, "CTTY on a pty master or on no")
+    raises(patch(data, t, "flags", 0x7), t.offset, "CTTY on a pty master")
+    raises(patch(data, t, "sid", 0), t.offset, "sid 0 of a controlling terminal")
+    raises(patch(data, t, "pgrp", -1), t.offset, "TTY record: pgrp -1 < 0")
+    raises(patch(data, t, "flags", 0x1), t.offset, "sid or pgrp without CTTY")
+    sp = specs(data)
+    i = find(sp, HdrType.TTY)
+    # a TTY FILE without its TTY record; a TTY record after another FILE
+    gone = copy.deepcopy(sp)
+    del gone[i]
+    built, _ = build(gone)
+    with pytest.raises(ImageError, match="FILE of kind TTY"):
+        Image.from_bytes(built)
+    moved = copy.deepcopy(sp)
+    rec = moved.pop(i)
+    moved.insert(find(moved, HdrType.FILE, objref=5) + 1, rec)
+    built, _ = build(moved)
+    with pytest.raises(ImageError, match="TTY"):
+        Image.from_bytes(built)
+
+
+def test_tty_show(image: Image) -> None:
+    text = show.summary(image)
+    assert (
+        "terminal 23: pty /dev/pts/3 rdev 136:3, controlling terminal of session "
+        "103 (foreground 103)" in text
+    )

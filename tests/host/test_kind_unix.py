@@ -4,13 +4,17 @@ shutdown state (no module needed: sockets work on any host)."""
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import tempfile
 from collections.abc import Iterator
 
 import pytest
+from test_image import build, find, first, patch, raises, rich_image, specs
 
+from pyckpt.abi import HdrType
+from pyckpt.image import Image, ImageError, Record, iter_records
 from pyckpt.kinds import unix
 from pyckpt.kinds.unix import (
     RCV_SHUTDOWN,
@@ -23,6 +27,7 @@ from pyckpt.kinds.unix import (
     make_sockets,
     save_all,
 )
+from pyckpt.show import summary
 
 TYPES = [socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_SEQPACKET]
 
@@ -369,3 +374,122 @@ def test_peer_gone_every_type(stype: int, keep: list[socket.socket]) -> None:
     assert unix.diag([ino])[ino].peer == 0  # a peer, dead
     with pytest.raises(OSError):
         nb.send(b"x", socket.MSG_DONTWAIT)
+
+
+# ---- the UNIX and UNIX_MSG records (moved from test_image.py) ----------------
+
+
+@pytest.fixture(scope="module")
+def image() -> Image:
+    return rich_image()
+
+
+@pytest.fixture(scope="module")
+def data() -> bytes:
+    return rich_image().to_bytes()
+
+
+@pytest.fixture(scope="module")
+def records(data: bytes) -> list[Record]:
+    return list(iter_records(data))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("objref", 0, "objref 0 <= 0"),
+        ("peer", 14, "peer 14: not another file's objref"),
+        ("peer", -1, "peer -1: not another file's objref"),
+        ("listener", -5, "listener -5: not another"),
+        ("type", 3, "type 3: not stream, dgram or seqpacket"),
+        ("state", 2, "state 2 unknown"),
+        ("flags", 0x80, "unknown flags 0x80"),
+        ("shutdown", 4, "shutdown 0x4 unknown"),
+        ("family", 2, "family 2: not AF_UNIX nor a peer gone"),
+        ("state", 10, "listening: a peer, listener, queue or no name"),
+        ("state", 7, "unconnected with a peer, listener or a peer gone"),
+        ("flags", 0x2, "connected: not exactly one of peer, listener, gone"),
+        ("flags", 0x5, "external peer without PEER_GONE"),
+        ("nr_msgs", 2**31, "nr_msgs 2147483648 above CKPT_UNIX_MSGS_MAX"),
+        ("name_len", 109, "name_len 109 exceeds CKPT_UNIX_NAME_MAX"),
+    ],
+)
+def test_unix_record_checks(
+    data: bytes, records: list[Record], field: str, value: int, fragment: str
+) -> None:
+    rec = first(records, HdrType.UNIX)
+    raises(patch(data, rec, field, value), rec.offset, f"UNIX record: {fragment}")
+
+
+def test_unix_msg_checks(data: bytes, records: list[Record]) -> None:
+    msg = first(records, HdrType.UNIX_MSG)
+    raises(patch(data, msg, "objref", 0), msg.offset, "UNIX_MSG record: objref 0")
+    raises(
+        patch(data, msg, "objref", 15),
+        msg.offset,
+        "UNIX_MSG record: objref 15 differs from its UNIX's 14",
+    )
+    raises(
+        patch(data, msg, "data_len", 2**32 - 1),
+        msg.offset,
+        "data_len 4294967295 exceeds CKPT_UNIX_DATA_MAX",
+    )
+    raises(
+        patch(data, msg, "addr_len", 200),
+        msg.offset,
+        "addr_len 200 exceeds CKPT_UNIX_NAME_MAX",
+    )
+
+
+def test_unix_grammar(data: bytes, records: list[Record]) -> None:
+    sp = specs(data)
+    u = find(sp, HdrType.UNIX, objref=14)
+    # the queue declared longer than it is: the next record is not a UNIX_MSG
+    bad = copy.deepcopy(sp)
+    bad[u].fields["nr_msgs"] = 2
+    image, offsets = build(bad)
+    with pytest.raises(ImageError, match="where UNIX_MSG record is due"):
+        Image.from_bytes(image)
+    # a UNIX FILE without its UNIX record
+    bad = copy.deepcopy(sp)
+    del bad[u : u + 2]
+    with pytest.raises(ImageError, match="where UNIX record is due"):
+        Image.from_bytes(build(bad)[0])
+    # a NUL inside a path name
+    bad = copy.deepcopy(sp)
+    bad[u].var["name"] = b"/run/a\0b"
+    image, offsets = build(bad)
+    raises(image, offsets[u], "UNIX record: NUL inside name")
+    # the peer is not a unix socket of its type, or not its peer back
+    for peer, fragment in ((5, "peer 5 is not a unix socket"), (16, "is not a unix")):
+        bad = copy.deepcopy(sp)
+        bad[u].fields["peer"] = peer
+        image, offsets = build(bad)
+        raises(image, offsets[u], fragment)
+    bad = copy.deepcopy(sp)
+    f16 = find(bad, HdrType.UNIX, objref=16)
+    bad[f16].fields.update(state=TCP_ESTABLISHED, type=socket.SOCK_STREAM, peer=15)
+    image, offsets = build(bad)
+    raises(image, offsets[f16], "peer 15 is not its peer back")
+
+
+def test_unix_round_trip_keeps_everything(image: Image) -> None:
+    back = Image.from_bytes(image.to_bytes())
+    for ref in (14, 15, 16):
+        assert back.files[ref].extra == image.files[ref].extra
+    assert back.files[16].extra.msgs[0] == Msg(b"", b"/run/sender")
+
+
+# moved from test_show.py
+def test_summary_unix_sockets(image: Image) -> None:
+    lines = summary(image).splitlines()
+    assert (
+        "  fd 13 -> objref 14 unix stream /run/accepted.sock -> objref 15, 1 queued "
+        "(12 bytes) read+write O_RDWR" in lines
+    )
+    at = lines.index("unix sockets:")
+    assert lines[at + 1] == (
+        "  socket 14: unix stream /run/accepted.sock -> objref 15, 1 queued (12 "
+        "bytes); sndbuf 0 rcvbuf 0 [passcred, shut wr]"
+    )
+    assert '    0 bytes from /run/sender ""' in lines

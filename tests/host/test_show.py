@@ -211,20 +211,6 @@ def test_summary_credentials() -> None:
     assert "  exe  /bin/sh" in text and "env  1 variables" in text
 
 
-def test_summary_unix_sockets(image: Image) -> None:
-    lines = summary(image).splitlines()
-    assert (
-        "  fd 13 -> objref 14 unix stream /run/accepted.sock -> objref 15, 1 queued "
-        "(12 bytes) read+write O_RDWR" in lines
-    )
-    at = lines.index("unix sockets:")
-    assert lines[at + 1] == (
-        "  socket 14: unix stream /run/accepted.sock -> objref 15, 1 queued (12 "
-        "bytes); sndbuf 0 rcvbuf 0 [passcred, shut wr]"
-    )
-    assert '    0 bytes from /run/sender ""' in lines
-
-
 def test_summary_says_task_shapes() -> None:
     from tests.host.test_image import shapes_image
 
