@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 from hosthelpers import Collector, LocalRef, Objects, Options, Plan, fd_flags
+from test_image import patch, raises
 
 from pyckpt.abi import FileKind, FMode, HdrType, lib
 from pyckpt.errors import RestartError
 from pyckpt.image import Fd, File, Head, Image, Task, iter_records
 from pyckpt.kinds import chrdev
+from pyckpt.kinds.chrdev import Device
 from pyckpt.show import summary
 
 KIND = chrdev.KIND
@@ -24,7 +26,13 @@ ZERO = os.makedev(1, 5)
 
 def chr_file(objref: int, path: str, rdev: int, user: bool = False) -> File:
     return File(
-        objref, FileKind.CHR, os.O_RDWR, RW, path=path, st_rdev=rdev, user_device=user
+        objref,
+        FileKind.CHR,
+        os.O_RDWR,
+        RW,
+        path=path,
+        st_rdev=rdev,
+        extra=Device(user=True) if user else None,
     )
 
 
@@ -95,7 +103,9 @@ def test_save_records_path_rdev_and_node(user: bool) -> None:
     node = os.stat("/dev/zero")
     assert (f.kind, f.path, f.st_rdev) == (FileKind.CHR, "/dev/zero", ZERO)
     assert (f.st_dev, f.st_ino, f.st_mode) == (node.st_dev, node.st_ino, node.st_mode)
-    assert (f.st_uid, f.st_gid, f.user_device) == (node.st_uid, node.st_gid, user)
+    assert (f.st_uid, f.st_gid) == (node.st_uid, node.st_gid)
+    assert chrdev.named_by_user(f) is user
+    assert f.extra == (Device(user=True) if user else None)
 
 
 def test_save_refuses_a_device_not_at_its_path(tmp_path: Path) -> None:
@@ -179,9 +189,13 @@ def test_round_trip_and_show() -> None:
 
 
 def test_user_device_only_on_a_chr_file() -> None:
-    img = image_of(File(1, FileKind.REG, 0, FMode.READ, path="/x", user_device=True))
-    with pytest.raises(ValueError, match="FILE record: USER_DEVICE on a REG file"):
-        img.to_bytes()
+    reg = File(2, FileKind.REG, 0, FMode.READ, path="/x")
+    data = image_of(chr_file(1, "/dev/null", NULL), reg).to_bytes()
+    rec = [r for r in iter_records(data) if r.type == HdrType.FILE][1]
+    bad = patch(data, rec, "flags", lib.CKPT_FILE_USER_DEVICE)
+    raises(bad, rec.offset, "FILE record: USER_DEVICE on a REG file")
+    assert KIND.file_flags == (("USER_DEVICE", lib.CKPT_FILE_USER_DEVICE),)
+    assert KIND.file_fields(chr_file(1, "/dev/null", NULL)) == {}
 
 
 # ---- restart -------------------------------------------------------------------

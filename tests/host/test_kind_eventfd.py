@@ -9,19 +9,24 @@ from dataclasses import dataclass
 
 import pytest
 from hosthelpers import Collector, LocalRef, Objects, Plan, fd_flags
+from test_image import patch, raises
 
 from pyckpt.abi import FileKind, FMode, HdrType, lib
 from pyckpt.errors import RestartError
 from pyckpt.image import Fd, File, Head, Image, Task, iter_records
 from pyckpt.kinds import eventfd
+from pyckpt.kinds.eventfd import Eventfd
 from pyckpt.show import summary
 
 KIND = eventfd.KIND
 RW = FMode.READ | FMode.WRITE
 
 
-def efd(objref: int, count: int = 0, **kw: object) -> File:
-    return File(objref, FileKind.EVENTFD, os.O_RDWR, RW, count=count, **kw)  # type: ignore[arg-type]
+def efd(
+    objref: int, count: int = 0, efd_flags: int = 0, sem_unknown: bool = False
+) -> File:
+    state = Eventfd(count, efd_flags, sem_unknown)
+    return File(objref, FileKind.EVENTFD, os.O_RDWR, RW, extra=state)
 
 
 def image_of(*files: File) -> Image:
@@ -69,12 +74,11 @@ def test_checkpoint_reads_this_kernels_fdinfo(count: int, flags: int) -> None:
         f = File(1, FileKind.ANON, os.O_RDWR, RW)
         col = Collector()
         assert KIND.checkpoint(col, f, LocalRef(fd))  # type: ignore[arg-type]
-        assert f.kind == FileKind.EVENTFD and f.count == count
+        assert f.kind == FileKind.EVENTFD and f.extra.count == count
         if "eventfd-semaphore" in LocalRef(fd).fdinfo:
-            assert not f.efd_sem_unknown
-            assert f.efd_flags == flags
+            assert f.extra == Eventfd(count, flags, sem_unknown=False)
         else:  # 6.1: the flag is not said
-            assert f.efd_sem_unknown and f.efd_flags == 0
+            assert f.extra == Eventfd(count, 0, sem_unknown=True)
         # reading fdinfo consumed nothing
         if count:
             assert os.eventfd_read(fd) == (1 if flags else count)
@@ -101,7 +105,7 @@ def test_checkpoint_parses_fdinfo(
 ) -> None:
     f = File(1, FileKind.ANON, os.O_RDWR, RW)
     assert KIND.checkpoint(Collector(), f, Said(fdinfo))  # type: ignore[arg-type]
-    assert (f.count, f.efd_flags, f.efd_sem_unknown) == (count, flags, unknown)
+    assert f.extra == Eventfd(count, flags, unknown)
 
 
 # ---- the image -----------------------------------------------------------------
@@ -110,7 +114,7 @@ def test_checkpoint_parses_fdinfo(
 def test_round_trip_in_the_file_record() -> None:
     files = (
         efd(1, 2**64 - 2, efd_flags=os.EFD_SEMAPHORE),
-        efd(2, 0, efd_sem_unknown=True),
+        efd(2, 0, sem_unknown=True),
         efd(3, 42),
     )
     data = image_of(*files).to_bytes()
@@ -127,12 +131,32 @@ def test_round_trip_in_the_file_record() -> None:
         0,
     ]
     assert KIND.records == ()
+    assert KIND.file_fields(files[1]) == {
+        "count": 0,
+        "efd_flags": 0,
+        "flags": lib.CKPT_FILE_EFD_SEM_UNKNOWN,
+    }
+    assert KIND.file_flags == (("EFD_SEM_UNKNOWN", lib.CKPT_FILE_EFD_SEM_UNKNOWN),)
+
+
+def test_its_flag_on_another_kinds_file_is_refused() -> None:
+    reg = File(2, FileKind.REG, 0, FMode.READ, path="/x")
+    data = image_of(efd(1, 5), reg).to_bytes()
+    rec = [r for r in iter_records(data) if r.type == HdrType.FILE][1]
+    bad = patch(data, rec, "flags", lib.CKPT_FILE_EFD_SEM_UNKNOWN)
+    raises(bad, rec.offset, "FILE record: EFD_SEM_UNKNOWN on a REG file")
+
+
+def test_writer_refuses_an_eventfd_without_its_state() -> None:
+    img = image_of(efd(1, 5), File(2, FileKind.EVENTFD, os.O_RDWR, RW))
+    with pytest.raises(ValueError, match="file 2: Eventfd state missing"):
+        img.to_bytes()
 
 
 def test_show_says_count_and_semaphore() -> None:
     """An eventfd whose EFD_SEMAPHORE the checkpointing kernel did not report
     shows as unknown, not as 'not semaphore' (moved from test_show.py)."""
-    img = image_of(efd(1, 3, efd_sem_unknown=True), efd(2, 4, efd_flags=0))
+    img = image_of(efd(1, 3, sem_unknown=True), efd(2, 4, efd_flags=0))
     text = summary(Image.from_bytes(img.to_bytes()))
     assert "count 3 semaphore unknown" in text
     assert "count 4 efd_flags 0x0" in text
@@ -145,7 +169,7 @@ def test_show_says_count_and_semaphore() -> None:
 
 
 def test_check_warns_once_for_unknown_semaphores() -> None:
-    files = [efd(i, efd_sem_unknown=True) for i in range(1, 8)] + [efd(8)]
+    files = [efd(i, sem_unknown=True) for i in range(1, 8)] + [efd(8)]
     plan = Plan(image_of(*files))
     KIND.check(files, plan)  # type: ignore[arg-type]
     assert plan.warnings == [
@@ -154,8 +178,8 @@ def test_check_warns_once_for_unknown_semaphores() -> None:
             "EFD_SEMAPHORE: the checkpointing kernel did not say whether it was set"
         )
     ]
-    one = Plan(image_of(efd(4, efd_sem_unknown=True)))
-    KIND.check([efd(4, efd_sem_unknown=True)], one)  # type: ignore[arg-type]
+    one = Plan(image_of(efd(4, sem_unknown=True)))
+    KIND.check([efd(4, sem_unknown=True)], one)  # type: ignore[arg-type]
     assert one.warnings == [
         (
             "1 eventfd (objref 4) restarted without EFD_SEMAPHORE: the "
@@ -171,7 +195,7 @@ def test_restore_count_flags_and_one_object_each() -> None:
     files = [
         efd(1, 5),
         efd(2, 3, efd_flags=os.EFD_SEMAPHORE),
-        File(3, FileKind.EVENTFD, os.O_RDWR | os.O_NONBLOCK, RW, count=0),
+        File(3, FileKind.EVENTFD, os.O_RDWR | os.O_NONBLOCK, RW, extra=Eventfd()),
         efd(4, 2**40 + 3),  # above eventfd(2)'s unsigned int: written after
         efd(5, 2**64 - 2),  # the counter's largest value
         efd(6, 2, efd_flags=0xFF00),  # only EFD_SEMAPHORE is taken
