@@ -162,6 +162,7 @@ class Regular(Kind):
             if f.pos:
                 os.lseek(fd, f.pos, os.SEEK_SET)
             objs.insert(f.objref, fd)
+            objs.done()  # hand it over: the coordinator holds few fds at once
 
     def describe(self, f: File) -> str:
         return f"{FileKind(f.kind).name.lower()} {f.path}"

@@ -349,13 +349,6 @@ class _Flushing(Objects):
             self.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Regular.restore never calls objs.done(), so the coordinator "
-    "holds every regular file's fd until the end: more regular files than "
-    "its soft RLIMIT_NOFILE fail with EMFILE (before the kinds split, "
-    "_create_objects flushed after each file)",
-)
 def test_restore_hands_each_file_over(tmp_path: Path) -> None:
     p = tmp_path / "f"
     p.write_bytes(b"x")
