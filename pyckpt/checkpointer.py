@@ -32,7 +32,7 @@ import psutil
 
 from pyckpt import gcpause, kinds
 from pyckpt.abi import FileKind, ObjType
-from pyckpt.device import Context, FileInfo, TaskFd, kcmp_files, pidfd_getfd
+from pyckpt.device import Context, FileInfo, TaskFd
 from pyckpt.errors import CheckpointError, CkptError
 from pyckpt.image import (
     RLIM_INFINITY,
@@ -50,6 +50,7 @@ from pyckpt.proc import read_text as _read_text
 from pyckpt.proc import starttime as _starttime
 from pyckpt.proc import stat_fields as _stat_fields
 from pyckpt.proc import state as _proc_state
+from pyckpt.syscalls import kcmp_files, pidfd_getfd
 
 __all__ = ["FREEZERS", "CheckpointError", "CheckpointResult", "checkpoint"]
 

@@ -25,11 +25,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pyckpt import proc
-from pyckpt.abi import FileKind, FMode, lib
+from pyckpt.abi import FileKind, FMode
 from pyckpt.checkpointer import _Lister, _root_process
-from pyckpt.device import Context, kcmp_files, pidfd_getfd
+from pyckpt.device import Context
 from pyckpt.errors import CkptError, Error
 from pyckpt.kinds import unix
+from pyckpt.syscalls import kcmp_epoll_tfd, kcmp_files, pidfd_getfd
 
 __all__ = ["LsError", "Snapshot", "snapshot", "summary", "to_dot", "to_json"]
 
@@ -309,8 +310,11 @@ class _Reader:
                     if (st_dev, st_ino) != (dev, ino):
                         continue
                     cpid, cfd = first[oref]
-                    ret = lib.ckpt_kcmp_epoll_tfd(cpid, cfd, pid, efd, tfd, toff)
-                    if ret == 0:
+                    try:
+                        same = kcmp_epoll_tfd(cpid, cfd, pid, efd, tfd, toff)
+                    except OSError:
+                        same = False  # gone or not this item: not the target
+                    if same:
                         item.target = oref
                         break
                 items.append(item)

@@ -1,7 +1,7 @@
 """The system calls Python's os module lacks, for checkpoint, restart, the
 kinds, the tools and the tests: thin typed wrappers over C helpers compiled
 into pyckpt._ckpt (cffi_build.py's HELPERS_SRC), the one way pyckpt reaches
-libc beyond the os module (no ctypes, no cffi ABI mode).
+libc beyond the os module (neither a foreign-function library nor cffi ABI mode).
 
 Each helper returns -errno on failure, read in C right after the call (no
 errno race with the interpreter); a failure raises OSError with that errno.
@@ -161,6 +161,8 @@ def setfsgid(gid: int) -> int:
     return lib.ckpt_setfsgid(gid & 0xFFFFFFFF) & 0xFFFFFFFF
 
 
-def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+def prctl(
+    option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0
+) -> int:
     """prctl(2) with integer arguments: its non-negative result."""
     return _check(lib.ckpt_prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")

@@ -22,12 +22,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pyckpt.abi import FileKind, HdrType, ffi, lib
-from pyckpt.device import epoll_add
+from pyckpt.abi import FileKind, HdrType, ffi
 from pyckpt.errors import CheckpointError, ImageError, RestartError
 from pyckpt.kinds.base import Kind
 from pyckpt.kinds.regular import SETFL
 from pyckpt.records import Layout, Record, Var, bad
+from pyckpt.syscalls import epoll_add
+from pyckpt.syscalls import kcmp_epoll_tfd as _kcmp_epoll_tfd  # tests wrap it
 
 if TYPE_CHECKING:
     from pyckpt.checkpointer import _Collector, _FdRef
@@ -138,16 +139,6 @@ def unpack_items(raw: bytes) -> list[dict[str, Any]]:
 def _kernel_dev(sdev: int) -> tuple[int, int]:
     """fdinfo's sdev is the kernel's dev_t: 12-bit major, 20-bit minor."""
     return sdev >> 20, sdev & 0xFFFFF
-
-
-def _kcmp_epoll_tfd(
-    pid: int, fd: int, epoll_pid: int, efd: int, tfd: int, toff: int
-) -> bool:
-    """kcmp(KCMP_EPOLL_TFD) with its toff (device.kcmp_epoll_tfd passes 0)."""
-    ret = lib.ckpt_kcmp_epoll_tfd(pid, fd, epoll_pid, efd, tfd, toff)
-    if ret < 0:
-        raise OSError(-ret, f"kcmp(KCMP_EPOLL_TFD): {os.strerror(-ret)}")
-    return ret == 0
 
 
 def _pids() -> Iterator[int]:

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pyckpt.abi import FileKind, FMode, HdrType, lib
-from pyckpt.device import tee
 from pyckpt.errors import CheckpointError, ImageError, RestartError
 from pyckpt.kinds.base import Kind
 from pyckpt.kinds.regular import SETFL, check_path, open_verified, record_path
 from pyckpt.records import Layout, Record, Var, bad
+from pyckpt.syscalls import tee
 
 if TYPE_CHECKING:
     from pyckpt.checkpointer import _Collector, _FdRef

@@ -57,6 +57,7 @@ from pyckpt.errors import RestartError
 from pyckpt.kinds import chrdev
 from pyckpt.kinds.base import Kind, extra
 from pyckpt.records import Layout, Record, bad
+from pyckpt.syscalls import kcmp_file
 
 if TYPE_CHECKING:
     from pyckpt.checkpointer import _Collector, _FdRef
@@ -222,8 +223,6 @@ def _open_null() -> int:
 
 
 def _same_file(a: int, b: int) -> bool:
-    from pyckpt.device import kcmp_file
-
     me = os.getpid()
     try:
         return kcmp_file(me, a, me, b)

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import pyckpt
 from pyckpt.abi import FileKind, Policy
 from pyckpt.checkpointer import checkpoint
-from pyckpt.device import epoll_add, kcmp_epoll_tfd
 from pyckpt.repro import Report, _tree, policy_name
+from pyckpt.syscalls import epoll_add, kcmp_epoll_tfd
 
 DEFAULT_POLICIES = (Policy.CLEAR_EARLY,)
 _ITEM = re.compile(r"tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)")

@@ -27,9 +27,9 @@ from vmhelpers import delta, mod_counts
 
 from pyckpt import Context, FileKind, FMode, checkpointer, pidfd_getfd
 from pyckpt.checkpointer import CheckpointError, CheckpointResult, checkpoint
-from pyckpt.device import epoll_add
 from pyckpt.image import Fd, File, Image, Task
 from pyckpt.kinds.pipe import PipeKind
+from pyckpt.syscalls import epoll_add
 
 Spawn = Callable[..., Tree]
 RUNNING = {psutil.STATUS_SLEEPING, psutil.STATUS_RUNNING, psutil.STATUS_DISK_SLEEP}

@@ -17,7 +17,7 @@ import pytest
 
 from pyckpt import bench, pidfd_getfd
 from pyckpt.bench import CrTree, crtree_binary, kill_and_reap, subreaper
-from pyckpt.device import kcmp_file
+from pyckpt.syscalls import kcmp_file
 
 TASKS, FDS = 3, 102  # 102 / 2 = 51: twelve groups of four and three more
 

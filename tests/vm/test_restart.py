@@ -28,10 +28,10 @@ import pytest
 from vmhelpers import delta, mod_counts
 
 from pyckpt import Context, FileKind, FMode, Policy
-from pyckpt.device import kcmp_epoll_tfd, kcmp_file, pidfd_getfd
 from pyckpt.image import Epoll, EpollItem, Fd, File, Head, Image, Pipe, Task
 from pyckpt.kinds.pipe import PipeKind
 from pyckpt.restarter import Restarted, RestartError, restart
+from pyckpt.syscalls import kcmp_epoll_tfd, kcmp_file, pidfd_getfd
 
 O_CLOEXEC = 0o2000000
 READ, WRITE = FMode.READ, FMode.WRITE
