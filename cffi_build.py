@@ -31,8 +31,10 @@ typedef long long __s64;
 
 # Small helpers compiled into the extension: ioctl(2) returning -errno (no
 # errno race between the call and its reading), the syscalls that Python
-# lacks and that checkpoint and the tests need (kcmp, pidfd_getfd, tee(2),
-# epoll_ctl(2) with a chosen 64-bit data: select.epoll only stores the fd), the
+# lacks and that checkpoint, restart and the tests need (kcmp, pidfd_getfd,
+# tee(2), epoll_ctl(2) with a chosen 64-bit data: select.epoll only stores the
+# fd; signalfd, timerfd_*, clock_gettime on any clock id, fstatfs, setfs*id,
+# prctl), each returning -errno too and wrapped by pyckpt/syscalls.py; the
 # ioctl number encoding of <asm/ioctl.h> so tests can build odd-sized numbers;
 # the unix socket peers of NETLINK_SOCK_DIAG (pyckpt ls), whose layouts come
 # from the kernel's headers here rather than from Python.
@@ -45,9 +47,27 @@ long ckpt_kcmp_epoll_tfd(int pid1, int fd1, int pid2, int efd, int tfd,
 long ckpt_tee(int fd_in, int fd_out, size_t len, unsigned int flags);
 int ckpt_epoll_ctl(int epfd, int op, int fd, unsigned int events,
 		   unsigned long long data);
+int ckpt_signalfd(int fd, unsigned long long mask, int flags);
+int ckpt_timerfd_create(int clockid, int flags);
+int ckpt_timerfd_settime(int fd, int flags, const long long spec[4]);
+int ckpt_timerfd_gettime(int fd, long long spec[4]);
+int ckpt_timerfd_set_ticks(int fd, unsigned long long ticks);
+int ckpt_clock_gettime(int clockid, long long *ns);
+int ckpt_fstatfs_type(int fd, long long *f_type);
+int ckpt_setfsuid(unsigned int uid);
+int ckpt_setfsgid(unsigned int gid);
+int ckpt_prctl(int option, unsigned long arg2, unsigned long arg3,
+	       unsigned long arg4, unsigned long arg5);
 #define SPLICE_F_NONBLOCK ...
 #define EPOLL_CTL_ADD ...
 #define KCMP_FILE ...
+#define KCMP_FILES ...
+#define PR_SET_PDEATHSIG ...
+#define PR_SET_DUMPABLE ...
+#define PR_GET_DUMPABLE ...
+#define PR_SET_CHILD_SUBREAPER ...
+#define PR_SET_NO_NEW_PRIVS ...
+#define PR_GET_NO_NEW_PRIVS ...
 #define KCMP_EPOLL_TFD ...
 #define _IOC_NONE ...
 #define _IOC_WRITE ...
@@ -65,13 +85,27 @@ int ckpt_epoll_ctl(int epfd, int op, int fd, unsigned int events,
 HELPERS_SRC = """
 #define _GNU_SOURCE	/* tee() */
 #include <errno.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/fsuid.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <sys/vfs.h>
 #include <linux/kcmp.h>
+#include <linux/types.h>
 #include "ckpt.h"
+
+/*
+ * <linux/timerfd.h> has it (CONFIG_CHECKPOINT_RESTORE), but its flag macros
+ * clash with the enum of glibc's <sys/timerfd.h>: the same definition here.
+ */
+#ifndef TFD_IOC_SET_TICKS
+#define TFD_IOC_SET_TICKS	_IOW('T', 0, __u64)
+#endif
 
 static int ckpt_ioctl(int fd, unsigned long req, void *arg)
 {
@@ -119,6 +153,96 @@ static int ckpt_epoll_ctl(int epfd, int op, int fd, unsigned int events,
 	struct epoll_event ev = { .events = events, .data.u64 = data };
 
 	return epoll_ctl(epfd, op, fd, &ev) < 0 ? -errno : 0;
+}
+
+/*
+ * signalfd4(2) itself: the kernel's sigset is 8 bytes on every 64-bit
+ * arch (glibc's sigset_t is 128, and its signalfd() passes 8 of them).
+ */
+static int ckpt_signalfd(int fd, unsigned long long mask, int flags)
+{
+	__u64 set = mask;
+	long ret = syscall(SYS_signalfd4, fd, &set, sizeof(set), flags);
+
+	return ret < 0 ? -errno : (int)ret;
+}
+
+static int ckpt_timerfd_create(int clockid, int flags)
+{
+	int ret = timerfd_create(clockid, flags);
+
+	return ret < 0 ? -errno : ret;
+}
+
+/* spec: value sec, nsec, interval sec, nsec */
+static int ckpt_timerfd_settime(int fd, int flags, const long long spec[4])
+{
+	struct itimerspec its = {
+		.it_value = { .tv_sec = spec[0], .tv_nsec = spec[1] },
+		.it_interval = { .tv_sec = spec[2], .tv_nsec = spec[3] },
+	};
+
+	return timerfd_settime(fd, flags, &its, NULL) < 0 ? -errno : 0;
+}
+
+/* spec: time left sec, nsec, interval sec, nsec */
+static int ckpt_timerfd_gettime(int fd, long long spec[4])
+{
+	struct itimerspec its;
+
+	if (timerfd_gettime(fd, &its) < 0)
+		return -errno;
+	spec[0] = its.it_value.tv_sec;
+	spec[1] = its.it_value.tv_nsec;
+	spec[2] = its.it_interval.tv_sec;
+	spec[3] = its.it_interval.tv_nsec;
+	return 0;
+}
+
+static int ckpt_timerfd_set_ticks(int fd, unsigned long long ticks)
+{
+	__u64 t = ticks;
+
+	return ioctl(fd, TFD_IOC_SET_TICKS, &t) < 0 ? -errno : 0;
+}
+
+static int ckpt_clock_gettime(int clockid, long long *ns)
+{
+	struct timespec ts;
+
+	if (clock_gettime(clockid, &ts) < 0)
+		return -errno;
+	*ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	return 0;
+}
+
+static int ckpt_fstatfs_type(int fd, long long *f_type)
+{
+	struct statfs st;
+
+	if (fstatfs(fd, &st) < 0)
+		return -errno;
+	*f_type = st.f_type;
+	return 0;
+}
+
+/* setfs*id() report no error: they return the previous id */
+static int ckpt_setfsuid(unsigned int uid)
+{
+	return setfsuid(uid);
+}
+
+static int ckpt_setfsgid(unsigned int gid)
+{
+	return setfsgid(gid);
+}
+
+static int ckpt_prctl(int option, unsigned long arg2, unsigned long arg3,
+		      unsigned long arg4, unsigned long arg5)
+{
+	int ret = prctl(option, arg2, arg3, arg4, arg5);
+
+	return ret < 0 ? -errno : ret;
 }
 """
 

@@ -20,13 +20,13 @@ _WHERE = {
     "pyckpt.abi": "DEVICE DeferAction FileKind FMode ObjType Policy State",
     "pyckpt.api": "checkpoint restart",
     "pyckpt.checkpointer": "CheckpointResult Options",
-    "pyckpt.device": "Context FileInfo LookupResult Stats TestStat kcmp_file "
-    "pidfd_getfd",
+    "pyckpt.device": "Context FileInfo LookupResult Stats TestStat",
     "pyckpt.errors": "CheckpointError CkptError DeviceMissingError Error "
     "ErrorEntry ImageError RestartError",
     "pyckpt.image": "Image",
     "pyckpt.limits": "Limits",
     "pyckpt.restarter": "Restarted",
+    "pyckpt.syscalls": "kcmp_file pidfd_getfd",
 }
 _MODULE = {name: mod for mod, names in _WHERE.items() for name in names.split()}
 
@@ -54,8 +54,6 @@ if TYPE_CHECKING:
         LookupResult,
         Stats,
         TestStat,
-        kcmp_file,
-        pidfd_getfd,
     )
     from pyckpt.errors import (
         CheckpointError,
@@ -69,6 +67,7 @@ if TYPE_CHECKING:
     from pyckpt.image import Image
     from pyckpt.limits import Limits
     from pyckpt.restarter import Restarted
+    from pyckpt.syscalls import kcmp_file, pidfd_getfd
 
 __all__ = [
     "DEVICE",

@@ -32,7 +32,7 @@ import psutil
 
 from pyckpt import freeze, gcpause, kinds, proctree
 from pyckpt.abi import FileKind, ObjType
-from pyckpt.device import Context, FileInfo, TaskFd, kcmp_files, pidfd_getfd
+from pyckpt.device import Context, FileInfo, TaskFd
 from pyckpt.errors import CheckpointError, CkptError
 from pyckpt.image import Image
 from pyckpt.model import (
@@ -47,6 +47,7 @@ from pyckpt.model import (
 )
 from pyckpt.proc import read_text as _read_text
 from pyckpt.proc import starttime as _starttime
+from pyckpt.syscalls import kcmp_files, pidfd_getfd
 
 __all__ = ["CheckpointError", "CheckpointResult", "checkpoint"]
 

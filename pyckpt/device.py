@@ -43,12 +43,6 @@ __all__ = [
     "Stats",
     "TaskFd",
     "TestStat",
-    "epoll_add",
-    "kcmp_epoll_tfd",
-    "kcmp_file",
-    "kcmp_files",
-    "pidfd_getfd",
-    "tee",
 ]
 
 BATCH_MAX: int = lib.CKPT_BATCH_MAX  # items per batch ioctl
@@ -651,58 +645,3 @@ class Context:
         t.id = id
         self.ioctl(lib.CKPT_IOC_TEST_STAT, t)
         return TestStat(id=t.id, refs=t.refs, grabs=t.grabs, drops=t.drops)
-
-
-# ---- syscalls Python lacks ----------------------------------------------------
-
-
-def kcmp_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
-    """kcmp(KCMP_FILE): do the two fds name the same open file description?"""
-    ret = lib.ckpt_kcmp(pid1, pid2, lib.KCMP_FILE, fd1, fd2)
-    if ret < 0:
-        raise OSError(-ret, f"kcmp: {os.strerror(-ret)}")
-    return ret == 0
-
-
-KCMP_FILES = 2  # <linux/kcmp.h>: the fd table (struct files_struct)
-
-
-def kcmp_files(pid1: int, pid2: int) -> int:
-    """kcmp(KCMP_FILES): 0 when the two tasks (or threads) share one fd
-    table, else -1 or 1: a total order (the kernel's, on obfuscated
-    pointers), so tasks can be sorted into groups sharing a table."""
-    ret = lib.ckpt_kcmp(pid1, pid2, KCMP_FILES, 0, 0)
-    if ret < 0:
-        raise OSError(-ret, f"kcmp(KCMP_FILES, {pid1}, {pid2}): {os.strerror(-ret)}")
-    return {0: 0, 1: -1, 2: 1}[ret]
-
-
-def kcmp_epoll_tfd(pid: int, fd: int, epoll_pid: int, efd: int, tfd: int) -> bool:
-    """kcmp(KCMP_EPOLL_TFD): is fd of pid the target tfd of epoll efd?"""
-    ret = lib.ckpt_kcmp_epoll_tfd(pid, fd, epoll_pid, efd, tfd, 0)
-    if ret < 0:
-        raise OSError(-ret, f"kcmp(KCMP_EPOLL_TFD): {os.strerror(-ret)}")
-    return ret == 0
-
-
-def tee(fd_in: int, fd_out: int, length: int, nonblock: bool = True) -> int:
-    """tee(2): copy up to length bytes between pipes without consuming them."""
-    ret = lib.ckpt_tee(fd_in, fd_out, length, lib.SPLICE_F_NONBLOCK if nonblock else 0)
-    if ret < 0:
-        raise OSError(-ret, f"tee: {os.strerror(-ret)}")
-    return ret
-
-
-def epoll_add(epfd: int, fd: int, events: int, data: int) -> None:
-    """epoll_ctl(EPOLL_CTL_ADD) with a 64-bit data (select.epoll keeps the fd)."""
-    ret = lib.ckpt_epoll_ctl(epfd, lib.EPOLL_CTL_ADD, fd, events, data)
-    if ret < 0:
-        raise OSError(-ret, f"epoll_ctl: {os.strerror(-ret)}")
-
-
-def pidfd_getfd(pidfd: int, targetfd: int) -> int:
-    """pidfd_getfd(2): a copy (new fd, O_CLOEXEC) of another task's fd."""
-    ret = lib.ckpt_pidfd_getfd(pidfd, targetfd)
-    if ret < 0:
-        raise OSError(-ret, f"pidfd_getfd: {os.strerror(-ret)}")
-    return ret

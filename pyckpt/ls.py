@@ -25,11 +25,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pyckpt import proc, sockdiag
-from pyckpt.abi import FileKind, FMode, lib
-from pyckpt.device import Context, kcmp_files, pidfd_getfd
+from pyckpt.abi import FileKind, FMode
+from pyckpt.device import Context
 from pyckpt.errors import CheckpointError, CkptError, Error
 from pyckpt.names import dot_label, dot_quoted, epoll_events_names, o_flags_names, text
 from pyckpt.proctree import Lister, root_process
+from pyckpt.syscalls import kcmp_epoll_tfd, kcmp_files, pidfd_getfd
 
 __all__ = ["LsError", "Snapshot", "snapshot", "summary", "to_dot", "to_json"]
 
@@ -309,8 +310,11 @@ class _Reader:
                     if (st_dev, st_ino) != (dev, ino):
                         continue
                     cpid, cfd = first[oref]
-                    ret = lib.ckpt_kcmp_epoll_tfd(cpid, cfd, pid, efd, tfd, toff)
-                    if ret == 0:
+                    try:
+                        same = kcmp_epoll_tfd(cpid, cfd, pid, efd, tfd, toff)
+                    except OSError:
+                        same = False  # gone or not this item: not the target
+                    if same:
                         item.target = oref
                         break
                 items.append(item)

@@ -9,12 +9,12 @@ import re
 
 import psutil
 
-from pyckpt.device import kcmp_files
 from pyckpt.errors import CheckpointError
 from pyckpt.model import Task
 from pyckpt.proc import read as _read
 from pyckpt.proc import read_text as _read_text
 from pyckpt.proc import stat_fields as _stat_fields
+from pyckpt.syscalls import kcmp_files
 
 
 def zombie_status(pid: int) -> int | None:

@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Self
 
-from pyckpt import gcpause, kinds, proc
+from pyckpt import gcpause, kinds, proc, syscalls
 from pyckpt.abi import FileKind, Policy
 from pyckpt.device import Context
 from pyckpt.errors import CkptError, RestartError
@@ -64,9 +64,6 @@ __all__ = ["Limits", "RestartError", "Restarted", "restart"]
 
 _EXEC_FAILED = 127
 _STUB_FAILED = 126
-_PR_SET_PDEATHSIG = 1
-_PR_SET_NO_NEW_PRIVS = 38
-_PR_SET_DUMPABLE = 4
 _DEFAULT_LIMITS = Limits()  # frozen: one shared default
 
 
@@ -355,31 +352,6 @@ def _create_objects(ctx: Context, image: Image, plan: _Plan) -> None:
 # ---- step 3: the stubs ------------------------------------------------------------
 
 
-_libc: Any = None
-_libc_ffi: Any = None
-
-
-def _libc_call(name: str, *args: int) -> int:
-    """prctl(2), setfsuid(2), setfsgid(2): not in the os module; called
-    through cffi's ABI mode (prototypes only, no layout)."""
-    global _libc, _libc_ffi
-    if _libc is None:
-        import cffi
-
-        _libc_ffi = cffi.FFI()
-        _libc_ffi.cdef(
-            "int prctl(int, unsigned long, unsigned long, unsigned long,"
-            " unsigned long); int setfsuid(unsigned int);"
-            " int setfsgid(unsigned int); int getpid(void);"
-        )
-        _libc = _libc_ffi.dlopen(None)
-    ret = int(getattr(_libc, name)(*args))
-    if ret == -1 and name == "prctl":
-        err = _libc_ffi.errno
-        raise OSError(err, f"{name}: {os.strerror(err)}")
-    return ret
-
-
 def _rlim(v: int) -> int:
     return resource.RLIM_INFINITY if v == RLIM_INFINITY else v
 
@@ -401,15 +373,15 @@ def _take_credentials(t: Task) -> None:
     os.setgroups(t.groups)
     os.setresgid(t.rgid, t.egid, t.sgid)
     if t.fsgid != t.egid:
-        _libc_call("setfsgid", t.fsgid)
+        syscalls.setfsgid(t.fsgid)
     os.setresuid(t.ruid, t.euid, t.suid)
     if t.fsuid != t.euid:
-        _libc_call("setfsuid", t.fsuid)
+        syscalls.setfsuid(t.fsuid)
     # setfs*id() report no error: check everything as the kernel has it
     # (setfs*id(-1) changes nothing and returns the current value)
     got = (
-        [*os.getresuid(), _libc_call("setfsuid", 0xFFFFFFFF)],
-        [*os.getresgid(), _libc_call("setfsgid", 0xFFFFFFFF)],
+        [*os.getresuid(), syscalls.setfsuid(0xFFFFFFFF)],
+        [*os.getresgid(), syscalls.setfsgid(0xFFFFFFFF)],
         sorted(set(os.getgroups())),
     )
     want = (
@@ -420,7 +392,7 @@ def _take_credentials(t: Task) -> None:
     if got != want:
         raise RestartError(f"credentials are {got}, not {want}")
     if t.no_new_privs:
-        _libc_call("prctl", _PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
 
 
 def _exec(plan: _Plan, task: Task) -> NoReturn:
@@ -457,13 +429,13 @@ def _stub(
         parent = ancestors.get(task.ppid, plan.coordinator)
         _take_credentials(task)
         # after the credentials (changing them clears it): die with the parent
-        _libc_call("prctl", _PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(code)  # the parent died before the line above
         say(wfd, f"ready {task.pid}")
         os.close(wfd)
         signal.sigwait({signal.SIGUSR1})
-        _libc_call("prctl", _PR_SET_PDEATHSIG, 0, 0, 0, 0)  # released: normal life
+        syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 0)  # released: normal life
         for k in kinds.KINDS:
             k.at_release(plan, task)
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):
@@ -529,7 +501,7 @@ def _zombie(task: Task, ctx: Context, wfd: int, ancestors: dict[int, int]) -> No
         if sig:
             # no core file, even through a core_pattern pipe (RLIMIT_CORE
             # does not stop those): the status says the signal, not a dump
-            _libc_call("prctl", _PR_SET_DUMPABLE, 0, 0, 0, 0)
+            syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
             if sig != signal.SIGKILL:
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -860,7 +832,6 @@ def restart(
     plan = _check(image, list(argv) if argv is not None else None, limits, options)
     plan.relocate = relocate
     plan.coordinator = os.getpid()
-    _libc_call("getpid")  # load libc once here, not in every stub
     try:
         ctx = Context()
     except OSError as e:

@@ -24,14 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from pyckpt import stub
-from pyckpt.abi import FileKind, HdrType, ffi, lib
-from pyckpt.device import Context, epoll_add
+from pyckpt.abi import FileKind, HdrType, ffi
+from pyckpt.device import Context
 from pyckpt.errors import CheckpointError, ImageError, RestartError
 from pyckpt.kinds.base import Collector, FdRef, Kind, Objects, Plan, Reader, Writer
 from pyckpt.kinds.regular import SETFL
 from pyckpt.model import File, Image
 from pyckpt.names import epoll_events_names
 from pyckpt.records import Layout, Record, Var, bad, decode_fields
+from pyckpt.syscalls import epoll_add
+from pyckpt.syscalls import kcmp_epoll_tfd as _kcmp_epoll_tfd  # tests wrap it
 
 _EPOLL_ITEM = re.compile(
     r"tfd:\s*(-?\d+)\s+events:\s*([0-9a-fA-F]+)\s+data:\s*([0-9a-fA-F]+)"
@@ -139,16 +141,6 @@ def unpack_items(raw: bytes) -> list[dict[str, Any]]:
 def _kernel_dev(sdev: int) -> tuple[int, int]:
     """fdinfo's sdev is the kernel's dev_t: 12-bit major, 20-bit minor."""
     return sdev >> 20, sdev & 0xFFFFF
-
-
-def _kcmp_epoll_tfd(
-    pid: int, fd: int, epoll_pid: int, efd: int, tfd: int, toff: int
-) -> bool:
-    """kcmp(KCMP_EPOLL_TFD) with its toff (device.kcmp_epoll_tfd passes 0)."""
-    ret = lib.ckpt_kcmp_epoll_tfd(pid, fd, epoll_pid, efd, tfd, toff)
-    if ret < 0:
-        raise OSError(-ret, f"kcmp(KCMP_EPOLL_TFD): {os.strerror(-ret)}")
-    return ret == 0
 
 
 def _pids() -> Iterator[int]:

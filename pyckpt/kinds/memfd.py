@@ -25,6 +25,7 @@ import stat
 import tempfile
 from dataclasses import dataclass
 
+from pyckpt import syscalls
 from pyckpt.abi import FileKind, HdrType, lib
 from pyckpt.device import FileInfo
 from pyckpt.errors import ImageError, RestartError
@@ -88,14 +89,7 @@ def deleted_path(link: str) -> str:
 
 def fs_type(fd: int) -> int:
     """statfs(2)'s f_type of the file's filesystem."""
-    import ctypes
-
-    buf = ctypes.create_string_buffer(120)  # struct statfs (x86-64)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.fstatfs(fd, buf) < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-    return int.from_bytes(buf.raw[:8], "little")
+    return syscalls.fstatfs_type(fd)
 
 
 def is_memfd(link: str, st: os.stat_result, fd: int) -> bool:

@@ -18,13 +18,13 @@ import termios
 from dataclasses import dataclass
 
 from pyckpt.abi import FileKind, FMode, HdrType, lib
-from pyckpt.device import tee
 from pyckpt.errors import CheckpointError, ImageError, RestartError
 from pyckpt.kinds.base import Collector, FdRef, Kind, Objects, Plan, Reader, Writer
 from pyckpt.kinds.regular import SETFL, check_path, open_verified, record_path
 from pyckpt.model import File, Image
 from pyckpt.names import preview
 from pyckpt.records import Layout, Record, Var, bad
+from pyckpt.syscalls import tee
 
 PIPE_KINDS = frozenset({FileKind.PIPE, FileKind.FIFO})
 _READ, _WRITE = int(FMode.READ), int(FMode.WRITE)

@@ -1,7 +1,7 @@
 """signalfd: the signals it reads (its mask) and O_NONBLOCK.
 
 Checkpoint reads the mask from fdinfo (``sigmask:``, what the fd reads,
-bit sig - 1); restart makes the fd again with signalfd(2) through ctypes
+bit sig - 1); restart makes the fd again with signalfd(2) through pyckpt.syscalls
 (Python 3.11 has no os.signalfd).  Pending signals are the task's, not the
 file's: they are not saved (the README says so).  SFD_CLOEXEC is the fd's
 flag (FD record), O_NONBLOCK the file's (FILE f_flags).
@@ -14,9 +14,9 @@ import re
 import signal
 from dataclasses import dataclass
 
+from pyckpt import syscalls
 from pyckpt.abi import FileKind, HdrType
 from pyckpt.errors import RestartError
-from pyckpt.kinds import _libc
 from pyckpt.kinds.base import (
     Collector,
     FdRef,
@@ -53,7 +53,7 @@ def parse_fdinfo(fdinfo: str) -> Signalfd:
 def make(state: Signalfd, f_flags: int) -> int:
     """A new signalfd (close-on-exec) with the saved mask and O_NONBLOCK."""
     flags = os.O_CLOEXEC | (f_flags & os.O_NONBLOCK)
-    return _libc.signalfd(state.sigmask, flags)
+    return syscalls.signalfd(state.sigmask, flags)
 
 
 def signals(mask: int) -> list[str]:

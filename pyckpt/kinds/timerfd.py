@@ -19,9 +19,9 @@ import re
 import time
 from dataclasses import dataclass
 
+from pyckpt import syscalls
 from pyckpt.abi import FileKind, HdrType, lib
 from pyckpt.errors import RestartError
-from pyckpt.kinds import _libc
 from pyckpt.kinds.base import (
     Collector,
     FdRef,
@@ -101,14 +101,14 @@ def parse_fdinfo(fdinfo: str) -> dict[str, int]:
 
 def save(fd: int) -> Timerfd:
     """The state of the timerfd ``fd`` (the tree is frozen; the timer runs)."""
-    left, interval = _libc.timerfd_gettime(fd)
+    left, interval = syscalls.timerfd_gettime(fd)
     # after gettime: it folded missed periods into ticks
     info = parse_fdinfo(_read_fdinfo(fd))
     clockid = info["clockid"]
     flags = info["flags"] & _TIMER_FLAGS
     value = left
     if flags & TFD_TIMER_ABSTIME and left != (0, 0):
-        now = _libc.clock_gettime_ns(_READ_CLOCK.get(clockid, clockid))
+        now = syscalls.clock_gettime_ns(_READ_CLOCK.get(clockid, clockid))
         value = _ts(now + _ns(left))
     return Timerfd(clockid, flags, info["ticks"], value, interval)
 
@@ -121,14 +121,14 @@ def _read_fdinfo(fd: int) -> str:
 def make(state: Timerfd, f_flags: int) -> int:
     """A new timerfd (close-on-exec) armed as saved, its ticks set back."""
     flags = os.O_CLOEXEC | (f_flags & os.O_NONBLOCK)
-    fd = _libc.timerfd_create(state.clockid, flags)
+    fd = syscalls.timerfd_create(state.clockid, flags)
     try:
-        _libc.timerfd_settime(fd, state.flags, state.value, state.interval)
+        syscalls.timerfd_settime(fd, state.flags, state.value, state.interval)
         if state.ticks:
             # settime zeroed the count; an absolute timer already past may
             # have fired since: its expirations add to the saved ones
             now = parse_fdinfo(_read_fdinfo(fd))["ticks"]
-            _libc.timerfd_set_ticks(fd, state.ticks + now)
+            syscalls.timerfd_set_ticks(fd, state.ticks + now)
     except BaseException:
         os.close(fd)
         raise

@@ -54,7 +54,6 @@ from dataclasses import dataclass, field
 from enum import IntFlag
 
 from pyckpt.abi import FileKind, HdrType, lib
-from pyckpt.device import kcmp_file
 from pyckpt.errors import RestartError
 from pyckpt.kinds import chrdev
 from pyckpt.kinds.base import (
@@ -70,6 +69,7 @@ from pyckpt.kinds.base import (
 from pyckpt.kinds.pipe import pipes
 from pyckpt.model import File, Image, Task
 from pyckpt.records import Layout, Record, bad
+from pyckpt.syscalls import kcmp_file
 
 TIOCGSID = 0x5429
 TIOCSCTTY = termios.TIOCSCTTY

@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from pyckpt import syscalls
 from pyckpt.abi import ObjType, Policy, ffi, lib
 from pyckpt.device import Context
 from pyckpt.kinds.epoll import epolls
@@ -722,7 +723,6 @@ def plot_resume(data: dict, path: str) -> None:
 
 CRIU_TASKS = 10
 CRIU_SIZES = (720, 1_000)  # fds per task; CRIU fails at 1,000 (pipes with data)
-PR_SET_CHILD_SUBREAPER = 36
 _CRTREE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crtree.c")
 
 
@@ -760,9 +760,7 @@ def tree_pids(root: int) -> list[int]:
 
 def subreaper(on: bool) -> None:
     """PR_SET_CHILD_SUBREAPER: orphaned descendants come back to us."""
-    from pyckpt.restarter import _libc_call
-
-    _libc_call("prctl", PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)
+    syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, int(on))
 
 
 def nr_fds(pid: int) -> int:

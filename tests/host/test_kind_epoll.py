@@ -17,13 +17,13 @@ from hosthelpers import Collector, LocalRef, Objects, Plan, fd_flags
 from test_image import build, find, first, patch, raises, rich_image, specs
 
 from pyckpt.abi import FileKind, FMode, HdrType, lib
-from pyckpt.device import epoll_add
 from pyckpt.errors import RestartError
 from pyckpt.image import Fd, File, Head, Image, Record, Task, iter_records
 from pyckpt.kinds import epoll as ek
 from pyckpt.kinds.epoll import Epoll, EpollItem, EpollItems, epolls
 from pyckpt.kinds.eventfd import Eventfd
 from pyckpt.show import summary
+from pyckpt.syscalls import epoll_add
 
 KIND = ek.KIND
 RW = FMode.READ | FMode.WRITE

@@ -8,16 +8,16 @@ import time
 import pytest
 from test_kind_records import _bad, kinds_image
 
+from pyckpt import syscalls
 from pyckpt.abi import HdrType
-from pyckpt.kinds import _libc
 from pyckpt.kinds import timerfd as tfd
 
 MS = 1_000_000
 
 
 def _new(clock: int, flags: int, value_ns: int, interval_ns: int = 0) -> int:
-    fd = _libc.timerfd_create(clock, os.O_CLOEXEC | os.O_NONBLOCK)
-    _libc.timerfd_settime(
+    fd = syscalls.timerfd_create(clock, os.O_CLOEXEC | os.O_NONBLOCK)
+    syscalls.timerfd_settime(
         fd, flags, divmod(value_ns, 10**9), divmod(interval_ns, 10**9)
     )
     return fd
@@ -46,7 +46,7 @@ def test_relative_keeps_time_left(clock: int) -> None:
         assert 4000 * MS < _ns(st.value) <= 5000 * MS
         new = tfd.make(st, os.O_NONBLOCK)
         try:
-            left, interval = _libc.timerfd_gettime(new)
+            left, interval = syscalls.timerfd_gettime(new)
             assert interval == (0, 250 * MS)
             assert _ns(st.value) - 500 * MS < _ns(left) <= _ns(st.value)
             assert tfd.save(new).clockid == clock
@@ -57,13 +57,13 @@ def test_relative_keeps_time_left(clock: int) -> None:
 
 
 def test_disarmed() -> None:
-    fd = _libc.timerfd_create(time.CLOCK_MONOTONIC, 0)
+    fd = syscalls.timerfd_create(time.CLOCK_MONOTONIC, 0)
     try:
         st = tfd.save(fd)
         assert not st.armed and st.ticks == 0
         new = tfd.make(st, 0)
         try:
-            assert _libc.timerfd_gettime(new) == ((0, 0), (0, 0))
+            assert syscalls.timerfd_gettime(new) == ((0, 0), (0, 0))
             assert os.get_blocking(new)
         finally:
             os.close(new)

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyckpt.device import kcmp_file, pidfd_getfd
+from pyckpt.syscalls import kcmp_file, pidfd_getfd
 
 O_CLOEXEC = 0o2000000
 # f_flags bits that say something about the open file, not how it was opened
@@ -437,7 +437,7 @@ class TaskFacts:
 def task_facts(pids: list[int]) -> list[TaskFacts]:
     """Per task (in the order given): zombie status, threads and fd-table
     sharing (kcmp(KCMP_FILES), the syscall, not the module)."""
-    from pyckpt.device import kcmp_files
+    from pyckpt.syscalls import kcmp_files
 
     out = []
     for i, pid in enumerate(pids):

@@ -27,11 +27,11 @@ from vmhelpers import delta, mod_counts
 
 from pyckpt import Context, FileKind, FMode, checkpointer, freeze, pidfd_getfd
 from pyckpt.checkpointer import CheckpointError, CheckpointResult, checkpoint
-from pyckpt.device import epoll_add
 from pyckpt.image import Fd, File, Image, Task
 from pyckpt.kinds.epoll import epolls
 from pyckpt.kinds.eventfd import Eventfd
 from pyckpt.kinds.pipe import PipeKind, pipes
+from pyckpt.syscalls import epoll_add
 
 Spawn = Callable[..., Tree]
 RUNNING = {psutil.STATUS_SLEEPING, psutil.STATUS_RUNNING, psutil.STATUS_DISK_SLEEP}

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from pyckpt import pidfd_getfd
-from pyckpt.device import kcmp_file
+from pyckpt.syscalls import kcmp_file
 from pyckpt.tools import bench
 from pyckpt.tools.bench import CrTree, crtree_binary, kill_and_reap, subreaper
 

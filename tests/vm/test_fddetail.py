@@ -25,10 +25,9 @@ from collections.abc import Iterator
 import pytest
 import trees
 
-from pyckpt import Context, proc
+from pyckpt import Context, proc, syscalls
 from pyckpt.abi import lib
 from pyckpt.device import PipeState, TaskFd
-from pyckpt.kinds import _libc
 
 TEXT_MAX = lib.CKPT_DETAIL_TEXT_MAX
 
@@ -51,9 +50,9 @@ def opened() -> Iterator[dict[str, int]]:
             fds[name] = ep.fileno()
             for i in range(n):
                 ep.register(keep(f"{name}.{i}", os.eventfd(i)), select.EPOLLIN)
-        keep("signalfd", _libc.signalfd(1 << (signal.SIGUSR1 - 1), os.O_CLOEXEC))
-        tfd = keep("timerfd", _libc.timerfd_create(1, 0))  # CLOCK_MONOTONIC
-        _libc.timerfd_settime(tfd, 0, (100, 0), (0, 500))
+        keep("signalfd", syscalls.signalfd(1 << (signal.SIGUSR1 - 1), os.O_CLOEXEC))
+        tfd = keep("timerfd", syscalls.timerfd_create(1, 0))  # CLOCK_MONOTONIC
+        syscalls.timerfd_settime(tfd, 0, (100, 0), (0, 500))
         keep("pidfd", os.pidfd_open(os.getpid()))  # its fdinfo needs /proc's
         r, w = os.pipe()
         keep("pipe_r", r)

@@ -22,7 +22,7 @@ from vmhelpers import fail_fired, mod_counts, raises_errno, write_param
 
 from pyckpt import CkptError, Context, device, proc
 from pyckpt.abi import ffi, lib
-from pyckpt.device import pidfd_getfd
+from pyckpt.syscalls import pidfd_getfd
 
 CAP_SYS_PTRACE = 19
 

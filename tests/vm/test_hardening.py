@@ -25,7 +25,7 @@ from vmhelpers import Fds, mod_counts, raises_errno, reader_state
 
 from pyckpt import DEVICE, CkptError, Context, ObjType
 from pyckpt.abi import ffi, lib
-from pyckpt.device import pidfd_getfd
+from pyckpt.syscalls import pidfd_getfd
 
 E = errno
 INT_MAX = 2**31 - 1

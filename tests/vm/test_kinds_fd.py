@@ -21,12 +21,12 @@ from oracle import facts, fdinfo, ppids, wait_for
 from trees import Member, tree_of
 
 import pyckpt
+from pyckpt import syscalls
 from pyckpt.checkpointer import Options
 from pyckpt.checkpointer import checkpoint as _checkpoint
-from pyckpt.device import pidfd_getfd
 from pyckpt.errors import CheckpointError
-from pyckpt.kinds import _libc
 from pyckpt.kinds import timerfd as tfd
+from pyckpt.syscalls import pidfd_getfd
 
 SLEEP = ["sleep", "1000"]
 MS = 1_000_000
@@ -72,8 +72,8 @@ def _of(pid: int, link: str) -> list[int]:
 
 
 def _timer(clock: int, flags: int, value_ns: int, interval_ns: int = 0) -> int:
-    fd = _libc.timerfd_create(clock, 0)
-    _libc.timerfd_settime(
+    fd = syscalls.timerfd_create(clock, 0)
+    syscalls.timerfd_settime(
         fd, flags, divmod(value_ns, 10**9), divmod(interval_ns, 10**9)
     )
     return fd
@@ -119,7 +119,7 @@ def test_timerfds_of_every_shape() -> None:
             tfd.TFD_TIMER_ABSTIME | tfd.TFD_TIMER_CANCEL_ON_SET,
             now + 3600 * 10**9,
         )
-        _libc.timerfd_create(time.CLOCK_MONOTONIC, os.O_NONBLOCK)  # disarmed
+        syscalls.timerfd_create(time.CLOCK_MONOTONIC, os.O_NONBLOCK)  # disarmed
 
     def check(new: list[int]) -> None:
         left = [

@@ -23,7 +23,7 @@ from trees import Member, spawn
 from vmhelpers import mod_counts
 
 from pyckpt import Context, ls
-from pyckpt.device import kcmp_epoll_tfd, kcmp_file
+from pyckpt.syscalls import kcmp_epoll_tfd, kcmp_file
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_CLONE = 56

@@ -28,12 +28,12 @@ import pytest
 from vmhelpers import delta, mod_counts
 
 from pyckpt import Context, FileKind, FMode, Policy
-from pyckpt.device import kcmp_epoll_tfd, kcmp_file, pidfd_getfd
 from pyckpt.image import Fd, File, Head, Image, Task
 from pyckpt.kinds.epoll import Epoll, EpollItem
 from pyckpt.kinds.eventfd import Eventfd
 from pyckpt.kinds.pipe import Pipe, PipeKind, pipes
 from pyckpt.restarter import Restarted, RestartError, restart
+from pyckpt.syscalls import kcmp_epoll_tfd, kcmp_file, pidfd_getfd
 
 O_CLOEXEC = 0o2000000
 READ, WRITE = FMode.READ, FMode.WRITE

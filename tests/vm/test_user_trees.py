@@ -24,11 +24,11 @@ from trees import Member, set_subreaper, spawn
 import pyckpt
 from pyckpt import cli
 from pyckpt.abi import FileKind
-from pyckpt.device import kcmp_file, pidfd_getfd
 from pyckpt.errors import CheckpointError, RestartError
 from pyckpt.image import Image
 from pyckpt.kinds.chrdev import named_by_user
 from pyckpt.kinds.tty import Tty, TtyFlag
+from pyckpt.syscalls import kcmp_file, pidfd_getfd
 
 SLEEP = ["sleep", "1000"]
 

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import pyckpt
 from pyckpt.abi import FileKind, Policy
 from pyckpt.checkpointer import checkpoint
-from pyckpt.device import epoll_add, kcmp_epoll_tfd
 from pyckpt.kinds.epoll import epolls
+from pyckpt.syscalls import epoll_add, kcmp_epoll_tfd
 from pyckpt.tools.repro import Report, _tree, policy_name
 
 DEFAULT_POLICIES = (Policy.CLEAR_EARLY,)
