@@ -648,7 +648,7 @@ def test_socket_and_device_are_reported_together(spawn: Spawn, freezer: str) -> 
     assert f"task {tree.root} " in problems[0] and f"fd {info['sa']}:" in problems[0]
     assert "UDP (AF_INET) socket" in problems[0]
     assert (
-        f"fd {info['null']}: character device /dev/kmsg (rdev 1:11): not a "
+        f"fd {info['null']}: tty: character device /dev/kmsg (rdev 1:11): not a "
         "terminal" in problems[1]
     )
     assert f"task {child['pid']} " in problems[2]
