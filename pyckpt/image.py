@@ -1040,7 +1040,8 @@ def _needs_reparse(image: model.Image) -> bool:
     span records beyond what its check_model() mirrors (``Kind.reparse``):
     then the written image is parsed again, as it always was."""
     owners = {kinds.by_file_kind(k) for k in {f.kind for f in image.files.values()}}
-    owners.update(kinds.by_name(n) for n in image.extra)
+    # a kind's state (an accessor leaves an empty one behind: not a state)
+    owners.update(kinds.by_name(n) for n, state in image.extra.items() if state)
     return any(k is not None and k.reparse for k in owners)
 
 

@@ -327,7 +327,11 @@ def test_bench_image_takes_the_fast_path() -> None:
 
     img = codec_image(3, 16)
     assert not image_mod._needs_reparse(img)
-    assert Image.from_bytes(img.to_bytes()) == img
+    data = img.to_bytes()
+    # still none once written: the epoll kind's accessor, asked by the
+    # writer, leaves an empty state behind, which is not an epoll set
+    assert not image_mod._needs_reparse(img)
+    assert Image.from_bytes(data) == img
 
 
 def test_random_bytes_do_not_crash_codec() -> None:
