@@ -185,21 +185,6 @@ def rich_image() -> Image:
     )
 
 
-@pytest.fixture(scope="module")
-def image() -> Image:
-    return rich_image()
-
-
-@pytest.fixture(scope="module")
-def data() -> bytes:
-    return rich_image().to_bytes()
-
-
-@pytest.fixture(scope="module")
-def records(data: bytes) -> list[Record]:
-    return list(iter_records(data))
-
-
 def first(records: list[Record], rtype: HdrType, n: int = 0) -> Record:
     return [r for r in records if r.type == rtype][n]
 

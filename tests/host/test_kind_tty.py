@@ -8,12 +8,12 @@ import stat
 
 import pytest
 from hosthelpers import in_child
-from test_image import build, find, first, patch, raises, rich_image, specs
+from test_image import build, find, first, patch, raises, specs
 
 from pyckpt import show
 from pyckpt.abi import HdrType
 from pyckpt.errors import RestartError
-from pyckpt.image import Image, ImageError, Record, iter_records
+from pyckpt.image import Image, ImageError, Record
 from pyckpt.kinds import tty
 
 
@@ -213,21 +213,6 @@ def test_stdio_inherit_shares_what_the_restarter_shares() -> None:
 
 
 # ---- the TTY record (moved from test_image.py) --------------------------------
-
-
-@pytest.fixture(scope="module")
-def image() -> Image:
-    return rich_image()
-
-
-@pytest.fixture(scope="module")
-def data() -> bytes:
-    return rich_image().to_bytes()
-
-
-@pytest.fixture(scope="module")
-def records(data: bytes) -> list[Record]:
-    return list(iter_records(data))
 
 
 def test_tty_checks(data: bytes, records: list[Record]) -> None:

@@ -11,10 +11,10 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
-from test_image import build, find, first, patch, raises, rich_image, specs
+from test_image import build, find, first, patch, raises, specs
 
 from pyckpt.abi import HdrType
-from pyckpt.image import Image, ImageError, Record, iter_records
+from pyckpt.image import Image, ImageError, Record
 from pyckpt.kinds import unix
 from pyckpt.kinds.unix import (
     RCV_SHUTDOWN,
@@ -377,21 +377,6 @@ def test_peer_gone_every_type(stype: int, keep: list[socket.socket]) -> None:
 
 
 # ---- the UNIX and UNIX_MSG records (moved from test_image.py) ----------------
-
-
-@pytest.fixture(scope="module")
-def image() -> Image:
-    return rich_image()
-
-
-@pytest.fixture(scope="module")
-def data() -> bytes:
-    return rich_image().to_bytes()
-
-
-@pytest.fixture(scope="module")
-def records(data: bytes) -> list[Record]:
-    return list(iter_records(data))
 
 
 @pytest.mark.parametrize(
