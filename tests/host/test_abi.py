@@ -1,4 +1,5 @@
-"""The cffi binding agrees with ckpt.h: sizes, padding, ioctl numbers, enums."""
+"""The cffi binding agrees with ckpt.h and ckpt_image.h: sizes, padding, ioctl
+numbers, enums."""
 
 from __future__ import annotations
 
