@@ -23,6 +23,12 @@ struct ckpt_ctx {
 	u64 *tags;			/* CKPT_DEFER_LOG, CKPT_TAGS_MAX */
 	u32 nr_tags;
 	u32 err_seq;			/* seq of the newest error */
+	/* TASK_FDS: whoever uses the context later needs ptrace access to
+	 * every task walked (fdtable.c, ckpt_walk_allowed()) */
+	const struct cred *walk_cred;	/* the first walker's, which had it */
+	struct pid **walked;		/* each task walked, referenced */
+	u32 nr_walked;
+	u32 walked_room;
 	struct ckpt_err_entry errs[CKPT_ERR_LOG_MAX];	/* ring by seq */
 };
 
@@ -43,7 +49,8 @@ void ckpt_err(struct ckpt_ctx *ctx, int err, int objref, const char *func,
 extern const struct ckpt_obj_ops *const ckpt_obj_ops_table[CKPT_OBJ_MAX];
 int ckpt_handle_get(struct ckpt_ctx *ctx, u32 type, int handle, void **ptr);
 void ckpt_handle_put(u32 type, void *ptr);
-int ckpt_handle_install(u32 type, void *ptr, u32 flags, int __user *uhandle);
+int ckpt_handle_install(u32 type, void *ptr, u32 flags, int __user *uhandle,
+			int *installed);
 int ckpt_file_info_fill(struct ckpt_obj_hash *h, struct file *file,
 			struct ckpt_file_info *info, bool *inode_first);
 int ckpt_test_new(struct ckpt_ctx *ctx);
@@ -54,6 +61,8 @@ void ckpt_test_counts(struct ckpt_stats *st);
 
 /* fdtable.c */
 int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a);
+bool ckpt_walk_allowed(struct ckpt_ctx *ctx);
+void ckpt_walk_free(struct ckpt_ctx *ctx);
 
 /* ctx.c */
 extern const struct file_operations ckpt_fops;

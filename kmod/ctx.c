@@ -213,15 +213,20 @@ static int obj_insert(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a,
 	return ret;
 }
 
-/* the new fd is installed only once its number is written to uout */
+/*
+ * A single FETCH (@uout NULL) writes nothing: the handle is the ioctl's
+ * value, as pidfd_getfd() returns its fd.  A batch item gets its handle
+ * written to @uout, before the fd is installed (see ckpt_receive_fd()).
+ * Return: the handle (>= 0), or a negative errno.
+ */
 static int obj_fetch(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a,
 		     void __user *uout, size_t usize)
 {
 	const struct ckpt_obj_ops *ops = obj_arg_check(ctx, a, CKPT_OBJ_CLOEXEC,
 						       __func__);
 	struct ckpt_obj_arg __user *u = uout;
+	int ret, installed;
 	void *ptr;
-	int ret;
 
 	if (IS_ERR(ops))
 		return PTR_ERR(ops);
@@ -239,16 +244,18 @@ static int obj_fetch(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a,
 			 "invalid objref");
 		return ret;
 	}
-	ret = ckpt_handle_install(a->type, ptr, a->flags, &u->handle);
-	if (ret < 0) {
+	ret = ckpt_handle_install(a->type, ptr, a->flags, u ? &u->handle : NULL,
+				  &installed);
+	if (ret < 0 && installed >= 0)
+		ckpt_err(ctx, ret, a->objref, __func__,
+			 "%s: handle unwritable, fd %d stays installed",
+			 ops->name, installed);
+	else if (ret < 0)
 		ckpt_err(ctx, ret, a->objref, __func__, "%s: %s", ops->name,
 			 ret == -EINVAL ? "no handle for this type" :
 			 ret == -EFAULT ? "result unwritable" :
 			 "cannot install");
-		return ret;
-	}
-	a->handle = ret;
-	return 0;
+	return ret;
 }
 
 typedef int (*obj_op_t)(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a,
@@ -301,8 +308,9 @@ static int obj_batch_run(struct ckpt_ctx *ctx, struct ckpt_batch *b,
 			break;
 		}
 		ret = op(ctx, &a, uitem, usize);
-		if (ret)
+		if (ret < 0)
 			break;
+		ret = 0;	/* a fetch returns its handle */
 		cond_resched();
 	}
 	return ret;
@@ -344,10 +352,11 @@ static int ioc_insert(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
 	return obj_insert(ctx, arg, uarg, usize);
 }
 
+/* the new fd (or test id) is the ioctl's value; the struct is input only */
 static int ioc_fetch(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
 		     size_t usize)
 {
-	return obj_fetch(ctx, arg, uarg, usize);
+	return obj_fetch(ctx, arg, NULL, usize);
 }
 
 static int ioc_lookup_add_batch(struct ckpt_ctx *ctx, void *arg,
@@ -509,10 +518,13 @@ static int ioc_stats(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
 	st->defer_pending = ctx->deferqueue.count;
 	st->lookups = h->lookups;
 	st->probes = h->probes;
-	st->mod_contexts = atomic_long_read(&ckpt_contexts_live);
-	st->mod_objs = atomic_long_read(&ckpt_objs_live);
-	st->mod_defers = atomic_long_read(&ckpt_defers_live);
-	ckpt_test_counts(st);
+	/* other users' contexts are none of the caller's business */
+	if (capable(CAP_SYS_ADMIN)) {
+		st->mod_contexts = atomic_long_read(&ckpt_contexts_live);
+		st->mod_objs = atomic_long_read(&ckpt_objs_live);
+		st->mod_defers = atomic_long_read(&ckpt_defers_live);
+		ckpt_test_counts(st);
+	}
 	st->max_objs = h->max_objs;
 	st->max_defers = ctx->deferqueue.max;
 	st->max_tests = ctx->max_tests;
@@ -996,8 +1008,14 @@ static long ckpt_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	if (_IOC_TYPE(cmd) == CKPT_IOC_MAGIC &&
 	    _IOC_NR(cmd) < ARRAY_SIZE(ckpt_iocs))
 		ioc = &ckpt_iocs[_IOC_NR(cmd)];
-	if (mutex_lock_killable(&ctx->lock))
+	/* interruptible: nothing under this lock waits on the tree's locks */
+	if (mutex_lock_interruptible(&ctx->lock))
 		return -EINTR;
+	/* a context that walked tasks: their ptrace rule, for every ioctl */
+	if (!ckpt_walk_allowed(ctx)) {
+		mutex_unlock(&ctx->lock);
+		return -EPERM;
+	}
 	/* the size may differ (a struct grown or older); nothing else may */
 	if (!ioc || !ioc->fn || _IOC_DIR(cmd) != _IOC_DIR(ioc->cmd) ||
 	    (!ioc->ver0 && _IOC_SIZE(cmd))) {
@@ -1015,14 +1033,16 @@ static long ckpt_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 			goto out;
 	}
 	ret = ioc->fn(ctx, &karg, uarg, _IOC_SIZE(cmd));
+	/* CONTAINED's EBUSY carries its output, whatever size the caller's */
 	if ((_IOC_DIR(cmd) & _IOC_READ) && !ioc->own_out &&
-	    (ret >= 0 || cmd == CKPT_IOC_CONTAINED) &&
+	    (ret >= 0 || ioc->cmd == CKPT_IOC_CONTAINED) &&
 	    ioc_copy_out(ioc, cmd, &karg, uarg)) {
 		ret = -EFAULT;
 		ckpt_err(ctx, ret, 0, ioc->name, "result unwritable");
 	}
 out:
-	if (ret < 0 && ctx->err_seq == seq)
+	/* EPERM: a refused caller changes nothing, the log included */
+	if (ret < 0 && ret != -EPERM && ctx->err_seq == seq)
 		ckpt_err(ctx, ret, 0, ioc->name, "failed");
 	ckpt_fault_disarm();
 	mutex_unlock(&ctx->lock);
@@ -1066,6 +1086,7 @@ static int ckpt_release(struct inode *inode, struct file *file)
 	ckpt_deferqueue_destroy(&ctx->deferqueue);
 	ckpt_obj_hash_free(&ctx->objhash);
 	ckpt_test_put_all(ctx);
+	ckpt_walk_free(ctx);
 	kvfree(ctx->tags);
 	mutex_destroy(&ctx->lock);
 	kvfree(ctx);

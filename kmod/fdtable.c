@@ -14,14 +14,17 @@
  * files pointer is read under task_lock(), as kcmp() does (get_files_struct()
  * is not exported).
  */
+#include <linux/cred.h>
 #include <linux/fdtable.h>
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/math64.h>
+#include <linux/mutex.h>
 #include <linux/magic.h>
 #include <linux/pid.h>
 #include <linux/pipe_fs_i.h>
 #include <linux/sched.h>
+#include <linux/sched/mm.h>
 #include <linux/sched/task.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
@@ -110,6 +113,124 @@ static struct task_struct *fdwalk_task(struct ckpt_ctx *ctx,
 	return task;
 }
 
+/*
+ * May the caller take @task's files, as pidfd_getfd() asks
+ * ptrace_may_access(PTRACE_MODE_ATTACH_REALCREDS)?  Neither that nor
+ * security_ptrace_access_check() is exported on 6.1 or 6.12, but opening
+ * /proc/@nr/mem as the caller runs the same check: mem_open() calls
+ * mm_access(), that is ptrace_may_access(PTRACE_MODE_ATTACH_FSCREDS): the
+ * uid and dumpable rules, CAP_SYS_PTRACE in the task's user namespace, then
+ * the LSMs' ptrace hooks (Landlock's domains, Yama's scope, SELinux,
+ * AppArmor).  The mm the open granted is the file's private_data; it must
+ * be @task's, or the /proc the caller sees belongs to another pid namespace
+ * (or the task has no mm any more): refused too.  A failed check is EPERM
+ * whatever the reason (no /proc, EACCES from ptrace, another task).
+ */
+static int task_access(struct task_struct *task, pid_t nr)
+{
+	struct mm_struct *mm;
+	struct file *mem;
+	char path[32];
+	int ret = 0;
+
+	if (nr <= 0)
+		return -EPERM;
+	snprintf(path, sizeof(path), "/proc/%d/mem", nr);
+	mem = filp_open(path, O_RDONLY | O_LARGEFILE, 0);
+	if (IS_ERR(mem))
+		return -EPERM;
+	mm = get_task_mm(task);
+	if (!mm || mem->private_data != mm)
+		ret = -EPERM;
+	if (mm)
+		mmput(mm);
+	fput(mem);
+	return ret;
+}
+
+/*
+ * Remember that @task was walked (after task_access() allowed it), so that
+ * every later ioctl of the context asks the same of its caller.  The first
+ * walker's credentials are kept: the check ran for exactly them.
+ */
+static int walk_record(struct ckpt_ctx *ctx, struct task_struct *task)
+{
+	struct pid *pid = get_task_pid(task, PIDTYPE_PID);
+	struct pid **more;
+	u32 room;
+
+	if (!ctx->walk_cred)
+		ctx->walk_cred = get_current_cred();
+	/* a task is walked in rounds: one entry for consecutive calls */
+	if (ctx->nr_walked && ctx->walked[ctx->nr_walked - 1] == pid) {
+		put_pid(pid);
+		return 0;
+	}
+	if (ctx->nr_walked == ctx->walked_room) {
+		room = max(16U, ctx->walked_room * 2);
+		more = ctx->nr_walked >= ctx->objhash.max_objs || ckpt_fault() ?
+		       NULL : krealloc_array(ctx->walked, room, sizeof(*more),
+					     GFP_KERNEL_ACCOUNT);
+		if (!more) {
+			put_pid(pid);
+			return ctx->nr_walked >= ctx->objhash.max_objs ?
+			       -ENOSPC : -ENOMEM;
+		}
+		ctx->walked = more;
+		ctx->walked_room = room;
+	}
+	ctx->walked[ctx->nr_walked++] = pid;
+	return 0;
+}
+
+/**
+ * ckpt_walk_allowed - may the caller use a context that walked tasks?
+ * @ctx: the context, locked
+ *
+ * A context that walked a task hands out that task's files (FETCH), says
+ * who else holds them (CONTAINED) and logs what it met (ERRORS): so every
+ * ioctl asks of its caller what TASK_FDS asked of the walker.  The first
+ * walker's own credentials pass; any other caller needs CAP_SYS_PTRACE and
+ * ptrace access (task_access()) to every task walked, which must still
+ * exist.  Nothing is logged for a refused caller.
+ *
+ * Return: true if the caller may go on.
+ */
+bool ckpt_walk_allowed(struct ckpt_ctx *ctx)
+{
+	struct task_struct *task;
+	bool ok = true;
+	u32 i;
+
+	if (!ctx->nr_walked || current_cred() == ctx->walk_cred)
+		return true;
+	if (!capable(CAP_SYS_PTRACE))
+		return false;
+	for (i = 0; ok && i < ctx->nr_walked; i++) {
+		task = get_pid_task(ctx->walked[i], PIDTYPE_PID);
+		ok = task && !task_access(task, pid_vnr(ctx->walked[i]));
+		if (task)
+			put_task_struct(task);
+		cond_resched();
+	}
+	return ok;
+}
+
+/**
+ * ckpt_walk_free - drop what the context kept of its walks (teardown)
+ * @ctx: the context
+ */
+void ckpt_walk_free(struct ckpt_ctx *ctx)
+{
+	u32 i;
+
+	for (i = 0; i < ctx->nr_walked; i++)
+		put_pid(ctx->walked[i]);
+	kfree(ctx->walked);
+	if (ctx->walk_cred)
+		put_cred(ctx->walk_cred);
+}
+
 /* readlink(2) of /proc/PID/fd/FD, if it fits: proc_fd_link() is d_path() */
 static void detail_link(struct file *file, struct ckpt_fd_detail *d)
 {
@@ -136,6 +257,24 @@ static const char *const detail_fdinfo_names[] = {
 	"[eventfd]", "[eventpoll]", "[signalfd]", "[timerfd]",
 };
 
+/*
+ * Is the mutex an epoll's show_fdinfo() takes free?  struct eventpoll is
+ * private to fs/eventpoll.c; its first member is that mutex (6.1 and 6.12
+ * alike), which epoll_wait() holds while it copies events out: a task of
+ * the tree stalled there (a userfaultfd page, FUSE) would hold it for as
+ * long as it likes.  A probe, not a lock: ep_show_fdinfo() takes it itself,
+ * and a task frozen before this probe cannot take it after.
+ */
+static bool epoll_busy(struct file *file)
+{
+	struct mutex *mtx = file->private_data;
+
+	if (!mutex_trylock(mtx))
+		return true;
+	mutex_unlock(mtx);
+	return false;
+}
+
 /* the file's own lines of its fdinfo, as /proc's seq_show() gets them */
 static void detail_fdinfo(struct file *file, struct ckpt_fd_detail *d)
 {
@@ -156,6 +295,10 @@ static void detail_fdinfo(struct file *file, struct ckpt_fd_detail *d)
 			break;
 	if (i == ARRAY_SIZE(detail_fdinfo_names))
 		return;
+	if (!strcmp(name, "[eventpoll]") && epoll_busy(file)) {
+		d->detail |= CKPT_DETAIL_BUSY;
+		return;
+	}
 	file->f_op->show_fdinfo(&m, file);
 	if (seq_has_overflowed(&m)) {
 		memset(d->fdinfo, 0, sizeof(d->fdinfo));
@@ -174,14 +317,22 @@ static void detail_pipe(struct file *file, struct ckpt_fd_detail *d)
 	/* PIPEFS holds only pipes, whose private_data is the pipe */
 	if (file_inode(file)->i_sb->s_magic != PIPEFS_MAGIC || !pipe)
 		return;
-	pipe_lock(pipe);
+	/*
+	 * pipe_lock() would sleep for as long as a task of the tree holds the
+	 * mutex: one stalled in a read or write on it (copying from a
+	 * userfaultfd or FUSE page) holds it until it is let go.
+	 */
+	if (!mutex_trylock(&pipe->mutex)) {
+		d->detail |= CKPT_DETAIL_BUSY;
+		return;
+	}
 	mask = pipe->ring_size - 1;
 	for (tail = pipe->tail; tail != pipe->head; tail++)
 		d->pipe_bytes += pipe->bufs[tail & mask].len;
 	d->pipe_size = pipe->max_usage * PAGE_SIZE;
 	d->pipe_flags = (pipe->readers ? 0 : CKPT_PIPE_NO_READER) |
 			(pipe->writers ? 0 : CKPT_PIPE_NO_WRITER);
-	pipe_unlock(pipe);
+	mutex_unlock(&pipe->mutex);
 	d->detail |= CKPT_DETAIL_PIPE;
 }
 
@@ -261,13 +412,15 @@ undo_file:
  *     nr is the count of entries written and next_fd where to resume (-1:
  *     the table's end), whatever the result
  *
- * The caller's CAP_SYS_PTRACE was checked before the context was locked.
+ * The caller's CAP_SYS_PTRACE was checked before the context was locked;
+ * here its ptrace access to the task, LSMs included (task_access()).
  * Each round holds the task's alloc_lock and the table's file_lock only
  * while taking references on at most FDWALK_ROUND files; the hash work
  * runs after.  The entries written before a failure stay valid, their
  * files in the hash (as in LOOKUP_ADD_BATCH).
  *
- * Return: 0, -EINVAL, -EBADFD, -ESRCH, -EBADF, -ENOSPC, -ENOMEM or -EFAULT
+ * Return: 0, -EINVAL, -EBADFD, -ESRCH, -EPERM, -EBADF, -ENOSPC, -ENOMEM or
+ * -EFAULT
  * (ckpt.h, CKPT_IOC_TASK_FDS).
  */
 int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a)
@@ -299,6 +452,19 @@ int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a)
 	task = fdwalk_task(ctx, a);
 	if (IS_ERR(task))
 		return PTR_ERR(task);
+	/* as pidfd_getfd(): refused (EPERM) before anything is logged */
+	ret = task_access(task, a->pid);
+	if (ret) {
+		put_task_struct(task);
+		return ret;
+	}
+	ret = walk_record(ctx, task);
+	if (ret) {
+		ckpt_err(ctx, ret, 0, "ioc_task_fds", "%s",
+			 ret == -ENOSPC ? "too many tasks walked" : "no memory");
+		put_task_struct(task);
+		return ret;
+	}
 	/* the round's slots and one entry, off the stack: ~1.2 KiB */
 	r = kmalloc(sizeof(*r), GFP_KERNEL);
 	d = kmalloc(sizeof(*d), GFP_KERNEL);

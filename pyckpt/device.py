@@ -106,6 +106,9 @@ class TaskFd(NamedTuple):
     link: str | None = None  # readlink of /proc/PID/fd/FD
     fdinfo: str | None = None  # the file's own fdinfo lines (anon files)
     pipe: PipeState | None = None  # anonymous pipes
+    # a task of the tree holds the file's lock (a stalled read, write or
+    # epoll_wait): its pipe state or fdinfo is unknown until it moves
+    busy: bool = False
 
 
 class Leak(NamedTuple):
@@ -166,6 +169,7 @@ _FD_CLOEXEC = lib.CKPT_FD_CLOEXEC
 _DETAIL_LINK = lib.CKPT_DETAIL_LINK
 _DETAIL_FDINFO = lib.CKPT_DETAIL_FDINFO
 _DETAIL_PIPE = lib.CKPT_DETAIL_PIPE
+_DETAIL_BUSY = lib.CKPT_DETAIL_BUSY
 _NO_READER = lib.CKPT_PIPE_NO_READER
 _NO_WRITER = lib.CKPT_PIPE_NO_WRITER
 # enum lookups by value, not Enum.__call__: 10^4 entries per walk
@@ -220,13 +224,17 @@ def _task_fds(raw: bytes, detail: bool) -> Iterator[TaskFd]:
         at += stride
         cloexec = bool(flags & _FD_CLOEXEC)
         if not flags & _FD_FIRST:
-            yield new(TaskFd, (fd, objref, False, cloexec, None, None, None, None))
+            yield new(
+                TaskFd, (fd, objref, False, cloexec, None, None, None, None, False)
+            )
             continue
         v = unpack(raw, at)
         info = new(FileInfo, (_KINDS[v[ik]], v[iff], _FMODES[v[ifm]], *stat(v)))
         det = v[idet] if detail else 0
         if not det:
-            yield new(TaskFd, (fd, objref, True, cloexec, info, None, None, None))
+            yield new(
+                TaskFd, (fd, objref, True, cloexec, info, None, None, None, False)
+            )
             continue
         pipe = None
         if det & _DETAIL_PIPE:
@@ -246,6 +254,7 @@ def _task_fds(raw: bytes, detail: bool) -> Iterator[TaskFd]:
                 _text(raw, at + olink) if det & _DETAIL_LINK else None,
                 _text(raw, at + oinfo) if det & _DETAIL_FDINFO else None,
                 pipe,
+                bool(det & _DETAIL_BUSY),
             ),
         )
 
@@ -441,8 +450,8 @@ class Context:
         arg.type = type
         arg.objref = objref
         arg.flags = ObjFlag.CLOEXEC if cloexec else 0
-        self.ioctl(lib.CKPT_IOC_FETCH, arg)
-        return arg.handle
+        # the handle is the ioctl's value, as pidfd_getfd()'s fd (ABI 5)
+        return self.ioctl(lib.CKPT_IOC_FETCH, arg)
 
     # ---- objects, in batches ------------------------------------------------
 

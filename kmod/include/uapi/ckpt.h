@@ -21,8 +21,12 @@
  *             the opener's, or it has fewer permitted capabilities, and it
  *             lacks both capabilities (the rule of kcmp()
  *             and pidfd_getfd(): a leaked context fd is worth nothing);
- *             TASK_FDS: the caller or the opener lacks CAP_SYS_PTRACE.  A
- *             refused caller changes nothing, not even the error log.
+ *             TASK_FDS: the caller or the opener lacks CAP_SYS_PTRACE, or
+ *             ptrace's access check (LSMs included) refuses the caller the
+ *             task; any ioctl of a context that walked tasks: the caller is
+ *             not the first walker and that check refuses it one of them
+ *             (or one is gone).  A refused caller changes nothing, not even
+ *             the error log.
  *   EINTR     a fatal signal arrived while waiting for the context's lock
  *             (nothing was changed or logged)
  *   ENOTTY    unknown ioctl
@@ -50,9 +54,11 @@
  *             or the reverse (DEFER_DROP is a restart op), or any hash op
  *             after release
  *   EBUSY     setup after objects were added
- *   EFAULT    bad user address (nothing was changed: FETCH installs its fd
- *             only once the result is written, a failed lookup_add or insert
- *             is undone)
+ *   EFAULT    bad user address (nothing was changed: a failed lookup_add
+ *             or insert is undone; a batch FETCH item installs its fd only
+ *             once its handle is written, except on kernels before 6.8,
+ *             where an item whose handle became unwritable after it was
+ *             probed keeps its fd installed, its number in the error log)
  *   ENOMEM    allocation failed (nothing was changed)
  * Every error but EPERM and EINTR also appends an entry to the context's
  * error log.
@@ -73,8 +79,10 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-#define CKPT_ABI_VERSION	4	/* 3: file identity, TASK_FDS;
-				 * 4: TASK_FDS_DETAIL */
+#define CKPT_ABI_VERSION	5	/* 3: file identity, TASK_FDS;
+				 * 4: TASK_FDS_DETAIL;
+				 * 5: FETCH returns its fd, access by
+				 * ptrace's rule, NSFS, PIDFD, DETAIL_BUSY */
 #define CKPT_DEVICE		"/dev/ckpt"
 
 /* ---- objects ----------------------------------------------------------- */
@@ -88,7 +96,11 @@ enum ckpt_obj_type {
 	CKPT_OBJ_MAX
 };
 
-/* Kinds of file, from the inode mode and filesystem. */
+/*
+ * Kinds of file, from the filesystem (its s_magic) first, then the inode's
+ * mode: a file of a pseudo filesystem whose inodes say S_IFREG (nsfs, pidfs)
+ * is not REG.
+ */
 enum ckpt_file_kind {
 	CKPT_FILE_OTHER = 0,
 	CKPT_FILE_REG = 1,
@@ -100,7 +112,10 @@ enum ckpt_file_kind {
 	CKPT_FILE_SOCK = 7,
 	CKPT_FILE_ANON = 8,	/* anon inode: eventfd, epoll, signalfd, ... */
 	/* 9..17: the image's own kinds (ckpt_image.h), never reported here */
-	CKPT_FILE_KIND_MAX = 18	/* above every kind of both enums */
+	CKPT_FILE_NSFS = 18,	/* a namespace file (/proc/PID/ns/...) */
+	CKPT_FILE_PIDFD = 19,	/* a pidfd (pidfs since 6.9, an anon inode
+				 * before) */
+	CKPT_FILE_KIND_MAX	/* above every kind of both enums */
 };
 
 /* f_mode bits as exported (the kernel's internal FMODE_* bits stay inside) */
@@ -138,13 +153,15 @@ struct ckpt_file_info {
  * One object operation; also the element of a batch.
  *   lookup_add (checkpoint): in type, handle; out objref, flags, file.
  *   insert (restart):        in type, handle, objref (> 0, unused).
- *   fetch (restart):         in type, objref, flags; out handle (a new fd
- *                            for FILE, the id for TEST; INODE: EINVAL).
+ *   fetch (restart):         in type, objref, flags; the new handle (a
+ *                            new fd for FILE, the id for TEST; INODE:
+ *                            EINVAL) is the ioctl's value, as
+ *                            pidfd_getfd()'s fd is (the struct is not
+ *                            written); a batch item's goes to its handle.
  * Fields that are not an input of the operation must be zero (EINVAL).
  * FETCH works on a checkpoint context too; lookup by objref is O(1) in
  * both modes.  The new fd goes through receive_fd() (the LSM's
- * file-receive hook) and is installed only once the handle is written
- * back: EFAULT leaves no fd behind.
+ * file-receive hook).  An installed fd is never closed again.
  */
 struct ckpt_obj_arg {
 	__u32 type;		/* enum ckpt_obj_type */
@@ -229,6 +246,8 @@ struct ckpt_fd_entry {
 #define CKPT_DETAIL_LINK	0x1	/* link */
 #define CKPT_DETAIL_FDINFO	0x2	/* fdinfo */
 #define CKPT_DETAIL_PIPE	0x4	/* pipe_* */
+#define CKPT_DETAIL_BUSY	0x8	/* a lock of the file was held: the
+					 * part needing it is absent */
 
 /* ckpt_fd_detail.pipe_flags; also the image's PIPE record flags */
 #define CKPT_PIPE_NO_READER	0x1	/* read end closed everywhere */
@@ -247,6 +266,13 @@ struct ckpt_fd_entry {
  *           absent when they do not fit (an epoll with many items);
  *   pipe_*: an anonymous pipe's state, as FIONREAD, F_GETPIPE_SZ and the
  *           open ends count it (CKPT_PIPE_NO_READER, CKPT_PIPE_NO_WRITER).
+ * The walk never sleeps on a lock a task of the tree may hold: a pipe whose
+ * mutex, or an epoll whose mutex, is held (a task stalled inside a read,
+ * write or epoll_wait() on it) gets BUSY instead of pipe_* or fdinfo;
+ * userspace cannot read that state either until the holder moves (retry
+ * once the tree is thawed, or refuse).  The identity fields are what the
+ * kernel has cached (AT_STATX_DONT_SYNC): a FUSE daemon or a network
+ * server is not asked.
  * Text is NUL-terminated; unused bytes are zero.
  */
 struct ckpt_fd_detail {
@@ -270,8 +296,13 @@ struct ckpt_fd_detail {
  * restart context: EBADFD).
  *
  * The caller needs, besides what open() checks, CAP_SYS_PTRACE in the
- * initial user namespace, and the context's opener had to hold it too
- * (EPERM; ptrace_may_access() is not available to a module).  pid is in
+ * initial user namespace, and the context's opener had to hold it too; and
+ * ptrace's access check must allow it the task, as pidfd_getfd() asks:
+ * the module opens /proc/PID/mem as the caller, which runs that check
+ * (ptrace_may_access() is not exported), so /proc must be the caller's pid
+ * namespace's procfs, mounted at /proc (EPERM, nothing logged).  From then
+ * on every ioctl of the context asks the same of its caller, for every
+ * task walked, unless it is the first walker's credentials.  pid is in
  * the caller's pid namespace; starttime (field 22 of /proc/PID/stat, in
  * clock ticks, as the caller reads it) ties the number to the task the
  * caller froze: another task (a reused pid), a kernel thread or a task
@@ -488,7 +519,8 @@ struct ckpt_test_obj {
 #define CKPT_IOC_ERRORS		_IOWR(CKPT_IOC_MAGIC, 0x03, struct ckpt_errors)
 #define CKPT_IOC_LOOKUP_ADD	_IOWR(CKPT_IOC_MAGIC, 0x10, struct ckpt_obj_arg)
 #define CKPT_IOC_INSERT		_IOWR(CKPT_IOC_MAGIC, 0x11, struct ckpt_obj_arg)
-#define CKPT_IOC_FETCH		_IOWR(CKPT_IOC_MAGIC, 0x12, struct ckpt_obj_arg)
+/* returns the new fd (or test id), as pidfd_getfd() does (ABI 5) */
+#define CKPT_IOC_FETCH		_IOW(CKPT_IOC_MAGIC, 0x12, struct ckpt_obj_arg)
 #define CKPT_IOC_LOOKUP_ADD_BATCH _IOWR(CKPT_IOC_MAGIC, 0x18, struct ckpt_batch)
 #define CKPT_IOC_INSERT_BATCH	_IOWR(CKPT_IOC_MAGIC, 0x19, struct ckpt_batch)
 #define CKPT_IOC_FETCH_BATCH	_IOWR(CKPT_IOC_MAGIC, 0x1a, struct ckpt_batch)
