@@ -36,6 +36,8 @@ extern atomic_long_t ckpt_contexts_live;
 
 /* main.c: the ceilings SETUP may raise a context's limits to */
 extern unsigned int ckpt_max_objs, ckpt_max_defers, ckpt_max_tests;
+/* main.c: the TEST_* ioctls and fail_nth work only when set */
+extern bool ckpt_debug;
 
 /* fault.c */
 void ckpt_fault_arm(void);
@@ -44,6 +46,10 @@ void ckpt_fault_disarm(void);
 __printf(5, 6)
 void ckpt_err(struct ckpt_ctx *ctx, int err, int objref, const char *func,
 	      const char *fmt, ...);
+int ckpt_copy_elem(void __user *to, size_t usize, const void *from,
+		   size_t ksize);
+int ckpt_elem_size(struct ckpt_ctx *ctx, u32 asked, size_t ver0,
+		   const char *func, u32 *size);
 
 /* objtypes.c */
 extern const struct ckpt_obj_ops *const ckpt_obj_ops_table[CKPT_OBJ_MAX];

@@ -343,7 +343,7 @@ static void detail_pipe(struct file *file, struct ckpt_fd_detail *d)
  */
 static int fdwalk_add(struct ckpt_ctx *ctx, struct file *file, int fd,
 		      bool cloexec, struct ckpt_fd_detail *d, bool detail,
-		      void __user *uentry)
+		      void __user *uentry, u32 stride)
 {
 	const struct ckpt_obj_ops *ops = ckpt_obj_ops_table[CKPT_OBJ_FILE];
 	struct ckpt_obj_hash *h = &ctx->objhash;
@@ -384,8 +384,7 @@ static int fdwalk_add(struct ckpt_ctx *ctx, struct file *file, int fd,
 			detail_pipe(file, d);
 		}
 	}
-	if (!ckpt_fault() &&
-	    !copy_to_user(uentry, d, detail ? sizeof(*d) : sizeof(*e)))
+	if (!ckpt_copy_elem(uentry, stride, d, detail ? sizeof(*d) : sizeof(*e)))
 		return 0;
 	ret = -EFAULT;
 	ckpt_err(ctx, ret, e->objref, "ioc_task_fds",
@@ -427,9 +426,8 @@ int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a)
 {
 	char __user *uentries = u64_to_user_ptr(a->entries);
 	bool detail = a->flags & CKPT_TASK_FDS_DETAIL;
-	size_t stride = detail ? sizeof(struct ckpt_fd_detail) :
-				 sizeof(struct ckpt_fd_entry);
 	unsigned int want = a->nr, i;
+	u32 stride;
 	struct ckpt_fd_detail *d;
 	struct fdwalk_round *r;
 	struct task_struct *task;
@@ -437,12 +435,16 @@ int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a)
 
 	a->nr = 0;	/* what the header says if this fails before the walk */
 	if (a->flags & ~CKPT_TASK_FDS_DETAIL || !want ||
-	    want > CKPT_BATCH_MAX || a->next_fd < 0) {
+	    want > CKPT_BATCH_MAX || a->next_fd < 0 || a->__pad) {
 		ckpt_err(ctx, -EINVAL, 0, "ioc_task_fds",
-			 "flags %#x nr %u next_fd %d", a->flags, want,
-			 a->next_fd);
+			 "flags %#x nr %u next_fd %d, or non-zero padding",
+			 a->flags, want, a->next_fd);
 		return -EINVAL;
 	}
+	if (ckpt_elem_size(ctx, a->entry_size, detail ?
+			   CKPT_FD_DETAIL_SIZE_VER0 : CKPT_FD_ENTRY_SIZE_VER0,
+			   "ioc_task_fds", &stride))
+		return -EINVAL;
 	if (ctx->released || ctx->objhash.mode == CKPT_MODE_RESTART) {
 		ckpt_err(ctx, -EBADFD, 0, "ioc_task_fds", "%s",
 			 ctx->released ? "context already released" :
@@ -485,7 +487,8 @@ int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a)
 				ret = fdwalk_add(ctx, r->slot[i].file,
 						 r->slot[i].fd, r->slot[i].cloexec,
 						 d, detail,
-						 uentries + a->nr * stride);
+						 uentries + (size_t)a->nr * stride,
+						 stride);
 				if (ret)
 					a->next_fd = r->slot[i].fd;
 				else

@@ -367,6 +367,7 @@ class Context:
         arg.buf = int(ffi.cast("uintptr_t", buf))
         arg.count = lib.CKPT_ERR_LOG_MAX
         arg.since = since
+        arg.entry_size = ffi.sizeof("struct ckpt_err_entry")
         ret = _ioctl(self.fileno(), lib.CKPT_IOC_ERRORS, arg)
         if ret < 0:
             # not through self.ioctl(): reading the log must not recurse
@@ -384,6 +385,12 @@ class Context:
         ]
 
     # ---- setup, release, stats --------------------------------------------
+
+    def version(self) -> tuple[int, int]:
+        """(ABI version, CKPT_FEATURE_* bits) of the loaded module."""
+        arg = ffi.new("struct ckpt_version *")
+        self.ioctl(lib.CKPT_IOC_VERSION, arg)
+        return arg.abi_version, arg.features
 
     def setup(
         self,
@@ -558,6 +565,7 @@ class Context:
             arg.next_fd = next_fd
             arg.flags = lib.CKPT_TASK_FDS_DETAIL if detail else 0
             arg.entries = int(ffi.cast("uintptr_t", entries))
+            arg.entry_size = size
             ret = _ioctl(self.fileno(), lib.CKPT_IOC_TASK_FDS, arg)
             # a failed call says nr < batch; nr left as sent: nothing done
             # (the header was unwritable)
@@ -632,6 +640,7 @@ class Context:
         arg = ffi.new("struct ckpt_contained *")
         arg.buf = int(ffi.cast("uintptr_t", buf))
         arg.count = cap
+        arg.leak_size = ffi.sizeof("struct ckpt_leak")
         ret = _ioctl(self.fileno(), lib.CKPT_IOC_CONTAINED, arg)
         if ret < 0 and -ret != _errno.EBUSY:
             raise self._error(-ret, "CKPT_IOC_CONTAINED")

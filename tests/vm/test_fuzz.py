@@ -122,11 +122,11 @@ class IoctlMachine(RuleBasedStateMachine):
         if m.ctx.closed:
             return
         if m.released:
-            want = E.EBADFD
+            want = E.EINVAL
         elif not end.open:
             want = E.EBADF
         elif m.mode == "restart":
-            want = E.EBADFD
+            want = E.EINVAL
         else:
             want = 0
         try:
@@ -154,13 +154,13 @@ class IoctlMachine(RuleBasedStateMachine):
         if m.ctx.closed:
             return
         if m.released:
-            want = E.EBADFD
+            want = E.EINVAL
         elif objref <= 0:
             want = E.EINVAL
         elif not end.open:
             want = E.EBADF
         elif m.mode == "checkpoint":
-            want = E.EBADFD
+            want = E.EINVAL
         elif objref in m.objs:
             want = E.EEXIST
         else:
@@ -175,15 +175,15 @@ class IoctlMachine(RuleBasedStateMachine):
         if m.ctx.closed:
             return
         if m.released:
-            want = E.EBADFD
+            want = E.EINVAL
         elif objref <= 0:
             want = E.EINVAL
         elif objref not in m.objs:
             want = E.ENOENT
         elif m.objs[objref][0] != "file":
-            want = E.ENOMSG
+            want = E.EINVAL
         elif objref in m.dropped:
-            want = E.ESTALE
+            want = E.ENOENT
         else:
             want = 0
         try:
@@ -203,13 +203,13 @@ class IoctlMachine(RuleBasedStateMachine):
         if m.ctx.closed:
             return
         if m.released or m.mode == "checkpoint":
-            want = E.EBADFD
+            want = E.EINVAL
         elif objref <= 0:
             want = E.EINVAL
         elif objref not in m.objs:
             want = E.ENOENT
         elif objref in m.dropped:
-            want = E.ESTALE
+            want = E.ENOENT
         else:
             want = 0
         assert _errno(lambda: m.ctx.defer_drop(objref)) == want
@@ -232,7 +232,7 @@ class IoctlMachine(RuleBasedStateMachine):
             if what == "log":
                 m.tags.append(arg)
             elif arg in m.dropped:
-                want = E.ESTALE
+                want = E.ENOENT
                 break
             else:
                 m.dropped.add(arg)
@@ -249,7 +249,7 @@ class IoctlMachine(RuleBasedStateMachine):
     def release(self, m: Model) -> None:
         if m.ctx.closed:
             return
-        want = E.EBADFD if m.released else 0
+        want = E.EINVAL if m.released else 0
         assert _errno(m.ctx.release) == want
         if not want:
             m.released = True

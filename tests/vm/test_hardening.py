@@ -47,7 +47,7 @@ def _nr_fds() -> int:
 def test_defer_drop_is_refused_on_a_checkpoint_context(ctx: Context, pipe) -> None:
     r, _ = pipe()
     res = ctx.lookup_add(r)
-    with raises_errno(E.EBADFD, "CKPT_IOC_DEFER_ADD"):
+    with raises_errno(E.EINVAL, "CKPT_IOC_DEFER_ADD"):
         ctx.defer_drop(res.objref)
     assert ctx.stats().defer_pending == 0
 
@@ -76,7 +76,7 @@ def test_defer_drop_still_works_on_a_restart_context(ctx: Context, pipe) -> None
     ctx.insert(1, w)
     ctx.defer_drop(1)
     assert ctx.defer_run() == 1
-    with raises_errno(E.ESTALE):
+    with raises_errno(E.ENOENT):
         ctx.fetch(1)
 
 

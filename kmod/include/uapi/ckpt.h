@@ -10,11 +10,15 @@
  *
  * Argument structs may grow at their end.  The size userspace passes is the
  * one encoded in the ioctl number; the module accepts any size from the first
- * version's (CKPT_*_SIZE_VER0) up: a shorter struct fails with EPROTO, a longer
- * one whose extra bytes are not all zero fails with E2BIG (the rule of
- * copy_struct_from_user()), a longer one with a zero tail is accepted.
+ * version's (CKPT_*_SIZE_VER0) up: a shorter struct fails with EINVAL, a
+ * longer one whose extra bytes are not all zero fails with E2BIG (the rule
+ * of copy_struct_from_user(), as openat2(2) and clone3(2) have it), a
+ * longer one with a zero tail is accepted.  Every array the module reads or
+ * writes has its element size in its struct (item_size, entry_size,
+ * leak_size): 0 there means the element's first version.
  *
- * Errors (returned as -1/errno by ioctl(2)); each is distinct on purpose:
+ * Errors (returned as -1/errno by ioctl(2)), each with its standard meaning;
+ * the error log (CKPT_IOC_ERRORS) says which case it was:
  *   EPERM     open(): the caller lacks CAP_CHECKPOINT_RESTORE and
  *             CAP_SYS_ADMIN in the initial user namespace; any ioctl: the
  *             caller's credentials (uids, gids, user namespace) differ from
@@ -27,39 +31,41 @@
  *             not the first walker and that check refuses it one of them
  *             (or one is gone).  A refused caller changes nothing, not even
  *             the error log.
- *   EINTR     a fatal signal arrived while waiting for the context's lock
+ *   EINTR     a signal arrived while waiting for the context's lock
  *             (nothing was changed or logged)
- *   ENOTTY    unknown ioctl
- *   EPROTO    argument struct shorter than its first version
- *   E2BIG     argument struct longer than known, with a non-zero tail, or
- *             a batch item_size above CKPT_ITEM_SIZE_MAX
+ *   ENOTTY    unknown ioctl; the TEST_* ioctls when the module was not
+ *             loaded with debug=1
+ *   E2BIG     argument struct longer than known, with a non-zero tail
  *   EMSGSIZE  batch count above CKPT_BATCH_MAX, or a tag or error log
  *             buffer above CKPT_TAGS_MAX or CKPT_ERR_LOG_MAX entries
  *   ENOSPC    a per-context limit is reached: hash entries (max_objs),
  *             deferqueue entries (max_defers), test objects (max_tests),
  *             the tag log (CKPT_TAGS_MAX), or no objref is left (INT_MAX
  *             given).  See "limits" below.
- *   EINVAL    objref <= 0, unknown type/policy/action/flag, non-zero padding,
- *             a non-zero input field the ioctl does not use, a limit above
- *             the module's ceiling, a DEFER_FAIL errno outside
- *             1..CKPT_ERRNO_MAX
- *   ENOENT    objref names no object in this context
+ *   EINVAL    argument struct shorter than its first version; an element
+ *             size below its first version or above CKPT_ITEM_SIZE_MAX;
+ *             objref <= 0, unknown type/policy/action/flag, non-zero
+ *             padding, a non-zero input field the ioctl does not use, a
+ *             limit above the module's ceiling, a DEFER_FAIL errno outside
+ *             1..CKPT_ERRNO_MAX; objref names an object of another type;
+ *             the context is in the wrong state for the ioctl: a checkpoint
+ *             operation on a restart context or the reverse (DEFER_DROP is
+ *             a restart operation), any hash operation after RELEASE
+ *   ENOENT    objref names no object in this context, or one whose hash
+ *             reference was already dropped (a deferred DROP ran)
  *   EEXIST    objref already used (insert)
- *   ENOMSG    objref names an object of another type
- *   ESTALE    object's hash reference was already dropped (deferred drop)
  *   EBADF     fd is not open in the caller, or is a /dev/ckpt context
  *   ESRCH     TASK_FDS: no such task, another start time (a reused pid),
  *             a kernel thread, or a task without files
- *   EBADFD    context in the wrong state: checkpoint op on a restart context
- *             or the reverse (DEFER_DROP is a restart op), or any hash op
- *             after release
- *   EBUSY     setup after objects were added
+ *   EBUSY     SETUP after objects were added; CONTAINED found leaks
+ *             (its output is written)
  *   EFAULT    bad user address (nothing was changed: a failed lookup_add
  *             or insert is undone; a batch FETCH item installs its fd only
  *             once its handle is written, except on kernels before 6.8,
  *             where an item whose handle became unwritable after it was
  *             probed keeps its fd installed, its number in the error log)
  *   ENOMEM    allocation failed (nothing was changed)
+ * An error a deferred FAIL returns (DEFER_RUN) is the errno it was given.
  * Every error but EPERM and EINTR also appends an entry to the context's
  * error log.
  *
@@ -82,7 +88,9 @@
 #define CKPT_ABI_VERSION	5	/* 3: file identity, TASK_FDS;
 				 * 4: TASK_FDS_DETAIL;
 				 * 5: FETCH returns its fd, access by
-				 * ptrace's rule, NSFS, PIDFD, DETAIL_BUSY */
+				 * ptrace's rule, NSFS, PIDFD, DETAIL_BUSY,
+				 * VERSION, element sizes, INSERT _IOW,
+				 * standard errnos, TEST_* only in debug */
 #define CKPT_DEVICE		"/dev/ckpt"
 
 /* ---- objects ----------------------------------------------------------- */
@@ -187,7 +195,7 @@ struct ckpt_batch {
 };
 #define CKPT_BATCH_SIZE_VER0	24
 #define CKPT_BATCH_MAX		(1U << 16)
-#define CKPT_ITEM_SIZE_MAX	4096	/* item_size above: E2BIG */
+#define CKPT_ITEM_SIZE_MAX	4096	/* any element size above: EINVAL */
 
 /*
  * Leak detection (linux-cr's ckpt_obj_contained()): after every task was
@@ -216,13 +224,19 @@ struct ckpt_leak {
 	__u64 users;		/* references collected (lookup_add hits) */
 	__u64 refs;		/* references the kernel counts */
 };
+#define CKPT_LEAK_SIZE_VER0	24
 
 struct ckpt_contained {
 	__u64 buf;		/* user address of struct ckpt_leak[count] */
 	__u32 count;		/* in: capacity (<= CKPT_BATCH_MAX); out: copied */
 	__u32 total;		/* out: leaks found (EBUSY when not 0); in: 0 */
+	/* since ABI 5 */
+	__u32 leak_size;	/* sizeof(struct ckpt_leak) of the caller;
+				 * 0: CKPT_LEAK_SIZE_VER0 */
+	__u32 __pad;
 };
 #define CKPT_CONTAINED_SIZE_VER0	16
+#define CKPT_CONTAINED_SIZE_VER1	24	/* ABI 5: leak_size */
 
 /* ---- a task's fd table ------------------------------------------------ */
 
@@ -241,6 +255,7 @@ struct ckpt_fd_entry {
 	__u32 __pad;
 	struct ckpt_file_info file;	/* FIRST only, else zero */
 };
+#define CKPT_FD_ENTRY_SIZE_VER0	88
 
 /* ckpt_fd_detail.detail: which of its parts the module filled */
 #define CKPT_DETAIL_LINK	0x1	/* link */
@@ -284,6 +299,7 @@ struct ckpt_fd_detail {
 	char link[CKPT_DETAIL_TEXT_MAX];
 	char fdinfo[CKPT_DETAIL_TEXT_MAX];
 };
+#define CKPT_FD_DETAIL_SIZE_VER0	616
 
 /* ckpt_task_fds.flags */
 #define CKPT_TASK_FDS_DETAIL	0x1	/* entries are struct ckpt_fd_detail */
@@ -323,8 +339,13 @@ struct ckpt_task_fds {
 	__u32 flags;		/* CKPT_TASK_FDS_DETAIL */
 	__u64 entries;		/* user address of struct ckpt_fd_entry[nr]
 				 * (ckpt_fd_detail[nr] with DETAIL) */
+	/* since ABI 5 */
+	__u32 entry_size;	/* sizeof(either) of the caller; 0: its
+				 * first version's */
+	__u32 __pad;
 };
 #define CKPT_TASK_FDS_SIZE_VER0	32
+#define CKPT_TASK_FDS_SIZE_VER1	40	/* ABI 5: entry_size */
 
 /* ---- context setup ----------------------------------------------------- */
 
@@ -440,6 +461,7 @@ struct ckpt_err_entry {
 	char func[CKPT_ERR_FUNC_LEN];	/* NUL-terminated */
 	char msg[CKPT_ERR_MSG_LEN];	/* NUL-terminated, no kernel pointers */
 };
+#define CKPT_ERR_ENTRY_SIZE_VER0	144
 
 /* Copy the entries with seq > since, oldest first. */
 struct ckpt_errors {
@@ -447,9 +469,32 @@ struct ckpt_errors {
 	__u32 count;		/* in: capacity (<= CKPT_ERR_LOG_MAX); out: copied */
 	__u32 since;		/* in: last seq already seen */
 	__u32 last;		/* out: newest seq; in: 0 */
-	__u32 __pad;
+	__u32 entry_size;	/* sizeof(struct ckpt_err_entry) of the caller;
+				 * 0: CKPT_ERR_ENTRY_SIZE_VER0 (ABI 5) */
 };
 #define CKPT_ERRORS_SIZE_VER0	24
+
+/* ---- version and features ---------------------------------------------- */
+
+/* ckpt_version.features */
+#define CKPT_FEATURE_TASK_FDS	0x1	/* CKPT_IOC_TASK_FDS (ABI 3) */
+#define CKPT_FEATURE_FDS_DETAIL	0x2	/* CKPT_TASK_FDS_DETAIL (ABI 4) */
+#define CKPT_FEATURE_PTRACE_ACCESS 0x4	/* walks checked as pidfd_getfd()
+					 * is, LSMs included (ABI 5) */
+#define CKPT_FEATURE_DEBUG	0x8	/* loaded with debug=1: the TEST_*
+					 * ioctls and fail_nth work */
+
+/*
+ * What the module speaks (CKPT_IOC_VERSION), for userspace to check before
+ * anything else: the ABI version of its ckpt.h and the features it has.
+ * Allowed on any context in any state; writes only.
+ */
+struct ckpt_version {
+	__u32 abi_version;	/* CKPT_ABI_VERSION */
+	__u32 __pad;
+	__u64 features;		/* CKPT_FEATURE_* */
+};
+#define CKPT_VERSION_SIZE_VER0	16
 
 /* ---- statistics --------------------------------------------------------- */
 
@@ -496,7 +541,10 @@ struct ckpt_stats {
 /*
  * A module-owned refcounted blob, private to the context that made it.  The
  * creator holds one reference (its handle) until CKPT_IOC_TEST_PUT or close.
- * PUT and STAT take id; refs, grabs and drops must be zero on input.
+ * PUT and STAT take id; refs, grabs and drops must be zero on input.  The
+ * TEST_* ioctls exist only for the tests, as the fail_nth knob does: unless
+ * the module was loaded with debug=1 (or root wrote 1 to
+ * /sys/module/ckpt/parameters/debug) they fail with ENOTTY.
  */
 struct ckpt_test_obj {
 	__s32 id;		/* out (new), in (put, stat) */
@@ -517,8 +565,10 @@ struct ckpt_test_obj {
 #define CKPT_IOC_SETUP		_IOW(CKPT_IOC_MAGIC, 0x01, struct ckpt_setup)
 #define CKPT_IOC_STATS		_IOR(CKPT_IOC_MAGIC, 0x02, struct ckpt_stats)
 #define CKPT_IOC_ERRORS		_IOWR(CKPT_IOC_MAGIC, 0x03, struct ckpt_errors)
+#define CKPT_IOC_VERSION	_IOR(CKPT_IOC_MAGIC, 0x04, struct ckpt_version)
 #define CKPT_IOC_LOOKUP_ADD	_IOWR(CKPT_IOC_MAGIC, 0x10, struct ckpt_obj_arg)
-#define CKPT_IOC_INSERT		_IOWR(CKPT_IOC_MAGIC, 0x11, struct ckpt_obj_arg)
+/* writes nothing back (ABI 5: _IOW) */
+#define CKPT_IOC_INSERT		_IOW(CKPT_IOC_MAGIC, 0x11, struct ckpt_obj_arg)
 /* returns the new fd (or test id), as pidfd_getfd() does (ABI 5) */
 #define CKPT_IOC_FETCH		_IOW(CKPT_IOC_MAGIC, 0x12, struct ckpt_obj_arg)
 #define CKPT_IOC_LOOKUP_ADD_BATCH _IOWR(CKPT_IOC_MAGIC, 0x18, struct ckpt_batch)
