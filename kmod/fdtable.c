@@ -122,9 +122,10 @@ static struct task_struct *fdwalk_task(struct ckpt_ctx *ctx,
  * uid and dumpable rules, CAP_SYS_PTRACE in the task's user namespace, then
  * the LSMs' ptrace hooks (Landlock's domains, Yama's scope, SELinux,
  * AppArmor).  The mm the open granted is the file's private_data; it must
- * be @task's, or the /proc the caller sees belongs to another pid namespace
- * (or the task has no mm any more): refused too.  A failed check is EPERM
- * whatever the reason (no /proc, EACCES from ptrace, another task).
+ * be @task's, or the /proc the caller sees belongs to another pid namespace:
+ * refused too.  A failed check is EPERM whatever the reason (no /proc,
+ * EACCES from ptrace, another task); a task without an mm (exiting, a
+ * zombie) is ESRCH, as it would be for having no files.
  */
 static int task_access(struct task_struct *task, pid_t nr)
 {
@@ -135,16 +136,20 @@ static int task_access(struct task_struct *task, pid_t nr)
 
 	if (nr <= 0)
 		return -EPERM;
+	/* exiting (a zombie): no files to take either */
+	mm = get_task_mm(task);
+	if (!mm)
+		return -ESRCH;
 	snprintf(path, sizeof(path), "/proc/%d/mem", nr);
 	mem = filp_open(path, O_RDONLY | O_LARGEFILE, 0);
-	if (IS_ERR(mem))
-		return -EPERM;
-	mm = get_task_mm(task);
-	if (!mm || mem->private_data != mm)
+	if (IS_ERR(mem)) {
 		ret = -EPERM;
-	if (mm)
-		mmput(mm);
-	fput(mem);
+	} else {
+		if (mem->private_data != mm)
+			ret = -EPERM;
+		fput(mem);
+	}
+	mmput(mm);
 	return ret;
 }
 
@@ -457,6 +462,9 @@ int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a)
 	/* as pidfd_getfd(): refused (EPERM) before anything is logged */
 	ret = task_access(task, a->pid);
 	if (ret) {
+		if (ret == -ESRCH)
+			ckpt_err(ctx, ret, 0, "ioc_task_fds",
+				 "task %d is exiting", a->pid);
 		put_task_struct(task);
 		return ret;
 	}

@@ -10,12 +10,14 @@ addresses and other users' counts.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import errno
 import mmap
 import os
 import select
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -203,7 +205,9 @@ def test_fetch_returns_the_new_fd(ctx: Context, pipe, fds: Fds) -> None:
 # ---- 3. CONTAINED with a grown struct ---------------------------------------
 
 
-def test_contained_with_a_grown_struct_writes_its_output(ctx: Context, fds: Fds) -> None:
+def test_contained_with_a_grown_struct_writes_its_output(
+    ctx: Context, fds: Fds
+) -> None:
     r, w = os.pipe()
     fds.add(r, w)
     fds.add(os.dup(r))  # a holder outside what lookup_add met
@@ -217,8 +221,9 @@ def test_contained_with_a_grown_struct_writes_its_output(ctx: Context, fds: Fds)
     req = with_size(lib.CKPT_IOC_CONTAINED, size + 8)
     with raises_errno(E.EBUSY):
         ctx.ioctl(req, c)
-    assert (c.count, c.total) == (1, 1)
-    assert leaks[0].objref == 1
+    # the file (a second fd on it) and the pipe's inode (its write end)
+    assert (c.count, c.total) == (2, 2)
+    assert sorted(leaks[i].objref for i in range(2)) == [1, 2]
 
 
 # ---- 4. nsfs files and pidfds are not regular files --------------------------
@@ -260,8 +265,8 @@ UFFDIO_REGISTER_MODE_MISSING = 1
 
 
 class _Stall:
-    """A page whose first touch blocks until release(): userfaultfd with no
-    handler.  A syscall copying from (or to) it in the kernel sleeps there,
+    """A page whose first touch blocks: userfaultfd with no handler.  A
+    syscall copying from (or to) it in the kernel sleeps there, killably,
     holding whatever lock it took before the copy."""
 
     def __init__(self) -> None:
@@ -272,16 +277,11 @@ class _Stall:
         self.map = mmap.mmap(-1, mmap.PAGESIZE)
         self.addr = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
         # the page is still missing: mmap() does not touch it
-        reg = (ctypes.c_uint64 * 4)(self.addr, mmap.PAGESIZE, UFFDIO_REGISTER_MODE_MISSING, 0)
+        reg = (ctypes.c_uint64 * 4)(
+            self.addr, mmap.PAGESIZE, UFFDIO_REGISTER_MODE_MISSING, 0
+        )
         if _libc.ioctl(self.uffd, ctypes.c_ulong(UFFDIO_REGISTER), reg) < 0:
             raise OSError(ctypes.get_errno(), "UFFDIO_REGISTER")
-
-    def release(self) -> None:
-        # closing the userfaultfd wakes every fault on it; they retry and
-        # get a zero page
-        if self.uffd >= 0:
-            os.close(self.uffd)
-            self.uffd = -1
 
 
 def _kernel_stack(tid: int) -> str:
@@ -292,113 +292,116 @@ def _kernel_stack(tid: int) -> str:
         return ""
 
 
-def _in_kernel_stack(tid: int, names: tuple[str, ...]) -> bool:
-    stack = _kernel_stack(tid)
-    return any(n in stack for n in names)
-
-
-def _asleep_in_ckpt(tid: int) -> bool:
-    # uninterruptible sleep with one of the module's frames on the stack
-    # (the unwinder shows no mutex frame: they are the scheduler's)
+def _state(path: str) -> str:
     try:
-        with open(f"/proc/{tid}/stat") as f:
-            state = f.read().rpartition(")")[2].split()[0]
+        with open(f"{path}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0]
     except OSError:
-        return False
-    return state == "D" and "[ckpt]" in _kernel_stack(tid)
+        return ""
 
 
-def _walk_while_stalled(stall: _Stall, target: int) -> dict[str, object]:
-    """TASK_FDS DETAIL of target (this process) from a child, while one of
-    our threads is stalled holding a lock.  If the walk sleeps on that lock
-    (the bug), release the stall so that the test ends, and fail."""
+Holder = Callable[[_Stall], tuple[tuple[int, ...], Callable[[], object]]]
+
+
+def _stalled_holder(stall: Holder) -> tuple[int, list[int]]:
+    """Fork a process that makes its files, reports their fds, then calls
+    into the kernel in a way that stalls on the page with a lock held.
+    Returns its pid (stalled) and the fds it reported."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        # our copy of the userfaultfd would keep release() from waking
-        # the stalled thread
-        os.close(stall.uffd)
         code = 0
         try:
-            with Context() as ctx:
-                out = ctx.task_fds(target, starttime(target))
-            busy = [e.fd for e in out if e.first and e.busy]
-            os.write(w, repr(sorted(busy)).encode())
-        except BaseException as e:  # noqa: BLE001
-            os.write(w, repr(e).encode())
+            s = _Stall()
+            fds, call = stall(s)
+            os.write(w, repr(list(fds)).encode())
+            os.close(w)
+            call()
+        except BaseException:  # noqa: BLE001
             code = 1
         os._exit(code)
     os.close(w)
-    slept, asleep = False, 0
-    while not select.select([r], [], [], 0.2)[0]:
-        # seen asleep there 10 times in a row (2 s): it waits on the lock
-        asleep = asleep + 1 if _asleep_in_ckpt(pid) else 0
-        if asleep >= 10:
-            slept = True
-            stall.release()
     out = b""
     while chunk := os.read(r, 4096):
         out += chunk
     os.close(r)
-    os.waitpid(pid, 0)
-    return {"slept": slept, "out": out.decode()}
-
-
-@pytest.fixture
-def stall() -> _Stall:
-    s = _Stall()
-    yield s
-    s.release()
-
-
-def _stalled(thread: threading.Thread, names: tuple[str, ...]) -> None:
-    thread.start()
-    while not _in_kernel_stack(thread.native_id, names):
-        if not thread.is_alive():
-            pytest.fail(f"the thread never stalled in {names}")
+    while "handle_userfault" not in _kernel_stack(pid):
+        if _state(f"/proc/{pid}") in ("", "Z"):
+            pytest.fail(f"the holder never stalled: {out!r}")
         time.sleep(0.05)
+    return pid, eval(out.decode())  # noqa: S307 (our child's list of ints)
 
 
-def test_a_pipe_locked_by_a_stalled_writer_is_busy(stall: _Stall, fds: Fds) -> None:
+def _walk_beside(pid: int) -> tuple[bool, list[int]]:
+    """TASK_FDS DETAIL of the stalled holder, from a thread; the fds it
+    reports BUSY.  A walk that sleeps on the held lock (the bug) is seen
+    asleep in the module 10 times in a row; the holder is then killed,
+    which lets the lock go, so that the test ends either way."""
+    out: list[object] = []
+
+    def walk() -> None:
+        try:
+            with Context() as ctx:
+                out.append(ctx.task_fds(pid, starttime(pid)))
+        except BaseException as e:  # noqa: BLE001
+            out.append(e)
+
+    t = threading.Thread(target=walk, daemon=True)
+    t.start()
+    slept, asleep = False, 0
+    while t.is_alive():
+        task = f"/proc/self/task/{t.native_id}"
+        if _state(task) == "D" and "[ckpt]" in _kernel_stack(t.native_id):
+            asleep += 1
+        else:
+            asleep = 0
+        if asleep >= 10 and not slept:
+            slept = True
+            os.kill(pid, signal.SIGKILL)
+        t.join(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    (res,) = out
+    if isinstance(res, BaseException):
+        return slept, [-1]
+    return slept, sorted(e.fd for e in res if e.first and e.busy)
+
+
+def test_a_pipe_locked_by_a_stalled_writer_is_busy() -> None:
     # a write(2) from the stalled page takes the pipe's mutex, then faults
-    r, w = os.pipe()
-    fds.add(r, w)
-    src = memoryview(stall.map)
-    t = threading.Thread(target=os.write, args=(w, src), daemon=True)
-    _stalled(t, ("handle_userfault",))
-    res = _walk_while_stalled(stall, os.getpid())
-    stall.release()
-    t.join()
-    assert not res["slept"], "DETAIL slept on the pipe's mutex"
-    assert res["out"] == repr(sorted([r, w])), res["out"]
+    def stall(s: _Stall) -> tuple[tuple[int, ...], Callable[[], object]]:
+        r, w = os.pipe()
+        return (r, w), lambda: os.write(w, memoryview(s.map))
+
+    pid, fds = _stalled_holder(stall)
+    slept, busy = _walk_beside(pid)
+    assert not slept, "DETAIL slept on the pipe's mutex"
+    assert busy == sorted(fds)
 
 
-def test_an_epoll_locked_by_a_stalled_wait_is_busy(stall: _Stall, fds: Fds) -> None:
+def test_an_epoll_locked_by_a_stalled_wait_is_busy() -> None:
     # epoll_wait() copies the ready events out holding the epoll's mutex
-    ep = select.epoll()
-    r, w = os.pipe()
-    fds.add(r, w)
-    ep.register(w, select.EPOLLOUT)
-    libc_wait = _libc.epoll_wait
-    t = threading.Thread(
-        target=libc_wait, args=(ep.fileno(), ctypes.c_void_p(stall.addr), 1, -1), daemon=True
-    )
-    try:
-        _stalled(t, ("handle_userfault",))
-        res = _walk_while_stalled(stall, os.getpid())
-        stall.release()
-        t.join()
-        assert not res["slept"], "DETAIL slept on the epoll's mutex"
-        assert res["out"] == repr([ep.fileno()]), res["out"]
-    finally:
-        ep.close()
+    def stall(s: _Stall) -> tuple[tuple[int, ...], Callable[[], object]]:
+        ep = select.epoll()
+        r, w = os.pipe()
+        ep.register(w, select.EPOLLOUT)
+        wait = _libc.epoll_wait
+        return (ep.fileno(),), lambda: wait(ep.fileno(), ctypes.c_void_p(s.addr), 1, -1)
+
+    pid, fds = _stalled_holder(stall)
+    slept, busy = _walk_beside(pid)
+    assert not slept, "DETAIL slept on the epoll's mutex"
+    assert busy == fds
 
 
 # ---- 6. STATS: no hash geometry of kernel addresses, no others' counts -------
 
 
-def test_the_hash_is_seeded_per_context(make_ctx: Callable[..., Context], fds: Fds) -> None:
+def test_the_hash_is_seeded_per_context(
+    make_ctx: Callable[..., Context], fds: Fds
+) -> None:
     # The same files in contexts of 2 buckets: unseeded, hash_ptr() puts
     # them in the same buckets every time, and max_chain and probes tell
     # the caller about the kernel's addresses.

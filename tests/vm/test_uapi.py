@@ -92,7 +92,9 @@ def test_errors_with_grown_entries(ctx: Context, pipe) -> None:
         assert tail == bytes(PAD)  # the module zeroes what it does not know
 
 
-@pytest.mark.parametrize("size", [lib.CKPT_ERR_ENTRY_SIZE_VER0 - 8, lib.CKPT_ITEM_SIZE_MAX + 8])
+@pytest.mark.parametrize(
+    "size", [lib.CKPT_ERR_ENTRY_SIZE_VER0 - 8, lib.CKPT_ITEM_SIZE_MAX + 8]
+)
 def test_errors_entry_size_out_of_range(ctx: Context, size: int) -> None:
     buf = ffi.new("unsigned char[]", max(size, 8))
     arg = ffi.new("struct ckpt_errors *")
@@ -104,29 +106,33 @@ def test_errors_entry_size_out_of_range(ctx: Context, size: int) -> None:
 
 
 def test_contained_with_grown_leaks(ctx: Context, fds: Fds) -> None:
-    objrefs = []
+    want = []
     for _ in range(2):
         r, w = os.pipe()
         fds.add(r, w, os.dup(r))  # the dup: a holder lookup_add never met
-        objrefs.append(ctx.lookup_add(r).objref)
-    buf, size = _grown("struct ckpt_leak", 2)
+        res = ctx.lookup_add(r)
+        # the file, and the pipe's inode (its write end was never met)
+        want += [(res.objref, ObjType.FILE), (res.file.inode_objref, ObjType.INODE)]
+    buf, size = _grown("struct ckpt_leak", 4)
     arg = ffi.new("struct ckpt_contained *")
     arg.buf = int(ffi.cast("uintptr_t", buf))
-    arg.count = 2
+    arg.count = 4
     arg.leak_size = size
     with raises_errno(E.EBUSY):
         ctx.ioctl(lib.CKPT_IOC_CONTAINED, arg)
-    assert (arg.count, arg.total) == (2, 2)
+    assert (arg.count, arg.total) == (4, 4)
     got = []
-    for i in range(2):
+    for i in range(4):
         leak, tail = _element(buf, size, i, "struct ckpt_leak")
         got.append((leak.objref, leak.type))
         assert tail == bytes(PAD)
-    assert sorted(got) == [(o, ObjType.FILE) for o in objrefs]
+    assert sorted(got) == sorted(want)
 
 
 @pytest.mark.parametrize("detail", [False, True])
-def test_task_fds_with_grown_entries(ctx: Context, spawn, fds: Fds, detail: bool) -> None:
+def test_task_fds_with_grown_entries(
+    ctx: Context, spawn, fds: Fds, detail: bool
+) -> None:
     r, w = os.pipe()
     fds.add(r, w)
     root = spawn(lambda m: None, pass_fds=(r, w)).root
