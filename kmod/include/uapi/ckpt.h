@@ -56,7 +56,7 @@
  *   EEXIST    objref already used (insert)
  *   EBADF     fd is not open in the caller, or is a /dev/ckpt context
  *   ESRCH     TASK_FDS: no such task, another start time (a reused pid),
- *             a kernel thread, or a task without files
+ *             a kernel thread, or a task without files or mm (exiting)
  *   EBUSY     SETUP after objects were added; CONTAINED found leaks
  *             (its output is written)
  *   EFAULT    bad user address (nothing was changed: a failed lookup_add
