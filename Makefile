@@ -28,8 +28,8 @@ build: $(PYSTAMP)
 	for k in $$kvers; do $(SUBMAKE) -C kmod KVER=$$k || exit 1; done
 	@$(SUBMAKE) -C kmod/host
 
-# the PyPI packages, and the cffi extension pyckpt._ckpt (built from ckpt.h)
-$(PYSTAMP): $(wildcard pyproject.toml setup.py cffi_build.py kmod/include/uapi/ckpt.h)
+# the PyPI packages, and the cffi extension pyckpt._ckpt (built from ckpt.h and ckpt_image.h)
+$(PYSTAMP): $(wildcard pyproject.toml setup.py cffi_build.py kmod/include/uapi/ckpt.h kmod/include/uapi/ckpt_image.h)
 	@test -x $(PY) || { echo "no $(VENV): run make setup" >&2; exit 1; }
 	@mkdir -p build
 	@echo "pip install -e '.[test,vm]' (log: build/pip.log)"

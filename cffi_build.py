@@ -1,7 +1,8 @@
-"""Build pyckpt._ckpt (cffi API mode, out of line) from kmod/include/uapi/ckpt.h.
+"""Build pyckpt._ckpt (cffi API mode, out of line) from kmod/include/uapi/.
 
-The header is the single truth for every layout and constant: the cdef below
-is generated from it, and the C compiler supplies every value and offset
+The headers (ckpt.h, the ioctl ABI; ckpt_image.h, the image format) are the
+single truth for every layout and constant: the cdef below
+is generated from them, and the C compiler supplies every value and offset
 (``#define NAME ...``), so no number of the ABI is retyped in Python.
 """
 
@@ -14,7 +15,9 @@ from cffi import FFI
 
 ROOT = Path(__file__).resolve().parent
 UAPI_DIR = ROOT / "kmod" / "include" / "uapi"
-HEADER = UAPI_DIR / "ckpt.h"
+HEADER = UAPI_DIR / "ckpt.h"  # the ioctl ABI (the module includes only it)
+IMAGE_HEADER = UAPI_DIR / "ckpt_image.h"  # the image format
+HEADERS = (HEADER, IMAGE_HEADER)
 
 # <linux/types.h> cannot be read by cdef; these are its x86_64/all-Linux
 # definitions (asm-generic/int-ll64.h), checked by the compiler in API mode.
@@ -98,6 +101,7 @@ HELPERS_SRC = """
 #include <linux/kcmp.h>
 #include <linux/types.h>
 #include "ckpt.h"
+#include "ckpt_image.h"
 
 /*
  * <linux/timerfd.h> has it (CONFIG_CHECKPOINT_RESTORE), but its flag macros
@@ -257,7 +261,7 @@ def _logical_lines(text: str) -> list[str]:
 
 
 def header_cdef(text: str) -> str:
-    """The cdef for ckpt.h: its declarations, and every macro as ``...``.
+    """The cdef for one header: its declarations, and every macro as ``...``.
 
     Preprocessor lines are dropped (cdef cannot take them); each object-like
     ``#define`` becomes ``#define NAME ...`` (or a ``char *`` constant for a
@@ -290,14 +294,20 @@ def header_cdef(text: str) -> str:
     return "\n".join([TYPEDEFS, *decls, *macros])
 
 
-def make_ffibuilder(header: Path = HEADER) -> FFI:
+def headers_cdef(headers: tuple[Path, ...] = HEADERS) -> str:
+    """The cdef for every header, in order (the typedefs once)."""
+    parts = [header_cdef(h.read_text()).removeprefix(TYPEDEFS) for h in headers]
+    return TYPEDEFS + "\n".join(parts)
+
+
+def make_ffibuilder(headers: tuple[Path, ...] = HEADERS) -> FFI:
     builder = FFI()
-    builder.cdef(header_cdef(header.read_text()) + HELPERS_CDEF)
+    builder.cdef(headers_cdef(headers) + HELPERS_CDEF)
     builder.set_source(
         "pyckpt._ckpt",
         HELPERS_SRC,
         include_dirs=[str(UAPI_DIR)],
-        depends=[str(header)],
+        depends=[str(h) for h in headers],
     )
     return builder
 

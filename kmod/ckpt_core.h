@@ -80,6 +80,10 @@ enum ckpt_obj_mode {
  *          there), so lookup by objref is O(1) beside the pointer hash;
  *          restart mode keys the buckets by objref and needs none
  * @by_ref_size: slots allocated in @by_ref
+ * @seed: random, per hash, mixed into each kernel address before it is
+ *        hashed: the bucket layout, which STATS shows (max_chain, probes,
+ *        with a bucket count the caller chose), says nothing about the
+ *        kernel's addresses, and differs from one context to the next
  * @max_objs: entries allowed (ENOSPC beyond)
  * @next_objref: one above the largest objref used; INT_MAX + 1 at most
  */
@@ -93,6 +97,7 @@ struct ckpt_obj_hash {
 	bool cleared;
 	bool freed;
 	enum ckpt_obj_mode mode;
+	u64 seed;
 	s64 next_objref;
 	unsigned long max_objs;
 	unsigned long nr_objs;

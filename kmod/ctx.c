@@ -18,10 +18,41 @@
 
 atomic_long_t ckpt_contexts_live = ATOMIC_LONG_INIT(0);
 
+/*
+ * The objhash core and the walk speak a few private errnos (ckpt_core.h:
+ * ESTALE, ENOMSG, EBADFD; a short struct is EPROTO); userspace sees each
+ * case under its standard errno, the error log saying which it was.
+ */
+static int ckpt_uerrno(int err)
+{
+	switch (err) {
+	case -ESTALE:	/* the hash's reference was dropped: no live object */
+		return -ENOENT;
+	case -ENOMSG:	/* an object of another type */
+	case -EBADFD:	/* the context's state (mode, released) */
+	case -EPROTO:	/* shorter than the struct's first version */
+		return -EINVAL;
+	}
+	return err;
+}
+
+static void err_logv(struct ckpt_ctx *ctx, int err, int objref,
+		     const char *func, const char *fmt, va_list args)
+{
+	struct ckpt_err_entry *e = &ctx->errs[ctx->err_seq % CKPT_ERR_LOG_MAX];
+
+	memset(e, 0, sizeof(*e));
+	e->seq = ++ctx->err_seq;
+	e->err = err;
+	e->objref = objref;
+	strscpy(e->func, func, sizeof(e->func));
+	vsnprintf(e->msg, sizeof(e->msg), fmt, args);
+}
+
 /**
  * ckpt_err - append an entry to the context's error log
  * @ctx: the context
- * @err: negative errno
+ * @err: negative errno, logged as userspace will see it (ckpt_uerrno())
  * @objref: the object concerned, or 0
  * @func: where the error was found
  * @fmt: printf format of the message; never %p: no kernel address leaves
@@ -29,16 +60,22 @@ atomic_long_t ckpt_contexts_live = ATOMIC_LONG_INIT(0);
 void ckpt_err(struct ckpt_ctx *ctx, int err, int objref, const char *func,
 	      const char *fmt, ...)
 {
-	struct ckpt_err_entry *e = &ctx->errs[ctx->err_seq % CKPT_ERR_LOG_MAX];
 	va_list args;
 
-	memset(e, 0, sizeof(*e));
-	e->seq = ++ctx->err_seq;
-	e->err = err;
-	e->objref = objref;
-	strscpy(e->func, func, sizeof(e->func));
 	va_start(args, fmt);
-	vsnprintf(e->msg, sizeof(e->msg), fmt, args);
+	err_logv(ctx, ckpt_uerrno(err), objref, func, fmt, args);
+	va_end(args);
+}
+
+/* a deferred FAIL's errno is the caller's own: logged as given */
+static __printf(5, 6)
+void ckpt_err_raw(struct ckpt_ctx *ctx, int err, int objref, const char *func,
+		  const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	err_logv(ctx, err, objref, func, fmt, args);
 	va_end(args);
 }
 
@@ -109,6 +146,48 @@ static unsigned long ckpt_copy_to_user(void __user *to, const void *from,
 				       unsigned long n)
 {
 	return ckpt_fault() ? n : copy_to_user(to, from, n);
+}
+
+/**
+ * ckpt_copy_elem - write one array element as the caller sized it
+ * @to: the caller's element
+ * @usize: its size (at least the element's first version, checked)
+ * @from: the module's element
+ * @ksize: its size
+ *
+ * A shorter element gets the fields it has, a longer one a zero tail.
+ * Return: 0 or -EFAULT.
+ */
+int ckpt_copy_elem(void __user *to, size_t usize, const void *from,
+		   size_t ksize)
+{
+	if (ckpt_copy_to_user(to, from, min(usize, ksize)))
+		return -EFAULT;
+	if (usize > ksize &&
+	    (ckpt_fault() || clear_user(to + ksize, usize - ksize)))
+		return -EFAULT;
+	return 0;
+}
+
+/**
+ * ckpt_elem_size - the element size a caller gave for an array
+ * @ctx: the context (logs a refusal)
+ * @asked: the struct's *_size field; 0 means @ver0
+ * @ver0: the size of the element's first version
+ * @func: who asks
+ * @size: set to the size to use
+ *
+ * Return: 0, or -EINVAL below @ver0 or above CKPT_ITEM_SIZE_MAX.
+ */
+int ckpt_elem_size(struct ckpt_ctx *ctx, u32 asked, size_t ver0,
+		   const char *func, u32 *size)
+{
+	*size = asked ?: ver0;
+	if (*size >= ver0 && *size <= CKPT_ITEM_SIZE_MAX)
+		return 0;
+	ckpt_err(ctx, -EINVAL, 0, func, "element size %u not in %zu..%u",
+		 asked, ver0, CKPT_ITEM_SIZE_MAX);
+	return -EINVAL;
 }
 
 /*
@@ -213,15 +292,20 @@ static int obj_insert(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a,
 	return ret;
 }
 
-/* the new fd is installed only once its number is written to uout */
+/*
+ * A single FETCH (@uout NULL) writes nothing: the handle is the ioctl's
+ * value, as pidfd_getfd() returns its fd.  A batch item gets its handle
+ * written to @uout, before the fd is installed (see ckpt_receive_fd()).
+ * Return: the handle (>= 0), or a negative errno.
+ */
 static int obj_fetch(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a,
 		     void __user *uout, size_t usize)
 {
 	const struct ckpt_obj_ops *ops = obj_arg_check(ctx, a, CKPT_OBJ_CLOEXEC,
 						       __func__);
 	struct ckpt_obj_arg __user *u = uout;
+	int ret, installed;
 	void *ptr;
-	int ret;
 
 	if (IS_ERR(ops))
 		return PTR_ERR(ops);
@@ -239,16 +323,18 @@ static int obj_fetch(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a,
 			 "invalid objref");
 		return ret;
 	}
-	ret = ckpt_handle_install(a->type, ptr, a->flags, &u->handle);
-	if (ret < 0) {
+	ret = ckpt_handle_install(a->type, ptr, a->flags, u ? &u->handle : NULL,
+				  &installed);
+	if (ret < 0 && installed >= 0)
+		ckpt_err(ctx, ret, a->objref, __func__,
+			 "%s: handle unwritable, fd %d stays installed",
+			 ops->name, installed);
+	else if (ret < 0)
 		ckpt_err(ctx, ret, a->objref, __func__, "%s: %s", ops->name,
 			 ret == -EINVAL ? "no handle for this type" :
 			 ret == -EFAULT ? "result unwritable" :
 			 "cannot install");
-		return ret;
-	}
-	a->handle = ret;
-	return 0;
+	return ret;
 }
 
 typedef int (*obj_op_t)(struct ckpt_ctx *ctx, struct ckpt_obj_arg *a,
@@ -281,16 +367,11 @@ static int obj_batch_run(struct ckpt_ctx *ctx, struct ckpt_batch *b,
 			 CKPT_BATCH_MAX);
 		return -EMSGSIZE;
 	}
-	if (usize < CKPT_OBJ_ARG_SIZE_VER0) {
-		ckpt_err(ctx, -EPROTO, 0, func, "item_size %zu < %u", usize,
-			 CKPT_OBJ_ARG_SIZE_VER0);
-		return -EPROTO;
-	}
 	/* a future item may grow, not by pages: bounds the zero-tail checks */
-	if (usize > CKPT_ITEM_SIZE_MAX) {
-		ckpt_err(ctx, -E2BIG, 0, func, "item_size %zu > %u", usize,
-			 CKPT_ITEM_SIZE_MAX);
-		return -E2BIG;
+	if (usize < CKPT_OBJ_ARG_SIZE_VER0 || usize > CKPT_ITEM_SIZE_MAX) {
+		ckpt_err(ctx, -EINVAL, 0, func, "item_size %zu not in %u..%u",
+			 usize, CKPT_OBJ_ARG_SIZE_VER0, CKPT_ITEM_SIZE_MAX);
+		return -EINVAL;
 	}
 	for (; b->done < b->count; b->done++, uitem += usize) {
 		ret = ckpt_copy_struct_from_user(&a, sizeof(a), uitem, usize);
@@ -301,8 +382,9 @@ static int obj_batch_run(struct ckpt_ctx *ctx, struct ckpt_batch *b,
 			break;
 		}
 		ret = op(ctx, &a, uitem, usize);
-		if (ret)
+		if (ret < 0)
 			break;
+		ret = 0;	/* a fetch returns its handle */
 		cond_resched();
 	}
 	return ret;
@@ -344,10 +426,11 @@ static int ioc_insert(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
 	return obj_insert(ctx, arg, uarg, usize);
 }
 
+/* the new fd (or test id) is the ioctl's value; the struct is input only */
 static int ioc_fetch(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
 		     size_t usize)
 {
-	return obj_fetch(ctx, arg, uarg, usize);
+	return obj_fetch(ctx, arg, NULL, usize);
 }
 
 static int ioc_lookup_add_batch(struct ckpt_ctx *ctx, void *arg,
@@ -509,10 +592,13 @@ static int ioc_stats(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
 	st->defer_pending = ctx->deferqueue.count;
 	st->lookups = h->lookups;
 	st->probes = h->probes;
-	st->mod_contexts = atomic_long_read(&ckpt_contexts_live);
-	st->mod_objs = atomic_long_read(&ckpt_objs_live);
-	st->mod_defers = atomic_long_read(&ckpt_defers_live);
-	ckpt_test_counts(st);
+	/* other users' contexts are none of the caller's business */
+	if (capable(CAP_SYS_ADMIN)) {
+		st->mod_contexts = atomic_long_read(&ckpt_contexts_live);
+		st->mod_objs = atomic_long_read(&ckpt_objs_live);
+		st->mod_defers = atomic_long_read(&ckpt_defers_live);
+		ckpt_test_counts(st);
+	}
 	st->max_objs = h->max_objs;
 	st->max_defers = ctx->deferqueue.max;
 	st->max_tests = ctx->max_tests;
@@ -520,19 +606,33 @@ static int ioc_stats(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
 	return 0;
 }
 
+static int ioc_version(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
+		       size_t usize)
+{
+	struct ckpt_version *v = arg;
+
+	v->abi_version = CKPT_ABI_VERSION;
+	v->features = CKPT_FEATURE_TASK_FDS | CKPT_FEATURE_FDS_DETAIL |
+		      CKPT_FEATURE_PTRACE_ACCESS |
+		      (READ_ONCE(ckpt_debug) ? CKPT_FEATURE_DEBUG : 0);
+	return 0;
+}
+
 static int ioc_errors(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
 		      size_t usize)
 {
-	struct ckpt_err_entry __user *ubuf;
 	struct ckpt_errors *e = arg;
-	u32 cap = e->count;
+	u32 cap = e->count, size;
+	u8 __user *ubuf;
 	u64 seq;
 
-	if (e->__pad || e->last) {
-		ckpt_err(ctx, -EINVAL, 0, __func__, "non-zero %s",
-			 e->__pad ? "padding" : "unused input field");
+	if (e->last) {
+		ckpt_err(ctx, -EINVAL, 0, __func__, "non-zero unused field");
 		return -EINVAL;
 	}
+	if (ckpt_elem_size(ctx, e->entry_size, CKPT_ERR_ENTRY_SIZE_VER0,
+			   __func__, &size))
+		return -EINVAL;
 	if (cap > CKPT_ERR_LOG_MAX) {
 		ckpt_err(ctx, -EMSGSIZE, 0, __func__, "count %u > %u", cap,
 			 CKPT_ERR_LOG_MAX);
@@ -546,9 +646,9 @@ static int ioc_errors(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
 		seq = (u64)e->since + 1;	/* since may be U32_MAX */
 	e->count = 0;
 	for (; seq <= ctx->err_seq && e->count < cap; seq++, e->count++)
-		if (ckpt_copy_to_user(&ubuf[e->count],
-				      &ctx->errs[(seq - 1) % CKPT_ERR_LOG_MAX],
-				      sizeof(*ubuf)))
+		if (ckpt_copy_elem(ubuf + (size_t)e->count * size, size,
+				   &ctx->errs[(seq - 1) % CKPT_ERR_LOG_MAX],
+				   sizeof(struct ckpt_err_entry)))
 			return -EFAULT;
 	e->last = ctx->err_seq;
 	return 0;
@@ -586,7 +686,7 @@ static int defer_drop(void *data)
 	struct defer_data *d = data;
 	int ret;
 
-	ret = ckpt_obj_drop(&d->ctx->objhash, d->objref);
+	ret = ckpt_uerrno(ckpt_obj_drop(&d->ctx->objhash, d->objref));
 	if (ret)
 		ckpt_err(d->ctx, ret, d->objref, __func__,
 			 "%s: hash reference not dropped", d->ops->name);
@@ -605,7 +705,7 @@ static int defer_fail(void *data)
 {
 	struct defer_data *d = data;
 
-	ckpt_err(d->ctx, -d->err, 0, __func__, "deferred failure");
+	ckpt_err_raw(d->ctx, -d->err, 0, __func__, "deferred failure");
 	return -d->err;
 }
 
@@ -724,7 +824,8 @@ static int ioc_tags(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
 
 struct contained_walk {
 	struct ckpt_ctx *ctx;
-	struct ckpt_leak __user *buf;
+	u8 __user *buf;
+	u32 size;		/* the caller's sizeof(struct ckpt_leak) */
 	u32 count;		/* capacity */
 	u32 copied;
 };
@@ -744,7 +845,8 @@ static int contained_leak(void *arg, struct ckpt_obj *obj, long refs)
 		 obj->ops->name, obj->users, refs);
 	if (w->copied >= w->count)
 		return 0;
-	if (ckpt_copy_to_user(&w->buf[w->copied], &l, sizeof(l))) {
+	if (ckpt_copy_elem(w->buf + (size_t)w->copied * w->size, w->size, &l,
+			   sizeof(l))) {
 		ckpt_err(w->ctx, -EFAULT, obj->objref, "ioc_contained",
 			 "leak %u unwritable", w->copied);
 		return -EFAULT;
@@ -764,10 +866,14 @@ static int ioc_contained(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
 	};
 	long ret;
 
-	if (c->total) {
-		ckpt_err(ctx, -EINVAL, 0, __func__, "non-zero unused field");
+	if (c->total || c->__pad) {
+		ckpt_err(ctx, -EINVAL, 0, __func__, "non-zero %s",
+			 c->__pad ? "padding" : "unused field");
 		return -EINVAL;
 	}
+	if (ckpt_elem_size(ctx, c->leak_size, CKPT_LEAK_SIZE_VER0, __func__,
+			   &w.size))
+		return -EINVAL;
 	if (c->count > CKPT_BATCH_MAX) {
 		ckpt_err(ctx, -EMSGSIZE, 0, __func__, "count %u > %u",
 			 c->count, CKPT_BATCH_MAX);
@@ -856,6 +962,7 @@ struct ckpt_ioc {
 	const char *name;
 	unsigned int ver0;	/* size of the first version of its struct */
 	bool own_out;		/* the handler writes its result itself */
+	bool debug;		/* exists only with the debug parameter */
 	int (*fn)(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
 		  size_t usize);
 };
@@ -863,11 +970,15 @@ struct ckpt_ioc {
 #define CKPT_IOC(c, v, f, o) \
 	[_IOC_NR(c)] = { .cmd = c, .name = #c, .ver0 = v, .fn = f, \
 			 .own_out = o }
+#define CKPT_IOC_DEBUG(c, v, f, o) \
+	[_IOC_NR(c)] = { .cmd = c, .name = #c, .ver0 = v, .fn = f, \
+			 .own_out = o, .debug = true }
 
 static const struct ckpt_ioc ckpt_iocs[] = {
 	CKPT_IOC(CKPT_IOC_SETUP, CKPT_SETUP_SIZE_VER0, ioc_setup, false),
 	CKPT_IOC(CKPT_IOC_STATS, CKPT_STATS_SIZE_VER0, ioc_stats, false),
 	CKPT_IOC(CKPT_IOC_ERRORS, CKPT_ERRORS_SIZE_VER0, ioc_errors, false),
+	CKPT_IOC(CKPT_IOC_VERSION, CKPT_VERSION_SIZE_VER0, ioc_version, false),
 	CKPT_IOC(CKPT_IOC_LOOKUP_ADD, CKPT_OBJ_ARG_SIZE_VER0, ioc_lookup_add,
 		 true),
 	CKPT_IOC(CKPT_IOC_INSERT, CKPT_OBJ_ARG_SIZE_VER0, ioc_insert, true),
@@ -887,12 +998,12 @@ static const struct ckpt_ioc ckpt_iocs[] = {
 		 false),
 	CKPT_IOC(CKPT_IOC_DEFER_RUN, 0, ioc_defer_run, false),
 	CKPT_IOC(CKPT_IOC_TAGS, CKPT_TAGS_SIZE_VER0, ioc_tags, false),
-	CKPT_IOC(CKPT_IOC_TEST_NEW, CKPT_TEST_OBJ_SIZE_VER0, ioc_test_new,
-		 true),
-	CKPT_IOC(CKPT_IOC_TEST_PUT, CKPT_TEST_OBJ_SIZE_VER0, ioc_test_put,
-		 false),
-	CKPT_IOC(CKPT_IOC_TEST_STAT, CKPT_TEST_OBJ_SIZE_VER0, ioc_test_stat,
-		 false),
+	CKPT_IOC_DEBUG(CKPT_IOC_TEST_NEW, CKPT_TEST_OBJ_SIZE_VER0,
+		       ioc_test_new, true),
+	CKPT_IOC_DEBUG(CKPT_IOC_TEST_PUT, CKPT_TEST_OBJ_SIZE_VER0,
+		       ioc_test_put, false),
+	CKPT_IOC_DEBUG(CKPT_IOC_TEST_STAT, CKPT_TEST_OBJ_SIZE_VER0,
+		       ioc_test_stat, false),
 };
 
 union ckpt_ioc_arg {
@@ -906,9 +1017,10 @@ union ckpt_ioc_arg {
 	struct ckpt_test_obj test;
 	struct ckpt_contained contained;
 	struct ckpt_task_fds task_fds;
+	struct ckpt_version version;
 };
 
-/* copy the caller's struct in: EPROTO when short, E2BIG when a longer one
+/* copy the caller's struct in: EINVAL when short, E2BIG when a longer one
  * has a non-zero tail (copy_struct_from_user()), EFAULT when unreadable */
 static int ioc_copy_in(struct ckpt_ctx *ctx, const struct ckpt_ioc *ioc,
 		       unsigned int cmd, void *karg, void __user *uarg)
@@ -917,10 +1029,10 @@ static int ioc_copy_in(struct ckpt_ctx *ctx, const struct ckpt_ioc *ioc,
 	int ret;
 
 	if (usize < ioc->ver0) {
-		ckpt_err(ctx, -EPROTO, 0, ioc->name,
+		ckpt_err(ctx, -EINVAL, 0, ioc->name,
 			 "argument of %zu bytes, at least %u expected", usize,
 			 ioc->ver0);
-		return -EPROTO;
+		return -EINVAL;
 	}
 	if (!(_IOC_DIR(cmd) & _IOC_WRITE))
 		return 0;
@@ -996,11 +1108,18 @@ static long ckpt_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	if (_IOC_TYPE(cmd) == CKPT_IOC_MAGIC &&
 	    _IOC_NR(cmd) < ARRAY_SIZE(ckpt_iocs))
 		ioc = &ckpt_iocs[_IOC_NR(cmd)];
-	if (mutex_lock_killable(&ctx->lock))
+	/* interruptible: nothing under this lock waits on the tree's locks */
+	if (mutex_lock_interruptible(&ctx->lock))
 		return -EINTR;
+	/* a context that walked tasks: their ptrace rule, for every ioctl */
+	if (!ckpt_walk_allowed(ctx)) {
+		mutex_unlock(&ctx->lock);
+		return -EPERM;
+	}
 	/* the size may differ (a struct grown or older); nothing else may */
 	if (!ioc || !ioc->fn || _IOC_DIR(cmd) != _IOC_DIR(ioc->cmd) ||
-	    (!ioc->ver0 && _IOC_SIZE(cmd))) {
+	    (!ioc->ver0 && _IOC_SIZE(cmd)) ||
+	    (ioc->debug && !READ_ONCE(ckpt_debug))) {
 		ckpt_err(ctx, -ENOTTY, 0, __func__, "unknown ioctl %#x", cmd);
 		mutex_unlock(&ctx->lock);
 		return -ENOTTY;
@@ -1015,14 +1134,19 @@ static long ckpt_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 			goto out;
 	}
 	ret = ioc->fn(ctx, &karg, uarg, _IOC_SIZE(cmd));
+	/* standard meanings; a deferred FAIL's errno is the caller's own */
+	if (ioc->cmd != CKPT_IOC_DEFER_RUN)
+		ret = ckpt_uerrno(ret);
+	/* CONTAINED's EBUSY carries its output, whatever size the caller's */
 	if ((_IOC_DIR(cmd) & _IOC_READ) && !ioc->own_out &&
-	    (ret >= 0 || cmd == CKPT_IOC_CONTAINED) &&
+	    (ret >= 0 || ioc->cmd == CKPT_IOC_CONTAINED) &&
 	    ioc_copy_out(ioc, cmd, &karg, uarg)) {
 		ret = -EFAULT;
 		ckpt_err(ctx, ret, 0, ioc->name, "result unwritable");
 	}
 out:
-	if (ret < 0 && ctx->err_seq == seq)
+	/* EPERM: a refused caller changes nothing, the log included */
+	if (ret < 0 && ret != -EPERM && ctx->err_seq == seq)
 		ckpt_err(ctx, ret, 0, ioc->name, "failed");
 	ckpt_fault_disarm();
 	mutex_unlock(&ctx->lock);
@@ -1066,6 +1190,7 @@ static int ckpt_release(struct inode *inode, struct file *file)
 	ckpt_deferqueue_destroy(&ctx->deferqueue);
 	ckpt_obj_hash_free(&ctx->objhash);
 	ckpt_test_put_all(ctx);
+	ckpt_walk_free(ctx);
 	kvfree(ctx->tags);
 	mutex_destroy(&ctx->lock);
 	kvfree(ctx);

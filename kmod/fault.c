@@ -4,7 +4,8 @@
  *
  * Debian's kernel has no FAILSLAB, so this is the only way to reach the
  * module's failure paths from a test.  In the spirit of the kernel's
- * fail-nth: writing N to /sys/module/ckpt/parameters/fail_nth makes the
+ * fail-nth: with the module loaded with debug=1, writing N to
+ * /sys/module/ckpt/parameters/fail_nth makes the
  * Nth allocation, fd reservation or user copy of the next ioctl (of any
  * context, by the task that makes it) fail; fail_fired counts the failures
  * forced so far.  An ioctl that reaches fewer than N such points leaves
@@ -33,7 +34,8 @@ static int fault_left;
  */
 void ckpt_fault_arm(void)
 {
-	if (likely(!READ_ONCE(fail_nth)))
+	/* off unless the module was loaded with debug=1 (main.c) */
+	if (likely(!READ_ONCE(fail_nth)) || !READ_ONCE(ckpt_debug))
 		return;
 	spin_lock(&fault_lock);
 	if (fail_nth > 0) {

@@ -14,14 +14,17 @@
  * files pointer is read under task_lock(), as kcmp() does (get_files_struct()
  * is not exported).
  */
+#include <linux/cred.h>
 #include <linux/fdtable.h>
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/math64.h>
+#include <linux/mutex.h>
 #include <linux/magic.h>
 #include <linux/pid.h>
 #include <linux/pipe_fs_i.h>
 #include <linux/sched.h>
+#include <linux/sched/mm.h>
 #include <linux/sched/task.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
@@ -110,6 +113,129 @@ static struct task_struct *fdwalk_task(struct ckpt_ctx *ctx,
 	return task;
 }
 
+/*
+ * May the caller take @task's files, as pidfd_getfd() asks
+ * ptrace_may_access(PTRACE_MODE_ATTACH_REALCREDS)?  Neither that nor
+ * security_ptrace_access_check() is exported on 6.1 or 6.12, but opening
+ * /proc/@nr/mem as the caller runs the same check: mem_open() calls
+ * mm_access(), that is ptrace_may_access(PTRACE_MODE_ATTACH_FSCREDS): the
+ * uid and dumpable rules, CAP_SYS_PTRACE in the task's user namespace, then
+ * the LSMs' ptrace hooks (Landlock's domains, Yama's scope, SELinux,
+ * AppArmor).  The mm the open granted is the file's private_data; it must
+ * be @task's, or the /proc the caller sees belongs to another pid namespace:
+ * refused too.  A failed check is EPERM whatever the reason (no /proc,
+ * EACCES from ptrace, another task); a task without an mm (exiting, a
+ * zombie) is ESRCH, as it would be for having no files.
+ */
+static int task_access(struct task_struct *task, pid_t nr)
+{
+	struct mm_struct *mm;
+	struct file *mem;
+	char path[32];
+	int ret = 0;
+
+	if (nr <= 0)
+		return -EPERM;
+	/* exiting (a zombie): no files to take either */
+	mm = get_task_mm(task);
+	if (!mm)
+		return -ESRCH;
+	snprintf(path, sizeof(path), "/proc/%d/mem", nr);
+	mem = filp_open(path, O_RDONLY | O_LARGEFILE, 0);
+	if (IS_ERR(mem)) {
+		ret = -EPERM;
+	} else {
+		if (mem->private_data != mm)
+			ret = -EPERM;
+		fput(mem);
+	}
+	mmput(mm);
+	return ret;
+}
+
+/*
+ * Remember that @task was walked (after task_access() allowed it), so that
+ * every later ioctl of the context asks the same of its caller.  The first
+ * walker's credentials are kept: the check ran for exactly them.
+ */
+static int walk_record(struct ckpt_ctx *ctx, struct task_struct *task)
+{
+	struct pid *pid = get_task_pid(task, PIDTYPE_PID);
+	struct pid **more;
+	u32 room;
+
+	if (!ctx->walk_cred)
+		ctx->walk_cred = get_current_cred();
+	/* a task is walked in rounds: one entry for consecutive calls */
+	if (ctx->nr_walked && ctx->walked[ctx->nr_walked - 1] == pid) {
+		put_pid(pid);
+		return 0;
+	}
+	if (ctx->nr_walked == ctx->walked_room) {
+		room = max(16U, ctx->walked_room * 2);
+		more = ctx->nr_walked >= ctx->objhash.max_objs || ckpt_fault() ?
+		       NULL : krealloc_array(ctx->walked, room, sizeof(*more),
+					     GFP_KERNEL_ACCOUNT);
+		if (!more) {
+			put_pid(pid);
+			return ctx->nr_walked >= ctx->objhash.max_objs ?
+			       -ENOSPC : -ENOMEM;
+		}
+		ctx->walked = more;
+		ctx->walked_room = room;
+	}
+	ctx->walked[ctx->nr_walked++] = pid;
+	return 0;
+}
+
+/**
+ * ckpt_walk_allowed - may the caller use a context that walked tasks?
+ * @ctx: the context, locked
+ *
+ * A context that walked a task hands out that task's files (FETCH), says
+ * who else holds them (CONTAINED) and logs what it met (ERRORS): so every
+ * ioctl asks of its caller what TASK_FDS asked of the walker.  The first
+ * walker's own credentials pass; any other caller needs CAP_SYS_PTRACE and
+ * ptrace access (task_access()) to every task walked, which must still
+ * exist.  Nothing is logged for a refused caller.
+ *
+ * Return: true if the caller may go on.
+ */
+bool ckpt_walk_allowed(struct ckpt_ctx *ctx)
+{
+	struct task_struct *task;
+	bool ok = true;
+	u32 i;
+
+	if (!ctx->nr_walked || current_cred() == ctx->walk_cred)
+		return true;
+	if (!capable(CAP_SYS_PTRACE))
+		return false;
+	for (i = 0; ok && i < ctx->nr_walked; i++) {
+		task = get_pid_task(ctx->walked[i], PIDTYPE_PID);
+		ok = task && !task_access(task, pid_vnr(ctx->walked[i]));
+		if (task)
+			put_task_struct(task);
+		cond_resched();
+	}
+	return ok;
+}
+
+/**
+ * ckpt_walk_free - drop what the context kept of its walks (teardown)
+ * @ctx: the context
+ */
+void ckpt_walk_free(struct ckpt_ctx *ctx)
+{
+	u32 i;
+
+	for (i = 0; i < ctx->nr_walked; i++)
+		put_pid(ctx->walked[i]);
+	kfree(ctx->walked);
+	if (ctx->walk_cred)
+		put_cred(ctx->walk_cred);
+}
+
 /* readlink(2) of /proc/PID/fd/FD, if it fits: proc_fd_link() is d_path() */
 static void detail_link(struct file *file, struct ckpt_fd_detail *d)
 {
@@ -136,6 +262,24 @@ static const char *const detail_fdinfo_names[] = {
 	"[eventfd]", "[eventpoll]", "[signalfd]", "[timerfd]",
 };
 
+/*
+ * Is the mutex an epoll's show_fdinfo() takes free?  struct eventpoll is
+ * private to fs/eventpoll.c; its first member is that mutex (6.1 and 6.12
+ * alike), which epoll_wait() holds while it copies events out: a task of
+ * the tree stalled there (a userfaultfd page, FUSE) would hold it for as
+ * long as it likes.  A probe, not a lock: ep_show_fdinfo() takes it itself,
+ * and a task frozen before this probe cannot take it after.
+ */
+static bool epoll_busy(struct file *file)
+{
+	struct mutex *mtx = file->private_data;
+
+	if (!mutex_trylock(mtx))
+		return true;
+	mutex_unlock(mtx);
+	return false;
+}
+
 /* the file's own lines of its fdinfo, as /proc's seq_show() gets them */
 static void detail_fdinfo(struct file *file, struct ckpt_fd_detail *d)
 {
@@ -156,6 +300,10 @@ static void detail_fdinfo(struct file *file, struct ckpt_fd_detail *d)
 			break;
 	if (i == ARRAY_SIZE(detail_fdinfo_names))
 		return;
+	if (!strcmp(name, "[eventpoll]") && epoll_busy(file)) {
+		d->detail |= CKPT_DETAIL_BUSY;
+		return;
+	}
 	file->f_op->show_fdinfo(&m, file);
 	if (seq_has_overflowed(&m)) {
 		memset(d->fdinfo, 0, sizeof(d->fdinfo));
@@ -174,14 +322,22 @@ static void detail_pipe(struct file *file, struct ckpt_fd_detail *d)
 	/* PIPEFS holds only pipes, whose private_data is the pipe */
 	if (file_inode(file)->i_sb->s_magic != PIPEFS_MAGIC || !pipe)
 		return;
-	pipe_lock(pipe);
+	/*
+	 * pipe_lock() would sleep for as long as a task of the tree holds the
+	 * mutex: one stalled in a read or write on it (copying from a
+	 * userfaultfd or FUSE page) holds it until it is let go.
+	 */
+	if (!mutex_trylock(&pipe->mutex)) {
+		d->detail |= CKPT_DETAIL_BUSY;
+		return;
+	}
 	mask = pipe->ring_size - 1;
 	for (tail = pipe->tail; tail != pipe->head; tail++)
 		d->pipe_bytes += pipe->bufs[tail & mask].len;
 	d->pipe_size = pipe->max_usage * PAGE_SIZE;
 	d->pipe_flags = (pipe->readers ? 0 : CKPT_PIPE_NO_READER) |
 			(pipe->writers ? 0 : CKPT_PIPE_NO_WRITER);
-	pipe_unlock(pipe);
+	mutex_unlock(&pipe->mutex);
 	d->detail |= CKPT_DETAIL_PIPE;
 }
 
@@ -192,7 +348,7 @@ static void detail_pipe(struct file *file, struct ckpt_fd_detail *d)
  */
 static int fdwalk_add(struct ckpt_ctx *ctx, struct file *file, int fd,
 		      bool cloexec, struct ckpt_fd_detail *d, bool detail,
-		      void __user *uentry)
+		      void __user *uentry, u32 stride)
 {
 	const struct ckpt_obj_ops *ops = ckpt_obj_ops_table[CKPT_OBJ_FILE];
 	struct ckpt_obj_hash *h = &ctx->objhash;
@@ -233,8 +389,7 @@ static int fdwalk_add(struct ckpt_ctx *ctx, struct file *file, int fd,
 			detail_pipe(file, d);
 		}
 	}
-	if (!ckpt_fault() &&
-	    !copy_to_user(uentry, d, detail ? sizeof(*d) : sizeof(*e)))
+	if (!ckpt_copy_elem(uentry, stride, d, detail ? sizeof(*d) : sizeof(*e)))
 		return 0;
 	ret = -EFAULT;
 	ckpt_err(ctx, ret, e->objref, "ioc_task_fds",
@@ -261,22 +416,23 @@ undo_file:
  *     nr is the count of entries written and next_fd where to resume (-1:
  *     the table's end), whatever the result
  *
- * The caller's CAP_SYS_PTRACE was checked before the context was locked.
+ * The caller's CAP_SYS_PTRACE was checked before the context was locked;
+ * here its ptrace access to the task, LSMs included (task_access()).
  * Each round holds the task's alloc_lock and the table's file_lock only
  * while taking references on at most FDWALK_ROUND files; the hash work
  * runs after.  The entries written before a failure stay valid, their
  * files in the hash (as in LOOKUP_ADD_BATCH).
  *
- * Return: 0, -EINVAL, -EBADFD, -ESRCH, -EBADF, -ENOSPC, -ENOMEM or -EFAULT
+ * Return: 0, -EINVAL, -EBADFD, -ESRCH, -EPERM, -EBADF, -ENOSPC, -ENOMEM or
+ * -EFAULT
  * (ckpt.h, CKPT_IOC_TASK_FDS).
  */
 int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a)
 {
 	char __user *uentries = u64_to_user_ptr(a->entries);
 	bool detail = a->flags & CKPT_TASK_FDS_DETAIL;
-	size_t stride = detail ? sizeof(struct ckpt_fd_detail) :
-				 sizeof(struct ckpt_fd_entry);
 	unsigned int want = a->nr, i;
+	u32 stride;
 	struct ckpt_fd_detail *d;
 	struct fdwalk_round *r;
 	struct task_struct *task;
@@ -284,12 +440,16 @@ int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a)
 
 	a->nr = 0;	/* what the header says if this fails before the walk */
 	if (a->flags & ~CKPT_TASK_FDS_DETAIL || !want ||
-	    want > CKPT_BATCH_MAX || a->next_fd < 0) {
+	    want > CKPT_BATCH_MAX || a->next_fd < 0 || a->__pad) {
 		ckpt_err(ctx, -EINVAL, 0, "ioc_task_fds",
-			 "flags %#x nr %u next_fd %d", a->flags, want,
-			 a->next_fd);
+			 "flags %#x nr %u next_fd %d, or non-zero padding",
+			 a->flags, want, a->next_fd);
 		return -EINVAL;
 	}
+	if (ckpt_elem_size(ctx, a->entry_size, detail ?
+			   CKPT_FD_DETAIL_SIZE_VER0 : CKPT_FD_ENTRY_SIZE_VER0,
+			   "ioc_task_fds", &stride))
+		return -EINVAL;
 	if (ctx->released || ctx->objhash.mode == CKPT_MODE_RESTART) {
 		ckpt_err(ctx, -EBADFD, 0, "ioc_task_fds", "%s",
 			 ctx->released ? "context already released" :
@@ -299,6 +459,22 @@ int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a)
 	task = fdwalk_task(ctx, a);
 	if (IS_ERR(task))
 		return PTR_ERR(task);
+	/* as pidfd_getfd(): refused (EPERM) before anything is logged */
+	ret = task_access(task, a->pid);
+	if (ret) {
+		if (ret == -ESRCH)
+			ckpt_err(ctx, ret, 0, "ioc_task_fds",
+				 "task %d is exiting", a->pid);
+		put_task_struct(task);
+		return ret;
+	}
+	ret = walk_record(ctx, task);
+	if (ret) {
+		ckpt_err(ctx, ret, 0, "ioc_task_fds", "%s",
+			 ret == -ENOSPC ? "too many tasks walked" : "no memory");
+		put_task_struct(task);
+		return ret;
+	}
 	/* the round's slots and one entry, off the stack: ~1.2 KiB */
 	r = kmalloc(sizeof(*r), GFP_KERNEL);
 	d = kmalloc(sizeof(*d), GFP_KERNEL);
@@ -319,7 +495,8 @@ int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a)
 				ret = fdwalk_add(ctx, r->slot[i].file,
 						 r->slot[i].fd, r->slot[i].cloexec,
 						 d, detail,
-						 uentries + a->nr * stride);
+						 uentries + (size_t)a->nr * stride,
+						 stride);
 				if (ret)
 					a->next_fd = r->slot[i].fd;
 				else

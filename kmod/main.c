@@ -18,6 +18,15 @@ unsigned int ckpt_max_tests = CKPT_MAX_TESTS_CEILING;
 module_param_named(max_tests, ckpt_max_tests, uint, 0644);
 MODULE_PARM_DESC(max_tests, "most test objects SETUP may allow a context");
 
+/*
+ * The TEST_* ioctls and the fail_nth knob exist for the tests, as the
+ * kernel's own fault injection does: off unless the module is loaded with
+ * debug=1 (root may also set it later, as it could a debugfs knob).
+ */
+bool ckpt_debug;
+module_param_named(debug, ckpt_debug, bool, 0600);
+MODULE_PARM_DESC(debug, "enable the TEST_* ioctls and fail_nth (tests only)");
+
 static struct miscdevice ckpt_misc = {
 	.minor = MISC_DYNAMIC_MINOR,
 	.name = "ckpt",

@@ -17,6 +17,7 @@
 #include <linux/errno.h>
 #include <linux/hash.h>
 #include <linux/limits.h>
+#include <linux/random.h>
 #include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/string.h>
@@ -27,12 +28,19 @@ atomic_long_t ckpt_objs_live = ATOMIC_LONG_INIT(0);
 /* grow past this many entries per bucket on average */
 #define CKPT_OBJ_HASH_LOAD	2
 
-static u32 obj_bucket(enum ckpt_obj_mode mode, void *ptr, int objref,
-		      unsigned int bits)
+/* a kernel address, keyed by the context's seed (see struct ckpt_obj_hash) */
+static u32 obj_hash_ptr(const struct ckpt_obj_hash *h, void *ptr,
+			unsigned int bits)
+{
+	return hash_64((u64)(unsigned long)ptr ^ h->seed, bits);
+}
+
+static u32 obj_bucket(const struct ckpt_obj_hash *h, enum ckpt_obj_mode mode,
+		      void *ptr, int objref, unsigned int bits)
 {
 	if (mode == CKPT_MODE_RESTART)
 		return hash_32((u32)objref, bits);
-	return hash_ptr(ptr, bits);
+	return obj_hash_ptr(h, ptr, bits);
 }
 
 /**
@@ -56,6 +64,7 @@ int ckpt_obj_hash_alloc(struct ckpt_obj_hash *h, unsigned int bits,
 	h->head = head;
 	h->bits = bits;
 	h->autogrow = autogrow;
+	h->seed = get_random_u64();
 	h->next_objref = 1;
 	h->max_objs = CKPT_MAX_OBJS_DEFAULT;
 	INIT_HLIST_HEAD(&h->free);
@@ -85,7 +94,7 @@ int ckpt_obj_hash_resize(struct ckpt_obj_hash *h, unsigned int bits)
 		hlist_for_each_entry_safe(obj, t, &h->head[i], hash) {
 			hlist_del(&obj->hash);
 			hlist_add_head(&obj->hash,
-				       &head[obj_bucket(h->mode, obj->ptr,
+				       &head[obj_bucket(h, h->mode, obj->ptr,
 							obj->objref, bits)]);
 		}
 		cond_resched();
@@ -113,7 +122,8 @@ static struct ckpt_obj *obj_find_by_ptr(struct ckpt_obj_hash *h, void *ptr)
 	struct ckpt_obj *obj;
 
 	h->lookups++;
-	hlist_for_each_entry(obj, &h->head[hash_ptr(ptr, h->bits)], hash) {
+	hlist_for_each_entry(obj, &h->head[obj_hash_ptr(h, ptr, h->bits)],
+			     hash) {
 		h->probes++;
 		if (obj->ptr == ptr)
 			return obj;
@@ -198,7 +208,7 @@ static struct ckpt_obj *obj_new(struct ckpt_obj_hash *h, void *ptr,
 	obj->users = 0;
 	h->mode = mode;
 	hlist_add_head(&obj->hash,
-		       &h->head[obj_bucket(mode, ptr, objref, h->bits)]);
+		       &h->head[obj_bucket(h, mode, ptr, objref, h->bits)]);
 	if (mode == CKPT_MODE_CHECKPOINT)
 		h->by_ref[objref - 1] = obj;
 	ops->ref_grab(ptr);

@@ -17,6 +17,7 @@
 #include <linux/pipe_fs_i.h>
 #include <linux/slab.h>
 #include <linux/stat.h>
+#include <linux/string.h>
 #include "ckpt_ctx.h"
 
 static void file_grab(void *ptr)
@@ -353,19 +354,22 @@ void ckpt_handle_put(u32 type, void *ptr)
 
 /*
  * Install a new fd on @file for the caller, through receive_fd() (the LSM's
- * file-receive hook), only once its number is written at @ufd: an EFAULT
- * leaves no fd behind.  receive_fd() takes @ufd from 6.8 on and reserves,
- * writes, then installs.  6.1's installs at once (the variant taking a
- * ufd, __receive_fd(), is not exported there): the destination is probed
- * first and the fd closed again if it cannot be written after all.
+ * file-receive hook).  With @ufd (a batch item), its number is written
+ * there: receive_fd() takes @ufd from 6.8 on and writes before it installs.
+ * 6.1's installs at once (the variant taking a ufd, __receive_fd(), is not
+ * exported there): the destination is probed first, and if the write still
+ * fails after the install (another thread unmapped it meanwhile) the fd
+ * stays installed: by then another thread may have used, dup'ed or replaced
+ * that number, so closing it could close someone else's file.  Without
+ * @ufd (a single FETCH) nothing is written: the fd is the ioctl's value.
  */
 static int ckpt_receive_fd(struct file *file, int __user *ufd,
-			   unsigned int o_flags)
+			   unsigned int o_flags, int *installed)
 {
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
 	if (ckpt_fault())
 		return -EMFILE;
-	if (ckpt_fault())
+	if (ufd && ckpt_fault())
 		return -EFAULT;
 	return receive_fd(file, ufd, o_flags);
 #else
@@ -373,13 +377,13 @@ static int ckpt_receive_fd(struct file *file, int __user *ufd,
 
 	if (ckpt_fault())
 		return -EMFILE;
-	if (ckpt_fault() || put_user(-1, ufd))
+	if (ufd && (ckpt_fault() || put_user(-1, ufd)))
 		return -EFAULT;
 	fd = receive_fd(file, o_flags);
-	if (fd < 0)
+	if (fd < 0 || !ufd)
 		return fd;
 	if (ckpt_fault() || put_user(fd, ufd)) {
-		close_fd(fd);
+		*installed = fd;
 		return -EFAULT;
 	}
 	return fd;
@@ -391,23 +395,26 @@ static int ckpt_receive_fd(struct file *file, int __user *ufd,
  * @type: its type
  * @ptr: the object, referenced by the hash
  * @flags: CKPT_OBJ_CLOEXEC
- * @uhandle: where the caller reads the handle; written before an fd is
- *           installed
+ * @uhandle: where a batch item's handle goes (written before an fd is
+ *           installed, but see ckpt_receive_fd() for 6.1), or NULL
+ * @installed: set to the fd left installed when the write failed after the
+ *             install (6.1 only), else -1
  *
  * Return: a new fd on the same open file description (FILE), the id (TEST),
- * -EINVAL for an INODE (no handle exists for it), -EMFILE, or -EFAULT with
- * nothing installed.
+ * -EINVAL for an INODE (no handle exists for it), -EMFILE, or -EFAULT.
  */
-int ckpt_handle_install(u32 type, void *ptr, u32 flags, int __user *uhandle)
+int ckpt_handle_install(u32 type, void *ptr, u32 flags, int __user *uhandle,
+			int *installed)
 {
 	struct ckpt_testobj *t = ptr;
 
+	*installed = -1;
 	switch (type) {
 	case CKPT_OBJ_FILE:
 		return ckpt_receive_fd(ptr, uhandle, flags & CKPT_OBJ_CLOEXEC ?
-				       O_CLOEXEC : 0);
+				       O_CLOEXEC : 0, installed);
 	case CKPT_OBJ_TEST:
-		if (ckpt_fault() || put_user(t->id, uhandle))
+		if (uhandle && (ckpt_fault() || put_user(t->id, uhandle)))
 			return -EFAULT;
 		return t->id;
 	default:
@@ -415,13 +422,28 @@ int ckpt_handle_install(u32 type, void *ptr, u32 flags, int __user *uhandle)
 	}
 }
 
+/*
+ * The filesystem first: pseudo filesystems whose inodes say S_IFREG (nsfs,
+ * and pidfs since 6.9) hold no regular file; anon inodes carry no S_IFMT
+ * type of their own in 6.1.
+ */
 static u32 file_kind(struct file *file)
 {
 	struct inode *inode = file_inode(file);
 
-	/* anon inodes carry no S_IFMT type of their own in 6.1 */
-	if (inode->i_sb->s_magic == ANON_INODE_FS_MAGIC)
+	switch (inode->i_sb->s_magic) {
+	case ANON_INODE_FS_MAGIC:
+		/* before pidfs (6.9), a pidfd was an anon inode file */
+		if (!strcmp(file->f_path.dentry->d_name.name, "[pidfd]"))
+			return CKPT_FILE_PIDFD;
 		return CKPT_FILE_ANON;
+	case NSFS_MAGIC:
+		return CKPT_FILE_NSFS;
+#ifdef PID_FS_MAGIC
+	case PID_FS_MAGIC:
+		return CKPT_FILE_PIDFD;
+#endif
+	}
 	switch (inode->i_mode & S_IFMT) {
 	case S_IFREG:
 		return CKPT_FILE_REG;
@@ -456,10 +478,14 @@ int ckpt_file_info_fill(struct ckpt_obj_hash *h, struct file *file,
 	struct kstat st;
 	int objref;
 
-	/* first, so that a failure leaves no inode in the hash to undo */
+	/*
+	 * First, so that a failure leaves no inode in the hash to undo.  What
+	 * the kernel has cached: a FUSE daemon in the frozen tree (or a
+	 * network server) is not asked, so this cannot stall.
+	 */
 	objref = ckpt_fault() ? -ENOMEM :
 		 vfs_getattr(&file->f_path, &st, STATX_BASIC_STATS,
-			     AT_STATX_SYNC_AS_STAT);
+			     AT_STATX_DONT_SYNC);
 	if (objref)
 		return objref;
 	objref = ckpt_obj_lookup_add(h, file_inode(file), &ckpt_inode_ops,

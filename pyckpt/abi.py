@@ -1,6 +1,7 @@
 """The ABI of /dev/ckpt as Python sees it, all read from the built extension.
 
-Every value here comes from ``ckpt.h`` through cffi (enum elements and
+Every value here comes from ``ckpt.h`` (the ioctl ABI) and ``ckpt_image.h``
+(the image format) through cffi (enum elements and
 ``#define`` constants compiled by the C compiler); nothing is retyped.
 """
 
@@ -36,9 +37,13 @@ __all__ = [
 DEVICE: str = ffi.string(lib.CKPT_DEVICE).decode()
 
 
-def _int_enum(name: str, ctype: str, prefix: str) -> type[enum.IntEnum]:
-    """An IntEnum from a C enum of the header, its prefix and *_MAX dropped."""
-    elements = sorted(ffi.typeof(ctype).relements.items(), key=lambda kv: kv[1])
+def _int_enum(name: str, ctype: str, prefix: str, *more: str) -> type[enum.IntEnum]:
+    """An IntEnum from C enums of the headers (one numbering), their prefix
+    and *_MAX dropped."""
+    relements = {}
+    for ct in (ctype, *more):
+        relements.update(ffi.typeof(ct).relements)
+    elements = sorted(relements.items(), key=lambda kv: kv[1])
     members = {
         cname.removeprefix(prefix): value
         for cname, value in elements
@@ -58,7 +63,10 @@ def _int_flag(name: str, prefix: str) -> type[enum.IntFlag]:
 
 
 ObjType = _int_enum("ObjType", "enum ckpt_obj_type", "CKPT_OBJ_")
-FileKind = _int_enum("FileKind", "enum ckpt_file_kind", "CKPT_FILE_")
+# what the module reports (ckpt.h) and the image's own kinds (ckpt_image.h)
+FileKind = _int_enum(
+    "FileKind", "enum ckpt_file_kind", "CKPT_FILE_", "enum ckpt_image_file_kind"
+)
 Policy = _int_enum("Policy", "enum ckpt_policy", "CKPT_POLICY_")
 DeferAction = _int_enum("DeferAction", "enum ckpt_defer_action", "CKPT_DEFER_")
 HdrType = _int_enum("HdrType", "enum ckpt_hdr_type", "CKPT_HDR_")

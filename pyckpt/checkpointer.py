@@ -103,6 +103,12 @@ class _FdRef:
         self._col = col
         self.pid, self.comm, self.fd, self.objref = pid, comm, w.fd, w.objref
         self.info = w.file  # the first holder's only
+        if w.busy:  # reading it (/proc, tee) would wait on the same lock
+            raise CheckpointError(
+                f"task {pid} ({comm}) fd {w.fd}: a task of the tree is stalled "
+                "inside a read, write or epoll_wait on it, holding its lock; "
+                "let it finish (thaw the tree) and checkpoint again"
+            )
         # what the module's walk already told (CKPT_TASK_FDS_DETAIL)
         self._fdinfo = w.fdinfo
         self._link = w.link

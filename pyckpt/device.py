@@ -101,6 +101,9 @@ class TaskFd(NamedTuple):
     link: str | None = None  # readlink of /proc/PID/fd/FD
     fdinfo: str | None = None  # the file's own fdinfo lines (anon files)
     pipe: PipeState | None = None  # anonymous pipes
+    # a task of the tree holds the file's lock (a stalled read, write or
+    # epoll_wait): its pipe state or fdinfo is unknown until it moves
+    busy: bool = False
 
 
 class Leak(NamedTuple):
@@ -161,6 +164,7 @@ _FD_CLOEXEC = lib.CKPT_FD_CLOEXEC
 _DETAIL_LINK = lib.CKPT_DETAIL_LINK
 _DETAIL_FDINFO = lib.CKPT_DETAIL_FDINFO
 _DETAIL_PIPE = lib.CKPT_DETAIL_PIPE
+_DETAIL_BUSY = lib.CKPT_DETAIL_BUSY
 _NO_READER = lib.CKPT_PIPE_NO_READER
 _NO_WRITER = lib.CKPT_PIPE_NO_WRITER
 # enum lookups by value, not Enum.__call__: 10^4 entries per walk
@@ -213,13 +217,17 @@ def _task_fds(raw: bytes, detail: bool) -> Iterator[TaskFd]:
         at += stride
         cloexec = bool(flags & _FD_CLOEXEC)
         if not flags & _FD_FIRST:
-            yield new(TaskFd, (fd, objref, False, cloexec, None, None, None, None))
+            yield new(
+                TaskFd, (fd, objref, False, cloexec, None, None, None, None, False)
+            )
             continue
         v = unpack(raw, at)
         info = new(FileInfo, (_KINDS[v[ik]], v[iff], _FMODES[v[ifm]], *stat(v)))
         det = v[idet] if detail else 0
         if not det:
-            yield new(TaskFd, (fd, objref, True, cloexec, info, None, None, None))
+            yield new(
+                TaskFd, (fd, objref, True, cloexec, info, None, None, None, False)
+            )
             continue
         pipe = None
         if det & _DETAIL_PIPE:
@@ -239,6 +247,7 @@ def _task_fds(raw: bytes, detail: bool) -> Iterator[TaskFd]:
                 _text(raw, at + olink) if det & _DETAIL_LINK else None,
                 _text(raw, at + oinfo) if det & _DETAIL_FDINFO else None,
                 pipe,
+                bool(det & _DETAIL_BUSY),
             ),
         )
 
@@ -351,6 +360,7 @@ class Context:
         arg.buf = int(ffi.cast("uintptr_t", buf))
         arg.count = lib.CKPT_ERR_LOG_MAX
         arg.since = since
+        arg.entry_size = ffi.sizeof("struct ckpt_err_entry")
         ret = _ioctl(self.fileno(), lib.CKPT_IOC_ERRORS, arg)
         if ret < 0:
             # not through self.ioctl(): reading the log must not recurse
@@ -368,6 +378,12 @@ class Context:
         ]
 
     # ---- setup, release, stats --------------------------------------------
+
+    def version(self) -> tuple[int, int]:
+        """(ABI version, CKPT_FEATURE_* bits) of the loaded module."""
+        arg = ffi.new("struct ckpt_version *")
+        self.ioctl(lib.CKPT_IOC_VERSION, arg)
+        return arg.abi_version, arg.features
 
     def setup(
         self,
@@ -434,8 +450,8 @@ class Context:
         arg.type = type
         arg.objref = objref
         arg.flags = ObjFlag.CLOEXEC if cloexec else 0
-        self.ioctl(lib.CKPT_IOC_FETCH, arg)
-        return arg.handle
+        # the handle is the ioctl's value, as pidfd_getfd()'s fd (ABI 5)
+        return self.ioctl(lib.CKPT_IOC_FETCH, arg)
 
     # ---- objects, in batches ------------------------------------------------
 
@@ -542,6 +558,7 @@ class Context:
             arg.next_fd = next_fd
             arg.flags = lib.CKPT_TASK_FDS_DETAIL if detail else 0
             arg.entries = int(ffi.cast("uintptr_t", entries))
+            arg.entry_size = size
             ret = _ioctl(self.fileno(), lib.CKPT_IOC_TASK_FDS, arg)
             # a failed call says nr < batch; nr left as sent: nothing done
             # (the header was unwritable)
@@ -616,6 +633,7 @@ class Context:
         arg = ffi.new("struct ckpt_contained *")
         arg.buf = int(ffi.cast("uintptr_t", buf))
         arg.count = cap
+        arg.leak_size = ffi.sizeof("struct ckpt_leak")
         ret = _ioctl(self.fileno(), lib.CKPT_IOC_CONTAINED, arg)
         if ret < 0 and -ret != _errno.EBUSY:
             raise self._error(-ret, "CKPT_IOC_CONTAINED")

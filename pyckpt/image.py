@@ -271,8 +271,8 @@ def _bad_len(offset: int, name: str, lay: Layout, rlen: int, remaining: int) -> 
 
 
 # module ABIs whose images read the same: ABI 3 (TASK_FDS, the file's
-# identity in ckpt_file_info) and 4 (TASK_FDS_DETAIL) changed only ioctls
-_IMAGE_ABIS = (2, 3, 4)
+# identity in ckpt_file_info), 4 (TASK_FDS_DETAIL) and 5 changed only ioctls
+_IMAGE_ABIS = (2, 3, 4, 5)
 if lib.CKPT_ABI_VERSION not in _IMAGE_ABIS:
     raise ImportError(f"ckpt.h ABI {lib.CKPT_ABI_VERSION}: which images does it read?")
 

@@ -14,6 +14,7 @@ settings.load_profile("pyckpt")
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ROOT / "kmod" / "include" / "uapi" / "ckpt.h"
+IMAGE_HEADER = HEADER.with_name("ckpt_image.h")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -33,4 +34,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def header_text() -> str:
-    return HEADER.read_text()
+    # both uapi headers: the ioctl ABI and the image format
+    return HEADER.read_text() + IMAGE_HEADER.read_text()

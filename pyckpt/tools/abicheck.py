@@ -1,4 +1,5 @@
-"""``pyckpt abi-check``: the built ckpt.ko against cffi's view of ckpt.h.
+"""``pyckpt abi-check``: the built ckpt.ko against cffi's view of ckpt.h
+(the ioctl ABI; the image format, ckpt_image.h, is checked for constants).
 
 Three checks, read with pyelftools from the module file itself:
 
@@ -53,6 +54,7 @@ def default_ko(kver: str | None = None) -> Path:
 
 DEFAULT_KO = default_ko()
 HEADER = ROOT / "kmod" / "include" / "uapi" / "ckpt.h"
+IMAGE_HEADER = HEADER.with_name("ckpt_image.h")
 # where the uapi headers a userspace build sees live (linux-libc-dev)
 UAPI_DIRS = (
     "/usr/include/linux",
@@ -269,7 +271,8 @@ def main(
             probs, checked, absent = compare_layouts(dwarf_layouts(ko), cffi_layouts())
             problems += probs
             report["checked"], report["absent"] = checked, absent
-            consts = kernel_constants(HEADER.read_text())
+            # one text: the image header uses ckpt.h's constants
+            consts = kernel_constants(HEADER.read_text() + IMAGE_HEADER.read_text())
             report["kernel_constants"] = consts
             problems += [
                 f"ckpt.h uses {c}, defined neither in ckpt.h nor in the uapi headers: "

@@ -1,4 +1,5 @@
-"""The cffi binding agrees with ckpt.h: sizes, padding, ioctl numbers, enums."""
+"""The cffi binding agrees with ckpt.h and ckpt_image.h: sizes, padding, ioctl
+numbers, enums."""
 
 from __future__ import annotations
 
@@ -36,6 +37,12 @@ VERSIONED = {
     "ckpt_stats": "CKPT_STATS_SIZE_VER0",
     "ckpt_test_obj": "CKPT_TEST_OBJ_SIZE_VER0",
     "ckpt_task_fds": "CKPT_TASK_FDS_SIZE_VER0",
+    "ckpt_version": "CKPT_VERSION_SIZE_VER0",
+    # array elements the module writes, sized by the caller (ABI 5)
+    "ckpt_err_entry": "CKPT_ERR_ENTRY_SIZE_VER0",
+    "ckpt_leak": "CKPT_LEAK_SIZE_VER0",
+    "ckpt_fd_entry": "CKPT_FD_ENTRY_SIZE_VER0",
+    "ckpt_fd_detail": "CKPT_FD_DETAIL_SIZE_VER0",
 }
 
 
@@ -203,3 +210,26 @@ def test_ioc_encoding_round_trips(
         size,
     )
     assert 0 <= req < 1 << 32
+
+
+def test_every_written_array_carries_its_element_size() -> None:
+    # ABI 5: the structs pointing at an array the module writes name the
+    # element size, as ckpt_batch does, so that the elements can grow
+    sized = {
+        "ckpt_batch": "item_size",
+        "ckpt_errors": "entry_size",
+        "ckpt_contained": "leak_size",
+        "ckpt_task_fds": "entry_size",
+    }
+    for struct, field in sized.items():
+        assert field in dict(ffi.typeof(f"struct {struct}").fields), struct
+
+
+def test_insert_and_fetch_write_nothing_back() -> None:
+    # INSERT has no output; FETCH's fd is the ioctl's value (ABI 5)
+    for req in (lib.CKPT_IOC_INSERT, lib.CKPT_IOC_FETCH):
+        assert ioc_dir(req) == lib._IOC_WRITE
+
+
+def test_abi_version() -> None:
+    assert lib.CKPT_ABI_VERSION == 5

@@ -105,11 +105,17 @@ def test_vermagic_of_another_kernel_is_a_sentence() -> None:
 
 def test_no_kernel_internal_constant_in_the_abi() -> None:
     assert abicheck.kernel_constants(abicheck.HEADER.read_text()) == []
+    assert (
+        abicheck.kernel_constants(
+            abicheck.HEADER.read_text() + abicheck.IMAGE_HEADER.read_text()
+        )
+        == []
+    )
 
 
 def test_task_comm_len_in_the_abi_would_be_caught() -> None:
     # the c/r infrastructure RFC: "TASK_COMM_LEN might be subject to changing"
-    text = abicheck.HEADER.read_text().replace(
+    text = (abicheck.HEADER.read_text() + abicheck.IMAGE_HEADER.read_text()).replace(
         "__u32 argc;", "__u32 argc;\n\tchar comm[TASK_COMM_LEN];"
     )
     assert "TASK_COMM_LEN" in text

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from itertools import count
 from typing import Any
@@ -224,6 +225,13 @@ def test_every_failure_is_clean(name: str, knob: None, observer: Context) -> Non
                 assert err.errno in (12, 14, 24), f"{name}, failure {n}: {err}"
                 new = c.errors(since=seen)
                 assert new and new[-1].err == -err.errno, f"{name}: {new}"
+                # 6.1: a batch FETCH item whose handle became unwritable
+                # after the install keeps its fd (never closed by number),
+                # which the log names: ours to close
+                for e in new:
+                    if m := re.search(r"fd (\d+) stays installed", e.msg):
+                        assert os.uname().release.startswith("6.1."), e
+                        os.close(int(m.group(1)))
                 if name in BATCHES and err.done:
                     retry = _batch_case(name)[2](c, state, err)
                 else:

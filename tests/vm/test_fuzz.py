@@ -122,11 +122,11 @@ class IoctlMachine(RuleBasedStateMachine):
         if m.ctx.closed:
             return
         if m.released:
-            want = E.EBADFD
+            want = E.EINVAL
         elif not end.open:
             want = E.EBADF
         elif m.mode == "restart":
-            want = E.EBADFD
+            want = E.EINVAL
         else:
             want = 0
         try:
@@ -153,14 +153,12 @@ class IoctlMachine(RuleBasedStateMachine):
     def insert(self, m: Model, end: End, objref: int) -> None:
         if m.ctx.closed:
             return
-        if m.released:
-            want = E.EBADFD
-        elif objref <= 0:
+        if m.released or objref <= 0:
             want = E.EINVAL
         elif not end.open:
             want = E.EBADF
         elif m.mode == "checkpoint":
-            want = E.EBADFD
+            want = E.EINVAL
         elif objref in m.objs:
             want = E.EEXIST
         else:
@@ -174,16 +172,14 @@ class IoctlMachine(RuleBasedStateMachine):
     def fetch(self, m: Model, objref: int) -> None:
         if m.ctx.closed:
             return
-        if m.released:
-            want = E.EBADFD
-        elif objref <= 0:
+        if m.released or objref <= 0:
             want = E.EINVAL
         elif objref not in m.objs:
             want = E.ENOENT
         elif m.objs[objref][0] != "file":
-            want = E.ENOMSG
+            want = E.EINVAL
         elif objref in m.dropped:
-            want = E.ESTALE
+            want = E.ENOENT
         else:
             want = 0
         try:
@@ -202,14 +198,10 @@ class IoctlMachine(RuleBasedStateMachine):
     def defer_drop(self, m: Model, objref: int) -> None:
         if m.ctx.closed:
             return
-        if m.released or m.mode == "checkpoint":
-            want = E.EBADFD
-        elif objref <= 0:
+        if m.released or m.mode == "checkpoint" or objref <= 0:
             want = E.EINVAL
-        elif objref not in m.objs:
+        elif objref not in m.objs or objref in m.dropped:
             want = E.ENOENT
-        elif objref in m.dropped:
-            want = E.ESTALE
         else:
             want = 0
         assert _errno(lambda: m.ctx.defer_drop(objref)) == want
@@ -232,7 +224,7 @@ class IoctlMachine(RuleBasedStateMachine):
             if what == "log":
                 m.tags.append(arg)
             elif arg in m.dropped:
-                want = E.ESTALE
+                want = E.ENOENT
                 break
             else:
                 m.dropped.add(arg)
@@ -249,7 +241,7 @@ class IoctlMachine(RuleBasedStateMachine):
     def release(self, m: Model) -> None:
         if m.ctx.closed:
             return
-        want = E.EBADFD if m.released else 0
+        want = E.EINVAL if m.released else 0
         assert _errno(m.ctx.release) == want
         if not want:
             m.released = True
