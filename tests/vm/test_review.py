@@ -28,8 +28,8 @@ from vmhelpers import Fds, raises_errno
 
 from pyckpt import CkptError, Context, ObjType
 from pyckpt.abi import FileKind, ffi, lib, with_size
-from pyckpt.device import pidfd_getfd
 from pyckpt.proc import starttime
+from pyckpt.syscalls import pidfd_getfd
 
 E = errno
 _libc = ctypes.CDLL(None, use_errno=True)
