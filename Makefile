@@ -76,7 +76,7 @@ test: setup
 		host=$(RESULTS)/host.xml "$${vm[@]}"
 
 # tests/vm on the debug kernel alone (built once, ~25 min, then cached in
-# build/debug-kernel or $$CKPT_DEBUG_CACHE), with its own closing summary
+# build/debug-kernel or $CKPT_DEBUG_CACHE), with its own closing summary
 test-debug: setup
 	@rm -rf $(DEBUG_RESULTS) && mkdir -p $(DEBUG_RESULTS)
 	@rc=0; CKPT_RESULTS=$(DEBUG_RESULTS) vm/run-debug.sh || rc=1; \

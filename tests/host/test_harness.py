@@ -538,3 +538,64 @@ def test_run_sh_boots_the_kernel_tree(tmp_path: Path) -> None:
     (tree / "arch" / "x86" / "boot" / "bzImage").unlink()
     r = run()
     assert r.returncode == 2 and "build the tree first" in r.stderr
+
+
+# stands in for a guest that ran vm/guest-tests.sh: its files in CKPT_RESULTS
+GUEST_VNG = """#!/bin/sh
+R=$CKPT_RESULTS
+printf 'kernel=%s\\nkmemleak=1\\nt_start=1.0\\nt_end=2.0\\npytest=0\\nrmmod=0\\ntainted=12288\\nfinished=1\\n' \\
+	"$FAKE_KVER" >"$R/vm-status"
+cp "$FAKE_DIR/dmesg" "$R/vm-dmesg.txt"
+cp "$FAKE_DIR/kmemleak" "$R/vm-kmemleak.txt"
+echo '<testsuites><testsuite><testcase classname="t" name="ok"/></testsuite></testsuites>' >"$R/vm.xml"
+"""
+
+
+def run_tests_sh(tmp_path: Path, dmesg: str, kmemleak: str) -> tuple[int, str, str]:
+    """vm/run-tests.sh over a fake guest: (status, vm-harness.xml, stderr)."""
+    tree = fake_tree(tmp_path)
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "vng").write_text(GUEST_VNG)
+    (venv / "bin" / "vng").chmod(0o755)
+    (tmp_path / "dmesg").write_text(dmesg)
+    (tmp_path / "kmemleak").write_text(kmemleak)
+    results = tmp_path / "results"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CKPT_")}
+    r = subprocess.run(
+        [str(ROOT / "vm" / "run-tests.sh")],
+        env={
+            **base,
+            "CKPT_VENV": str(venv),
+            "CKPT_KERNEL_TREE": str(tree),
+            "CKPT_VM_NO_MODULE": "1",
+            "CKPT_RESULTS": str(results),
+            "FAKE_DIR": str(tmp_path),
+            "FAKE_KVER": "6.1.192-ckpt-debug",
+        },
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return r.returncode, (results / "vm-harness.xml").read_text(), r.stderr
+
+
+def test_run_tests_sh_fails_on_a_report_and_names_the_test(tmp_path: Path) -> None:
+    rc, harness, err = run_tests_sh(tmp_path, SAMPLE_DMESG, SAMPLE_KMEMLEAK)
+    assert rc == 1
+    assert 'name="kernel_booted"/>' in harness  # the tree's release booted
+    assert 'name="kmemleak_scanned"/>' in harness
+    assert "8 kernel report(s) in vm-dmesg.txt, first: KASAN in" in harness
+    assert "KASAN in tests/vm/test_objhash.py::test_add[1]: BUG: KASAN:" in err
+    assert "kmemleak in tests/vm/test_objhash.py::test_add[1]: unreferenced" in err
+    klog_txt = (tmp_path / "results" / "vm-klog.txt").read_text()
+    assert "Read of size 4" in klog_txt  # the report's lines, for people
+
+
+def test_run_tests_sh_passes_a_clean_log(tmp_path: Path) -> None:
+    clean = "[ 5.0] ckpt-test: phase insmod\n[ 6.0] ckpt-test: start t::a\n"
+    rc, harness, err = run_tests_sh(tmp_path, clean, "")
+    assert rc == 0, err
+    assert "<failure" not in harness and 'name="dmesg_clean"/>' in harness
