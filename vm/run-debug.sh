@@ -12,7 +12,7 @@
 # failed case for tests/summary.py) and the exit status is 1.
 # Environment: CKPT_DEBUG_CACHE, CKPT_DEBUG_JOBS (vm/debug-kernel.sh), and
 # vm/run.sh's; the guest gets CKPT_VM_MEMORY=3G (KASAN's shadow) and
-# CKPT_VM_TIMEOUT=5400 unless set.
+# CKPT_VM_TIMEOUT=3600 unless set.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -60,5 +60,5 @@ make --no-print-directory -C "$ROOT/kmod" KVER="$kver" >"$RESULTS/kmod-build.log
 
 export CKPT_RESULTS=$RESULTS
 export CKPT_VM_MEMORY=${CKPT_VM_MEMORY:-3G}
-export CKPT_VM_TIMEOUT=${CKPT_VM_TIMEOUT:-5400}
+export CKPT_VM_TIMEOUT=${CKPT_VM_TIMEOUT:-3600}
 exec "$ROOT/vm/run-tests.sh" "$@"
