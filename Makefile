@@ -16,7 +16,14 @@ KVERS = $(shell vm/kver.sh --all)
 PYSTAMP := $(VENV)/.pyckpt-installed
 SUBMAKE := $(MAKE) --no-print-directory
 
-.PHONY: build setup test demo bench fuzz vm-shell clean distclean
+# CKPT_KERNEL_TREE=DIR (a built kernel tree, bring your own kernel): every
+# target builds the module against it and boots its bzImage instead of
+# Debian's kernels (vm/kver.sh, vm/run.sh). CKPT_DEBUG_KERNEL=1: `make test`
+# also runs tests/vm on the debug kernel (vm/run-debug.sh; .ci/run does not:
+# see the README, "The debug kernel").
+DEBUG_RESULTS := $(RESULTS)/debug
+
+.PHONY: build setup test test-debug debug-kernel demo bench fuzz vm-shell clean distclean
 
 setup:
 	@vm/setup.sh
@@ -54,14 +61,33 @@ test: setup
 		echo "== vm $$k: vm/run-tests.sh (tests/vm in QEMU, one boot)"; \
 		CKPT_KVER=$$k CKPT_RESULTS=$(RESULTS)/$$k vm/run-tests.sh || rc=1; \
 		l=vm-$$(echo "$$k" | cut -d. -f1,2); \
+		[ -z "$${CKPT_KERNEL_TREE:-}" ] || l=vm-$$k; \
 		[[ $$labels != *" $$l "* ]] || l=vm-$$k; \
 		labels+="$$l "; \
 		vm+=("$$l=$(RESULTS)/$$k/vm.xml" "$$l-harness=$(RESULTS)/$$k/vm-harness.xml"); \
 	done; \
 	[ "$${#vm[@]}" -gt 0 ] || vm=(vm=$(RESULTS)/no-kernel-found.xml); \
-	cat $(RESULTS)/*/vm-time.txt 2>/dev/null; \
+	if [ "$${CKPT_DEBUG_KERNEL:-0}" = 1 ]; then \
+		echo "== vm debug kernel: vm/run-debug.sh (KASAN, lockdep, UBSAN, KFENCE, kmemleak)"; \
+		CKPT_RESULTS=$(DEBUG_RESULTS) vm/run-debug.sh || rc=1; \
+		vm+=("vm-6.1-debug=$(DEBUG_RESULTS)/vm.xml" "vm-6.1-debug-harness=$(DEBUG_RESULTS)/vm-harness.xml"); \
+	fi; \
+	cat $(RESULTS)/*/debug-build.txt $(RESULTS)/*/vm-time.txt 2>/dev/null; \
 	$(PY) tests/summary.py --rc $$rc --core $(RESULTS)/host-core.txt \
 		host=$(RESULTS)/host.xml "$${vm[@]}"
+
+# tests/vm on the debug kernel alone (built once, ~25 min, then cached in
+# build/debug-kernel or $CKPT_DEBUG_CACHE), with its own closing summary
+test-debug: setup
+	@rm -rf $(DEBUG_RESULTS) && mkdir -p $(DEBUG_RESULTS)
+	@rc=0; CKPT_RESULTS=$(DEBUG_RESULTS) vm/run-debug.sh || rc=1; \
+	cat $(DEBUG_RESULTS)/debug-build.txt $(DEBUG_RESULTS)/vm-time.txt 2>/dev/null; \
+	$(PY) tests/summary.py --rc $$rc "vm-6.1-debug=$(DEBUG_RESULTS)/vm.xml" \
+		"vm-6.1-debug-harness=$(DEBUG_RESULTS)/vm-harness.xml"
+
+# the debug kernel's tree alone (vm/debug-kernel.sh prints its path)
+debug-kernel: setup
+	@vm/debug-kernel.sh
 
 demo: setup
 	@vm/run.sh python -m pyckpt.tools.demo
@@ -93,8 +119,10 @@ vm-shell: setup
 clean:
 	-@$(SUBMAKE) -C kmod clean KVER=$(KVER) OUT=$(CURDIR)/kmod >/dev/null 2>&1
 	-@$(SUBMAKE) -C kmod/host clean >/dev/null
-	rm -rf $(RESULTS) build .hypothesis pyckpt.egg-info pyckpt/_ckpt.c pyckpt/_ckpt*.o \
+	@# everything under build/ but the debug kernel (25 min to rebuild)
+	find build -mindepth 1 -maxdepth 1 ! -name debug-kernel -exec rm -rf {} + 2>/dev/null || true
+	rm -rf $(RESULTS) .hypothesis pyckpt.egg-info pyckpt/_ckpt.c pyckpt/_ckpt*.o \
 		pyckpt/_ckpt*.so $(PYSTAMP)
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) build

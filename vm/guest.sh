@@ -45,6 +45,8 @@ fi
 
 if [ "${CKPT_VM_NO_MODULE:-0}" != 1 ]; then
 	export CKPT_KO=${CKPT_KO:-$ROOT/build/kmod-$(uname -r)/ckpt.ko}
+	# vm/klog.py: kernel reports before this line are the boot's, not ours
+	echo "<4>ckpt-test: phase insmod" 2>/dev/null >/dev/kmsg
 	# debug=1: the TEST_* ioctls and fail_nth, which the tests use
 	if ! out=$(insmod "$CKPT_KO" debug=1 2>&1); then
 		echo "vm/run.sh: insmod $CKPT_KO failed in the guest ($(uname -r)): $out" >&2

@@ -14,6 +14,9 @@
 # 6.1.0-56-amd64 (bookworm's ABI number) or 6.12.117+deb12-amd64 (newer
 # series, backports): X.Y.Z, one optional -tag or +tag, then -amd64.
 # CKPT_BOOT_DIR (default /boot) is where to look (tests/host/test_harness.py).
+#
+# CKPT_KERNEL_TREE=DIR (a built kernel tree: bring your own kernel) overrides
+# all of this: both forms print that tree's release, the only kernel.
 set -euo pipefail
 
 all=0
@@ -25,6 +28,23 @@ case ${1:-} in
 	exit 2
 	;;
 esac
+
+# Bring your own kernel: a built tree (CKPT_KERNEL_TREE) is the one kernel,
+# named by its release (what uname -r says in the guest).
+if [ -n "${CKPT_KERNEL_TREE:-}" ]; then
+	rel_file=$CKPT_KERNEL_TREE/include/config/kernel.release
+	if ! [ -s "$rel_file" ]; then
+		echo "vm/kver.sh: CKPT_KERNEL_TREE=$CKPT_KERNEL_TREE is not a built kernel tree (no include/config/kernel.release)" >&2
+		exit 1
+	fi
+	rel=$(cat "$rel_file")
+	if [ -n "${CKPT_KVER:-}" ] && [ "$CKPT_KVER" != "$rel" ]; then
+		echo "vm/kver.sh: CKPT_KVER=$CKPT_KVER, but CKPT_KERNEL_TREE is $rel" >&2
+		exit 1
+	fi
+	echo "$rel"
+	exit 0
+fi
 
 if [ "$all" = 1 ] && [ -n "${CKPT_KVERS:-}" ]; then
 	read -r -a list <<<"$CKPT_KVERS"

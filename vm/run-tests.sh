@@ -9,6 +9,8 @@
 #   vm.xml          pytest's JUnit XML
 #   vm-harness.xml  this script's own checks, as JUnit (for tests/summary.py)
 #   vm-dmesg.txt    the guest's kernel log after rmmod
+#   vm-kmemleak.txt kmemleak's report after rmmod (kernels with kmemleak)
+#   vm-klog.txt     the kernel's reports that vm/klog.py found, and where
 #   vm-status       key=value notes from the guest (times, exit codes, taint)
 #   vm-console.log  what the guest printed (for people, not parsed)
 #   vm-kernel.log   the guest kernel's console, warnings and worse: the oops
@@ -17,7 +19,8 @@
 #   vm-boot-retry.txt, vm-kernel-boot1.log  only when the first boot died
 #                   before anything of ours ran, and was booted once more
 # Exits non-zero if a test failed, the guest timed out or died, rmmod failed,
-# the kernel log shows a warning, oops, BUG, list corruption or leak, or the
+# the kernel log shows a report (vm/klog.py: warning, oops, BUG, KASAN,
+# lockdep, UBSAN, list corruption, kmemleak's or the module's leak), or the
 # kernel was tainted by anything but an unsigned out-of-tree module.
 # Environment: CKPT_RESULTS, and vm/run.sh's (CKPT_VM_TIMEOUT, CKPT_VM_KVM...).
 set -uo pipefail
@@ -30,15 +33,14 @@ RESULTS=${CKPT_RESULTS:-$ROOT/results/$KVER}
 mkdir -p "$RESULTS" && RESULTS=$(cd "$RESULTS" && pwd) || exit 2
 rm -f "$RESULTS"/vm.xml "$RESULTS"/vm-harness.xml "$RESULTS"/vm-dmesg.txt \
 	"$RESULTS"/vm-status "$RESULTS"/vm-console.log "$RESULTS"/vm-kernel.log \
-	"$RESULTS"/vm-time.txt "$RESULTS"/vm-kernel-boot1.log "$RESULTS"/vm-boot-retry.txt
+	"$RESULTS"/vm-time.txt "$RESULTS"/vm-kernel-boot1.log "$RESULTS"/vm-boot-retry.txt \
+	"$RESULTS"/vm-kmemleak.txt "$RESULTS"/vm-klog.txt
 
-# Kernel log lines that fail the run. The taint messages of an unsigned
-# out-of-tree module ("loading out-of-tree module taints kernel", "module
-# verification failed") are expected and match none of these.
-BAD_DMESG='\bBUG\b|WARNING:|Oops|general protection fault|list_(add|del) corruption'
-BAD_DMESG+='|KASAN|UBSAN|Call Trace:|Kernel panic|refcount_t:|soft lockup|hard LOCKUP'
-BAD_DMESG+='|blocked for more than|rcu_.* detected stall|stack-protector|double fault'
-BAD_DMESG+='|Unable to handle|unable to handle|ckpt: leaked'
+# The kernel log is judged by vm/klog.py: any report (KASAN, KFENCE, UBSAN,
+# lockdep, WARNING, BUG, Oops, list corruption, a stall, "ckpt: leaked", and
+# kmemleak's objects on a kernel that has it) fails the run, named after the
+# test that was running (markers the guest writes to the log). The taint
+# messages of an unsigned out-of-tree module are expected and match none.
 # /proc/sys/kernel/tainted bits allowed: O (out-of-tree) and E (unsigned)
 TAINT_OK=$(((1 << 12) | (1 << 13)))
 
@@ -126,12 +128,30 @@ fi
 klog=$RESULTS/vm-dmesg.txt
 [ -f "$klog" ] || klog=$RESULTS/vm-kernel.log
 if [ -f "$klog" ]; then
-	bad=$(grep -E "$BAD_DMESG" "$klog" | head -n 20)
-	if [ -z "$bad" ]; then
+	# vm-klog.txt: every report with its first lines, for people
+	python3 "$ROOT/vm/klog.py" "$klog" --kmemleak "$RESULTS/vm-kmemleak.txt" \
+		>"$RESULTS/vm-klog.txt" 2>&1
+	bad=$(python3 "$ROOT/vm/klog.py" --tsv "$klog" --kmemleak "$RESULTS/vm-kmemleak.txt" 2>/dev/null)
+	krc=$?
+	if [ "$krc" = 0 ]; then
 		check dmesg_clean OK
+	elif [ -z "$bad" ]; then
+		check dmesg_clean "vm/klog.py could not read ${klog##*/} (status $krc)"
 	else
-		check dmesg_clean "kernel log (${klog##*/}): $(printf '%s' "$bad" | head -n 3 | tr '\n' ' ')"
-		printf '%s\n' "$bad" >&2
+		n=$(printf '%s\n' "$bad" | wc -l)
+		check dmesg_clean "$n kernel report(s) in ${klog##*/}, first: $(printf '%s\n' "$bad" |
+			head -n 3 | awk -F'\t' '{printf "%s in %s: %s; ", $1, $2, $3}')(all: vm-klog.txt)"
+		echo "--- kernel reports (vm/klog.py; vm-klog.txt has their first lines):" >&2
+		printf '%s\n' "$bad" | awk -F'\t' '{print "  " $1 " in " $2 ": " $3}' >&2
+	fi
+fi
+
+# a kernel with kmemleak must have scanned, or the leak check did not happen
+if [ "${st[kmemleak]:-0}" = 1 ]; then
+	if [ -f "$RESULTS/vm-kmemleak.txt" ]; then
+		check kmemleak_scanned OK
+	else
+		check kmemleak_scanned "kmemleak was on but the guest never read its scan"
 	fi
 fi
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vm/run.sh [CMD...]: boot Debian's installed kernel in QEMU through
+# vm/run.sh [CMD...]: boot Debian's installed kernel (or CKPT_KERNEL_TREE's) in QEMU through
 # virtme-ng, load the ckpt.ko built for it (build/kmod-$KVER/ckpt.ko), and run
 # CMD as root in the checkout with the venv's python first on PATH. CMD's
 # output and exit status come back.
@@ -12,6 +12,10 @@
 #   CKPT_KVER=VER         kernel to boot (default: vm/kver.sh's, the newest
 #                         6.1); `make build` builds the module for each
 #                         kernel of `vm/kver.sh --all`
+#   CKPT_KERNEL_TREE=DIR  boot a built kernel tree instead (its bzImage and
+#                         modules; bring your own kernel, or the debug
+#                         kernel of vm/debug-kernel.sh); the module is
+#                         build/kmod-$RELEASE/ckpt.ko (make build builds it)
 #   CKPT_KO=FILE          the module to load (default build/kmod-$KVER/ckpt.ko);
 #                         the guest sees it as $CKPT_KO too
 #   CKPT_VM_TIMEOUT=SECS  kill the guest after this long (default 900)
@@ -46,11 +50,22 @@ die() {
 # vng runs virtme-run and the guest runs the venv's python: both from PATH
 export PATH="$VENV/bin:$PATH"
 
-KVER=${CKPT_KVER:-}
-[ -n "$KVER" ] || KVER=$("$ROOT/vm/kver.sh") || die "no kernel to boot"
-KIMG=/boot/vmlinuz-$KVER
-[ -r "$KIMG" ] || die "cannot read $KIMG (is linux-image-$KVER installed? run make setup)"
-[ -d "/lib/modules/$KVER/kernel" ] || die "no /lib/modules/$KVER: virtme-ng needs its 9p and virtio modules"
+if [ -n "${CKPT_KERNEL_TREE:-}" ]; then
+	# bring your own kernel: vng boots the tree's bzImage with the tree's
+	# modules (virtme-ng's .virtme_mods in the tree)
+	TREE=$(cd "$CKPT_KERNEL_TREE" 2>/dev/null && pwd) ||
+		die "CKPT_KERNEL_TREE=$CKPT_KERNEL_TREE is not a directory"
+	[ -r "$TREE/arch/x86/boot/bzImage" ] ||
+		die "no $TREE/arch/x86/boot/bzImage: build the tree first (make bzImage modules)"
+	KVER=$("$ROOT/vm/kver.sh") || die "cannot tell the release of $TREE"
+	KIMG=$TREE
+else
+	KVER=${CKPT_KVER:-}
+	[ -n "$KVER" ] || KVER=$("$ROOT/vm/kver.sh") || die "no kernel to boot"
+	KIMG=/boot/vmlinuz-$KVER
+	[ -r "$KIMG" ] || die "cannot read $KIMG (is linux-image-$KVER installed? run make setup)"
+	[ -d "/lib/modules/$KVER/kernel" ] || die "no /lib/modules/$KVER: virtme-ng needs its 9p and virtio modules"
+fi
 
 # The module built for this kernel, so insmod cannot fail on vermagic.
 if [ "${CKPT_VM_NO_MODULE:-0}" != 1 ]; then
@@ -79,7 +94,10 @@ vng=(vng --run "$KIMG" --force-9p
 	--memory "${CKPT_VM_MEMORY:-2G}" --cpus "${CKPT_VM_CPUS:-2}"
 	--cwd "$ROOT"
 	# an oops must end the run at once, not hang it until the timeout
-	--append "oops=panic panic=-1 modprobe.blacklist=$NOLOAD")
+	--append "oops=panic panic=-1 modprobe.blacklist=$NOLOAD"
+	# test names go into the kernel log (vm/kmsg_marks.py): unthrottled,
+	# and a log large enough to hold them all beside a debug kernel's reports
+	--append "printk.devkmsg=on log_buf_len=16M")
 if [ "${CKPT_VM_KVM:-0}" = 1 ]; then
 	[ -w /dev/kvm ] || die "CKPT_VM_KVM=1 but /dev/kvm is not usable"
 else

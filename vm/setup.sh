@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # vm/setup.sh [--bench]: install what building, testing and the VM need on a
 # Debian bookworm host (with --bench also criu, for `make bench`), and
-# create the venv. Idempotent, and quick when all is there
+# create the venv. vm/setup.sh --only PKG...: install just those packages
+# (the apt helper for vm/debug-kernel.sh). Idempotent, and quick when all is there
 # (a dpkg query and a few file tests), so `make test` can run it every time.
 # The PyPI packages and the cffi extension are installed by the Makefile,
 # which knows when they are out of date.
@@ -50,7 +51,17 @@ apt_install() {
 case "${1:-}" in
 "") ;;
 --bench) PKGS+=(criu) ;;
-*) die "usage: vm/setup.sh [--bench]" ;;
+--only)
+	shift
+	[ $# -gt 0 ] || die "usage: vm/setup.sh --only PKG..."
+	missing=()
+	for p in "$@"; do
+		installed "$p" || missing+=("$p")
+	done
+	[ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
+	exit 0
+	;;
+*) die "usage: vm/setup.sh [--bench | --only PKG...]" ;;
 esac
 
 missing=()

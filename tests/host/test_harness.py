@@ -235,3 +235,370 @@ def test_run_sh_timeout_kills_the_guest(tmp_path: Path) -> None:
     for pid in pids:
         stat = Path(f"/proc/{pid}/stat")
         assert not stat.exists() or stat.read_text().split()[2] == "Z"
+
+
+# ---- the debug kernel: the kernel log scanner (vm/klog.py), the build's
+# cache key (vm/debug-kernel.sh), bring-your-own-kernel (CKPT_KERNEL_TREE)
+
+KLOG = ROOT / "vm" / "klog.py"
+sys.path.insert(0, str(ROOT / "vm"))
+import klog  # noqa: E402
+
+# a guest's dmesg: markers (vm/guest.sh, vm/kmsg_marks.py, vm/guest-tests.sh)
+# around one report of each kind; timestamps as dmesg prints them
+SAMPLE_DMESG = """\
+[    0.000000] Linux version 6.1.192-ckpt-debug
+[    1.200000] WARNING: CPU: 0 PID: 1 at drivers/foo.c:12 foo_probe+0x1/0x2
+[    1.200001] Call Trace:
+[    1.200002]  <TASK>
+[    5.000000] ckpt-test: phase insmod
+[    5.100000] ckpt: loading out-of-tree module taints kernel.
+[    6.000000] ckpt-test: phase tests
+[    7.000000] ckpt-test: start tests/vm/test_objhash.py::test_add[1]
+[    7.500000] ==================================================================
+[    7.500001] BUG: KASAN: slab-use-after-free in ckpt_obj_put+0x2a/0x90 [ckpt]
+[    7.500002] Read of size 4 at addr ffff888012345678 by task python/321
+[    7.500003] Call Trace:
+[    7.500004]  <TASK>
+[    7.500005]  dump_stack_lvl+0x5b/0x77
+[    8.000000] ckpt-test: start tests/vm/test_objhash.py::test_clean
+[    9.000000] ckpt-test: start tests/vm/test_lifetime.py::test_close with spaces
+[    9.100000] ======================================================
+[    9.100001] WARNING: possible circular locking dependency detected
+[    9.100002] 6.1.192-ckpt-debug #1 Tainted: G           OE
+[    9.100003] ------------------------------------------------------
+[    9.100004] python/400 is trying to acquire lock:
+[    9.100050] stack backtrace:
+[    9.100051] Call Trace:
+[   10.000000] ckpt-test: start tests/vm/test_policies.py::test_shift
+[   10.100000] ================================================================================
+[   10.100001] UBSAN: shift-out-of-bounds in kmod/objhash.c:120:9
+[   10.100002] shift exponent 64 is too large for 64-bit type 'long unsigned int'
+[   11.000000] ckpt-test: start tests/vm/test_policies.py::test_kfence
+[   11.100000] BUG: KFENCE: use-after-free read in ckpt_free+0x1/0x2 [ckpt]
+[   12.000000] ckpt-test: start tests/vm/test_policies.py::test_sleep
+[   12.100000] BUG: sleeping function called from invalid context at mm/slab.h:742
+[   13.000000] ckpt-test: start tests/vm/test_policies.py::test_list
+[   13.100000] list_add corruption. next->prev should be prev (ffff1), but was ffff2.
+[   13.100001] WARNING: CPU: 1 PID: 77 at lib/list_debug.c:30 __list_add_valid+0x1/0x2
+[   14.000000] ckpt-test: phase after-tests
+[   14.500000] ckpt-test: phase rmmod
+[   14.600000] WARNING: CPU: 0 PID: 500 at kmod/ckpt.c:99 ckpt_exit+0x1/0x2 [ckpt]
+[   20.000000] ckpt-test: phase kmemleak-scan
+[   25.000000] kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)
+[   25.000001] ckpt-test: phase kmemleak-read
+[   26.000000] ckpt-test: phase done
+"""
+
+SAMPLE_KMEMLEAK = """\
+unreferenced object 0xffff888003a1c000 (size 64):
+  comm "python", pid 321, jiffies 4294901000 (age 17.500s)
+  hex dump (first 32 bytes):
+    00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00  ................
+  backtrace:
+    [<ffffffff8132b3c1>] kmalloc_trace+0x21/0x90
+    [<ffffffffc0001234>] 0xffffffffc0001234
+unreferenced object 0xffff888003a1d000 (size 32):
+  comm "swapper/0", pid 1, jiffies 4294667000 (age 24.000s)
+  hex dump (first 32 bytes):
+  backtrace:
+    [<ffffffff8132b3c1>] kmalloc_trace+0x21/0x90
+"""
+
+
+def test_klog_names_the_test_of_each_report() -> None:
+    reports, _ = klog.parse_log(SAMPLE_DMESG)
+    got = [(r.kind, r.where, r.ours) for r in reports]
+    assert got == [
+        ("WARNING", klog.BOOT, False),  # booting, before ckpt.ko: not ours
+        ("KASAN", "tests/vm/test_objhash.py::test_add[1]", True),
+        ("lockdep", "tests/vm/test_lifetime.py::test_close with spaces", True),
+        ("UBSAN", "tests/vm/test_policies.py::test_shift", True),
+        ("KFENCE", "tests/vm/test_policies.py::test_kfence", True),
+        ("atomic-sleep", "tests/vm/test_policies.py::test_sleep", True),
+        # the WARNING right under the corruption line is the same report
+        ("list-corruption", "tests/vm/test_policies.py::test_list", True),
+        ("WARNING", "rmmod", True),
+    ]
+    kasan = reports[1]
+    assert kasan.first.startswith("BUG: KASAN: slab-use-after-free in ckpt_obj_put")
+    assert kasan.time == 7.500001
+    assert any("Read of size 4" in ln for ln in kasan.lines)
+    # said, not judged: a lockdep report outside the module fails the run too
+    assert kasan.in_module and "(ckpt.ko in the trace)" in kasan.summary()
+    assert not reports[2].in_module
+
+
+def test_klog_clean_log_and_expected_taint_pass() -> None:
+    text = (
+        "[    5.0] ckpt-test: phase insmod\n"
+        "[    5.1] ckpt: loading out-of-tree module taints kernel.\n"
+        "[    5.2] ckpt: module verification failed: signature and/or required"
+        " key missing - tainting kernel\n"
+        "[    6.0] ckpt-test: start tests/vm/test_x.py::test_BUG_and_KASAN_names\n"
+        "[    6.1] kasan: KernelAddressSanitizer initialized (generic)\n"
+    )
+    reports, marks = klog.parse_log(text)
+    assert reports == []
+    # a test's name that looks like a report is a marker, not a report
+    assert marks[-1].where == "tests/vm/test_x.py::test_BUG_and_KASAN_names"
+
+
+def test_klog_without_markers_everything_counts() -> None:
+    # an old log, or a kernel that died before vm/guest.sh ran: no insmod
+    # marker, so nothing can be put down to the boot
+    reports, _ = klog.parse_log("[ 1.0] BUG: unable to handle page fault\n")
+    assert [(r.kind, r.ours) for r in reports] == [("BUG", True)]
+
+
+def test_klog_bare_call_trace_is_a_report() -> None:
+    text = (
+        "[ 5.0] ckpt-test: phase insmod\n"
+        "[ 6.0] ckpt-test: start t::a\n"
+        "[ 6.1] CPU: 1 PID: 3 Comm: python\n"
+        "[ 6.2] Call Trace:\n"
+        "[ 6.3]  <TASK>\n"
+        "[ 6.4] Call Trace:\n"
+    )
+    reports, _ = klog.parse_log(text)
+    assert [(r.kind, r.where) for r in reports] == [("call-trace", "t::a")]
+
+
+def test_klog_dates_kmemleak_objects_by_their_age() -> None:
+    _, marks = klog.parse_log(SAMPLE_DMESG)
+    leaks = klog.parse_kmemleak(SAMPLE_KMEMLEAK, marks)
+    # read at 25.000001: 17.5 s old = born at 7.5, during test_add[1];
+    # 24 s old = born at 1.0, while booting (before insmod): not ours
+    assert [(r.kind, r.where, r.ours) for r in leaks] == [
+        ("kmemleak", "tests/vm/test_objhash.py::test_add[1]", True),
+        ("kmemleak", klog.BOOT, False),
+    ]
+    assert leaks[0].first == "unreferenced object 0xffff888003a1c000 (size 64):"
+
+
+def test_klog_cli_fails_and_lists_what_is_ours(tmp_path: Path) -> None:
+    log = tmp_path / "vm-dmesg.txt"
+    log.write_text(SAMPLE_DMESG)
+    leaks = tmp_path / "vm-kmemleak.txt"
+    leaks.write_text(SAMPLE_KMEMLEAK)
+    r = subprocess.run(
+        [sys.executable, str(KLOG), "--tsv", str(log), "--kmemleak", str(leaks)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 1
+    rows = [ln.split("\t") for ln in r.stdout.splitlines()]
+    assert [row[:2] for row in rows] == [
+        ["KASAN", "tests/vm/test_objhash.py::test_add[1]"],
+        ["lockdep", "tests/vm/test_lifetime.py::test_close with spaces"],
+        ["UBSAN", "tests/vm/test_policies.py::test_shift"],
+        ["KFENCE", "tests/vm/test_policies.py::test_kfence"],
+        ["atomic-sleep", "tests/vm/test_policies.py::test_sleep"],
+        ["list-corruption", "tests/vm/test_policies.py::test_list"],
+        ["WARNING", "rmmod"],
+        ["kmemleak", "tests/vm/test_objhash.py::test_add[1]"],
+    ]
+    assert "ignored" in r.stderr and "drivers/foo.c" in r.stderr
+    clean = tmp_path / "clean.txt"
+    clean.write_text("[ 5.0] ckpt-test: phase insmod\n[ 6.0] all quiet\n")
+    r = subprocess.run(
+        [sys.executable, str(KLOG), str(clean)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (r.returncode, r.stdout) == (0, "")
+
+
+def test_kmsg_marks_writes_one_line_per_test(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kmsg_marks
+
+    kmsg = tmp_path / "kmsg"
+    kmsg.touch()
+    monkeypatch.setattr(kmsg_marks, "KMSG", str(kmsg))
+    kmsg_marks.pytest_runtest_logstart("tests/vm/t.py::test_a[x\ny]", ("", 0, ""))
+    kmsg_marks.mark("phase after-tests")
+    assert kmsg.read_text() == (
+        "<4>ckpt-test: start tests/vm/t.py::test_a[x y]\n<4>ckpt-test: phase after-tests\n"
+    )
+    # where /dev/kmsg cannot be opened, a test goes on unmarked
+    monkeypatch.setattr(kmsg_marks, "KMSG", str(tmp_path / "no" / "kmsg"))
+    kmsg_marks.mark("start t")
+
+
+DEBUG_KERNEL_SH = ROOT / "vm" / "debug-kernel.sh"
+
+
+def debug_kernel(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CKPT_")}
+    return subprocess.run(
+        [str(DEBUG_KERNEL_SH), *args],
+        env={**base, "CKPT_DEBUG_SRC_VERSION": "6.1.192-3", **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_debug_kernel_key_follows_the_fragment(tmp_path: Path) -> None:
+    frag = tmp_path / "debug.config"
+    frag.write_text((ROOT / "vm" / "debug.config").read_text())
+    k1 = debug_kernel("--key", CKPT_DEBUG_CONFIG=str(frag))
+    assert k1.returncode == 0, k1.stderr
+    key = k1.stdout.strip()
+    assert re.fullmatch(r"linux-source-6\.1-6\.1\.192-3-[0-9a-f]{12}", key), key
+    # the same fragment: the same key, so the built tree is reused
+    assert debug_kernel("--key", CKPT_DEBUG_CONFIG=str(frag)).stdout.strip() == key
+    assert debug_kernel("--key").stdout.strip() == key
+    # any change to it: another key, another build
+    frag.write_text(frag.read_text() + "CONFIG_DEBUG_VM=y\n")
+    k2 = debug_kernel("--key", CKPT_DEBUG_CONFIG=str(frag)).stdout.strip()
+    assert k2 != key and k2.startswith("linux-source-6.1-6.1.192-3-")
+    # and another source version too
+    k3 = debug_kernel("--key", CKPT_DEBUG_SRC_VERSION="6.1.193-1").stdout.strip()
+    assert k3 != key and "6.1.193-1" in k3
+
+
+def test_debug_kernel_cache_is_configurable(tmp_path: Path) -> None:
+    # a package that does not exist: nothing may try to install it
+    env = {"CKPT_DEBUG_CACHE": str(tmp_path / "cache"), "CKPT_DEBUG_SRC_PKG": "no-such"}
+    key = debug_kernel("--key", **env).stdout.strip()
+    assert key.startswith("no-such-6.1.192-3-")
+    tree = tmp_path / "cache" / key
+    assert debug_kernel("--dir", **env).stdout.strip() == str(tree)
+    # a tree built there is used as it is: no install, no unpack, no make
+    tree.mkdir(parents=True)
+    (tree / ".ckpt-built").touch()
+    r = debug_kernel(**env)
+    assert (r.returncode, r.stdout.strip()) == (0, str(tree)), r.stderr
+
+
+def fake_tree(tmp_path: Path, release: str = "6.1.192-ckpt-debug") -> Path:
+    tree = tmp_path / "linux"
+    (tree / "include" / "config").mkdir(parents=True)
+    (tree / "include" / "config" / "kernel.release").write_text(release + "\n")
+    (tree / "arch" / "x86" / "boot").mkdir(parents=True)
+    (tree / "arch" / "x86" / "boot" / "bzImage").touch()
+    return tree
+
+
+def test_kver_kernel_tree_is_the_one_kernel(tmp_path: Path) -> None:
+    boot = fake_boot(tmp_path, *BOOKWORM)
+    tree = fake_tree(tmp_path)
+    for args in ((), ("--all",)):
+        r = kver(boot, *args, CKPT_KERNEL_TREE=str(tree))
+        assert (r.returncode, r.stdout) == (0, "6.1.192-ckpt-debug\n"), r.stderr
+    r = kver(boot, CKPT_KERNEL_TREE=str(tree), CKPT_KVER="6.1.0-56-amd64")
+    assert r.returncode == 1 and "CKPT_KERNEL_TREE is 6.1.192-ckpt-debug" in r.stderr
+    r = kver(boot, CKPT_KERNEL_TREE=str(tmp_path / "nothing"))
+    assert r.returncode == 1 and "not a built kernel tree" in r.stderr
+
+
+ARGS_VNG = """#!/bin/sh
+printf '%s\\n' "$@" >"$FAKE_DIR/vng.args"
+"""
+
+
+def test_run_sh_boots_the_kernel_tree(tmp_path: Path) -> None:
+    tree = fake_tree(tmp_path)
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "vng").write_text(ARGS_VNG)
+    (venv / "bin" / "vng").chmod(0o755)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CKPT_")}
+    env = {
+        **base,
+        "CKPT_VENV": str(venv),
+        "CKPT_KERNEL_TREE": str(tree),
+        "FAKE_DIR": str(tmp_path),
+    }
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(ROOT / "vm" / "run.sh"), "true"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    # the module must be the one built for the tree's release
+    r = run()
+    assert r.returncode == 2
+    assert "build/kmod-6.1.192-ckpt-debug/ckpt.ko is missing" in r.stderr
+    env["CKPT_VM_NO_MODULE"] = "1"
+    r = run()
+    assert r.returncode == 0, r.stderr
+    args = (tmp_path / "vng.args").read_text().splitlines()
+    assert args[:2] == ["--run", str(tree)]
+    # the test names must reach the kernel log unthrottled
+    assert "printk.devkmsg=on log_buf_len=16M" in args
+    (tree / "arch" / "x86" / "boot" / "bzImage").unlink()
+    r = run()
+    assert r.returncode == 2 and "build the tree first" in r.stderr
+
+
+# stands in for a guest that ran vm/guest-tests.sh: its files in CKPT_RESULTS
+GUEST_VNG = """#!/bin/sh
+R=$CKPT_RESULTS
+printf 'kernel=%s\\nkmemleak=1\\nt_start=1.0\\nt_end=2.0\\npytest=0\\nrmmod=0\\ntainted=12288\\nfinished=1\\n' \\
+	"$FAKE_KVER" >"$R/vm-status"
+cp "$FAKE_DIR/dmesg" "$R/vm-dmesg.txt"
+cp "$FAKE_DIR/kmemleak" "$R/vm-kmemleak.txt"
+echo '<testsuites><testsuite><testcase classname="t" name="ok"/></testsuite></testsuites>' >"$R/vm.xml"
+"""
+
+
+def run_tests_sh(tmp_path: Path, dmesg: str, kmemleak: str) -> tuple[int, str, str]:
+    """vm/run-tests.sh over a fake guest: (status, vm-harness.xml, stderr)."""
+    tree = fake_tree(tmp_path)
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "vng").write_text(GUEST_VNG)
+    (venv / "bin" / "vng").chmod(0o755)
+    (tmp_path / "dmesg").write_text(dmesg)
+    (tmp_path / "kmemleak").write_text(kmemleak)
+    results = tmp_path / "results"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CKPT_")}
+    r = subprocess.run(
+        [str(ROOT / "vm" / "run-tests.sh")],
+        env={
+            **base,
+            "CKPT_VENV": str(venv),
+            "CKPT_KERNEL_TREE": str(tree),
+            "CKPT_VM_NO_MODULE": "1",
+            "CKPT_RESULTS": str(results),
+            "FAKE_DIR": str(tmp_path),
+            "FAKE_KVER": "6.1.192-ckpt-debug",
+        },
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return r.returncode, (results / "vm-harness.xml").read_text(), r.stderr
+
+
+def test_run_tests_sh_fails_on_a_report_and_names_the_test(tmp_path: Path) -> None:
+    rc, harness, err = run_tests_sh(tmp_path, SAMPLE_DMESG, SAMPLE_KMEMLEAK)
+    assert rc == 1
+    assert 'name="kernel_booted"/>' in harness  # the tree's release booted
+    assert 'name="kmemleak_scanned"/>' in harness
+    assert "8 kernel report(s) in vm-dmesg.txt, first: KASAN in" in harness
+    assert "KASAN in tests/vm/test_objhash.py::test_add[1]: BUG: KASAN:" in err
+    assert "kmemleak in tests/vm/test_objhash.py::test_add[1]: unreferenced" in err
+    klog_txt = (tmp_path / "results" / "vm-klog.txt").read_text()
+    assert "Read of size 4" in klog_txt  # the report's lines, for people
+
+
+def test_run_tests_sh_passes_a_clean_log(tmp_path: Path) -> None:
+    clean = "[ 5.0] ckpt-test: phase insmod\n[ 6.0] ckpt-test: start t::a\n"
+    rc, harness, err = run_tests_sh(tmp_path, clean, "")
+    assert rc == 0, err
+    assert "<failure" not in harness and 'name="dmesg_clean"/>' in harness
