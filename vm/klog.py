@@ -50,16 +50,20 @@ HEADERS: list[tuple[str, re.Pattern[str]]] = [
         ("UBSAN", r"UBSAN: "),
         (
             "lockdep",
-            r"WARNING: (possible circular locking|possible recursive locking"
-            r"|inconsistent lock state|possible irq lock inversion"
-            r"|suspicious RCU usage|bad unlock balance|held lock freed"
-            r"|lock held when returning|.*lock.*)"
-            r"|INFO: possible (circular|recursive|irq)|DEBUG_LOCKS_WARN_ON",
+            (
+                r"WARNING: (possible circular locking|possible recursive locking"
+                r"|inconsistent lock state|possible irq lock inversion"
+                r"|suspicious RCU usage|bad unlock balance|held lock freed"
+                r"|lock held when returning|.*lock.*)"
+                r"|INFO: possible (circular|recursive|irq)|DEBUG_LOCKS_WARN_ON"
+            ),
         ),
         (
             "atomic-sleep",
-            r"BUG: sleeping function called from invalid context"
-            r"|BUG: scheduling while atomic",
+            (
+                r"BUG: sleeping function called from invalid context"
+                r"|BUG: scheduling while atomic"
+            ),
         ),
         ("list-corruption", r"list_(add|del) corruption"),
         ("kmemleak-off", r"kmemleak: .*(disabled|Cannot allocate)"),
@@ -69,8 +73,10 @@ HEADERS: list[tuple[str, re.Pattern[str]]] = [
         ("BUG", r"\bBUG\b"),
         (
             "oops",
-            r"Oops|general protection fault|Kernel panic|Unable to handle"
-            r"|unable to handle|stack-protector|double fault",
+            (
+                r"Oops|general protection fault|Kernel panic|Unable to handle"
+                r"|unable to handle|stack-protector|double fault"
+            ),
         ),
         (
             "stall",

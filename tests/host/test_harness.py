@@ -242,7 +242,7 @@ def test_run_sh_timeout_kills_the_guest(tmp_path: Path) -> None:
 
 KLOG = ROOT / "vm" / "klog.py"
 sys.path.insert(0, str(ROOT / "vm"))
-import klog  # noqa: E402
+import klog
 
 # a guest's dmesg: markers (vm/guest.sh, vm/kmsg_marks.py, vm/guest-tests.sh)
 # around one report of each kind; timestamps as dmesg prints them
