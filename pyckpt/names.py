@@ -7,6 +7,8 @@ import functools
 import os
 import select
 
+from pyckpt.abi import FMode
+
 # O_LARGEFILE is 0 in Python's os on 64-bit, but the kernel sets its real bit
 # (asm-generic 0o100000) in every f_flags it reports on x86_64
 _O_LARGEFILE = os.O_LARGEFILE or 0o100000
@@ -138,3 +140,9 @@ def dot_quoted(s: str) -> str:
 def dot_label(*lines: str) -> str:
     """A multi-line quoted label (each line escaped, joined by DOT's \\n)."""
     return '"' + "\\n".join(dot_quoted(line)[1:-1] for line in lines) + '"'
+
+
+def mode_name(f_mode: int) -> str:
+    """An open file description's FMODE: read, write, read+write or -."""
+    m = FMode(f_mode)
+    return {FMode.READ: "read", FMode.WRITE: "write"}.get(m, "read+write" if m else "-")

@@ -17,14 +17,12 @@ import signal
 from typing import Any
 
 from pyckpt import kinds
-from pyckpt.abi import FileKind, FMode
+from pyckpt.abi import FileKind
 from pyckpt.image import File, Image, ImageError, Record, Task, iter_records
-from pyckpt.kinds.epoll import epolls
-from pyckpt.kinds.pipe import pipes
 from pyckpt.names import (
     dot_label,
     dot_quoted,
-    epoll_events_names,
+    mode_name,
     o_flags_names,
     quoted,
     text,
@@ -42,8 +40,7 @@ def _time(t: float) -> str:
 
 
 def _mode(f: File) -> str:
-    m = FMode(f.f_mode)
-    return {FMode.READ: "read", FMode.WRITE: "write"}.get(m, "read+write" if m else "-")
+    return mode_name(f.f_mode)
 
 
 def _kind(f: File) -> str:
@@ -86,10 +83,13 @@ def summary(image: Image) -> str:
     """A readable account of the image, one object per line."""
     h = image.head
     kernel = f"{text(h.sysname)} {text(h.release)} {text(h.machine)}"
-    counts = (
-        f"{len(image.tasks)} tasks, {len(image.files)} files, "
-        f"{len(pipes(image))} pipes, {len(epolls(image))} epolls, "
-        f"{len(image.errors)} errors"
+    counts = ", ".join(
+        [
+            f"{len(image.tasks)} tasks",
+            f"{len(image.files)} files",
+            *filter(None, (k.counts(image) for k in kinds.KINDS)),
+            f"{len(image.errors)} errors",
+        ]
     )
     lines = [
         f"image: {kernel} ({text(h.version)})",
@@ -297,27 +297,15 @@ def to_dot(image: Image) -> str:
         lines = [f"file {ref} {_kind(f)}", _mode(f)]
         if f.path:
             lines.append(f.path)
-        shape = "hexagon" if f.kind == FileKind.EPOLL else "ellipse"
+        owner = kinds.by_file_kind(f.kind)
+        shape = owner.dot_shape if owner is not None else "ellipse"
         out.append(f"  file_{ref} [shape={shape}, label={dot_label(*lines)}];")
-    for ref in sorted(pipes(image)):
-        p = pipes(image)[ref]
-        label = dot_label(f"pipe {ref}", f"{len(p.data)}/{p.size} bytes")
-        out.append(f"  pipe_{ref} [shape=diamond, label={label}];")
     for t in image.tasks:
         for fd in t.fds:
             out.append(
                 f"  task_{t.pid} -> file_{fd.objref} [label={dot_quoted(f'fd {fd.fd}')}];"
             )
-    for ref in sorted(image.files):
-        f = image.files[ref]
-        if f.pipe_objref and f.pipe_objref in pipes(image):
-            end = dot_quoted(f"{_mode(f)} end")
-            out.append(f"  file_{ref} -> pipe_{f.pipe_objref} [label={end}];")
-    for ref in sorted(epolls(image)):
-        for i in epolls(image)[ref].items:
-            label = dot_quoted(f"tfd {i.tfd} {epoll_events_names(i.events)}")
-            out.append(
-                f"  file_{ref} -> file_{i.target} [style=dashed, label={label}];"
-            )
+    for k in kinds.KINDS:
+        out += k.dot(image)
     out.append("}")
     return "\n".join(out) + "\n"

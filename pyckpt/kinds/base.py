@@ -228,6 +228,8 @@ class Kind:
     limit: ClassVar[tuple[str, str] | None] = None
     # the FILE record's flag bits that are its own (file_fields): (name, bit)
     file_flags: ClassVar[tuple[tuple[str, int], ...]] = ()
+    # the shape of its files' nodes in the graph of ``show --dot``
+    dot_shape: ClassVar[str] = "ellipse"
 
     def problem(self, col: Collector, r: FdRef, why: str) -> None:
         """Refuse the checkpoint because of r's file, the kind's name first
@@ -328,6 +330,15 @@ class Kind:
 
     def file_notes(self, f: File) -> list[str]:
         """What the summary's files table adds for f."""
+        return []
+
+    def counts(self, image: Image) -> str:
+        """The summary's count of this kind's own objects ("3 pipes"), or ""."""
+        return ""
+
+    def dot(self, image: Image) -> list[str]:
+        """Its own nodes and edges in the graph of ``show --dot`` (file
+        nodes are ``file_OBJREF``), after the tasks' and files'."""
         return []
 
     def details(self, image: Image) -> list[str]:

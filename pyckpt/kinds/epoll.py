@@ -30,7 +30,7 @@ from pyckpt.errors import CheckpointError, ImageError, RestartError
 from pyckpt.kinds.base import Collector, FdRef, Kind, Objects, Plan, Reader, Writer
 from pyckpt.kinds.regular import SETFL
 from pyckpt.model import File, Image
-from pyckpt.names import epoll_events_names
+from pyckpt.names import dot_quoted, epoll_events_names
 from pyckpt.records import Layout, Record, Var, bad, decode_fields
 from pyckpt.syscalls import epoll_add
 from pyckpt.syscalls import kcmp_epoll_tfd as _kcmp_epoll_tfd  # tests wrap it
@@ -330,6 +330,7 @@ def _restore_epolls(ctx: Context, epolls: list[Epoll], timeout: float) -> None:
 
 class EpollKind(Kind):
     name = "epoll"
+    dot_shape = "hexagon"
     reparse = True
     kinds = (FileKind.EPOLL,)
     reported = frozenset({FileKind.ANON})
@@ -482,6 +483,20 @@ class EpollKind(Kind):
 
     def describe(self, f: File) -> str:
         return "epoll"
+
+    def counts(self, image: Image) -> str:
+        return f"{len(epolls(image))} epolls"
+
+    def dot(self, image: Image) -> list[str]:
+        """A dashed edge from the epoll file to each item's target."""
+        out = []
+        for ref, ep in sorted(epolls(image).items()):
+            for i in ep.items:
+                label = dot_quoted(f"tfd {i.tfd} {epoll_events_names(i.events)}")
+                out.append(
+                    f"  file_{ref} -> file_{i.target} [style=dashed, label={label}];"
+                )
+        return out
 
     def details(self, image: Image) -> list[str]:
 

@@ -22,7 +22,7 @@ from pyckpt.errors import CheckpointError, ImageError, RestartError
 from pyckpt.kinds.base import Collector, FdRef, Kind, Objects, Plan, Reader, Writer
 from pyckpt.kinds.regular import SETFL, check_path, open_verified, record_path
 from pyckpt.model import File, Image
-from pyckpt.names import preview
+from pyckpt.names import dot_label, dot_quoted, mode_name, preview
 from pyckpt.records import Layout, Record, Var, bad
 from pyckpt.syscalls import tee
 
@@ -394,6 +394,23 @@ class PipeKind(Kind):
 
     def data_bytes(self, image: Image) -> int:
         return sum(len(p.data) for p in pipes(image).values())
+
+    # ---- show: pipes are the kind's own objects ----
+
+    def counts(self, image: Image) -> str:
+        return f"{len(pipes(image))} pipes"
+
+    def dot(self, image: Image) -> list[str]:
+        """A diamond per pipe, an edge from each end's file to it."""
+        out = []
+        for ref, p in sorted(pipes(image).items()):
+            label = dot_label(f"pipe {ref}", f"{len(p.data)}/{p.size} bytes")
+            out.append(f"  pipe_{ref} [shape=diamond, label={label}];")
+        for ref, f in sorted(image.files.items()):
+            if f.kind in self.kinds and f.pipe_objref in pipes(image):
+                end = dot_quoted(f"{mode_name(f.f_mode)} end")
+                out.append(f"  file_{ref} -> pipe_{f.pipe_objref} [label={end}];")
+        return out
 
     # ---- show ----
 
