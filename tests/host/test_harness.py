@@ -183,6 +183,16 @@ exit "$FAKE_RC"
 """
 
 
+def fake_venv(tmp_path: Path, vng: str) -> tuple[Path, dict[str, str]]:
+    """A venv whose vng is the script ``vng``, and the environment without
+    any CKPT_* of the caller's."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "vng").write_text(vng)
+    (venv / "bin" / "vng").chmod(0o755)
+    return venv, {k: v for k, v in os.environ.items() if not k.startswith("CKPT_")}
+
+
 def run_sh(
     tmp_path: Path, sleep: int, rc: int, timeout: int
 ) -> tuple[subprocess.CompletedProcess[str], float, list[int]]:
@@ -191,11 +201,7 @@ def run_sh(
     kv = boot.stdout.strip()
     if boot.returncode or not Path(f"/lib/modules/{kv}/kernel").is_dir():
         pytest.skip("no Debian kernel installed here (make setup installs one)")
-    venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
-    (venv / "bin" / "vng").write_text(FAKE_VNG)
-    (venv / "bin" / "vng").chmod(0o755)
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CKPT_")}
+    venv, base = fake_venv(tmp_path, FAKE_VNG)
     env = {
         **base,
         "CKPT_VENV": str(venv),
@@ -504,11 +510,7 @@ printf '%s\\n' "$@" >"$FAKE_DIR/vng.args"
 
 def test_run_sh_boots_the_kernel_tree(tmp_path: Path) -> None:
     tree = fake_tree(tmp_path)
-    venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
-    (venv / "bin" / "vng").write_text(ARGS_VNG)
-    (venv / "bin" / "vng").chmod(0o755)
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CKPT_")}
+    venv, base = fake_venv(tmp_path, ARGS_VNG)
     env = {
         **base,
         "CKPT_VENV": str(venv),
@@ -557,14 +559,10 @@ echo '<testsuites><testsuite><testcase classname="t" name="ok"/></testsuite></te
 def run_tests_sh(tmp_path: Path, dmesg: str, kmemleak: str) -> tuple[int, str, str]:
     """vm/run-tests.sh over a fake guest: (status, vm-harness.xml, stderr)."""
     tree = fake_tree(tmp_path)
-    venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
-    (venv / "bin" / "vng").write_text(GUEST_VNG)
-    (venv / "bin" / "vng").chmod(0o755)
+    venv, base = fake_venv(tmp_path, GUEST_VNG)
     (tmp_path / "dmesg").write_text(dmesg)
     (tmp_path / "kmemleak").write_text(kmemleak)
     results = tmp_path / "results"
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CKPT_")}
     r = subprocess.run(
         [str(ROOT / "vm" / "run-tests.sh")],
         env={
