@@ -22,6 +22,23 @@ Files reopened by path are checked first: opened O_PATH|O_NOFOLLOW, their
 type, owner, device and inode compared with the image (``relocate`` lets the
 device and inode differ), and only then opened for real, non-blocking.
 
+Root's power only lowers privilege (issue 19).  Every object a kind makes
+through a path (a reopened file, directory, FIFO or device, a deleted file
+made again, a unix socket's name) or whose kernel state records its maker
+(sockets: SO_PEERCRED, the SCM_CREDENTIALS of re-queued messages; a memfd's
+owner) is made in a helper process that has taken the credentials of the
+task holding it (``Objects.as_holder``, ``_run_helper``): the first task in
+image order with an fd on it (``_Plan.holder``), so a file held by tasks of
+different users is made with the first holder's rights, and a set of unix
+sockets made together (a pair, a listener and its connections) with the
+rights of its first socket's holder.  The helper hands its fds back over
+SCM_RIGHTS.  A task that ran as root (euid 0) has its objects made in the
+coordinator, as before.  What stays in the coordinator, as root: pipes,
+eventfds, epolls, timerfds, signalfds (no path, no maker recorded) and the
+terminal's stdio replacement (the restarter's own fds, /dev/null or the
+--stdio file root named).  Each stub enters its cwd after taking its
+credentials (``_enter_cwd``).
+
 Memory and registers are not restored: a restarted task starts a program
 again (argv, or its recorded one) with its kernel-object state restored.
 """
@@ -115,6 +132,7 @@ class _Plan:
 
     def replace_fd(self, pid: int, fd: int, objref: int) -> None:
         self.fd_objref[(pid, fd)] = objref
+        self.holders = None  # asked again: made again
 
     def objref_of(self, task: Task, fd: int, objref: int) -> int:
         return self.fd_objref.get((task.pid, fd), objref)
