@@ -679,13 +679,6 @@ def components(socks: dict[int, Unix]) -> dict[int, int]:
     return {key: find(key) for key in socks}
 
 
-def _sets_of(files: list[File], sets: dict[int, int]) -> list[list[File]]:
-    out: dict[int, list[File]] = {}
-    for f in files:
-        out.setdefault(sets[f.objref], []).append(f)
-    return list(out.values())
-
-
 def _restore_set(objs: Objects, files: list[File]) -> None:
     socks = {f.objref: extra(f, Unix) for f in files}
     try:
@@ -1004,12 +997,15 @@ class UnixKind(Kind):
         # with the rights of the holder of its first socket: names bound
         # and connected to as that user, peer credentials and queued
         # SCM_CREDENTIALS naming it, never root
-        socks = {f.objref: extra(f, Unix) for f in files}
-        sets = components(socks)
-        firsts = [files_of[0] for files_of in _sets_of(files, sets)]
-        by_first = {fs[0].objref: fs for fs in _sets_of(files, sets)}
-        for creds, mine in by_holder(plan, firsts):
-            group = [f for first in mine for f in by_first[first.objref]]
+        sets = components({f.objref: extra(f, Unix) for f in files})
+        firsts: dict[int, File] = {}  # each set's first socket (image order)
+        for f in files:
+            firsts.setdefault(sets[f.objref], f)
+        for creds, mine in by_holder(plan, list(firsts.values())):
+            # in image order, as one helper's make_sockets() is given them
+            # (a root tree's: all, exactly as before)
+            ours = {sets[f.objref] for f in mine}
+            group = [f for f in files if sets[f.objref] in ours]
             objs.as_holder(creds, functools.partial(_restore_set, files=group))
 
     # ---- show ----
