@@ -416,7 +416,6 @@ def _create_objects(ctx: Context, image: Image, plan: _Plan) -> None:
 
 _HELPER_FDS = 250  # fds per packet (SCM_MAX_FD is 253)
 _HELPER_MSG = 1 << 16  # bytes of one packet's JSON at most
-_HELPER_WARN = 40  # warning lines per packet
 
 
 class _HelperObjects:
@@ -490,9 +489,8 @@ def _helper(
         objs = _HelperObjects(chan)
         fn(objs)
         objs.flush()
-        new = [w[:MSG_MAX] for w in plan.warnings[seen:]]
-        for at in range(0, len(new), _HELPER_WARN):
-            _send(chan, {"warn": new[at : at + _HELPER_WARN]})
+        for w in plan.warnings[seen:]:
+            _send(chan, {"warn": [w[:MSG_MAX]]})  # one a packet: any size fits
         _send(chan, {"end": True})
         code = 0
     except BaseException as e:  # noqa: BLE001 - a helper never returns

@@ -281,3 +281,60 @@ def test_regular_file_the_user_could_not_open(dirs: Dirs) -> None:
         pyckpt.restart(image, release=False).kill()
     assert f"task {pid} fd {fd}" in str(e.value)
     assert str(secret) in str(e.value)
+
+
+def test_a_users_tree_of_every_kind_restarts(dirs: Dirs) -> None:
+    """Nothing tampered with: a user's tree holding a file, a directory, a
+    FIFO, /dev/null, a unix listener with a connection, a memfd, a deleted
+    file and a pipe restarts, each fd on the object it had, the objects
+    the helpers made the user's."""
+    mine = user_dir(dirs, "mine")
+    made: dict[str, int] = {}
+
+    def body(t: Member) -> None:
+        os.umask(0o022)
+        (mine / "file").write_bytes(b"hello")
+        made["file"] = os.open(mine / "file", os.O_RDWR)
+        os.lseek(made["file"], 3, os.SEEK_SET)
+        made["dir"] = os.open(mine, os.O_RDONLY | os.O_DIRECTORY)
+        os.mkfifo(mine / "fifo")
+        made["fifo"] = os.open(mine / "fifo", os.O_RDWR)
+        made["null"] = os.open("/dev/null", os.O_WRONLY)
+        lst = t.keep(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        lst.bind(str(mine / "sock"))
+        lst.listen(2)
+        cli = t.keep(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        cli.connect(str(mine / "sock"))
+        acc = t.keep(lst.accept()[0])
+        made.update(lst=lst.fileno(), cli=cli.fileno(), acc=acc.fileno())
+        made["memfd"] = os.memfd_create("m")
+        made["deleted"] = os.open(mine / "gone", os.O_RDWR | os.O_CREAT, 0o640)
+        os.unlink(mine / "gone")
+        made["r"], made["w"] = os.pipe()
+        t.report(**made)
+
+    with user_tree(body) as tree:
+        fds = {k: v for k, v in tree.reports[0].items() if k != "pid"}
+        pid = tree.root
+        image = checkpoint_kill(tree)
+    with pyckpt.restart(image, release=False) as r:
+        new = r.pids[pid]
+        for name, fd in fds.items():
+            copy = stub_fd(r, pid, fd)
+            try:
+                st = os.fstat(copy)
+                if name in ("file", "dir", "fifo", "memfd", "deleted", "lst"):
+                    assert st.st_uid == NOBODY, f"{name}: uid {st.st_uid}"
+                if name in ("cli", "acc", "lst"):
+                    with socket.socket(fileno=os.dup(copy)) as s:
+                        assert _ucred(s)[1] == NOBODY, f"{name}: peer uid"
+            finally:
+                os.close(copy)
+        assert os.readlink(f"/proc/{new}/fd/{fds['file']}") == str(mine / "file")
+        assert os.readlink(f"/proc/{new}/fd/{fds['deleted']}") == (
+            f"{mine / 'gone'} (deleted)"
+        )
+        pos = Path(f"/proc/{new}/fdinfo/{fds['file']}").read_text().split()[1]
+        assert pos == "3"
+        st = (mine / "sock").lstat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (NOBODY, 0o755)
