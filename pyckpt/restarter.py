@@ -22,6 +22,23 @@ Files reopened by path are checked first: opened O_PATH|O_NOFOLLOW, their
 type, owner, device and inode compared with the image (``relocate`` lets the
 device and inode differ), and only then opened for real, non-blocking.
 
+Root's power only lowers privilege (issue 19).  Every object a kind makes
+through a path (a reopened file, directory, FIFO or device, a deleted file
+made again, a unix socket's name) or whose kernel state records its maker
+(sockets: SO_PEERCRED, the SCM_CREDENTIALS of re-queued messages; a memfd's
+owner) is made in a helper process that has taken the credentials of the
+task holding it (``Objects.as_holder``, ``_run_helper``): the first task in
+image order with an fd on it (``_Plan.holder``), so a file held by tasks of
+different users is made with the first holder's rights, and a set of unix
+sockets made together (a pair, a listener and its connections) with the
+rights of its first socket's holder.  The helper hands its fds back over
+SCM_RIGHTS.  A task that ran as root (euid 0) has its objects made in the
+coordinator, as before.  What stays in the coordinator, as root: pipes,
+eventfds, epolls, timerfds, signalfds (no path, no maker recorded) and the
+terminal's stdio replacement (the restarter's own fds, /dev/null or the
+--stdio file root named).  Each stub enters its cwd after taking its
+credentials (``_enter_cwd``).
+
 Memory and registers are not restored: a restarted task starts a program
 again (argv, or its recorded one) with its kernel-object state restored.
 """
@@ -32,11 +49,13 @@ import contextlib
 import errno as _errno
 import fcntl
 import functools
+import json
 import os
 import resource
 import select
 import shutil
 import signal
+import socket
 import time
 import warnings
 import weakref
@@ -49,9 +68,12 @@ from pyckpt.abi import FileKind, Policy
 from pyckpt.device import Context
 from pyckpt.errors import CkptError, RestartError
 from pyckpt.image import Image
+from pyckpt.kinds.base import Objects
 from pyckpt.limits import Limits
 from pyckpt.model import RLIM_INFINITY, File, Task
 from pyckpt.stub import (
+    MSG_MAX,
+    Creds,
     child_init,
     close_all_except,
     make_room,
@@ -113,12 +135,39 @@ class _Plan:
     # a task whose exec was privileged (it is exec'd again as it was
     # started, the kernel applying the setuid bit anew)
     ids: dict[int, Task] = field(default_factory=dict)
+    # objref -> (task, fd) of its first holder: made when first asked
+    holders: dict[int, tuple[Task, int]] | None = field(default=None, repr=False)
 
     def replace_fd(self, pid: int, fd: int, objref: int) -> None:
         self.fd_objref[(pid, fd)] = objref
+        self.holders = None  # asked again: made again
 
     def objref_of(self, task: Task, fd: int, objref: int) -> int:
         return self.fd_objref.get((task.pid, fd), objref)
+
+    def _first_fds(self) -> dict[int, tuple[Task, int]]:
+        # objref -> (task, fd) of its first holder in image order; made on
+        # the first question (the kinds' check() may have replaced fds)
+        if self.holders is None:
+            self.holders = {}
+            for t in self.tasks:
+                for fd in sorted(t.fds, key=lambda d: d.fd):
+                    for ref in (fd.objref, self.objref_of(t, fd.fd, fd.objref)):
+                        self.holders.setdefault(ref, (t, fd.fd))
+        return self.holders
+
+    def holder(self, objref: int) -> Task:
+        got = self._first_fds().get(objref)
+        task = self.tasks[0] if got is None else got[0]
+        # a privileged exec's task: its objects are made with the ids its
+        # stub takes (its parent's), not with those the exec gave it
+        return self.ids.get(task.pid, task)
+
+    def where(self, objref: int) -> str:
+        got = self._first_fds().get(objref)
+        if got is None:
+            return f"objref {objref}"
+        return f"task {got[0].pid} fd {got[1]}"
 
 
 def _check_limits(image: Image, limits: Limits) -> None:
@@ -356,10 +405,12 @@ class _Objects:
     """The coordinator's own fds on the objects it creates: all closed once
     inserted (or on failure), so that only the hash holds the objects."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, plan: _Plan) -> None:
         self.ctx = ctx
+        self.plan = plan
         self.own: list[int] = []
         self.inserts: list[tuple[int, int]] = []
+        self.helpers = 0  # helper processes run (as_holder)
 
     def keep(self, fd: int) -> int:
         """An fd the coordinator holds until the objhash holds the object."""
@@ -373,6 +424,14 @@ class _Objects:
     def done(self) -> None:
         """A whole object was made: insert what is pending if many are open."""
         self.flush(self.ctx, _FLUSH_ABOVE)
+
+    def as_holder(self, creds: Creds, fn: Callable[[Objects], None]) -> None:
+        """fn with a task's rights (kinds/base.py Objects.as_holder)."""
+        if creds.root:
+            fn(self)  # root's own objects: made here, as always
+            return
+        self.helpers += 1
+        _run_helper(self, creds, fn)
 
     def close(self) -> None:
         own, self.own = self.own, []
@@ -397,7 +456,7 @@ _FLUSH_ABOVE = 256  # coordinator fds held before inserting them
 
 
 def _create_objects(ctx: Context, image: Image, plan: _Plan) -> None:
-    objs = _Objects(ctx)
+    objs = _Objects(ctx, plan)
     try:
         for kind in kinds.KINDS:
             files = plan.files.get(kind)
@@ -413,6 +472,194 @@ def _create_objects(ctx: Context, image: Image, plan: _Plan) -> None:
         objs.flush(ctx)
     finally:
         objs.close()  # the hash holds them now (or restart failed)
+
+
+# ---- helpers with a holder's rights ----------------------------------------------
+#
+# A helper is a fork of the coordinator that takes a task's credentials and
+# makes that task's objects (kinds/base.py Objects.as_holder).  It talks to
+# the coordinator over a SOCK_SEQPACKET pair, one JSON message per packet:
+#   {"inserts": [[objref, i], ...]} + fds   fds[i] is objref's object
+#   {"warn": [line, ...]}                   lines for plan.warnings
+#   {"error": ..., "errno": n, "msg": s}   what fn raised; the helper exits
+#   {"end": true}                           fn returned, all sent
+# The coordinator believes no more of a helper than these shapes: it runs
+# with the user's ids, so its messages are checked like an image's records.
+
+_HELPER_FDS = 250  # fds per packet (SCM_MAX_FD is 253)
+_HELPER_MSG = 1 << 16  # bytes of one packet's JSON at most
+
+
+class _HelperObjects:
+    """The Objects a helper's fn fills: its fds go to the coordinator."""
+
+    def __init__(self, chan: socket.socket) -> None:
+        self.chan = chan
+        self.own: list[int] = []
+        self.inserts: list[tuple[int, int]] = []
+
+    def keep(self, fd: int) -> int:
+        self.own.append(fd)
+        return fd
+
+    def insert(self, objref: int, fd: int) -> None:
+        self.inserts.append((objref, fd))
+
+    def done(self) -> None:
+        if len(self.own) >= _HELPER_FDS:
+            self.flush()
+
+    def as_holder(self, creds: Creds, fn: Callable[[Objects], None]) -> None:
+        fn(self)  # already a holder's helper: the caller grouped by holder
+
+    def flush(self) -> None:
+        """Send what was inserted (fds in packets of _HELPER_FDS, each
+        with its inserts), then close every fd kept."""
+        fds = unique(fd for _, fd in self.inserts)
+        for at in range(0, len(fds), _HELPER_FDS):
+            chunk = fds[at : at + _HELPER_FDS]
+            index = {fd: i for i, fd in enumerate(chunk)}
+            pairs = [[ref, index[fd]] for ref, fd in self.inserts if fd in index]
+            _send(self.chan, {"inserts": pairs}, chunk)
+        self.inserts = []
+        own, self.own = self.own, []
+        for fd in own:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _send(chan: socket.socket, msg: dict[str, Any], fds: Sequence[int] = ()) -> None:
+    data = json.dumps(msg).encode()
+    if fds:
+        socket.send_fds(chan, [data], list(fds))
+    else:
+        chan.send(data)
+
+
+def _helper(
+    chan: socket.socket,
+    parent: int,
+    creds: Creds,
+    fn: Callable[[Objects], None],
+    plan: _Plan,
+) -> NoReturn:
+    """The helper process: never returns into the coordinator's code."""
+    code = _STUB_FAILED
+    try:
+        child_init()
+        close_all_except({chan.fileno()})
+        # nobody with the user's ids may ptrace it or read its memory (a
+        # copy of the coordinator's); set again after the ids changed
+        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+        creds.take()
+        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+        # after the ids (changing them clears it): die with the coordinator
+        syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(code)
+        seen = len(plan.warnings)
+        objs = _HelperObjects(chan)
+        fn(objs)
+        objs.flush()
+        for w in plan.warnings[seen:]:
+            _send(chan, {"warn": [w[:MSG_MAX]]})  # one a packet: any size fits
+        _send(chan, {"end": True})
+        code = 0
+    except BaseException as e:  # noqa: BLE001 - a helper never returns
+        with contextlib.suppress(BaseException):
+            if isinstance(e, RestartError):
+                what = {"error": "restart", "errno": e.errno, "msg": str(e)}
+            elif isinstance(e, OSError):
+                what = {
+                    "error": "os",
+                    "errno": e.errno or 0,
+                    "msg": e.strerror or str(e),
+                    "filename": None if e.filename is None else str(e.filename),
+                }
+            else:
+                what = {"error": "other", "errno": 0, "msg": f"{type(e).__name__}: {e}"}
+            what["msg"] = what["msg"][:MSG_MAX]
+            _send(chan, what)
+    os._exit(code)
+
+
+def _helper_error(msg: dict[str, Any], uid: int) -> Exception:
+    err = msg.get("errno")
+    text = msg.get("msg")
+    if not isinstance(err, int) or not isinstance(text, str):
+        return RestartError(f"helper of uid {uid}: a malformed error report")
+    if msg.get("error") == "os":
+        name = msg.get("filename")
+        if isinstance(name, str):
+            return OSError(err, text, name)
+        return OSError(err, text)
+    return RestartError(text, err)
+
+
+def _run_helper(objs: _Objects, creds: Creds, fn: Callable[[Objects], None]) -> None:
+    """Fork a helper with creds, run fn there, insert what it sends."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    me = os.getpid()
+    try:
+        pid = os.fork()
+    except OSError as e:
+        ours.close()
+        theirs.close()
+        raise RestartError(f"fork of a helper for uid {creds.uid}: {e.strerror}") from e
+    if pid == 0:
+        ours.close()
+        _helper(theirs, me, creds, fn, objs.plan)
+    theirs.close()
+    ended = False
+    try:
+        while True:
+            data, fds, flags, _ = socket.recv_fds(
+                ours, _HELPER_MSG, _HELPER_FDS, socket.MSG_CMSG_CLOEXEC
+            )
+            for fd in fds:
+                objs.keep(fd)  # closed with the others, whatever happens
+            if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+                raise RestartError(f"helper of uid {creds.uid}: a truncated message")
+            if not data:
+                raise RestartError(
+                    f"helper of uid {creds.uid} exited before it was done"
+                )
+            try:
+                msg = json.loads(data)
+            except ValueError:
+                msg = None
+            if not isinstance(msg, dict):
+                raise RestartError(f"helper of uid {creds.uid}: a malformed message")
+            if "error" in msg:
+                ended = True  # it exits once it said so
+                raise _helper_error(msg, creds.uid)
+            if msg.get("end") is True:
+                ended = True
+                break
+            pairs, warn = msg.get("inserts"), msg.get("warn")
+            if isinstance(pairs, list):
+                for pair in pairs:
+                    if (
+                        not isinstance(pair, list)
+                        or len(pair) != 2
+                        or not all(type(x) is int for x in pair)
+                        or not 0 <= pair[1] < len(fds)
+                    ):
+                        raise RestartError(
+                            f"helper of uid {creds.uid}: a malformed insert"
+                        )
+                    objs.insert(pair[0], fds[pair[1]])
+                objs.done()
+            elif isinstance(warn, list) and all(isinstance(w, str) for w in warn):
+                objs.plan.warnings.extend(warn)
+            else:
+                raise RestartError(f"helper of uid {creds.uid}: an unknown message")
+    finally:
+        ours.close()
+        if not ended:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # our child, not reaped: its pid
+        os.waitpid(pid, 0)
 
 
 # ---- process helpers ------------------------------------------------------------
@@ -502,6 +749,7 @@ def _stub(
         # who forked this stub: the stub above it, or the coordinator
         parent = ancestors.get(task.ppid, plan.coordinator)
         _take_credentials(task, plan.ids.get(task.pid))
+        _enter_cwd(plan, task)  # walked with the task's rights
         # after the credentials (changing them clears it): die with the parent
         syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
@@ -605,7 +853,6 @@ def _stub_build(
             raise RestartError(f"fork for task {child.pid}: {e.strerror}") from e
         if pid == 0:
             _stub(plan, child, ctx, wfd, mine)
-    _enter_cwd(plan, task)
 
     objref = {fd.fd: plan.objref_of(task, fd.fd, fd.objref) for fd in task.fds}
     refs = unique(objref.values())
@@ -645,9 +892,11 @@ def _stub_build(
 
 
 def _enter_cwd(plan: _Plan, task: Task) -> None:
-    """chdir to the recorded cwd, then check it is the directory that was
-    checkpointed (type, owner, and device and inode unless relocate), as a
-    reopened file is checked: not whatever the path leads to now."""
+    """chdir to the recorded cwd with the task's credentials already taken
+    (the walk is the task's own: a directory it cannot enter is refused,
+    never entered as root), then check it is the directory checkpointed
+    (type, owner, and device and inode unless relocate), as a reopened
+    file is checked: not whatever the path leads to now."""
     try:
         os.chdir(task.cwd)
         st = os.stat(".")

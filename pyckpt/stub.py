@@ -12,8 +12,11 @@ import os
 import resource
 import signal
 from collections.abc import Iterable
+from dataclasses import dataclass
 
+from pyckpt import syscalls
 from pyckpt.errors import RestartError
+from pyckpt.model import Task
 
 MSG_MAX = 3000  # a report line stays below PIPE_BUF: written atomically
 
@@ -78,3 +81,61 @@ def unique(refs: Iterable[int]) -> list[int]:
 def say(wfd: int, line: str) -> None:
     line = " ".join(line.split())[:MSG_MAX] + "\n"
     os.write(wfd, line.encode(errors="replace"))
+
+
+# ---- a helper with a task's rights ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Creds:
+    """The ids a helper process takes to act for a task: what the kernel
+    checks on a path walk (fsuid, fsgid, groups) and records of a maker
+    (a socket's peer credentials: euid, egid; SCM_CREDENTIALS: ruid, rgid)."""
+
+    uids: tuple[int, int, int, int]  # real, effective, saved, fs
+    gids: tuple[int, int, int, int]
+    groups: tuple[int, ...]
+    umask: int = 0o022
+
+    @classmethod
+    def of(cls, t: Task) -> Creds:
+        uids = (t.ruid, t.euid, t.suid, t.fsuid)
+        gids = (t.rgid, t.egid, t.sgid, t.fsgid)
+        if t.euid and 0 in uids:
+            # a root real or saved uid would leave the helper capabilities
+            # in its permitted set: a non-root task's helper keeps none
+            uids = (t.euid, t.euid, t.euid, t.fsuid or t.euid)
+        return cls(uids, gids, tuple(sorted(set(t.groups))), t.umask & 0o777)
+
+    @property
+    def root(self) -> bool:
+        """The task ran as root: its objects are made as root, as always."""
+        return self.uids[1] == 0
+
+    @property
+    def uid(self) -> int:
+        return self.uids[1]
+
+    def take(self) -> None:
+        """Become these ids (groups, gids, then uids: after setresuid()
+        nothing else may be changed); RestartError unless the kernel has
+        exactly them.  A uid other than 0 in real, effective and saved
+        leaves no capability (the kernel clears them)."""
+        ruid, euid, suid, fsuid = self.uids
+        rgid, egid, sgid, fsgid = self.gids
+        if tuple(sorted(set(os.getgroups()))) != self.groups:
+            os.setgroups(list(self.groups))  # (needs CAP_SETGID even as is)
+        os.setresgid(rgid, egid, sgid)
+        if fsgid != egid:
+            syscalls.setfsgid(fsgid)
+        os.setresuid(ruid, euid, suid)
+        if fsuid != euid:
+            syscalls.setfsuid(fsuid)
+        got = (
+            (*os.getresuid(), syscalls.setfsuid(0xFFFFFFFF)),
+            (*os.getresgid(), syscalls.setfsgid(0xFFFFFFFF)),
+            tuple(sorted(set(os.getgroups()))),
+        )
+        if got != (self.uids, self.gids, self.groups):
+            raise RestartError(f"helper credentials are {got}, not {self}")
+        os.umask(self.umask)

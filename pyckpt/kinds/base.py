@@ -40,6 +40,7 @@ from pyckpt.abi import FileKind, HdrType
 from pyckpt.device import Context, FileInfo, PipeState, TaskFd
 from pyckpt.model import File, Image, Task
 from pyckpt.records import Layout, Record
+from pyckpt.stub import Creds
 
 # ---- what a kind is handed --------------------------------------------------
 # The machinery (checkpointer.py, image.py, restarter.py) implements these
@@ -176,6 +177,21 @@ class Objects(Protocol):
     def done(self) -> None:
         """A whole object is made: what is kept may be inserted and closed."""
 
+    def as_holder(self, creds: Creds, fn: Callable[[Objects], None]) -> None:
+        """Run fn with the rights of a task that holds the objects it makes.
+
+        fn gets an Objects to keep() and insert() into as usual, and runs in
+        a helper process that has taken ``creds`` (groups, gids, uids: a
+        non-root task's helper has no capability; its umask; non-dumpable;
+        it dies with the coordinator) and closed every other fd: every path
+        fn walks is walked with the task's rights, every socket it makes
+        names the task as its maker.  What it inserted comes back over
+        SCM_RIGHTS; what it appended to ``plan.warnings`` too; what it
+        raised is raised here (a RestartError with its errno and message,
+        an OSError with its errno).  For a task that ran as root
+        (``creds.root``) fn runs in the coordinator, as before.  One helper
+        per call: call it once per kind and credentials, not per file."""
+
 
 class RestartOptions(Protocol):
     devices: list[str]  # character devices named again by the user
@@ -195,6 +211,16 @@ class Plan(Protocol):
 
     def replace_fd(self, pid: int, fd: int, objref: int) -> None:
         """Task pid's fd gets objref's object, not its FD record's."""
+
+    def holder(self, objref: int) -> Task:
+        """The task whose rights make objref's object: the first task in
+        image order that holds it on an fd (a file held by tasks of
+        different users is made with the first one's rights), the tree's
+        root task for a file no fd holds (an epoll's target only)."""
+
+    def where(self, objref: int) -> str:
+        """``task PID fd N`` of the holder's first fd on objref, for
+        messages (``objref N`` when no fd holds it)."""
 
 
 # a record-local check: raises ImageError (records.bad) for a wrong value
@@ -344,6 +370,15 @@ class Kind:
     def details(self, image: Image) -> list[str]:
         """Lines of this kind's section in ``pyckpt show`` ([] for none)."""
         return []
+
+
+def by_holder(plan: Plan, files: list[File]) -> list[tuple[Creds, list[File]]]:
+    """files grouped by the credentials of their holders (one helper per
+    group: ``Objects.as_holder``), each group in the order given."""
+    groups: dict[Creds, list[File]] = {}
+    for f in files:
+        groups.setdefault(Creds.of(plan.holder(f.objref)), []).append(f)
+    return list(groups.items())
 
 
 def extra(f: File, cls: type[Any]) -> Any:

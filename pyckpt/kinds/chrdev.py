@@ -18,13 +18,22 @@ terminal (ENXIO without one): the user's own terminal, never another.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import stat
 from dataclasses import dataclass
 
 from pyckpt.abi import FileKind, lib
 from pyckpt.errors import RestartError
-from pyckpt.kinds.base import Collector, FdRef, Kind, Objects, Plan, Reader
+from pyckpt.kinds.base import (
+    Collector,
+    FdRef,
+    Kind,
+    Objects,
+    Plan,
+    Reader,
+    by_holder,
+)
 from pyckpt.model import File, Image
 from pyckpt.records import Record
 
@@ -115,6 +124,20 @@ def reopen(objref: int, path: str, rdev: int, f_flags: int) -> int:
     return fd
 
 
+def _reopen_all(objs: Objects, files: list[File], plan: Plan) -> None:
+    for f in files:
+        try:
+            fd = objs.keep(reopen(f.objref, f.path, f.st_rdev, f.f_flags))
+        except RestartError as e:
+            raise RestartError(
+                f"{plan.where(f.objref)}: {e} (reopened with the rights of uid "
+                f"{os.geteuid()}, its holder's)",
+                e.errno,
+            ) from e
+        objs.insert(f.objref, fd)
+        objs.done()
+
+
 # ---- the kind ------------------------------------------------------------------
 
 
@@ -202,10 +225,13 @@ class ChrdevKind(Kind):
                 )
 
     def restore(self, objs: Objects, files: list[File], plan: Plan) -> None:
-        for f in files:
-            fd = objs.keep(reopen(f.objref, f.path, f.st_rdev, f.f_flags))
-            objs.insert(f.objref, fd)
-            objs.done()
+        # the device node is walked and opened with its holder's rights: a
+        # device the task's user could not open is refused, not opened
+        # for it by root
+        for creds, group in by_holder(plan, files):
+            objs.as_holder(
+                creds, functools.partial(_reopen_all, files=group, plan=plan)
+            )
 
     def describe(self, f: File) -> str:
         mark = " (--device)" if named_by_user(f) else ""

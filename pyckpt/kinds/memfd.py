@@ -6,7 +6,8 @@ reopened by no path: checkpoint reads what they hold through the
 coordinator's copy with pread(2) (the file offset, shared with the tree,
 does not move), up to a limit per file (Options.contents_limit, CLI
 ``--max-file-contents``); the end of the file that is a hole is not stored.
-Restart makes an unlinked file again: memfd_create() with the same name
+Restart makes an unlinked file again, in a helper with the rights of its
+first holder (``Objects.as_holder``): memfd_create() with the same name
 (MFD_ALLOW_SEALING when it had seals), or an O_TMPFILE (else a named file
 unlinked at once) in the directory the file was deleted from; writes the
 data, sets the size, mode and owner, and only then adds the seals.  Several
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno as _errno
 import fcntl
+import functools
 import os
 import stat
 import tempfile
@@ -37,6 +39,7 @@ from pyckpt.kinds.base import (
     Plan,
     Reader,
     Writer,
+    by_holder,
     extra,
 )
 from pyckpt.kinds.regular import SETFL
@@ -411,6 +414,20 @@ class ContentsKind(Kind):
         for f in files:
             root = extra(f, Contents).same_as or f.objref
             groups.setdefault(root, []).append(f)
+        # made by a helper with the rights of the first holder of the
+        # inode's first file: a memfd belongs to its user, a deleted file
+        # is created (and its name unlinked) in its directory as that
+        # user could, never as root through the user's directories
+        firsts = [plan.image.files[root] for root in groups]
+        for creds, mine in by_holder(plan, firsts):
+            part = {f.objref: groups[f.objref] for f in mine}
+            objs.as_holder(
+                creds, functools.partial(self._make_all, groups=part, plan=plan)
+            )
+
+    def _make_all(
+        self, objs: Objects, groups: dict[int, list[File]], plan: Plan
+    ) -> None:
         for root, group in groups.items():
             first = plan.image.files[root]
             try:

@@ -12,6 +12,7 @@ a FIFO is reopened by path behind an O_RDWR holder that never blocks.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import select
 import termios
@@ -19,7 +20,16 @@ from dataclasses import dataclass
 
 from pyckpt.abi import FileKind, FMode, HdrType, lib
 from pyckpt.errors import CheckpointError, ImageError, RestartError
-from pyckpt.kinds.base import Collector, FdRef, Kind, Objects, Plan, Reader, Writer
+from pyckpt.kinds.base import (
+    Collector,
+    FdRef,
+    Kind,
+    Objects,
+    Plan,
+    Reader,
+    Writer,
+    by_holder,
+)
 from pyckpt.kinds.regular import SETFL, check_path, open_verified, record_path
 from pyckpt.model import File, Image
 from pyckpt.names import dot_label, dot_quoted, mode_name, preview
@@ -235,6 +245,23 @@ def _make_fifo(
     objs.insert(ref, holder)
 
 
+def _make_groups(objs: Objects, groups: dict[int, list[File]], plan: Plan) -> None:
+    for ref, group in groups.items():
+        p = pipes(plan.image).get(ref)
+        try:
+            if group[0].kind == FileKind.PIPE:
+                _make_pipe(objs, ref, group, p)
+            else:
+                _make_fifo(objs, ref, group, p, plan.relocate)
+        except OSError as e:
+            where = group[0].path or "pipe"
+            raise RestartError(
+                f"pipe {ref} (objref {group[0].objref}): cannot restore "
+                f"{where}: {e.strerror}"
+            ) from e
+        objs.done()  # a pipe's ends go in together
+
+
 class PipeKind(Kind):
     name = "pipe"
     ends = True
@@ -377,20 +404,18 @@ class PipeKind(Kind):
                     raise RestartError(f"{where}: a pipe end is read or write only")
 
     def restore(self, objs: Objects, files: list[File], plan: Plan) -> None:
-        for ref, group in self._groups(files).items():
-            p = pipes(plan.image).get(ref)
-            try:
-                if group[0].kind == FileKind.PIPE:
-                    _make_pipe(objs, ref, group, p)
-                else:
-                    _make_fifo(objs, ref, group, p, plan.relocate)
-            except OSError as e:
-                where = group[0].path or "pipe"
-                raise RestartError(
-                    f"pipe {ref} (objref {group[0].objref}): cannot restore "
-                    f"{where}: {e.strerror}"
-                ) from e
-            objs.done()  # a pipe's ends go in together
+        # anonymous pipes here; a named FIFO is opened by path with the
+        # rights of its first end's holder (Objects.as_holder)
+        groups = self._groups(files)
+        anon = {ref: g for ref, g in groups.items() if g[0].kind == FileKind.PIPE}
+        _make_groups(objs, anon, plan)
+        fifos = [g[0] for g in groups.values() if g[0].kind != FileKind.PIPE]
+        ref_of = {g[0].objref: ref for ref, g in groups.items()}
+        for creds, firsts in by_holder(plan, fifos):
+            mine = {ref_of[f.objref]: groups[ref_of[f.objref]] for f in firsts}
+            objs.as_holder(
+                creds, functools.partial(_make_groups, groups=mine, plan=plan)
+            )
 
     def data_bytes(self, image: Image) -> int:
         return sum(len(p.data) for p in pipes(image).values())

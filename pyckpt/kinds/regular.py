@@ -2,19 +2,22 @@
 
 Checkpoint records the path and what ``fstat`` said (type, device, inode,
 mode, owner, size); restart opens the path ``O_PATH|O_NOFOLLOW``, compares,
-and only then opens it for real, non-blocking (``open_verified``).  FIFOs
+and only then opens it for real, non-blocking (``open_verified``), all in
+a helper with the rights of the file's first holder (``Objects.as_holder``:
+a non-root task's files are reopened as that task could, never as root).  FIFOs
 (kinds/pipe.py) and character devices reuse both halves.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import stat
 
 from pyckpt.abi import FileKind
 from pyckpt.errors import RestartError
-from pyckpt.kinds.base import Collector, FdRef, Kind, Objects, Plan
+from pyckpt.kinds.base import Collector, FdRef, Kind, Objects, Plan, by_holder
 from pyckpt.model import File
 
 # creation flags: the file exists already, its content is not to be touched
@@ -147,11 +150,27 @@ class Regular(Kind):
             check_path(f)
 
     def restore(self, objs: Objects, files: list[File], plan: Plan) -> None:
+        # every path is walked and opened with its holder's rights: a file
+        # the holder could not open (root passed it the fd) is refused, the
+        # user's directories lead root nowhere
+        for creds, group in by_holder(plan, files):
+            objs.as_holder(
+                creds, functools.partial(self._reopen, files=group, plan=plan)
+            )
+
+    def _reopen(self, objs: Objects, files: list[File], plan: Plan) -> None:
         for f in files:
             flags = f.f_flags
             if f.kind == FileKind.DIR:
                 flags |= os.O_DIRECTORY
-            fd = objs.keep(open_verified(f, flags, plan.relocate))
+            try:
+                fd = objs.keep(open_verified(f, flags, plan.relocate))
+            except RestartError as e:
+                raise RestartError(
+                    f"{plan.where(f.objref)}: {e} (reopened with the rights of "
+                    f"uid {os.geteuid()}, its holder's)",
+                    e.errno,
+                ) from e
             if f.kind == FileKind.REG:
                 size = os.fstat(fd).st_size
                 if size < f.pos:

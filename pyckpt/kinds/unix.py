@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno as _errno
 import fcntl
+import functools
 import os
 import socket
 import stat
@@ -41,6 +42,7 @@ from pyckpt.kinds.base import (
     Plan,
     Reader,
     Writer,
+    by_holder,
     extra,
 )
 from pyckpt.kinds.regular import SETFL
@@ -312,20 +314,34 @@ def _free_path(u: Unix, what: str) -> None:
 
 
 def _bind(sock: socket.socket, u: Unix, what: str) -> None:
+    """Bind u's name.  A path is bound by the socket's holder (a helper
+    with its rights, kinds/base.py Objects.as_holder), so the socket file
+    is its owner's; its mode comes from the umask while binding, never
+    from a chmod by path afterwards."""
     if not u.name:
         return
     if u.path:
         _free_path(u, what)
+    umask = None
+    if u.path and u.name_mode:
+        umask = os.umask(~stat.S_IMODE(u.name_mode) & 0o777)
     try:
         sock.bind(_sockaddr(u.name))
     except OSError as e:
         raise UnixError(f"{what}: bind {addr_name(u.name)}: {e.strerror}") from None
-    if u.path and u.name_mode:
-        # the file as the checkpointed tree had it (restart runs as root)
+    finally:
+        if umask is not None:
+            os.umask(umask)
+    if u.path and u.name_mode and os.geteuid() == 0:
+        # a root task's socket (made by the coordinator): its file's owner
+        # as recorded (a root task may have bound it with other fs ids)
         path = os.fsdecode(u.name)
         with contextlib.suppress(OSError):
-            os.lchown(path, u.name_uid, u.name_gid)
-            os.chmod(path, stat.S_IMODE(u.name_mode))
+            if (os.lstat(path).st_uid, os.lstat(path).st_gid) != (
+                u.name_uid,
+                u.name_gid,
+            ):
+                os.lchown(path, u.name_uid, u.name_gid)
 
 
 def _send_all(sender: socket.socket, msgs: list[Msg], to: bytes, what: str) -> None:
@@ -631,6 +647,53 @@ def _outq(fd: int) -> int:
     return int.from_bytes(buf, "little")
 
 
+def components(socks: dict[int, Unix]) -> dict[int, int]:
+    """key -> the key of its set: sockets that make_sockets() must make
+    together (peers, a pending connection and its listener, sockets with
+    one name: a listener and those accepted on it, a datagram receiver and
+    the named senders of its queued messages)."""
+    up = {key: key for key in socks}
+
+    def find(k: int) -> int:
+        while up[k] != k:
+            up[k] = up[up[k]]
+            k = up[k]
+        return k
+
+    def join(a: int, b: int) -> None:
+        if a in up and b in up:
+            ra, rb = find(a), find(b)
+            if ra != rb:
+                up[max(ra, rb)] = min(ra, rb)
+
+    named: dict[tuple[int, bytes], int] = {}
+    for key, u in socks.items():
+        join(key, u.peer)
+        join(key, u.listener)
+        if u.name:
+            join(key, named.setdefault((u.type, u.name), key))
+    for key, u in socks.items():
+        for m in u.msgs:
+            if m.addr:
+                join(key, named.get((u.type, m.addr), key))
+    return {key: find(key) for key in socks}
+
+
+def _restore_set(objs: Objects, files: list[File]) -> None:
+    socks = {f.objref: extra(f, Unix) for f in files}
+    try:
+        made = make_sockets(socks)
+    except (UnixError, OSError) as e:
+        raise RestartError(f"unix sockets: {e}", getattr(e, "errno", 0) or 0) from e
+    for fd in made.values():
+        objs.keep(fd)
+    for f in files:
+        fd = made[f.objref]
+        fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & SETFL)
+        objs.insert(f.objref, fd)
+    objs.done()
+
+
 # ---- the kind ------------------------------------------------------------------------
 
 _STATES = (TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN)
@@ -929,18 +992,21 @@ class UnixKind(Kind):
                 )
 
     def restore(self, objs: Objects, files: list[File], plan: Plan) -> None:
-        socks = {f.objref: extra(f, Unix) for f in files}
-        try:
-            made = make_sockets(socks)
-        except (UnixError, OSError) as e:
-            raise RestartError(f"unix sockets: {e}") from e
-        for fd in made.values():
-            objs.keep(fd)
+        # each set of sockets made together (pairs, a listener and its
+        # connections, datagram senders and their receiver) by a helper
+        # with the rights of the holder of its first socket: names bound
+        # and connected to as that user, peer credentials and queued
+        # SCM_CREDENTIALS naming it, never root
+        sets = components({f.objref: extra(f, Unix) for f in files})
+        firsts: dict[int, File] = {}  # each set's first socket (image order)
         for f in files:
-            fd = made[f.objref]
-            fcntl.fcntl(fd, fcntl.F_SETFL, f.f_flags & SETFL)
-            objs.insert(f.objref, fd)
-        objs.done()
+            firsts.setdefault(sets[f.objref], f)
+        for creds, mine in by_holder(plan, list(firsts.values())):
+            # in image order, as one helper's make_sockets() is given them
+            # (a root tree's: all, exactly as before)
+            ours = {sets[f.objref] for f in mine}
+            group = [f for f in files if sets[f.objref] in ours]
+            objs.as_holder(creds, functools.partial(_restore_set, files=group))
 
     # ---- show ----
 

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyckpt.model import Task
+
 
 def in_child(body: Callable[[], int]) -> int:
     """Run body in a forked child; its return value as the exit code (99 if
@@ -109,6 +111,7 @@ class Objects:
         self.inserted: dict[int, int] = {}
         self.objects: list[list[int]] = []  # objrefs, one list per done()
         self._pending: list[int] = []
+        self.holders: list[Any] = []  # the creds of each as_holder() call
 
     def keep(self, fd: int) -> int:
         self.kept.append(fd)
@@ -122,6 +125,12 @@ class Objects:
     def done(self) -> None:
         self.objects.append(self._pending)
         self._pending = []
+
+    def as_holder(self, creds: Any, fn: Any) -> None:
+        """In this process (restarter.py's helpers have host tests of their
+        own): which credentials each call named, in order."""
+        self.holders.append(creds)
+        fn(self)
 
     def close(self) -> None:
         for fd in self.kept:
@@ -150,6 +159,21 @@ class Plan:
 
     def replace_fd(self, pid: int, fd: int, objref: int) -> None:
         self.replaced[(pid, fd)] = objref
+
+    def holder(self, objref: int) -> Any:
+        """The first task holding objref, else the first task, else a root
+        one (restarter.py's _Plan has the same rule)."""
+        for t in self.tasks:
+            if any(fd.objref == objref for fd in t.fds):
+                return t
+        return self.tasks[0] if self.tasks else Task(1, 0, 1, 1, "root", [], "/")
+
+    def where(self, objref: int) -> str:
+        for t in self.tasks:
+            for fd in t.fds:
+                if fd.objref == objref:
+                    return f"task {t.pid} fd {fd.fd}"
+        return f"objref {objref}"
 
 
 def fd_flags(fd: int) -> int:

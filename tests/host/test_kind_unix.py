@@ -478,3 +478,26 @@ def test_summary_unix_sockets(image: Image) -> None:
         "bytes); sndbuf 0 rcvbuf 0 [passcred, shut wr]"
     )
     assert '    0 bytes from /run/sender ""' in lines
+
+
+def test_components_keep_what_is_made_together() -> None:
+    """Sockets made in one helper (one holder's rights): a pair, a listener
+    with its accepted and pending sockets, a datagram receiver with the
+    named senders of its queue; unrelated sockets stay apart."""
+    S, D = socket.SOCK_STREAM, socket.SOCK_DGRAM
+    socks = {
+        1: unix.Unix(S, unix.TCP_ESTABLISHED, peer=2),
+        2: unix.Unix(S, unix.TCP_ESTABLISHED, peer=1),
+        3: unix.Unix(S, unix.TCP_LISTEN, name=b"/l"),
+        4: unix.Unix(S, unix.TCP_ESTABLISHED, name=b"/l", peer=5),  # accepted
+        5: unix.Unix(S, unix.TCP_ESTABLISHED, peer=4),  # its client
+        6: unix.Unix(S, unix.TCP_ESTABLISHED, listener=3),  # pending
+        7: unix.Unix(D, name=b"/r", msgs=[unix.Msg(b"x", b"/s")]),
+        8: unix.Unix(D, name=b"/s"),
+        9: unix.Unix(D),
+    }
+    sets = unix.components(socks)
+    groups: dict[int, set[int]] = {}
+    for key, root in sets.items():
+        groups.setdefault(root, set()).add(key)
+    assert sorted(map(sorted, groups.values())) == [[1, 2], [3, 4, 5, 6], [7, 8], [9]]
