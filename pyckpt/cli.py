@@ -142,9 +142,11 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from pyckpt import show
-    from pyckpt.image import Image
+    from pyckpt.image import Image, open_image
 
-    with open(args.image, "rb") as f:
+    # show acts on nothing it reads: any owner, but never a link followed
+    # nor a FIFO waited on
+    with os.fdopen(open_image(args.image, trust=True), "rb") as f:
         data = f.read()
     if args.json:
         Image.from_bytes(data)  # the full decode only of a valid image

@@ -125,14 +125,153 @@ class Image(model.Image):
         """Read an image file; ImageError if it is not one to believe.
 
         An image is as trustworthy as whoever could write it (restart gives
-        its tasks the credentials it names): a file not owned by root or by
-        the caller, or writable by group or others, is refused before it is
-        read, unless trust=True.
+        its tasks the credentials it names), and so is every directory
+        above it (whoever can write one can put another file under the
+        name).  The file is refused, before it is read, unless it is a
+        regular file owned by root or the caller and not writable by group
+        or others, in directories owned by root or the caller and not
+        writable by group or others (sticky ones aside): OpenSSH's rule for
+        its keys.  trust=True skips the ownership checks; a symbolic link
+        is never followed and a FIFO or device never opened, trusted or not.
         """
-        with open(path, "rb") as f:
-            if not trust:
-                check_trusted(os.fstat(f.fileno()), os.fspath(path))
+        fd = open_image(path, trust=trust)
+        with os.fdopen(fd, "rb") as f:
             return cls.from_bytes(f.read())
+
+
+def _refuse(path: str, why: str, trust_hint: bool = True) -> ImageError:
+    hint = " (trust it explicitly: --trust-image / trust=True)" if trust_hint else ""
+    return ImageError(0, f"{path}: refusing an image {why}{hint}")
+
+
+def open_image(path: str | os.PathLike[str], *, trust: bool = False) -> int:
+    """An fd (read-only, close-on-exec) on the image file at ``path``, or
+    ImageError naming the path and why it is not opened.
+
+    The last component is looked up in its directory's fd, never followed
+    (O_NOFOLLOW): a symbolic link is refused, trusted or not.  Its type is
+    checked on an O_PATH fd before anything opens it (no FIFO waits for a
+    writer, no device runs its open), and the file opened for reading must
+    be that same inode.  Without ``trust``, the file and each directory
+    above it are checked as ``check_trusted`` and ``check_directory`` say,
+    walking up from the directory the file really is in (``..`` of an
+    O_PATH fd each time, not the path's text)."""
+    name = os.fspath(path)
+    head, base = os.path.split(name)
+    if not base or base in (".", ".."):
+        raise _refuse(name, "that names a directory", False)
+    try:
+        dfd = os.open(head or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ImageError(
+            0, f"{name}: cannot open its directory {head or '.'}: {e.strerror}"
+        ) from e
+    try:
+        try:
+            pfd = os.open(base, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        except OSError as e:
+            raise ImageError(0, f"{name}: cannot open it: {e.strerror}") from e
+        try:
+            st = os.fstat(pfd)
+        finally:
+            os.close(pfd)
+        if stat.S_ISLNK(st.st_mode):
+            raise _refuse(
+                name,
+                "that is a symbolic link (never followed: name the image itself)",
+                False,
+            )
+        if not stat.S_ISREG(st.st_mode):
+            raise _refuse(name, f"that is not a regular file ({_type(st)})", False)
+        if not trust:
+            check_trusted(st, name)
+            _check_directories(dfd, head or ".", name)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+        try:
+            fd = os.open(base, flags | os.O_CLOEXEC, dir_fd=dfd)
+        except OSError as e:
+            raise ImageError(0, f"{name}: cannot open it: {e.strerror}") from e
+    finally:
+        os.close(dfd)
+    now = os.fstat(fd)
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        raise _refuse(name, "replaced while it was checked", False)
+    return fd
+
+
+def _type(st: os.stat_result) -> str:
+    for test, what in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(st.st_mode):
+            return what
+    return f"mode {st.st_mode:#o}"
+
+
+def _writers(mode: int) -> str:
+    if mode & 0o022 == 0o022:
+        return "group and others"
+    return "its group" if mode & 0o020 else "others"
+
+
+def _check_directories(dfd: int, head: str, path: str) -> None:
+    """ImageError unless the directory ``dfd`` (the image's) and each one
+    above it, up to the root, is owned by root or the caller and writable
+    by no one else (a sticky directory may be: no one else can rename or
+    remove the caller's or root's files in it)."""
+    me = os.geteuid()
+    cur = os.dup(dfd)
+    lexical = head
+    try:
+        st = os.fstat(cur)
+        while True:
+            mode = stat.S_IMODE(st.st_mode)
+            why = ""
+            if st.st_uid not in (0, me):
+                why = (
+                    f"owned by uid {st.st_uid}, neither root nor the caller (uid {me})"
+                )
+            elif mode & 0o022 and not mode & stat.S_ISVTX:
+                why = f"writable by {_writers(mode)} and not sticky"
+            if why:
+                where = _dir_name(cur, lexical)
+                raise _refuse(
+                    path,
+                    f"in a directory {why} ({where}: owner uid {st.st_uid}, mode "
+                    f"{mode:04o}): whoever can write it can put another file "
+                    "under this name",
+                )
+            up = os.open(
+                "..",
+                os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                dir_fd=cur,
+            )
+            os.close(cur)
+            cur = up
+            above = os.fstat(cur)
+            if (above.st_dev, above.st_ino) == (st.st_dev, st.st_ino):
+                return  # the root: its .. is itself
+            st = above
+            lexical = os.path.join(lexical, "..")
+    except OSError as e:
+        raise ImageError(
+            0, f"{path}: cannot check the directories above it: {e.strerror}"
+        ) from e
+    finally:
+        os.close(cur)
+
+
+def _dir_name(fd: int, lexical: str) -> str:
+    """A directory's name for a message: where /proc says it is."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.normpath(lexical)
 
 
 def check_trusted(st: os.stat_result, path: str) -> None:
@@ -145,12 +284,7 @@ def check_trusted(st: os.stat_result, path: str) -> None:
     elif st.st_uid not in (0, me):
         why = f"owned by uid {st.st_uid}, neither root nor the caller (uid {me})"
     elif mode & 0o022:
-        who = (
-            "group and others"
-            if mode & 0o022 == 0o022
-            else ("its group" if mode & 0o020 else "others")
-        )
-        why = f"writable by {who}"
+        why = f"writable by {_writers(mode)}"
     if why:
         raise ImageError(
             0,
