@@ -431,6 +431,14 @@ def _check_head(rec: Record, name: str) -> None:
             "and cannot say a task is a zombie or shares its fd table; "
             "checkpoint the tree again with this pyckpt",
         )
+    if f["format_version"] == 3:
+        raise bad(
+            rec,
+            name,
+            "format version 3 is refused: its CONTENTS records store a memfd "
+            "or deleted file up to its last byte, holes and all, without "
+            "extents; checkpoint the tree again with this pyckpt",
+        )
     if f["format_version"] != lib.CKPT_FORMAT_VERSION:
         raise bad(rec, name, f"unsupported format version {f['format_version']}")
     if f["abi_version"] not in _IMAGE_ABIS:
