@@ -25,6 +25,7 @@ timerfd) still has the written image parsed again.
 
 from __future__ import annotations
 
+import errno as _errno
 import functools
 import math
 import os
@@ -38,6 +39,7 @@ from typing import Any
 from pyckpt import kinds, model
 from pyckpt.abi import FileKind, FMode, HdrType, ObjType, ffi, lib
 from pyckpt.errors import ImageError
+from pyckpt.limits import Limits
 from pyckpt.model import RLIM_NLIMITS, ErrorRecord, Fd, File, Head, Task, fd_table
 from pyckpt.records import (
     ALIGN,
@@ -81,12 +83,18 @@ class Image(model.Image):
         return _write(self)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Image:
+    def from_bytes(cls, data: bytes, *, limits: Limits | None = None) -> Image:
         """Parse and check a whole image; ImageError (only) if malformed.
 
         Time and memory are linear in the image's size: the model takes a
-        small multiple of it (EPOLL items stay packed, see EpollItems)."""
-        return _Parser(data if isinstance(data, bytes) else bytes(data)).parse()
+        small multiple of it (EPOLL items stay packed, see EpollItems; a
+        TASK record holds at most one string per 6 bytes beyond its first
+        64).  ``limits`` (restart's): the tasks, fds, strings, groups and
+        saved data are counted as their records arrive, and the first
+        record that crosses one is refused (ImageError, errno E2BIG)
+        before anything after it is read."""
+        raw = data if isinstance(data, bytes) else bytes(data)
+        return _Parser(raw, limits).parse()
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically: a temp file beside ``path``, fsync, rename.
@@ -121,7 +129,13 @@ class Image(model.Image):
             os.close(dfd)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, trust: bool = False) -> Image:
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        trust: bool = False,
+        limits: Limits | None = None,
+    ) -> Image:
         """Read an image file; ImageError if it is not one to believe.
 
         An image is as trustworthy as whoever could write it (restart gives
@@ -133,10 +147,11 @@ class Image(model.Image):
         writable by group or others (sticky ones aside): OpenSSH's rule for
         its keys.  trust=True skips the ownership checks; a symbolic link
         is never followed and a FIFO or device never opened, trusted or not.
+        ``limits``: as from_bytes() (restart passes its own).
         """
         fd = open_image(path, trust=trust)
         with os.fdopen(fd, "rb") as f:
-            return cls.from_bytes(f.read())
+            return cls.from_bytes(f.read(), limits=limits)
 
 
 def _refuse(path: str, why: str, trust_hint: bool = True) -> ImageError:
@@ -314,6 +329,10 @@ def iter_records(data: bytes, *, packed_items: bool = False) -> Iterator[Record]
     """
     p = _Parser(data)  # its _next() is the one step of reading a record
     while (rec := p._next(packed_items)) is not None:
+        if rec.type == HdrType.TASK:  # the record view: each string's bytes
+            f = rec.fields
+            for key, count in (("argv", "argc"), ("env", "envc")):
+                f[key] = f[key][:-1].split(b"\0") if f[count] else []
         yield rec
 
 
@@ -461,11 +480,27 @@ def _check_tree(rec: Record, name: str) -> None:
 
 
 def _strings(rec: Record, name: str, key: str, count: str) -> None:
+    """Checks the NULs; the strings stay packed (the parser decodes them at
+    once, iter_records splits them)."""
     raw, n = rec.fields[key], rec.fields[count]
     nuls = raw.count(b"\0")
     if nuls != n or (n and not raw.endswith(b"\0")):
         raise bad(rec, name, f"{key} has {nuls} NULs for {count} {n}")
-    rec.fields[key] = raw[:-1].split(b"\0") if n else []
+
+
+def _decode_strings(raw: bytes, n: int) -> list[str]:
+    """The NUL-terminated strings of raw (checked by _strings), decoded in
+    one go: no list of bytes objects beside the strs."""
+    return raw[:-1].decode("utf-8", "surrogateescape").split("\0") if n else []
+
+
+# a str costs ~57 bytes (object and list slot) whatever its length: beyond
+# the first few, a TASK record may hold one string per _STRING_BYTES bytes
+# of argv and env, so that its strings take at most ~10x its size to parse
+# (a record of 2-byte strings took 23x).  Linux's own bound is the stack
+# limit; real environments and argument lists average far more.
+_STRINGS_FREE = 64
+_STRING_BYTES = 6
 
 
 _TASK_FLAGS = lib.CKPT_TASK_NO_NEW_PRIVS | lib.CKPT_TASK_RLIMITS | lib.CKPT_TASK_ZOMBIE
@@ -478,6 +513,15 @@ def _check_task(rec: Record, name: str) -> None:
     no_nul(rec, name, "comm", "cwd", "exe", "root")
     _strings(rec, name, "argv", "argc")
     _strings(rec, name, "env", "envc")
+    n, size = f["argc"] + f["envc"], f["argv_len"] + f["env_len"]
+    if n > _STRINGS_FREE + size // _STRING_BYTES:
+        raise bad(
+            rec,
+            name,
+            f"{n} argv and env strings in {size} bytes: beyond the first "
+            f"{_STRINGS_FREE}, at most one string per {_STRING_BYTES} bytes "
+            "(so short, they would take some 20x their size to parse)",
+        )
     if f["flags"] & ~_TASK_FLAGS:
         raise bad(rec, name, f"unknown flags {f['flags']:#x}")
     if f["umask"] & ~0o777:
@@ -629,6 +673,17 @@ _RT: dict[int, tuple[Any, ...]] = {
 }
 
 
+# record types whose data counts against a restart limit: the kind's
+# (Kind.limit), for each of its records with a data_len
+_COUNTED: dict[int, tuple[str, str]] = {
+    int(rtype): k.limit
+    for k in kinds.KINDS
+    if k.limit is not None
+    for rtype, lay, _ in k.records
+    if any(v.count == "data_len" for v in lay.var)
+}
+
+
 # ---- the reader: the grammar and what spans records ---------------------------
 
 
@@ -663,8 +718,13 @@ class _Parser:
     ERROR anywhere; what follows a FILE and the trailers are its kind's
     (pyckpt/kinds/), read through read/peek/ptag/define."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, limits: Limits | None = None) -> None:
         self.data = data
+        self.limits = limits
+        # restart's limits, counted as records arrive (Limits field -> so far)
+        self.counts: dict[str, int] = {}
+        # record types whose data_len counts against a kind's limit
+        self.counted = _COUNTED if limits is not None else {}
         # iter_records()'s state, kept here: _fd's fast path moves it too
         self.offset, self.tag, self.past_tail = 0, 1, False
         self.peeked: Record | None = None
@@ -698,7 +758,27 @@ class _Parser:
         rec = _read_obj(data, at, self.tag, packed)
         self.offset, self.tag = rec.end, self.tag + 1
         self.past_tail = rec.type == HdrType.TAIL
+        if rec.type in self.counted:
+            field, what = self.counted[rec.type]
+            self._count(rec, field, rec.fields["data_len"], what)
         return rec
+
+    def _count(self, rec: Record, field: str, n: int, what: str) -> None:
+        """Add n to a limit's count: ImageError (E2BIG) at the record that
+        crosses it."""
+        if self.limits is None:
+            return
+        total = self.counts.get(field, 0) + n
+        self.counts[field] = total
+        top = getattr(self.limits, field)
+        if total > top:
+            flag = "--max-" + field.replace("_", "-")
+            raise ImageError(
+                rec.offset,
+                f"{rec.type.name} record: {total} {what}, above the limit of "
+                f"{top} ({flag} / Limits raise it)",
+                _errno.E2BIG,
+            )
 
     def _plain_next(self) -> bool:
         """A glance at the next header: whether it is one no kind owns and
@@ -802,6 +882,7 @@ class _Parser:
         tree = self._read((HdrType.TREE,))
         self._top(tree)
         nr_tasks, root_pid = tree.fields["nr_tasks"], tree.fields["root_pid"]
+        self._count(tree, "tasks", nr_tasks, "tasks")
         if nr_tasks == 0 and root_pid != 0:
             raise ImageError(tree.offset, f"TREE record: root_pid {root_pid}, no tasks")
         pids: set[int] = set()
@@ -886,13 +967,16 @@ class _Parser:
                 "earlier task's",
             )
         pids.add(pid)
+        self._count(rec, "fds", f["nr_fds"], "fds in all")
+        self._count(rec, "strings", f["argc"] + f["envc"], "argv and env strings")
+        self._count(rec, "groups", f["ngroups"], "supplementary groups")
         task = Task(
             pid=pid,
             ppid=ppid,
             sid=f["sid"],
             pgid=f["pgid"],
             comm=text(f["comm"]),
-            argv=[text(a) for a in f["argv"]],
+            argv=_decode_strings(f["argv"], f["argc"]),
             cwd=text(f["cwd"]),
             ruid=f["ruid"],
             euid=f["euid"],
@@ -908,7 +992,7 @@ class _Parser:
             rlimits=[(r["cur"], r["max"]) for r in f["rlim"]]
             if f["flags"] & lib.CKPT_TASK_RLIMITS
             else None,
-            env=[text(e) for e in f["env"]],
+            env=_decode_strings(f["env"], f["envc"]),
             exe=text(f["exe"]),
             root=text(f["root"]),
             exit_status=f["exit_status"] if f["flags"] & lib.CKPT_TASK_ZOMBIE else None,
