@@ -413,7 +413,11 @@ class ContentsKind(Kind):
             r = col.first[objref]
             try:
                 f.extra = save(
-                    r.local, os.fstat(r.local), limit, f.kind == FileKind.MEMFD
+                    r.local,
+                    os.fstat(r.local),
+                    limit,
+                    f.kind == FileKind.MEMFD,
+                    lambda n, r=r: col.take(r, n, "its contents"),
                 )
             except TooBig as e:
                 self.problem(
