@@ -170,13 +170,14 @@ def open_image(path: str | os.PathLike[str], *, trust: bool = False) -> int:
     be that same inode.  Without ``trust``, the file and each directory
     above it are checked as ``check_trusted`` and ``check_directory`` say,
     walking up from the directory the file really is in (``..`` of an
-    O_PATH fd each time, not the path's text)."""
+    O_PATH fd each time, not the path's text); a symbolic link on the way
+    to that directory is followed only as ``_open_directory`` says."""
     name = os.fspath(path)
     head, base = os.path.split(name)
     if not base or base in (".", ".."):
         raise _refuse(name, "that names a directory", False)
     try:
-        dfd = os.open(head or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        dfd = _open_directory(head or ".", name, trust)
     except OSError as e:
         raise ImageError(
             0, f"{name}: cannot open its directory {head or '.'}: {e.strerror}"
@@ -215,6 +216,54 @@ def open_image(path: str | os.PathLike[str], *, trust: bool = False) -> int:
     return fd
 
 
+def _open_directory(head: str, path: str, trust: bool) -> int:
+    """An O_PATH fd on the directory ``head``, looked up one component at a
+    time with O_NOFOLLOW: a symbolic link on the way is followed only if
+    root or the caller owns it and (unless ``trust``) every directory above
+    it passes ``_check_directories``, so no one else's link (or a link in
+    someone else's directory) chooses where the image is read from."""
+    me = os.geteuid()
+    flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open("/" if head.startswith("/") else ".", flags | os.O_DIRECTORY)
+    parts = [p for p in head.split("/") if p and p != "."]
+    parts.reverse()  # a stack: the next component last
+    hops = 0
+    try:
+        while parts:
+            comp = parts.pop()
+            nfd = os.open(comp, flags, dir_fd=fd)
+            st = os.fstat(nfd)
+            if stat.S_ISLNK(st.st_mode):
+                os.close(nfd)
+                hops += 1
+                if hops > 40:
+                    raise OSError(_errno.ELOOP, os.strerror(_errno.ELOOP))
+                if not trust:
+                    where = _dir_name(fd, head) + "/" + comp
+                    if st.st_uid not in (0, me):
+                        raise _refuse(
+                            path,
+                            f"reached through a symbolic link owned by uid "
+                            f"{st.st_uid}, neither root nor the caller ({where})",
+                        )
+                    _check_directories(fd, head, path, f"the link {where}")
+                target = os.readlink(comp, dir_fd=fd)
+                if target.startswith("/"):
+                    os.close(fd)
+                    fd = os.open("/", flags | os.O_DIRECTORY)
+                parts.extend(reversed([p for p in target.split("/") if p and p != "."]))
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                os.close(nfd)
+                raise OSError(_errno.ENOTDIR, os.strerror(_errno.ENOTDIR))
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _type(st: os.stat_result) -> str:
     for test, what in (
         (stat.S_ISDIR, "a directory"),
@@ -234,7 +283,7 @@ def _writers(mode: int) -> str:
     return "its group" if mode & 0o020 else "others"
 
 
-def _check_directories(dfd: int, head: str, path: str) -> None:
+def _check_directories(dfd: int, head: str, path: str, via: str = "") -> None:
     """ImageError unless the directory ``dfd`` (the image's) and each one
     above it, up to the root, is owned by root or the caller and writable
     by no one else (a sticky directory may be: no one else can rename or
@@ -257,6 +306,7 @@ def _check_directories(dfd: int, head: str, path: str) -> None:
                 where = _dir_name(cur, lexical)
                 raise _refuse(
                     path,
+                    f"{'reached through ' + via + ' ' if via else ''}"
                     f"in a directory {why} ({where}: owner uid {st.st_uid}, mode "
                     f"{mode:04o}): whoever can write it can put another file "
                     "under this name",

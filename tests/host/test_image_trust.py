@@ -330,3 +330,60 @@ def test_cli_show_fifo_does_not_block(tmp_path: Path) -> None:
     except subprocess.TimeoutExpired:
         pytest.fail("pyckpt show blocked on a FIFO")
     assert r.returncode == 1 and "not a regular file" in r.stderr
+
+
+# ---- symbolic links before the last component ------------------------------------
+
+
+def _elsewhere(tmp_path: Path) -> Path:
+    """A valid image in a trusted directory of its own."""
+    d = tmp_path / "root-images"
+    d.mkdir(mode=0o755)
+    p = d / "t.img"
+    cred_image().save(p)
+    return d
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_load_refuses_directory_link_in_foreign_directory(tmp_path: Path) -> None:
+    """A user's directory holding a link to a directory of root's images:
+    the real directories are all root's, but the user chose which one."""
+    target = _elsewhere(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    (home / "imgs").symlink_to(target)
+    os.chown(home, 65534, 65534)
+    with pytest.raises(ImageError) as ei:
+        Image.load(home / "imgs" / "t.img")
+    msg = str(ei.value)
+    assert str(home) in msg and "owned by uid 65534" in msg
+    assert Image.load(home / "imgs" / "t.img", trust=True).tasks
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="lchown to another user needs root")
+def test_load_refuses_foreign_link_in_sticky_directory(tmp_path: Path) -> None:
+    target = _elsewhere(tmp_path)
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    (sticky / "imgs").symlink_to(target)
+    os.lchown(sticky / "imgs", 65534, 65534)
+    with pytest.raises(ImageError) as ei:
+        Image.load(sticky / "imgs" / "t.img")
+    msg = str(ei.value)
+    assert "symbolic link owned by uid 65534" in msg and str(sticky / "imgs") in msg
+
+
+def test_load_follows_trusted_directory_links(tmp_path: Path) -> None:
+    """Links placed by root or the caller in trusted directories (/var/run
+    -> /run) are fine, relative and absolute, and through .."""
+    target = _elsewhere(tmp_path)
+    (tmp_path / "abs").symlink_to(target)
+    (tmp_path / "rel").symlink_to("root-images")
+    (tmp_path / "sub").mkdir(mode=0o755)
+    for p in (
+        tmp_path / "abs" / "t.img",
+        tmp_path / "rel" / "t.img",
+        tmp_path / "sub" / ".." / "rel" / "t.img",
+    ):
+        assert Image.load(p).tasks, p
