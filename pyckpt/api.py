@@ -83,8 +83,9 @@ def restart(
     """Restart a checkpointed tree from an Image or an image file.
 
     An image file is refused unless only root or the caller could have
-    written it (trust=True overrides); the whole image is then read and
-    validated (ImageError otherwise).  Each object is created once and
+    written it, or sits in a directory others could write (trust=True
+    overrides); the whole image is then read and validated (ImageError
+    otherwise), ``limits`` applied as its records arrive.  Each object is created once and
     registered in the module's objhash by its objref; files reopened by path
     must still be the recorded ones (relocate=True lets device and inode
     differ); stub tasks mirror the tree, take exactly their recorded fd
@@ -106,7 +107,7 @@ def restart(
     check_devices(list(devices))
     if not isinstance(image, Image):
         with gcpause.paused():  # 10^4 records and more, as objects
-            image = Image.load(image, trust=trust)
+            image = Image.load(image, trust=trust, limits=limits)
     return _restart(
         image,
         policy=policy,

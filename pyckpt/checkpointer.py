@@ -161,6 +161,9 @@ class Options:
     contents_limit: int = 1 << 20
     # character devices saved as stateless, reopened by path (kinds/chrdev.py)
     devices: list[str] = field(default_factory=list)
+    # bytes read from the tree in all (pipe buffers, socket queues, file
+    # contents), at most: counted as they are read (_Collector.take)
+    max_image_bytes: int = 1 << 30
 
 
 @dataclass
@@ -183,6 +186,7 @@ class _Collector:
     pidfds: dict[int, int] = field(default_factory=dict)  # pid -> its pidfd
     paths: dict[str, os.stat_result | None] = field(default_factory=dict)
     nr_fds: int = 0
+    read_bytes: int = 0  # data read from the tree so far (take())
     by_kind: dict[FileKind, list[File]] = field(default_factory=dict)  # files()'
     # this process's namespaces and root, each task's are compared with
     mine: _Mine = field(default_factory=lambda: _Mine.now())
@@ -220,6 +224,21 @@ class _Collector:
     def problem(self, r: _FdRef, why: str) -> None:
         """r cannot be checkpointed: one line of the refusal."""
         self.problems.append(f"{r.where()}: {why}")
+
+    def take(self, r: _FdRef, n: int, what: str) -> None:
+        """n more bytes of r's data are about to be read (or were, for a
+        socket queue): CheckpointError, naming r, once the tree's data read
+        in all would pass Options.max_image_bytes (the tree is then thawed
+        as on any refusal)."""
+        self.read_bytes += n
+        top = self.opts.max_image_bytes
+        if self.read_bytes > top:
+            raise CheckpointError(
+                f"{r.where()}: {r.link}: {what}: {self.read_bytes} bytes read "
+                f"from the tree, above the limit of {top} (--max-image-bytes / "
+                "Options.max_image_bytes raise it)",
+                errno=_errno.E2BIG,
+            )
 
     def _close(self, fd: int) -> None:
         self.locals.discard(fd)

@@ -1,12 +1,14 @@
 """pyckpt: the command line, a thin layer over pyckpt.checkpoint/restart/Image.
 
     pyckpt checkpoint PID -o IMAGE [--freezer signal|cgroup] [--allow-external] [--kill]
-                      [--max-file-contents BYTES] [--device PATH]...
+                      [--max-file-contents BYTES] [--max-image-bytes BYTES]
+                      [--device PATH]...
     pyckpt restart IMAGE [--policy clear-early|clear-at-end|free-upfront]
                    [--hold-context] [--trust-image] [--relocate]
                    [--stdio auto|inherit|null|FILE] [--device PATH]...
                    [--max-tasks N] [--max-fds N] [--max-pipe-bytes N]
-                   [--max-contents-bytes N] [-- CMD...]
+                   [--max-contents-bytes N] [--max-strings N] [--max-groups N]
+                   [-- CMD...]
     pyckpt show IMAGE [--json | --dot]
     pyckpt ls PID [--json | --dot]
     pyckpt demo | bench [cr|creds|resume|criu|epoll|codec]
@@ -43,6 +45,8 @@ LIMIT_FLAGS = (
     ("fds", "--max-fds", "an image of more fds in all"),
     ("pipe_bytes", "--max-pipe-bytes", "more buffered pipe data"),
     ("contents_bytes", "--max-contents-bytes", "more memfd/deleted file data"),
+    ("strings", "--max-strings", "more argv and env strings over all tasks"),
+    ("groups", "--max-groups", "more supplementary groups over all tasks"),
 )
 
 
@@ -60,6 +64,18 @@ def _bytes_arg(text: str) -> int:
     return n
 
 
+def _image_bytes_arg(text: str) -> int:
+    """BYTES with an optional K, M or G suffix, any size >= 0."""
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper(), 1)
+    try:
+        n = int(text[:-1] if mult > 1 else text) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text}: a size is >= 0")
+    return n
+
+
 def _size(n: int) -> str:
     if n < 1024:
         return f"{n} B"
@@ -72,6 +88,8 @@ def _options(args: argparse.Namespace) -> Any:
     opts = Options()
     if args.max_file_contents is not None:
         opts.contents_limit = args.max_file_contents
+    if args.max_image_bytes is not None:
+        opts.max_image_bytes = args.max_image_bytes
     return opts
 
 
@@ -115,8 +133,9 @@ def cmd_restart(args: argparse.Namespace) -> int:
     argv = args.command or None
     check_stdio(args.stdio)  # bad options before reading the image
     check_devices(args.device)
-    image = Image.load(args.image, trust=args.trust_image)
     limits = Limits(**{field: getattr(args, field) for field, _, _ in LIMIT_FLAGS})
+    # the limits apply while the image is read, not once it is
+    image = Image.load(args.image, trust=args.trust_image, limits=limits)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # printed below, once each
         r = restart(
@@ -142,9 +161,11 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from pyckpt import show
-    from pyckpt.image import Image
+    from pyckpt.image import Image, open_image
 
-    with open(args.image, "rb") as f:
+    # show acts on nothing it reads: any owner, but never a link followed
+    # nor a FIFO waited on
+    with os.fdopen(open_image(args.image, trust=True), "rb") as f:
         data = f.read()
     if args.json:
         Image.from_bytes(data)  # the full decode only of a valid image
@@ -244,6 +265,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="save up to BYTES of each memfd or deleted file (default 1 MiB; "
         f"at most {lib.CKPT_CONTENTS_DATA_MAX}); a larger one is refused",
+    )
+    c.add_argument(
+        "--max-image-bytes",
+        type=_image_bytes_arg,
+        metavar="BYTES",
+        help="read at most BYTES of data from the tree in all (pipe buffers, "
+        "socket queues, file contents; default 1G, K/M/G suffixes); a tree "
+        "with more is refused, naming the object that crossed it",
     )
     c.add_argument(
         "--device",

@@ -25,6 +25,7 @@ timerfd) still has the written image parsed again.
 
 from __future__ import annotations
 
+import errno as _errno
 import functools
 import math
 import os
@@ -38,6 +39,7 @@ from typing import Any
 from pyckpt import kinds, model
 from pyckpt.abi import FileKind, FMode, HdrType, ObjType, ffi, lib
 from pyckpt.errors import ImageError
+from pyckpt.limits import Limits
 from pyckpt.model import RLIM_NLIMITS, ErrorRecord, Fd, File, Head, Task, fd_table
 from pyckpt.records import (
     ALIGN,
@@ -81,12 +83,18 @@ class Image(model.Image):
         return _write(self)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Image:
+    def from_bytes(cls, data: bytes, *, limits: Limits | None = None) -> Image:
         """Parse and check a whole image; ImageError (only) if malformed.
 
         Time and memory are linear in the image's size: the model takes a
-        small multiple of it (EPOLL items stay packed, see EpollItems)."""
-        return _Parser(data if isinstance(data, bytes) else bytes(data)).parse()
+        small multiple of it (EPOLL items stay packed, see EpollItems; a
+        TASK record holds at most one string per 6 bytes beyond its first
+        64).  ``limits`` (restart's): the tasks, fds, strings, groups and
+        saved data are counted as their records arrive, and the first
+        record that crosses one is refused (ImageError, errno E2BIG)
+        before anything after it is read."""
+        raw = data if isinstance(data, bytes) else bytes(data)
+        return _Parser(raw, limits).parse()
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically: a temp file beside ``path``, fsync, rename.
@@ -121,18 +129,214 @@ class Image(model.Image):
             os.close(dfd)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, trust: bool = False) -> Image:
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        trust: bool = False,
+        limits: Limits | None = None,
+    ) -> Image:
         """Read an image file; ImageError if it is not one to believe.
 
         An image is as trustworthy as whoever could write it (restart gives
-        its tasks the credentials it names): a file not owned by root or by
-        the caller, or writable by group or others, is refused before it is
-        read, unless trust=True.
+        its tasks the credentials it names), and so is every directory
+        above it (whoever can write one can put another file under the
+        name).  The file is refused, before it is read, unless it is a
+        regular file owned by root or the caller and not writable by group
+        or others, in directories owned by root or the caller and not
+        writable by group or others (sticky ones aside): OpenSSH's rule for
+        its keys.  trust=True skips the ownership checks; a symbolic link
+        is never followed and a FIFO or device never opened, trusted or not.
+        ``limits``: as from_bytes() (restart passes its own).
         """
-        with open(path, "rb") as f:
-            if not trust:
-                check_trusted(os.fstat(f.fileno()), os.fspath(path))
-            return cls.from_bytes(f.read())
+        fd = open_image(path, trust=trust)
+        with os.fdopen(fd, "rb") as f:
+            return cls.from_bytes(f.read(), limits=limits)
+
+
+def _refuse(path: str, why: str, trust_hint: bool = True) -> ImageError:
+    hint = " (trust it explicitly: --trust-image / trust=True)" if trust_hint else ""
+    return ImageError(0, f"{path}: refusing an image {why}{hint}")
+
+
+def open_image(path: str | os.PathLike[str], *, trust: bool = False) -> int:
+    """An fd (read-only, close-on-exec) on the image file at ``path``, or
+    ImageError naming the path and why it is not opened.
+
+    The last component is looked up in its directory's fd, never followed
+    (O_NOFOLLOW): a symbolic link is refused, trusted or not.  Its type is
+    checked on an O_PATH fd before anything opens it (no FIFO waits for a
+    writer, no device runs its open), and the file opened for reading must
+    be that same inode.  Without ``trust``, the file and each directory
+    above it are checked as ``check_trusted`` and ``check_directory`` say,
+    walking up from the directory the file really is in (``..`` of an
+    O_PATH fd each time, not the path's text); a symbolic link on the way
+    to that directory is followed only as ``_open_directory`` says."""
+    name = os.fspath(path)
+    head, base = os.path.split(name)
+    if not base or base in (".", ".."):
+        raise _refuse(name, "that names a directory", False)
+    try:
+        dfd = _open_directory(head or ".", name, trust)
+    except OSError as e:
+        raise ImageError(
+            0, f"{name}: cannot open its directory {head or '.'}: {e.strerror}"
+        ) from e
+    try:
+        try:
+            pfd = os.open(base, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        except OSError as e:
+            raise ImageError(0, f"{name}: cannot open it: {e.strerror}") from e
+        try:
+            st = os.fstat(pfd)
+        finally:
+            os.close(pfd)
+        if stat.S_ISLNK(st.st_mode):
+            raise _refuse(
+                name,
+                "that is a symbolic link (never followed: name the image itself)",
+                False,
+            )
+        if not stat.S_ISREG(st.st_mode):
+            raise _refuse(name, f"that is not a regular file ({_type(st)})", False)
+        if not trust:
+            check_trusted(st, name)
+            _check_directories(dfd, head or ".", name)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+        try:
+            fd = os.open(base, flags | os.O_CLOEXEC, dir_fd=dfd)
+        except OSError as e:
+            raise ImageError(0, f"{name}: cannot open it: {e.strerror}") from e
+    finally:
+        os.close(dfd)
+    now = os.fstat(fd)
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        raise _refuse(name, "replaced while it was checked", False)
+    return fd
+
+
+def _open_directory(head: str, path: str, trust: bool) -> int:
+    """An O_PATH fd on the directory ``head``, looked up one component at a
+    time with O_NOFOLLOW: a symbolic link on the way is followed only if
+    root or the caller owns it and (unless ``trust``) every directory above
+    it passes ``_check_directories``, so no one else's link (or a link in
+    someone else's directory) chooses where the image is read from."""
+    me = os.geteuid()
+    flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open("/" if head.startswith("/") else ".", flags | os.O_DIRECTORY)
+    parts = [p for p in head.split("/") if p and p != "."]
+    parts.reverse()  # a stack: the next component last
+    hops = 0
+    try:
+        while parts:
+            comp = parts.pop()
+            nfd = os.open(comp, flags, dir_fd=fd)
+            st = os.fstat(nfd)
+            if stat.S_ISLNK(st.st_mode):
+                os.close(nfd)
+                hops += 1
+                if hops > 40:
+                    raise OSError(_errno.ELOOP, os.strerror(_errno.ELOOP))
+                if not trust:
+                    where = _dir_name(fd, head) + "/" + comp
+                    if st.st_uid not in (0, me):
+                        raise _refuse(
+                            path,
+                            f"reached through a symbolic link owned by uid "
+                            f"{st.st_uid}, neither root nor the caller ({where})",
+                        )
+                    _check_directories(fd, head, path, f"the link {where}")
+                target = os.readlink(comp, dir_fd=fd)
+                if target.startswith("/"):
+                    os.close(fd)
+                    fd = os.open("/", flags | os.O_DIRECTORY)
+                parts.extend(reversed([p for p in target.split("/") if p and p != "."]))
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                os.close(nfd)
+                raise OSError(_errno.ENOTDIR, os.strerror(_errno.ENOTDIR))
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _type(st: os.stat_result) -> str:
+    for test, what in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(st.st_mode):
+            return what
+    return f"mode {st.st_mode:#o}"
+
+
+def _writers(mode: int) -> str:
+    if mode & 0o022 == 0o022:
+        return "group and others"
+    return "its group" if mode & 0o020 else "others"
+
+
+def _check_directories(dfd: int, head: str, path: str, via: str = "") -> None:
+    """ImageError unless the directory ``dfd`` (the image's) and each one
+    above it, up to the root, is owned by root or the caller and writable
+    by no one else (a sticky directory may be: no one else can rename or
+    remove the caller's or root's files in it)."""
+    me = os.geteuid()
+    cur = os.dup(dfd)
+    lexical = head
+    try:
+        st = os.fstat(cur)
+        while True:
+            mode = stat.S_IMODE(st.st_mode)
+            why = ""
+            if st.st_uid not in (0, me):
+                why = (
+                    f"owned by uid {st.st_uid}, neither root nor the caller (uid {me})"
+                )
+            elif mode & 0o022 and not mode & stat.S_ISVTX:
+                why = f"writable by {_writers(mode)} and not sticky"
+            if why:
+                where = _dir_name(cur, lexical)
+                raise _refuse(
+                    path,
+                    f"{'reached through ' + via + ' ' if via else ''}"
+                    f"in a directory {why} ({where}: owner uid {st.st_uid}, mode "
+                    f"{mode:04o}): whoever can write it can put another file "
+                    "under this name",
+                )
+            up = os.open(
+                "..",
+                os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                dir_fd=cur,
+            )
+            os.close(cur)
+            cur = up
+            above = os.fstat(cur)
+            if (above.st_dev, above.st_ino) == (st.st_dev, st.st_ino):
+                return  # the root: its .. is itself
+            st = above
+            lexical = os.path.join(lexical, "..")
+    except OSError as e:
+        raise ImageError(
+            0, f"{path}: cannot check the directories above it: {e.strerror}"
+        ) from e
+    finally:
+        os.close(cur)
+
+
+def _dir_name(fd: int, lexical: str) -> str:
+    """A directory's name for a message: where /proc says it is."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.normpath(lexical)
 
 
 def check_trusted(st: os.stat_result, path: str) -> None:
@@ -145,12 +349,7 @@ def check_trusted(st: os.stat_result, path: str) -> None:
     elif st.st_uid not in (0, me):
         why = f"owned by uid {st.st_uid}, neither root nor the caller (uid {me})"
     elif mode & 0o022:
-        who = (
-            "group and others"
-            if mode & 0o022 == 0o022
-            else ("its group" if mode & 0o020 else "others")
-        )
-        why = f"writable by {who}"
+        why = f"writable by {_writers(mode)}"
     if why:
         raise ImageError(
             0,
@@ -180,6 +379,10 @@ def iter_records(data: bytes, *, packed_items: bool = False) -> Iterator[Record]
     """
     p = _Parser(data)  # its _next() is the one step of reading a record
     while (rec := p._next(packed_items)) is not None:
+        if rec.type == HdrType.TASK:  # the record view: each string's bytes
+            f = rec.fields
+            for key, count in (("argv", "argc"), ("env", "envc")):
+                f[key] = f[key][:-1].split(b"\0") if f[count] else []
         yield rec
 
 
@@ -303,7 +506,9 @@ def _check_head(rec: Record, name: str) -> None:
             name,
             "format version 3 is refused: its TASK records hold no capability "
             "sets, securebits or seccomp filters, so a restart would lift the "
-            "limits a task ran under; checkpoint the tree again with this pyckpt",
+            "limits a task ran under, and its CONTENTS records store a file up "
+            "to its last byte without extents; checkpoint the tree again with "
+            "this pyckpt",
         )
     if f["format_version"] != lib.CKPT_FORMAT_VERSION:
         raise bad(rec, name, f"unsupported format version {f['format_version']}")
@@ -327,11 +532,27 @@ def _check_tree(rec: Record, name: str) -> None:
 
 
 def _strings(rec: Record, name: str, key: str, count: str) -> None:
+    """Checks the NULs; the strings stay packed (the parser decodes them at
+    once, iter_records splits them)."""
     raw, n = rec.fields[key], rec.fields[count]
     nuls = raw.count(b"\0")
     if nuls != n or (n and not raw.endswith(b"\0")):
         raise bad(rec, name, f"{key} has {nuls} NULs for {count} {n}")
-    rec.fields[key] = raw[:-1].split(b"\0") if n else []
+
+
+def _decode_strings(raw: bytes, n: int) -> list[str]:
+    """The NUL-terminated strings of raw (checked by _strings), decoded in
+    one go: no list of bytes objects beside the strs."""
+    return raw[:-1].decode("utf-8", "surrogateescape").split("\0") if n else []
+
+
+# a str costs ~57 bytes (object and list slot) whatever its length: beyond
+# the first few, a TASK record may hold one string per _STRING_BYTES bytes
+# of argv and env, so that its strings take at most ~10x its size to parse
+# (a record of 2-byte strings took 23x).  Linux's own bound is the stack
+# limit; real environments and argument lists average far more.
+_STRINGS_FREE = 64
+_STRING_BYTES = 6
 
 
 _TASK_FLAGS = (
@@ -360,6 +581,15 @@ def _check_task(rec: Record, name: str) -> None:
     no_nul(rec, name, "comm", "cwd", "exe", "root", "label")
     _strings(rec, name, "argv", "argc")
     _strings(rec, name, "env", "envc")
+    n, size = f["argc"] + f["envc"], f["argv_len"] + f["env_len"]
+    if n > _STRINGS_FREE + size // _STRING_BYTES:
+        raise bad(
+            rec,
+            name,
+            f"{n} argv and env strings in {size} bytes: beyond the first "
+            f"{_STRINGS_FREE}, at most one string per {_STRING_BYTES} bytes "
+            "(so short, they would take some 20x their size to parse)",
+        )
     if f["flags"] & ~_TASK_FLAGS:
         raise bad(rec, name, f"unknown flags {f['flags']:#x}")
     if f["umask"] & ~0o777:
@@ -538,6 +768,17 @@ _RT: dict[int, tuple[Any, ...]] = {
 }
 
 
+# record types whose data counts against a restart limit: the kind's
+# (Kind.limit), for each of its records with a data_len
+_COUNTED: dict[int, tuple[str, str]] = {
+    int(rtype): k.limit
+    for k in kinds.KINDS
+    if k.limit is not None
+    for rtype, lay, _ in k.records
+    if any(v.count == "data_len" for v in lay.var)
+}
+
+
 # ---- the reader: the grammar and what spans records ---------------------------
 
 
@@ -572,8 +813,13 @@ class _Parser:
     ERROR anywhere; what follows a FILE and the trailers are its kind's
     (pyckpt/kinds/), read through read/peek/ptag/define."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, limits: Limits | None = None) -> None:
         self.data = data
+        self.limits = limits
+        # restart's limits, counted as records arrive (Limits field -> so far)
+        self.counts: dict[str, int] = {}
+        # record types whose data_len counts against a kind's limit
+        self.counted = _COUNTED if limits is not None else {}
         # iter_records()'s state, kept here: _fd's fast path moves it too
         self.offset, self.tag, self.past_tail = 0, 1, False
         self.peeked: Record | None = None
@@ -607,7 +853,27 @@ class _Parser:
         rec = _read_obj(data, at, self.tag, packed)
         self.offset, self.tag = rec.end, self.tag + 1
         self.past_tail = rec.type == HdrType.TAIL
+        if rec.type in self.counted:
+            field, what = self.counted[rec.type]
+            self._count(rec, field, rec.fields["data_len"], what)
         return rec
+
+    def _count(self, rec: Record, field: str, n: int, what: str) -> None:
+        """Add n to a limit's count: ImageError (E2BIG) at the record that
+        crosses it."""
+        if self.limits is None:
+            return
+        total = self.counts.get(field, 0) + n
+        self.counts[field] = total
+        top = getattr(self.limits, field)
+        if total > top:
+            flag = "--max-" + field.replace("_", "-")
+            raise ImageError(
+                rec.offset,
+                f"{rec.type.name} record: {total} {what}, above the limit of "
+                f"{top} ({flag} / Limits raise it)",
+                _errno.E2BIG,
+            )
 
     def _plain_next(self) -> bool:
         """A glance at the next header: whether it is one no kind owns and
@@ -711,6 +977,7 @@ class _Parser:
         tree = self._read((HdrType.TREE,))
         self._top(tree)
         nr_tasks, root_pid = tree.fields["nr_tasks"], tree.fields["root_pid"]
+        self._count(tree, "tasks", nr_tasks, "tasks")
         if nr_tasks == 0 and root_pid != 0:
             raise ImageError(tree.offset, f"TREE record: root_pid {root_pid}, no tasks")
         pids: set[int] = set()
@@ -795,13 +1062,16 @@ class _Parser:
                 "earlier task's",
             )
         pids.add(pid)
+        self._count(rec, "fds", f["nr_fds"], "fds in all")
+        self._count(rec, "strings", f["argc"] + f["envc"], "argv and env strings")
+        self._count(rec, "groups", f["ngroups"], "supplementary groups")
         task = Task(
             pid=pid,
             ppid=ppid,
             sid=f["sid"],
             pgid=f["pgid"],
             comm=text(f["comm"]),
-            argv=[text(a) for a in f["argv"]],
+            argv=_decode_strings(f["argv"], f["argc"]),
             cwd=text(f["cwd"]),
             ruid=f["ruid"],
             euid=f["euid"],
@@ -817,7 +1087,7 @@ class _Parser:
             rlimits=[(r["cur"], r["max"]) for r in f["rlim"]]
             if f["flags"] & lib.CKPT_TASK_RLIMITS
             else None,
-            env=[text(e) for e in f["env"]],
+            env=_decode_strings(f["env"], f["envc"]),
             exe=text(f["exe"]),
             root=text(f["root"]),
             exit_status=f["exit_status"] if f["flags"] & lib.CKPT_TASK_ZOMBIE else None,

@@ -110,6 +110,10 @@ class Collector(Protocol):
     def own(self, fd: int) -> int:
         """Hand fd to the collector: closed after the walk, whatever happens."""
 
+    def take(self, r: FdRef, n: int, what: str) -> None:
+        """n bytes of r's data are read into the image: CheckpointError past
+        the checkpoint's byte budget (--max-image-bytes)."""
+
     def stat_path(self, path: str) -> os.stat_result | None:
         """stat() of a path as this process sees it (cached)."""
 

@@ -5,12 +5,14 @@ regular file whose last name was removed (``st_nlink == 0``) can be
 reopened by no path: checkpoint reads what they hold through the
 coordinator's copy with pread(2) (the file offset, shared with the tree,
 does not move), up to a limit per file (Options.contents_limit, CLI
-``--max-file-contents``); the end of the file that is a hole is not stored.
+``--max-file-contents``): only its data extents (SEEK_DATA/SEEK_HOLE), so a
+sparse file costs what it holds, not its length.
 Restart makes an unlinked file again, in a helper with the rights of its
 first holder (``Objects.as_holder``): memfd_create() with the same name
 (MFD_ALLOW_SEALING when it had seals), or an O_TMPFILE (else a named file
-unlinked at once) in the directory the file was deleted from; writes the
-data, sets the size, mode and owner, and only then adds the seals.  Several
+unlinked at once) in the directory the file was deleted from; sets the
+size, writes each extent at its offset (the rest stays a hole), sets mode
+and owner, and only then adds the seals.  Several
 open files on one inode (a memfd reopened through /proc/PID/fd) share it
 again: the first one is made, the others reopened through
 /proc/self/fd/N with their own flags.
@@ -24,8 +26,10 @@ import fcntl
 import functools
 import os
 import stat
+import struct
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from pyckpt import syscalls
 from pyckpt.abi import FileKind, HdrType, lib
@@ -63,9 +67,16 @@ _CHUNK = 1 << 20
 class Contents:
     """CONTENTS record: what a MEMFD or DELETED file holds."""
 
-    data: bytes = b""  # the file's first bytes; the rest up to size: zeros
+    data: bytes = b""  # the extents' bytes, one after the other
     seals: int = 0  # MEMFD: F_GET_SEALS
     same_as: int = 0  # objref of an earlier file on the same inode (no data)
+    # (offset, len) of each run of data, in order; the rest is a hole.
+    # Data given without extents is the file's first bytes
+    extents: list[tuple[int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.data and not self.extents:
+            self.extents = [(0, len(self.data))]
 
 
 def contents_bytes(f: File) -> int:
@@ -128,64 +139,108 @@ def _private(fd: int) -> int | None:
         return None
 
 
-def data_end(own: int, size: int) -> int:
-    """Where the file's last data ends (a trailing hole is not stored).
+def data_extents(own: int, size: int) -> list[tuple[int, int]]:
+    """(offset, len) of each run of data below ``size`` (SEEK_DATA and
+    SEEK_HOLE); the whole file as one extent where they are not supported.
 
-    SEEK_DATA/SEEK_HOLE move an offset, so ``own`` must be a private open
-    file of the inode (/proc/self/fd/N), never the tree's."""
-    end = pos = 0
+    They move an offset, so ``own`` must be a private open file of the
+    inode (/proc/self/fd/N), never the tree's."""
+    out: list[tuple[int, int]] = []
+    pos = 0
     while pos < size:
         try:
             start = os.lseek(own, pos, os.SEEK_DATA)
+            if start >= size:
+                break
+            end = min(os.lseek(own, start, os.SEEK_HOLE), size)
         except OSError as e:
             if e.errno == _errno.ENXIO:  # only a hole from pos on
                 break
-            return size
-        pos = os.lseek(own, start, os.SEEK_HOLE)
-        end = pos
-    return min(end, size)
+            return [(0, size)]
+        if end <= start:
+            return [(0, size)]  # a filesystem that makes no sense: all of it
+        out.append((start, end - start))
+        pos = end
+    return out
 
 
-def read_contents(fd: int, size: int, limit: int) -> bytes:
-    """The file's bytes up to its last data, read with pread(2) through the
-    coordinator's copy ``fd`` (the offset it shares with the tree does not
-    move; a write-only file is read through a private read-only open file);
-    TooBig when more than ``limit`` would be stored."""
+def read_contents(
+    fd: int,
+    size: int,
+    limit: int,
+    take: Callable[[int], None] | None = None,
+) -> tuple[bytes, list[tuple[int, int]]]:
+    """The file's data extents and their bytes, read with pread(2) through
+    the coordinator's copy ``fd`` (the offset it shares with the tree does
+    not move; a write-only file is read through a private read-only open
+    file); TooBig when more than ``limit`` bytes or more than
+    CKPT_CONTENTS_EXTENTS_MAX extents would be stored.  ``take(n)`` is told
+    of each chunk before it is read (checkpoint's byte budget: it raises
+    to stop)."""
     own = _private(fd)
     try:
-        end = size if own is None else data_end(own, size)
-        if end > limit:
-            raise TooBig(f"{size} bytes ({end} to store), above the limit of {limit}")
+        extents = [(0, size)] if own is None else data_extents(own, size)
+        stored = sum(n for _, n in extents)
+        if stored > limit:
+            raise TooBig(
+                f"{size} bytes ({stored} to store), above the limit of {limit}"
+            )
+        if len(extents) > lib.CKPT_CONTENTS_EXTENTS_MAX:
+            raise TooBig(
+                f"{len(extents)} runs of data, above the image's bound of "
+                f"{lib.CKPT_CONTENTS_EXTENTS_MAX} (CKPT_CONTENTS_EXTENTS_MAX)"
+            )
         src = fd
         if own is not None:
             acc = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
             if acc == os.O_WRONLY:
                 src = own
-        chunks = []
-        pos = 0
-        while pos < end:
-            chunk = os.pread(src, min(_CHUNK, end - pos), pos)
-            if not chunk:
-                break  # truncated meanwhile (by a holder outside the tree)
-            chunks.append(chunk)
-            pos += len(chunk)
-        return b"".join(chunks)
+        chunks: list[bytes] = []
+        kept: list[tuple[int, int]] = []
+        for off, n in extents:
+            got = 0
+            while got < n:
+                want = min(_CHUNK, n - got)
+                if take is not None:
+                    take(want)
+                chunk = os.pread(src, want, off + got)
+                if not chunk:
+                    break  # truncated meanwhile (by a holder outside the tree)
+                chunks.append(chunk)
+                got += len(chunk)
+            if got:
+                kept.append((off, got))
+            if got < n:
+                break
+        return b"".join(chunks), kept
     finally:
         if own is not None:
             os.close(own)
 
 
-def save(fd: int, st: os.stat_result, limit: int, memfd: bool) -> Contents:
-    data = read_contents(fd, st.st_size, limit)
-    return Contents(data=data, seals=get_seals(fd) if memfd else 0)
+def save(
+    fd: int,
+    st: os.stat_result,
+    limit: int,
+    memfd: bool,
+    take: Callable[[int], None] | None = None,
+) -> Contents:
+    data, extents = read_contents(fd, st.st_size, limit, take)
+    return Contents(data=data, seals=get_seals(fd) if memfd else 0, extents=extents)
 
 
 def _fill(fd: int, c: Contents, st_mode: int, size: int, uid: int, gid: int) -> None:
-    pos = 0
-    view = memoryview(c.data)
-    while pos < len(view):
-        pos += os.pwrite(fd, view[pos : pos + _CHUNK], pos)
+    """Size first, then each extent at its offset: what lies between them
+    was a hole and stays one (no page of zeros allocated)."""
     os.ftruncate(fd, size)
+    view = memoryview(c.data)
+    at = 0
+    for off, n in c.extents:
+        done = 0
+        while done < n:
+            piece = view[at + done : at + min(n, done + _CHUNK)]
+            done += os.pwrite(fd, piece, off + done)
+        at += n
     os.fchmod(fd, stat.S_IMODE(st_mode))
     with contextlib.suppress(PermissionError):  # unprivileged: keep ours
         if (os.fstat(fd).st_uid, os.fstat(fd).st_gid) != (uid, gid):
@@ -266,15 +321,34 @@ def reopen(fd: int, f_flags: int) -> int:
 CONTENTS_KINDS = frozenset({FileKind.MEMFD, FileKind.DELETED})
 
 
+_EXTENT = struct.Struct("=QQ")  # struct ckpt_contents_extent: offset, len
+
+
+def _unpack_extents(raw: bytes) -> list[tuple[int, int]]:
+    return list(_EXTENT.iter_unpack(raw))
+
+
 def _check_contents(rec: Record, name: str) -> None:
     f = rec.fields
+    # the extents, packed: in order, none empty, none overlapping the one
+    # before, their lens adding up to the data (st_size: read_file's)
+    end = total = 0
+    for i, (off, n) in enumerate(_EXTENT.iter_unpack(f["extents"])):
+        if not n:
+            raise bad(rec, name, f"extent {i} is empty")
+        if off < end:
+            raise bad(rec, name, f"extent {i} at {off} overlaps the one before")
+        end = off + n
+        total += n
+    if total != f["data_len"]:
+        raise bad(rec, name, f"extents hold {total} bytes, data_len is {f['data_len']}")
     if f["objref"] <= 0:
         raise bad(rec, name, f"objref {f['objref']} <= 0")
     if f["same_as"] < 0 or f["same_as"] == f["objref"]:
         raise bad(rec, name, f"same_as {f['same_as']}: not another file")
     if f["seals"] & ~lib.CKPT_SEALS:
         raise bad(rec, name, f"unknown seals {f['seals']:#x}")
-    if f["same_as"] and (f["seals"] or f["data_len"]):
+    if f["same_as"] and (f["seals"] or f["data_len"] or f["nr_extents"]):
         raise bad(rec, name, f"same_as {f['same_as']} with seals or data of its own")
 
 
@@ -291,7 +365,15 @@ class ContentsKind(Kind):
             HdrType.CONTENTS,
             Layout(
                 "struct ckpt_hdr_contents",
-                (Var("data", "data_len", "CKPT_CONTENTS_DATA_MAX"),),
+                (
+                    Var(
+                        "extents",
+                        "nr_extents",
+                        "CKPT_CONTENTS_EXTENTS_MAX",
+                        "struct ckpt_contents_extent",
+                    ),
+                    Var("data", "data_len", "CKPT_CONTENTS_DATA_MAX"),
+                ),
             ),
             _check_contents,
         ),
@@ -334,7 +416,11 @@ class ContentsKind(Kind):
             r = col.first[objref]
             try:
                 f.extra = save(
-                    r.local, os.fstat(r.local), limit, f.kind == FileKind.MEMFD
+                    r.local,
+                    os.fstat(r.local),
+                    limit,
+                    f.kind == FileKind.MEMFD,
+                    lambda n, r=r: col.take(r, n, "its contents"),
                 )
             except TooBig as e:
                 self.problem(
@@ -354,7 +440,10 @@ class ContentsKind(Kind):
             HdrType.CONTENTS,
             tag,
             {"objref": f.objref, "same_as": c.same_as, "seals": c.seals},
-            {"data": c.data},
+            {
+                "extents": b"".join(_EXTENT.pack(o, n) for o, n in c.extents),
+                "data": c.data,
+            },
         )
 
     def read_file(self, p: Reader, image: Image, f: File, rec: Record) -> None:
@@ -385,6 +474,14 @@ class ContentsKind(Kind):
                 f"{where}: data_len {c['data_len']} above its FILE's st_size "
                 f"{f.st_size}",
             )
+        extents = _unpack_extents(c["extents"])
+        if extents and extents[-1][0] + extents[-1][1] > f.st_size:
+            last = extents[-1][0] + extents[-1][1]
+            raise ImageError(
+                r.offset,
+                f"{where}: extent {len(extents) - 1} ends at {last}, past "
+                f"st_size {f.st_size}",
+            )
         same = c["same_as"]
         if same:
             known = image.files.get(same)
@@ -400,7 +497,9 @@ class ContentsKind(Kind):
                     f"{where}: same_as {same} is no earlier {f.kind.name} file "
                     "with its data on the same inode",
                 )
-        f.extra = Contents(data=c["data"], seals=c["seals"], same_as=same)
+        f.extra = Contents(
+            data=c["data"], seals=c["seals"], same_as=same, extents=extents
+        )
 
     def check_model(self, image: Image) -> None:
         for f in image.files.values():

@@ -117,6 +117,7 @@ class _Tee:
         (filled by flush())."""
         if want == 0:
             return
+        self.col.take(reader, want, "its buffered bytes")  # the byte budget
         if self.ends is None:
             sr, sw = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             self.ends = self.col.own(sr), self.col.own(sw)

@@ -30,6 +30,7 @@ import socket
 import stat
 import struct
 import termios
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyckpt.abi import FileKind, HdrType, lib
@@ -555,7 +556,9 @@ def _requeue(
 
 
 def save_all(
-    fds: dict[int, int], allow_external: bool = False
+    fds: dict[int, int],
+    allow_external: bool = False,
+    take: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[int, Unix], dict[int, str]]:
     """Save the sockets of ``fds`` (key -> an fd on it; each key one socket)
     with their peers resolved among them: (key -> Unix, key -> why refused).
@@ -580,6 +583,8 @@ def save_all(
         except UnixError as e:
             problems[key] = f"socket:[{d.ino}]: {e}"
             continue
+        if take is not None and u.msgs:  # the byte budget, socket by socket
+            take(key, sum(len(m.data) for m in u.msgs))
         outside = [c for c in d.icons if c not in by_ino]
         if d.state == TCP_LISTEN and outside and not allow_external:
             who = (
@@ -840,7 +845,9 @@ class UnixKind(Kind):
             return
         try:
             saved, problems = save_all(
-                {o: r.local for o, r in mine.items()}, col.opts.allow_external
+                {o: r.local for o, r in mine.items()},
+                col.opts.allow_external,
+                lambda o, n: col.take(mine[o], n, "its queued messages"),
             )
         except OSError as e:
             for r in mine.values():

@@ -68,6 +68,7 @@ class Collector:
     problems: list[str] = field(default_factory=list)
     owned: list[int] = field(default_factory=list)
     files: list[Any] = field(default_factory=list)
+    taken: int = 0  # bytes read (take(): the checkpoint's byte budget)
 
     @property
     def refs(self) -> list[Any]:
@@ -83,6 +84,9 @@ class Collector:
     def own(self, fd: int) -> int:
         self.owned.append(fd)
         return fd
+
+    def take(self, r: Any, n: int, what: str) -> None:
+        self.taken += n
 
     def stat_path(self, path: str) -> os.stat_result | None:
         try:

@@ -422,7 +422,7 @@ _VAR = {
     HdrType.ERROR: {"msg": "msg_len"},
     HdrType.UNIX: {"name": "name_len"},
     HdrType.UNIX_MSG: {"data": "data_len", "addr": "addr_len"},
-    HdrType.CONTENTS: {"data": "data_len"},
+    HdrType.CONTENTS: {"extents": "nr_extents", "data": "data_len"},
 }
 
 
@@ -536,7 +536,8 @@ def test_head_checks(data: bytes, records: list[Record]) -> None:
     raises(patch(data, head, "magic", 1), 0, "HEAD record: bad magic 0x1")
     raises(patch(data, head, "format_version", 5), 0, "unsupported format version 5")
     e = raises(patch(data, head, "format_version", 3), 0, "format version 3 is refused")
-    assert "seccomp" in e.msg and "checkpoint the tree again" in e.msg
+    assert "seccomp" in e.msg and "extents" in e.msg
+    assert "checkpoint the tree again" in e.msg
     e = raises(patch(data, head, "format_version", 2), 0, "format version 2 is refused")
     assert "zombie" in e.msg and "checkpoint the tree again" in e.msg
     e = raises(patch(data, head, "format_version", 1), 0, "format version 1 is refused")

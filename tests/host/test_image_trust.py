@@ -203,3 +203,187 @@ def test_many_fds_memory_is_linear() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 4 * len(data), f"peak {peak} for {len(data)}"
+
+
+# ---- the path: opened without following or blocking, its directories checked --
+
+
+def _load_in_child(path: Path, trust: bool = False) -> str:
+    """Image.load(path) in a child process: what it raised ("" if nothing).
+    A child, so that a load that blocks (a FIFO opened for reading) fails
+    this test through the timeout instead of hanging the run."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pyckpt.image import Image, ImageError\n"
+        "try:\n"
+        f"    Image.load({str(path)!r}, trust={trust})\n"
+        "except ImageError as e:\n"
+        "    print('ImageError:', e)\n"
+    )
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", code],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"Image.load({path}) blocked")
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.mark.parametrize("trust", [False, True])
+def test_load_fifo_does_not_block(tmp_path: Path, trust: bool) -> None:
+    p = tmp_path / "t.img"
+    os.mkfifo(p, 0o600)
+    out = _load_in_child(p, trust)
+    assert "ImageError" in out and str(p) in out and "not a regular file" in out
+
+
+@pytest.mark.parametrize("trust", [False, True])
+def test_load_refuses_symlink(tmp_path: Path, trust: bool) -> None:
+    """A link to another (valid, root-owned) image is never followed."""
+    real = saved(tmp_path)
+    link = tmp_path / "link.img"
+    link.symlink_to(real)
+    with pytest.raises(ImageError) as ei:
+        Image.load(link, trust=trust)
+    assert str(link) in str(ei.value) and "symbolic link" in str(ei.value)
+
+
+def test_load_refuses_device(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="/dev/null.*not a regular file"):
+        Image.load("/dev/null", trust=True)
+
+
+def _nest(tmp_path: Path) -> tuple[Path, Path]:
+    d = tmp_path / "a" / "b"
+    d.mkdir(parents=True, mode=0o755)
+    p = d / "t.img"
+    cred_image().save(p)
+    return d, p
+
+
+@pytest.mark.parametrize("mode", [0o775, 0o757, 0o777])
+@pytest.mark.parametrize("level", [0, 1])
+def test_load_refuses_writable_directory(tmp_path: Path, mode: int, level: int) -> None:
+    """The parent or any directory above it writable by group or others."""
+    d, p = _nest(tmp_path)
+    bad_dir = d if level == 0 else d.parent
+    os.chmod(bad_dir, mode)
+    with pytest.raises(ImageError) as ei:
+        Image.load(p)
+    msg = str(ei.value)
+    assert str(p) in msg and str(bad_dir) in msg and "writable by" in msg
+    assert f"mode {mode:04o}" in msg
+    assert Image.load(p, trust=True).tasks  # the override
+
+
+def test_load_sticky_directory_allowed(tmp_path: Path) -> None:
+    d, p = _nest(tmp_path)
+    os.chmod(d, 0o1777)
+    assert Image.load(p).tasks
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+@pytest.mark.parametrize("level", [0, 1])
+def test_load_refuses_foreign_directory(tmp_path: Path, level: int) -> None:
+    """A directory of another user: it could swap the image under the name."""
+    d, p = _nest(tmp_path)
+    bad_dir = d if level == 0 else d.parent
+    os.chown(bad_dir, 65534, 65534)
+    with pytest.raises(ImageError) as ei:
+        Image.load(p)
+    msg = str(ei.value)
+    assert str(bad_dir) in msg and "owned by uid 65534" in msg
+    assert Image.load(p, trust=True).tasks
+
+
+def test_load_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, p = _nest(tmp_path)
+    monkeypatch.chdir(p.parent)
+    assert Image.load("t.img").tasks
+    os.chmod(p.parent.parent, 0o777)
+    with pytest.raises(ImageError, match="writable by"):
+        Image.load("t.img")
+
+
+def test_cli_show_fifo_does_not_block(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    p = tmp_path / "t.img"
+    os.mkfifo(p, 0o600)
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "pyckpt", "show", str(p)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("pyckpt show blocked on a FIFO")
+    assert r.returncode == 1 and "not a regular file" in r.stderr
+
+
+# ---- symbolic links before the last component ------------------------------------
+
+
+def _elsewhere(tmp_path: Path) -> Path:
+    """A valid image in a trusted directory of its own."""
+    d = tmp_path / "root-images"
+    d.mkdir(mode=0o755)
+    p = d / "t.img"
+    cred_image().save(p)
+    return d
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_load_refuses_directory_link_in_foreign_directory(tmp_path: Path) -> None:
+    """A user's directory holding a link to a directory of root's images:
+    the real directories are all root's, but the user chose which one."""
+    target = _elsewhere(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    (home / "imgs").symlink_to(target)
+    os.chown(home, 65534, 65534)
+    with pytest.raises(ImageError) as ei:
+        Image.load(home / "imgs" / "t.img")
+    msg = str(ei.value)
+    assert str(home) in msg and "owned by uid 65534" in msg
+    assert Image.load(home / "imgs" / "t.img", trust=True).tasks
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="lchown to another user needs root")
+def test_load_refuses_foreign_link_in_sticky_directory(tmp_path: Path) -> None:
+    target = _elsewhere(tmp_path)
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    (sticky / "imgs").symlink_to(target)
+    os.lchown(sticky / "imgs", 65534, 65534)
+    with pytest.raises(ImageError) as ei:
+        Image.load(sticky / "imgs" / "t.img")
+    msg = str(ei.value)
+    assert "symbolic link owned by uid 65534" in msg and str(sticky / "imgs") in msg
+
+
+def test_load_follows_trusted_directory_links(tmp_path: Path) -> None:
+    """Links placed by root or the caller in trusted directories (/var/run
+    -> /run) are fine, relative and absolute, and through .."""
+    target = _elsewhere(tmp_path)
+    (tmp_path / "abs").symlink_to(target)
+    (tmp_path / "rel").symlink_to("root-images")
+    (tmp_path / "sub").mkdir(mode=0o755)
+    for p in (
+        tmp_path / "abs" / "t.img",
+        tmp_path / "rel" / "t.img",
+        tmp_path / "sub" / ".." / "rel" / "t.img",
+    ):
+        assert Image.load(p).tasks, p

@@ -218,6 +218,7 @@ def test_contents_more_data_than_size(data: bytes) -> None:
     sp = specs(data)
     i = find(sp, HdrType.CONTENTS, objref=6)
     sp[i].var["data"] = b"thirteen byte"
+    sp[i].var["extents"] = [{"offset": 0, "len": 13}]
     built, offsets = build(sp)
     raises(built, offsets[i], "data_len 13 above its FILE's st_size 12")
 

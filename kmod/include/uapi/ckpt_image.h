@@ -98,7 +98,8 @@ enum ckpt_hdr_type {
 					 * FILE; 2: no exit_status, files_pid,
 					 * nr_threads in TASK; 3: no capability
 					 * sets, securebits, seccomp filters or
-					 * cwd identity in TASK (all refused) */
+					 * cwd identity in TASK, CONTENTS without
+					 * extents (all refused) */
 #define CKPT_UTS_LEN		65	/* __NEW_UTS_LEN + 1 */
 
 /* bounds the reader enforces on the variable parts */
@@ -441,17 +442,29 @@ struct ckpt_hdr_timerfd {
 
 /* bounds of a CONTENTS record */
 #define CKPT_CONTENTS_DATA_MAX	(1U << 30)	/* data bytes of one file */
+#define CKPT_CONTENTS_EXTENTS_MAX (1U << 18)	/* its extents: 1 GiB of 4 KiB pages */
 #define CKPT_MEMFD_NAME_MAX	249	/* MFD_NAME_MAX_LEN: a MEMFD's path */
 #define CKPT_SEALS		0x3f	/* F_SEAL_SEAL .. F_SEAL_EXEC */
 
+/* one run of data in a MEMFD or DELETED file (SEEK_DATA .. SEEK_HOLE) */
+struct ckpt_contents_extent {
+	__u64 offset;		/* where it starts in the file */
+	__u64 len;		/* > 0; its bytes are the next len of data */
+};
+
 /*
  * What a MEMFD or DELETED file holds (after its FILE, ptag = the FILE's
- * tag); followed by data_len bytes of data.  The file is st_size bytes long
- * (its FILE's st_size): data is its start, the rest reads as zeros (a hole).
- * Files open on one inode share it: the first one's record holds the data,
- * a later one names it in same_as (data_len 0, seals 0).  Restart makes the
- * file again unlinked (memfd_create(), or an unlinked file in the
- * directory of the FILE's path), writes the data, then adds the seals.
+ * tag); followed by nr_extents struct ckpt_contents_extent, then data_len
+ * bytes of data: the extents' bytes, one after the other.  The file is
+ * st_size bytes long (its FILE's st_size); the extents are in increasing
+ * offset order, do not overlap, end within st_size and their lens add up
+ * to data_len; everything else in the file is a hole (reads as zeros, and
+ * is made again as a hole: only the extents are written).  Files open on
+ * one inode share it: the first one's record holds the data, a later one
+ * names it in same_as (no extents, data_len 0, seals 0).  Restart makes
+ * the file again unlinked (memfd_create(), or an unlinked file in the
+ * directory of the FILE's path), sets its size, writes each extent at its
+ * offset, then adds the seals.
  */
 struct ckpt_hdr_contents {
 	struct ckpt_hdr h;
@@ -459,6 +472,8 @@ struct ckpt_hdr_contents {
 	__s32 same_as;		/* 0, or an earlier FILE on the same inode */
 	__u32 seals;		/* MEMFD: F_GET_SEALS (CKPT_SEALS bits) */
 	__u32 data_len;		/* <= CKPT_CONTENTS_DATA_MAX, <= st_size */
+	__u32 nr_extents;	/* <= CKPT_CONTENTS_EXTENTS_MAX */
+	__u32 __pad;
 };
 
 /* ckpt_write_err(): followed by the message (no NUL) */
