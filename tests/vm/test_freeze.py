@@ -21,9 +21,9 @@ import psutil
 import pytest
 from trees import Member, in_child
 
-import pyckpt.api as api
 import pyckpt.checkpointer as cp
 import pyckpt.freeze as fz
+from pyckpt import api
 from pyckpt.errors import CheckpointError
 
 NOBODY = 65534
