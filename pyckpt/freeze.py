@@ -60,7 +60,17 @@ def threads_stopped(pid: int) -> bool:
 
 
 def _tids(pid: int) -> list[int]:
-    return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    """A task's threads but those exiting (Z/X: they run no more code, and
+    are gone soon)."""
+    out = []
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            st = _stat_fields(_read(f"/proc/{pid}/task/{t}/stat"))[0]
+        except (OSError, ValueError):
+            continue  # gone
+        if st not in (b"Z", b"X"):
+            out.append(int(t))
+    return sorted(out)
 
 
 def _settled(pid: int, tid: int) -> bool:
@@ -178,8 +188,11 @@ class Freezer:
     def _ran(self, pid: int, before: dict[int, int]) -> str:
         if _proc_state(pid) in ("", "Z", "X"):
             return "it exited: SIGKILL from outside?"
-        if set(_tids(pid)) != before.keys():
-            return "its threads changed"
+        now = set(_tids(pid))
+        if now - before.keys():
+            return f"it started thread {min(now - before.keys())}"
+        if before.keys() - now:
+            return f"its thread {min(before.keys() - now)} exited"
         return ""
 
     def verify(self) -> None:
