@@ -27,7 +27,7 @@ def checkpoint(
     pid: int,
     output: str | os.PathLike[str] | None = None,
     *,
-    freezer: str = "signal",
+    freezer: str = "auto",
     allow_external: bool = False,
     kill: bool = False,
     options: Options | None = None,
@@ -35,8 +35,10 @@ def checkpoint(
 ) -> CheckpointResult:
     """Checkpoint the process tree rooted at pid.
 
-    The tree is frozen (SIGSTOP, or the cgroup v2 freezer with
-    freezer="cgroup") only while its state is collected; the image is built
+    The tree is frozen (the cgroup v2 freezer where usable, else SIGSTOP;
+    freezer="cgroup" or "signal" to choose) only while its state is
+    collected, and the checkpoint is refused if a task ran meanwhile (its
+    owner's SIGCONT under SIGSTOP); the image is built
     in memory and, given output, written there atomically and durably
     (fsync): after the thaw, or with kill=True before the tree is killed (a
     write that fails thaws it instead; kill=True needs output).  Raises

@@ -678,7 +678,7 @@ def _nofile_at_hard_limit() -> Iterator[None]:
 def checkpoint(
     pid: int,
     *,
-    freezer: str = "signal",
+    freezer: str = "auto",
     allow_external: bool = False,
     kill: bool = False,
     save: Callable[[Image], None] | None = None,
@@ -686,7 +686,10 @@ def checkpoint(
 ) -> CheckpointResult:
     """Checkpoint the process tree rooted at pid into an in-memory Image.
 
-    freezer: "signal" (SIGSTOP/SIGCONT) or "cgroup" (cgroup v2 freezer).
+    freezer: "cgroup" (the cgroup v2 freezer), "signal" (SIGSTOP/SIGCONT)
+    or "auto" (cgroup where usable, else signal); with any, a task that ran
+    while the tree was collected (its owner's SIGCONT) refuses the
+    checkpoint.
     allow_external: save objects also held outside the tree, marked external,
     instead of failing.  kill: SIGKILL the tree instead of thawing it (only
     once the checkpoint succeeded, and once save() returned: a save that
@@ -699,10 +702,7 @@ def checkpoint(
     SIGTERM and SIGHUP while frozen thaw it first; a watchdog process thaws
     it if the caller is killed outright); ValueError for an unknown freezer.
     """
-    if freezer not in freeze.FREEZER_CLASSES:
-        raise ValueError(
-            f"unknown freezer {freezer!r} (one of {', '.join(freeze.FREEZERS)})"
-        )
+    freezer_class = freeze.freezer_class(freezer)  # ValueError first
     start = time.monotonic()
     root = proctree.root_process(pid)
     ours = proctree.ours()
@@ -715,7 +715,7 @@ def checkpoint(
         watchdog.done()
         raise CheckpointError(f"cannot open the checkpoint device: {e}") from e
     try:
-        frz = freeze.FREEZER_CLASSES[freezer](root, ours, watchdog)
+        frz = freezer_class(root, ours, watchdog)
     except BaseException:
         ctx.close()
         watchdog.done()
@@ -743,10 +743,15 @@ def checkpoint(
                 frz.freeze()
                 _collect(frz, col)
                 col.leaks(opts.allow_external)
+                # nothing collected holds if a task ran meanwhile
+                frz.verify()
         except BaseException as exc:
             block()
             col.close_locals()
             ctx.close()
+            ran = ""
+            if isinstance(exc, (OSError, psutil.Error, CheckpointError)):
+                ran = frz.ran()  # a task that ran may be why the collection failed
             try:
                 frz.thaw()
                 watchdog.done()
@@ -754,6 +759,8 @@ def checkpoint(
                 # the first error matters more; the watchdog tries again
                 watchdog.done(undone=False)
                 exc.add_note(f"and the tree could not be thawed: {thaw_exc}")
+            if ran and ran not in str(exc):
+                raise CheckpointError(ran) from exc
             if isinstance(exc, freeze.Signalled):
                 if exc.sig == signal.SIGINT:
                     raise KeyboardInterrupt from None

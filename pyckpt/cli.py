@@ -1,6 +1,6 @@
 """pyckpt: the command line, a thin layer over pyckpt.checkpoint/restart/Image.
 
-    pyckpt checkpoint PID -o IMAGE [--freezer signal|cgroup] [--allow-external] [--kill]
+    pyckpt checkpoint PID -o IMAGE [--freezer auto|cgroup|signal] [--allow-external] [--kill]
                       [--max-file-contents BYTES] [--max-image-bytes BYTES]
                       [--device PATH]...
     pyckpt restart IMAGE [--policy clear-early|clear-at-end|free-upfront]
@@ -247,9 +247,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="image file to write")
     c.add_argument(
         "--freezer",
-        choices=("signal", "cgroup"),
-        default="signal",
-        help="SIGSTOP each task (default) or the cgroup v2 freezer",
+        choices=("auto", "cgroup", "signal"),
+        default="auto",
+        help="the cgroup v2 freezer, SIGSTOP each task, or (auto, the default) "
+        "cgroup where usable, else signal; with either, a task that ran "
+        "during collection refuses the checkpoint",
     )
     c.add_argument(
         "--allow-external",

@@ -1,6 +1,8 @@
 """Freezing a tree and keeping it from staying frozen: the SIGSTOP and
-cgroup v2 freezers, the watchdog process that thaws the tree if the
-checkpointer dies, and the thaw on SIGINT/SIGTERM/SIGHUP."""
+cgroup v2 freezers (the cgroup one by default where it is usable), the
+check that no task ran while the tree was collected, the watchdog process
+that thaws the tree if the checkpointer dies, and the thaw on
+SIGINT/SIGTERM/SIGHUP."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import psutil
 
 from pyckpt import proctree
 from pyckpt.errors import CheckpointError
+from pyckpt.proc import ctxt_switches as _ctxt_switches
+from pyckpt.proc import off_cpu as _off_cpu
 from pyckpt.proc import read as _read
 from pyckpt.proc import read_text as _read_text
 from pyckpt.proc import stat_fields as _stat_fields
@@ -26,7 +30,18 @@ FREEZE_TIMEOUT = 5.0  # seconds for every task to stop / the cgroup to freeze
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 
-FREEZERS = ("signal", "cgroup")
+def cgroup_unusable() -> str:
+    """Why the cgroup v2 freezer cannot be used here ('' if it can)."""
+    if not os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")):
+        return f"no cgroup v2 hierarchy at {CGROUP_ROOT}"
+    if not os.access(CGROUP_ROOT, os.W_OK):
+        return f"{CGROUP_ROOT} is not writable"
+    # cgroup.freeze (Linux 5.2) is in every cgroup but the root one
+    with contextlib.suppress(OSError, StopIteration):
+        sub = next(e for e in os.scandir(CGROUP_ROOT) if e.is_dir())
+        if not os.path.exists(os.path.join(sub.path, "cgroup.freeze")):
+            return "the kernel's cgroup v2 has no freezer (cgroup.freeze)"
+    return ""
 
 
 def threads_stopped(pid: int) -> bool:
@@ -42,6 +57,32 @@ def threads_stopped(pid: int) -> bool:
         if st not in (b"T", b"t", b"Z", b"X"):
             return False
     return True
+
+
+def _tids(pid: int) -> list[int]:
+    """A task's threads but those exiting (Z/X: they run no more code, and
+    are gone soon)."""
+    out = []
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            st = _stat_fields(_read(f"/proc/{pid}/task/{t}/stat"))[0]
+        except (OSError, ValueError):
+            continue  # gone
+        if st not in (b"Z", b"X"):
+            out.append(int(t))
+    return sorted(out)
+
+
+def _settled(pid: int, tid: int) -> bool:
+    """A stopped thread is off its CPU; one that is not stopped (continued
+    since the freeze) raises: it runs."""
+    st = _stat_fields(_read(f"/proc/{pid}/task/{tid}/stat"))[0]
+    if st not in (b"T", b"t"):
+        raise CheckpointError(
+            f"task {pid} ran during the freeze ({proctree.comm(pid)}: thread "
+            f"{tid} runs: SIGCONT from outside?): checkpoint refused, nothing written"
+        )
+    return _off_cpu(pid, tid)
 
 
 def wait_until(cond: Callable[[], bool], what: str) -> None:
@@ -66,6 +107,7 @@ class Freezer:
         self.procs: list[psutil.Process] = []
         self.watchdog = watchdog
         self.zombies: dict[int, int] = {}  # pid -> wait status: never frozen
+        self.marks: dict[int, dict[int, int]] = {}  # by mark(): pid -> tid -> count
 
     def freeze(self) -> list[psutil.Process]:
         """Freeze the tree, re-listing until no task appears: the final tree."""
@@ -76,6 +118,7 @@ class Freezer:
             new = [p for p in procs if p.pid not in seen]
             if not new:
                 self.procs = procs
+                self.mark()
                 return procs
             seen.update(p.pid for p in new)
             self.procs = procs
@@ -112,6 +155,51 @@ class Freezer:
 
     def thaw(self) -> None:
         raise NotImplementedError
+
+    # ---- did a task run while the tree was collected? ----
+
+    def live(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid not in self.zombies]
+
+    def mark(self) -> None:
+        """Once every task is frozen: note what verify() compares."""
+        self.marks = {pid: self._threads(pid) for pid in self.live()}
+
+    def _threads(self, pid: int) -> dict[int, int]:
+        """Each thread of a task -> what tells whether it ran (here nothing:
+        the freezers that can tell say how)."""
+        return dict.fromkeys(_tids(pid), 0)
+
+    def ran(self) -> str:
+        """Which task ran since mark(), as a refusal ('' if none did):
+        someone outside the tree continued it, or it died."""
+        for pid, before in self.marks.items():
+            try:
+                why = self._ran(pid, before)
+            except (OSError, ValueError):
+                why = "exited"
+            if why:
+                return (
+                    f"task {pid} ran during collection ({proctree.comm(pid)}: "
+                    f"{why}): checkpoint refused, nothing written"
+                )
+        return ""
+
+    def _ran(self, pid: int, before: dict[int, int]) -> str:
+        if _proc_state(pid) in ("", "Z", "X"):
+            return "it exited: SIGKILL from outside?"
+        now = set(_tids(pid))
+        if now - before.keys():
+            return f"it started thread {min(now - before.keys())}"
+        if before.keys() - now:
+            return f"its thread {min(before.keys() - now)} exited"
+        return ""
+
+    def verify(self) -> None:
+        """Refuse the checkpoint if a task ran since the tree was frozen."""
+        why = self.ran()
+        if why:
+            raise CheckpointError(why)
 
     def kill(self) -> None:
         """SIGKILL every task while frozen, undo the freezer, wait for the deaths."""
@@ -177,6 +265,39 @@ class SignalFreezer(Freezer):
                 p.resume()
         self.stopped = []
 
+    # The owner of a task (and root) can SIGCONT it, and SIGSTOP it again:
+    # nothing keeps a stopped tree stopped.  A stopped thread's context
+    # switch count does not move until it runs again, so the counts, read
+    # once every thread has left its CPU and again after the collection,
+    # tell whether one ran; a thread that is not stopped runs now.
+
+    def mark(self) -> None:
+        try:
+            super().mark()
+        except (OSError, ValueError):
+            raise CheckpointError("a task exited during the freeze") from None
+
+    def _threads(self, pid: int) -> dict[int, int]:
+        counts = {}
+        for tid in _tids(pid):
+            wait_until(
+                lambda tid=tid: _settled(pid, tid), f"task {pid} thread {tid} to stop"
+            )
+            counts[tid] = _ctxt_switches(pid, tid)
+        return counts
+
+    def _ran(self, pid: int, before: dict[int, int]) -> str:
+        why = super()._ran(pid, before)
+        if why:
+            return why
+        for tid, n in before.items():
+            st = _stat_fields(_read(f"/proc/{pid}/task/{tid}/stat"))[0]
+            if st not in (b"T", b"t"):
+                return f"thread {tid} runs: SIGCONT from outside?"
+            if _ctxt_switches(pid, tid) != n:
+                return f"thread {tid} was continued and stopped again: SIGCONT from outside?"
+        return ""
+
 
 class CgroupFreezer(Freezer):
     """The cgroup v2 freezer, in a cgroup of our own that is removed at thaw."""
@@ -185,8 +306,9 @@ class CgroupFreezer(Freezer):
         self, root: psutil.Process, ours: dict[int, str], watchdog: Watchdog
     ) -> None:
         super().__init__(root, ours, watchdog)
-        if not os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.procs")):
-            raise CheckpointError(f"no cgroup v2 hierarchy at {CGROUP_ROOT}")
+        why = cgroup_unusable()
+        if why:
+            raise CheckpointError(f"the cgroup freezer cannot be used: {why}")
         self.path = ""
         self.origin: dict[int, str] = {}  # pid -> its cgroup before the move
         self.frozen = False
@@ -206,8 +328,7 @@ class CgroupFreezer(Freezer):
             self.path = path
         for p in new:
             try:
-                lines = _read_text(f"/proc/{p.pid}/cgroup").splitlines()
-                (where,) = [ln[3:] for ln in lines if ln.startswith("0::")]
+                where = _cgroup_of(p.pid)
                 if CGROUP_ROOT + where == self.path:
                     # forked during the freeze inside our cgroup: it goes
                     # back where its parent came from
@@ -222,7 +343,8 @@ class CgroupFreezer(Freezer):
                 ) from None
             except (OSError, ValueError) as e:
                 raise CheckpointError(
-                    f"cannot move task {p.pid} ({proctree.comm(p.pid)}) into {self.path}: {e}"
+                    f"cannot move task {p.pid} ({proctree.comm(p.pid)}) into "
+                    f"{self.path}: {e} (--freezer signal freezes without cgroups)"
                 ) from e
         if not self.frozen:
             self._write("cgroup.freeze", "1")
@@ -233,14 +355,29 @@ class CgroupFreezer(Freezer):
         events = _read_text(os.path.join(self.path, "cgroup.events")).split("\n")
         return "frozen 1" in events
 
+    # A task in a frozen cgroup does not return to user space until the
+    # cgroup is thawed or the task leaves it, and neither the tree's owner
+    # nor its signals can do either (the cgroup is root's, at the top of the
+    # hierarchy): the check is that both held.  Context switches would not
+    # tell: a frozen task wakes in the kernel for every signal sent to it,
+    # and sleeps again without running its code.
+
+    def _ran(self, pid: int, before: dict[int, int]) -> str:
+        why = super()._ran(pid, before)
+        if why:
+            return why
+        if not self._is_frozen():
+            return f"{self.path} was thawed"
+        where = _cgroup_of(pid)
+        if CGROUP_ROOT + where != self.path:
+            return f"it was moved to cgroup {where}"
+        return ""
+
     def _undo(self) -> None:
         problems = []
-        if self.frozen:
-            try:
-                self._write("cgroup.freeze", "0")
-                self.frozen = False
-            except OSError as e:
-                problems.append(f"unfreeze {self.path}: {e}")
+        # home first, while frozen: a task leaving a frozen cgroup for a
+        # thawed one runs there, so that whatever it forks is born at home
+        # (thawed first, it forked into ours, outside the tree's limits)
         for pid, where in self.origin.items():
             try:
                 self._write("cgroup.procs", str(pid), CGROUP_ROOT + where)
@@ -248,7 +385,16 @@ class CgroupFreezer(Freezer):
                 pass  # gone (killed): nothing to move back
             except OSError as e:
                 problems.append(f"move task {pid} back to {where}: {e}")
+        if self.path:
+            problems += self._send_stragglers_home()
         self.origin = {}
+        if self.frozen:
+            # what could not be moved home runs again where it is
+            try:
+                self._write("cgroup.freeze", "0")
+                self.frozen = False
+            except OSError as e:
+                problems.append(f"unfreeze {self.path}: {e}")
         if self.path:
             try:
                 self._rmdir()
@@ -257,6 +403,34 @@ class CgroupFreezer(Freezer):
                 problems.append(f"rmdir {self.path}: {e}")
         if problems:
             raise CheckpointError("cannot undo the cgroup freezer", problems)
+
+    def _send_stragglers_home(self) -> list[str]:
+        """Tasks in our cgroup we did not move in (none should be: only
+        root can put one there): each goes where its nearest ancestor that
+        we moved came from."""
+        problems = []
+        try:
+            left = [
+                int(x) for x in _read(os.path.join(self.path, "cgroup.procs")).split()
+            ]
+        except OSError as e:
+            return [f"read {self.path}/cgroup.procs: {e}"]
+        parents = proctree.ppids() if left else {}
+        for pid in left:
+            up = pid
+            while up > 1 and up not in self.origin:
+                up = parents.get(up, 0)
+            where = self.origin.get(up) or self.origin.get(self.root.pid)
+            if where is None:
+                problems.append(f"task {pid} is left in {self.path}")
+                continue
+            try:
+                self._write("cgroup.procs", str(pid), CGROUP_ROOT + where)
+            except ProcessLookupError:
+                pass
+            except OSError as e:
+                problems.append(f"move task {pid} to {where}: {e}")
+        return problems
 
     def _rmdir(self) -> None:
         # dying tasks may keep the cgroup busy for a moment
@@ -275,6 +449,13 @@ class CgroupFreezer(Freezer):
 
     def _undo_after_kill(self) -> None:
         self._undo()
+
+
+def _cgroup_of(pid: int) -> str:
+    """A task's cgroup v2 path (ValueError if it has none)."""
+    lines = _read_text(f"/proc/{pid}/cgroup").splitlines()
+    (where,) = [ln[3:] for ln in lines if ln.startswith("0::")]
+    return where
 
 
 class Watchdog:
@@ -387,6 +568,21 @@ FREEZER_CLASSES: dict[str, type[Freezer]] = {
     "signal": SignalFreezer,
     "cgroup": CgroupFreezer,
 }
+# "auto": the cgroup freezer where it is usable (its tasks' owner cannot
+# thaw it), else the signal one (whose thaw by the owner the check refuses)
+NAMES = ("auto", *FREEZER_CLASSES)
+
+
+def freezer_class(name: str) -> type[Freezer]:
+    """The freezer called name (ValueError if none is)."""
+    if name == "auto":
+        return SignalFreezer if cgroup_unusable() else CgroupFreezer
+    try:
+        return FREEZER_CLASSES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown freezer {name!r} (one of {', '.join(NAMES)})"
+        ) from None
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -70,3 +70,29 @@ def label(pid: int) -> str:
     except OSError:
         return ""
     return os.fsdecode(raw.rstrip(b"\n\0"))
+
+
+def ctxt_switches(pid: int, tid: int) -> int:
+    """A thread's context switches, voluntary and not (/proc/PID/task/TID/
+    status): the count of a stopped thread moves only if it runs again."""
+    status = read(f"/proc/{pid}/task/{tid}/status")
+    n = 0
+    for key in (b"\nvoluntary_ctxt_switches:", b"\nnonvoluntary_ctxt_switches:"):
+        at = status.index(key) + len(key)  # ValueError: no such line
+        n += int(status[at : status.index(b"\n", at)])
+    return n
+
+
+def off_cpu(pid: int, tid: int) -> bool:
+    """Whether a thread that is not runnable has left its CPU.  Reading
+    /proc/PID/task/TID/syscall waits in the kernel (wait_task_inactive())
+    until a blocked or stopped thread is off its CPU, and says "running" of
+    a runnable one: once it said anything else, the thread's context-switch
+    count is final (a thread marked stopped may not have switched out yet).
+    True where the kernel has no such file (nothing to wait for then)."""
+    try:
+        return not read(f"/proc/{pid}/task/{tid}/syscall").startswith(b"running")
+    except FileNotFoundError:
+        if os.path.exists(f"/proc/{pid}/task/{tid}"):
+            return True  # a kernel without the file
+        raise

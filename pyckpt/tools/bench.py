@@ -21,7 +21,11 @@ even under TCG, where absolute times are slow:
 8. the image codec on a 10 tasks x 720 fds image: encode, decode and show
    against the commit before issue 11's codec work (needs no /dev/ckpt).
 
-`python -m pyckpt.tools.bench cr` runs only 4, `python -m pyckpt.tools.bench creds` 5,
+9. the freezers side by side (signal and cgroup, alternating, fresh
+   trees of 10 and 100 tasks): the freeze (every task stopped and its
+   threads counted), the check that no task ran, the thaw, the downtime.
+
+`python -m pyckpt.tools.bench cr` runs only 4, `freeze [--sizes 10,100] [--rounds 5]` 9, `python -m pyckpt.tools.bench creds` 5,
 `criu [--tasks 3 --sizes 100 --rounds 3]` 6, `epoll [--sizes 100,1000]` 7 and
 `codec [--rounds N]` 8;
 `python -m pyckpt.tools.bench resume [--sizes 100,1000] [--out DIR]` answers the
@@ -330,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args[:1] == ["criu"]:
         criu(**_size_opts(args[1:], tasks=CRIU_TASKS, sizes=CRIU_SIZES, rounds=3))
+        return 0
+    if args[:1] == ["freeze"]:
+        freezers(**_size_opts(args[1:], sizes=FREEZE_SIZES, rounds=5))
         return 0
     if args[:1] == ["epoll"]:
         epoll_scale(**_size_opts(args[1:], sizes=EPOLL_SIZES))
@@ -1063,6 +1070,78 @@ def criu(
 # ---- cr-tests' epoll/sk10k: `python -m pyckpt.tools.bench epoll` ------------------------------
 
 EPOLL_SIZES = (100, 1_000, 10_000)
+
+
+FREEZE_SIZES = (10, 100)  # tasks
+FREEZE_FDS = 20  # fds per task: the freeze's cost is per task, not per fd
+
+
+def freezers(sizes: tuple[int, ...] = FREEZE_SIZES, rounds: int = 5) -> None:
+    """The signal and cgroup freezers on the same tree, one fresh crtree per
+    round, the freezers alternating: the time of each step of theirs inside
+    a checkpoint (timed by wrapping the steps), medians of the rounds."""
+    from pyckpt import freeze as fz
+    from pyckpt.checkpointer import checkpoint
+
+    print(
+        f"9. freezers: crtree, N tasks x {FREEZE_FDS} fds, checkpointed (no "
+        f"image written) with each freezer, alternating; medians of {rounds}"
+    )
+    binary = crtree_binary()
+    scratch = f"/tmp/bench-freeze-{os.getpid()}"
+    with open(scratch, "wb") as f:
+        f.write(b"x" * 4096)
+    steps = ("freeze", "verify", "thaw")
+    names = ("signal", "cgroup")
+    real = {(c, m): getattr(c, m) for c in fz.FREEZER_CLASSES.values() for m in steps}
+    own = {(c, m) for c, m in real if m in c.__dict__}
+    got: dict[str, list[float]] = {}
+
+    def timing(cls: type, step: str) -> Callable[..., Any]:
+        fn = real[(cls, step)]
+
+        def timed(self: Any, *a: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(self, *a)
+            finally:
+                got.setdefault(step, []).append(time.perf_counter() - t0)
+
+        return timed
+
+    subreaper(True)
+    try:
+        for c, m in real:
+            setattr(c, m, timing(c, m))
+        for n in sizes:
+            runs: dict[str, list[dict[str, float]]] = {f: [] for f in names}
+            for r in range(rounds):
+                for f in names if r % 2 == 0 else names[::-1]:
+                    tree = CrTree(binary, n, FREEZE_FDS, scratch)
+                    try:
+                        got.clear()
+                        res = checkpoint(tree.root, freezer=f)
+                    finally:
+                        kill_and_reap(tree.pids)
+                    one = {s: sum(got.get(s, [0.0])) for s in steps}
+                    one["downtime"] = res.downtime
+                    runs[f].append(one)
+            print(f"   {n} tasks        " + "".join(f"{f:>12}" for f in names))
+            for s in (*steps, "downtime"):
+                med = {f: _median([x[s] for x in runs[f]]) or 0.0 for f in names}
+                print(
+                    f"   {s:<16}"
+                    + "".join(f"{med[f] * 1e3:9.1f} ms" for f in names)
+                    + f"   cgroup/signal {med['cgroup'] / max(med['signal'], 1e-9):.2f}x"
+                )
+    finally:
+        for (c, m), fn in real.items():
+            if (c, m) in own:
+                setattr(c, m, fn)
+            else:
+                delattr(c, m)  # inherited: the base class's again
+        subreaper(False)
+        os.unlink(scratch)
 
 
 def _epoll_tree(n: int) -> int:
