@@ -16,7 +16,7 @@ from pyckpt.checkpointer import CheckpointResult, Options
 from pyckpt.checkpointer import checkpoint as _checkpoint
 from pyckpt.image import Image
 from pyckpt.kinds.chrdev import check_devices
-from pyckpt.kinds.tty import STDIO_INHERIT, check_stdio
+from pyckpt.kinds.tty import STDIO_AUTO, check_stdio
 from pyckpt.restarter import Limits, Restarted, RestartOptions
 from pyckpt.restarter import restart as _restart
 
@@ -77,7 +77,7 @@ def restart(
     trust: bool = False,
     relocate: bool = False,
     limits: Limits = Limits(),  # noqa: B008 (frozen: sharing it is safe)
-    stdio: str = STDIO_INHERIT,
+    stdio: str = STDIO_AUTO,
     devices: Sequence[str] = (),
 ) -> Restarted:
     """Restart a checkpointed tree from an Image or an image file.
@@ -94,9 +94,11 @@ def restart(
     tasks wait at the barrier until Restarted.release().
 
     The tree's terminal (a tty, or a character device on fds 0-2) is never
-    reopened: its fds get the caller's own fds 0-2 (stdio="inherit"),
-    /dev/null ("null") or a regular file ("/path", created 0600, appended;
-    input from /dev/null).  devices: the character devices named with
+    reopened: its fds get the caller's own fds 0-2 ("inherit"), /dev/null
+    ("null") or a regular file ("/path", created 0600, appended; input from
+    /dev/null); "auto", the default, is "inherit" when every task holding
+    the terminal is the caller's user and "null" otherwise (a warning says
+    so: root's terminal is not given to another user's tasks).  devices: the character devices named with
     devices= at checkpoint that may be reopened (ValueError for a bad
     stdio or device, before anything is read).
     """

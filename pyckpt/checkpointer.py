@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from pyckpt import freeze, gcpause, kinds, proctree
+from pyckpt import freeze, gcpause, kinds, proc, proctree
 from pyckpt.abi import FileKind, ObjType
 from pyckpt.device import Context, FileInfo, TaskFd
 from pyckpt.errors import CheckpointError, CkptError
@@ -549,6 +549,24 @@ def _identity(task: Task, mine: _Mine) -> str:
     umask = line("Umask")
     task.umask = int(umask[0], 8) if umask else 0o022
     task.no_new_privs = line("NoNewPrivs") == ["1"]
+    caps = [line(k) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")]
+    if not all(caps):
+        return "its capability sets cannot be read from /proc"
+    (
+        task.cap_inheritable,
+        task.cap_permitted,
+        task.cap_effective,
+        task.cap_bset,
+        task.cap_ambient,
+    ) = (int(c[0], 16) for c in caps)
+    seccomp = line("Seccomp")
+    if seccomp == ["1"]:
+        return "it runs in seccomp strict mode: it cannot exec again"
+    if seccomp == ["2"]:
+        # restart would lift them: refused, never dropped
+        return "it runs under seccomp filters, which are not saved yet"
+    task.at_secure = proc.at_secure(pid)
+    task.label = proc.label(pid)
     limits = []
     for r in range(RLIM_NLIMITS):
         soft, hard = resource.prlimit(pid, r)
@@ -573,6 +591,9 @@ def _identity(task: Task, mine: _Mine) -> str:
                 f"it runs in another {ns} namespace: restart recreates none, "
                 "so it is not checkpointed"
             )
+    cwd = os.stat(f"/proc/{pid}/cwd")  # restart checks it is the same
+    task.cwd_dev, task.cwd_ino, task.cwd_mode = cwd.st_dev, cwd.st_ino, cwd.st_mode
+    task.cwd_uid, task.cwd_gid = cwd.st_uid, cwd.st_gid
     root = os.stat(f"/proc/{pid}/root")
     if (root.st_dev, root.st_ino) != mine.root:
         where = os.readlink(f"/proc/{pid}/root")

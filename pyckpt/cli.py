@@ -4,7 +4,7 @@
                       [--max-file-contents BYTES] [--device PATH]...
     pyckpt restart IMAGE [--policy clear-early|clear-at-end|free-upfront]
                    [--hold-context] [--trust-image] [--relocate]
-                   [--stdio inherit|null|FILE] [--device PATH]...
+                   [--stdio auto|inherit|null|FILE] [--device PATH]...
                    [--max-tasks N] [--max-fds N] [--max-pipe-bytes N]
                    [--max-contents-bytes N] [-- CMD...]
     pyckpt show IMAGE [--json | --dot]
@@ -289,11 +289,13 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--stdio",
-        default="inherit",
-        metavar="inherit|null|FILE",
+        default="auto",
+        metavar="auto|inherit|null|FILE",
         help="what the tree's terminal (a tty, or a device on fds 0-2) "
-        "becomes: this command's own fds 0-2 (default), /dev/null, or a "
-        "regular file (output appended, input from /dev/null)",
+        "becomes: this command's own fds 0-2 (inherit), /dev/null, or a "
+        "regular file (output appended, input from /dev/null); auto "
+        "(default): inherit for your own tasks, /dev/null for another "
+        "user's",
     )
     r.add_argument(
         "--device",

@@ -297,6 +297,14 @@ def _check_head(rec: Record, name: str) -> None:
             "and cannot say a task is a zombie or shares its fd table; "
             "checkpoint the tree again with this pyckpt",
         )
+    if f["format_version"] == 3:
+        raise bad(
+            rec,
+            name,
+            "format version 3 is refused: its TASK records hold no capability "
+            "sets, securebits or seccomp filters, so a restart would lift the "
+            "limits a task ran under; checkpoint the tree again with this pyckpt",
+        )
     if f["format_version"] != lib.CKPT_FORMAT_VERSION:
         raise bad(rec, name, f"unsupported format version {f['format_version']}")
     if f["abi_version"] not in _IMAGE_ABIS:
@@ -326,14 +334,30 @@ def _strings(rec: Record, name: str, key: str, count: str) -> None:
     rec.fields[key] = raw[:-1].split(b"\0") if n else []
 
 
-_TASK_FLAGS = lib.CKPT_TASK_NO_NEW_PRIVS | lib.CKPT_TASK_RLIMITS | lib.CKPT_TASK_ZOMBIE
+_TASK_FLAGS = (
+    lib.CKPT_TASK_NO_NEW_PRIVS
+    | lib.CKPT_TASK_RLIMITS
+    | lib.CKPT_TASK_ZOMBIE
+    | lib.CKPT_TASK_AT_SECURE
+    | lib.CKPT_TASK_CAPS
+    | lib.CKPT_TASK_SECUREBITS
+    | lib.CKPT_TASK_CWD_STAT
+)
+_CAP_FIELDS = (
+    "cap_inheritable",
+    "cap_permitted",
+    "cap_effective",
+    "cap_bset",
+    "cap_ambient",
+)
+_CWD_FIELDS = ("cwd_dev", "cwd_ino", "cwd_mode", "cwd_uid", "cwd_gid")
 
 
 def _check_task(rec: Record, name: str) -> None:
     f = rec.fields
     if f["pid"] <= 0:
         raise bad(rec, name, f"pid {f['pid']} <= 0")
-    no_nul(rec, name, "comm", "cwd", "exe", "root")
+    no_nul(rec, name, "comm", "cwd", "exe", "root", "label")
     _strings(rec, name, "argv", "argc")
     _strings(rec, name, "env", "envc")
     if f["flags"] & ~_TASK_FLAGS:
@@ -359,6 +383,25 @@ def _check_task(rec: Record, name: str) -> None:
     for i, r in enumerate(f["rlim"]):
         if r["cur"] > r["max"]:
             raise bad(rec, name, f"rlim[{i}]: soft {r['cur']} above hard {r['max']}")
+    for flag, keys in (
+        (lib.CKPT_TASK_CAPS, _CAP_FIELDS),
+        (lib.CKPT_TASK_SECUREBITS, ("securebits",)),
+        (lib.CKPT_TASK_CWD_STAT, _CWD_FIELDS),
+    ):
+        if not f["flags"] & flag and any(f[k] for k in keys):
+            raise bad(rec, name, f"{keys[0]} set without its flag")
+    if f["flags"] & lib.CKPT_TASK_CWD_STAT and not stat.S_ISDIR(f["cwd_mode"]):
+        raise bad(rec, name, f"cwd_mode {f['cwd_mode']:#o} is not a directory's")
+    if f["nr_seccomp"] > lib.CKPT_SECCOMP_FILTERS_MAX:
+        raise bad(rec, name, f"nr_seccomp {f['nr_seccomp']} out of range")
+    if f["flags"] & lib.CKPT_TASK_ZOMBIE and (f["nr_seccomp"] or f["label"]):
+        raise bad(rec, name, "a zombie with seccomp filters or a label")
+
+
+def _check_seccomp(rec: Record, name: str) -> None:
+    n = rec.fields["nr_insns"]
+    if not 1 <= n <= lib.CKPT_SECCOMP_INSNS_MAX:
+        raise bad(rec, name, f"nr_insns {n} out of range")
 
 
 def _check_fd(rec: Record, name: str) -> None:
@@ -445,9 +488,17 @@ _CORE: dict[HdrType, tuple[Layout, Any]] = {
                 Var("env", "env_len", "CKPT_ENV_MAX"),
                 Var("exe", "exe_len", "CKPT_PATH_MAX"),
                 Var("root", "root_len", "CKPT_PATH_MAX"),
+                Var("label", "label_len", "CKPT_LABEL_MAX"),
             ),
         ),
         _check_task,
+    ),
+    HdrType.SECCOMP: (
+        Layout(
+            "struct ckpt_hdr_seccomp",
+            (Var("insns", "nr_insns", "CKPT_SECCOMP_INSNS_MAX", "uint64_t"),),
+        ),
+        _check_seccomp,
     ),
     HdrType.FD: (Layout("struct ckpt_hdr_fd"), _check_fd),
     HdrType.FILE: (
@@ -772,7 +823,25 @@ class _Parser:
             exit_status=f["exit_status"] if f["flags"] & lib.CKPT_TASK_ZOMBIE else None,
             files_pid=0 if files_pid == pid else files_pid,
             nr_threads=f["nr_threads"],
+            at_secure=bool(f["flags"] & lib.CKPT_TASK_AT_SECURE),
+            label=text(f["label"]),
         )
+        if f["flags"] & lib.CKPT_TASK_CAPS:
+            for key in _CAP_FIELDS:
+                setattr(task, key, f[key])
+        if f["flags"] & lib.CKPT_TASK_SECUREBITS:
+            task.securebits = f["securebits"]
+        if f["flags"] & lib.CKPT_TASK_CWD_STAT:
+            for key in _CWD_FIELDS:
+                setattr(task, key, f[key])
+        for j in range(f["nr_seccomp"]):
+            sec = self._read(
+                (HdrType.SECCOMP,),
+                f"TASK {pid} declared {f['nr_seccomp']} seccomp filters, this is "
+                f"#{j + 1}",
+            )
+            self._ptag(sec, rec.tag, "its TASK")
+            task.seccomp.append(bytes(sec.fields["insns"]))
         numbers: set[int] = set()
         for j in range(f["nr_fds"]):
             fd, at = self._fd(image, rec, j)
@@ -1081,6 +1150,24 @@ def _write(image: model.Image, reparse: bool | None = None) -> bytes:
         flags = lib.CKPT_TASK_NO_NEW_PRIVS if t.no_new_privs else 0
         if t.exit_status is not None:
             flags |= lib.CKPT_TASK_ZOMBIE
+        if t.at_secure:
+            flags |= lib.CKPT_TASK_AT_SECURE
+        sec: dict[str, int] = dict.fromkeys((*_CAP_FIELDS, *_CWD_FIELDS), 0)
+        if t.cap_bset is not None:
+            flags |= lib.CKPT_TASK_CAPS
+            sec |= {k: getattr(t, k) for k in _CAP_FIELDS}
+        elif t.cap_inheritable or t.cap_ambient or t.cap_permitted or t.cap_effective:
+            raise ValueError(f"task {t.pid}: capability sets without cap_bset")
+        if t.securebits is not None:
+            flags |= lib.CKPT_TASK_SECUREBITS
+        if t.cwd_mode:
+            flags |= lib.CKPT_TASK_CWD_STAT
+            sec |= {k: getattr(t, k) for k in _CWD_FIELDS}
+        for insns in t.seccomp:
+            if not insns or len(insns) % 8:
+                raise ValueError(
+                    f"task {t.pid}: a seccomp filter of {len(insns)} bytes"
+                )
         rlim = [{"cur": 0, "max": 0}] * RLIM_NLIMITS
         if t.rlimits is not None:
             if len(t.rlimits) != RLIM_NLIMITS:
@@ -1114,6 +1201,9 @@ def _write(image: model.Image, reparse: bool | None = None) -> bytes:
                 "files_pid": t.files_pid or t.pid,
                 "nr_threads": t.nr_threads,
                 "rlim": rlim,
+                "securebits": t.securebits or 0,
+                "nr_seccomp": len(t.seccomp),
+                **sec,
             },
             {
                 "comm": enc(t.comm, f"task {t.pid} comm"),
@@ -1123,8 +1213,11 @@ def _write(image: model.Image, reparse: bool | None = None) -> bytes:
                 "env": env,
                 "exe": enc(t.exe, f"task {t.pid} exe"),
                 "root": enc(t.root, f"task {t.pid} root"),
+                "label": enc(t.label, f"task {t.pid} label"),
             },
         )
+        for insns in t.seccomp:
+            add(HdrType.SECCOMP, task, {}, {"insns": insns})
         for fd in t.fds:
             flags = lib.CKPT_FD_CLOEXEC if fd.cloexec else 0
             # the model check covered FD and OBJREF: packed as they are, and

@@ -77,6 +77,24 @@ class Task:
     exit_status: int | None = None  # a zombie's wait(2) status; None: alive
     files_pid: int = 0  # the first task whose fd table it shares; 0: its own
     nr_threads: int = 1  # when checkpointed (restart makes one)
+    # format 4: what survives an exec and limits the task; restart restores
+    # the bounding, inheritable and ambient sets, securebits and seccomp
+    # filters (None: not recorded, restart leaves what the stub inherits)
+    cap_inheritable: int = 0
+    cap_permitted: int = 0  # as checkpointed: the exec computes it again
+    cap_effective: int = 0
+    cap_bset: int | None = None
+    cap_ambient: int = 0
+    securebits: int | None = None
+    seccomp: list[bytes] = field(default_factory=list)  # sock_filter arrays
+    at_secure: bool = False  # its exec was privileged (setuid, file caps)
+    label: str = ""  # LSM label (attr/current); "": none recorded
+    # what stat(2) said of the cwd (restart checks it); cwd_mode 0: unknown
+    cwd_dev: int = 0
+    cwd_ino: int = 0
+    cwd_mode: int = 0
+    cwd_uid: int = 0
+    cwd_gid: int = 0
 
 
 @dataclass

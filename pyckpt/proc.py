@@ -43,3 +43,30 @@ def starttime(pid: int) -> int:
     since boot; with the pid it names one task (a reused pid has another)."""
     # stat_fields(): state (3), ppid (4), then fields 5.. in one piece
     return int(stat_fields(read(f"/proc/{pid}/stat"))[2].split(None, 18)[17])
+
+
+_AT_SECURE = 23  # <linux/auxvec.h>
+
+
+def at_secure(pid: int) -> bool:
+    """Whether the task's last exec was privileged (setuid, setgid, file
+    capabilities, an LSM's say): AT_SECURE in its auxiliary vector, the
+    flag the loader obeys by ignoring LD_PRELOAD and friends."""
+    raw = read(f"/proc/{pid}/auxv")
+    words = memoryview(raw)[: len(raw) // 16 * 16].cast("Q")
+    for i in range(0, len(words), 2):
+        if words[i] == _AT_SECURE:
+            return bool(words[i + 1])
+        if words[i] == 0:  # AT_NULL
+            break
+    return False
+
+
+def label(pid: int) -> str:
+    """The task's LSM label (/proc/PID/attr/current), '' when no LSM
+    gives one (the read fails with EINVAL)."""
+    try:
+        raw = read(f"/proc/{pid}/attr/current")
+    except OSError:
+        return ""
+    return os.fsdecode(raw.rstrip(b"\n\0"))

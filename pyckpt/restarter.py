@@ -35,6 +35,7 @@ import functools
 import os
 import resource
 import select
+import shutil
 import signal
 import time
 import warnings
@@ -80,8 +81,9 @@ class RestartOptions:
     """How restart maps what the image cannot carry (CLI flags)."""
 
     # what the tree's terminal becomes: "inherit" (the restarter's own fds
-    # 0-2), "null" or a regular file's path (kinds/tty.py)
-    stdio: str = "inherit"
+    # 0-2), "null", a regular file's path, or "auto" (inherit for the
+    # restarting user's own tasks, null for another user's: kinds/tty.py)
+    stdio: str = "auto"
     # character devices named with --device at checkpoint that restart may
     # reopen (kinds/chrdev.py): named again by the restarting user
     devices: list[str] = field(default_factory=list)
@@ -105,6 +107,12 @@ class _Plan:
     files: dict[kinds.Kind, list[File]] = field(default_factory=dict)
     # a kind's own plan, under its name (kinds.base.Plan)
     extra: dict[str, Any] = field(default_factory=dict)
+    # -- CMD: its executable, found on the restarter's PATH (not the task's)
+    exe_given: str = ""
+    # recorded pid -> the task whose ids its stub takes: the parent's, for
+    # a task whose exec was privileged (it is exec'd again as it was
+    # started, the kernel applying the setuid bit anew)
+    ids: dict[int, Task] = field(default_factory=dict)
 
     def replace_fd(self, pid: int, fd: int, objref: int) -> None:
         self.fd_objref[(pid, fd)] = objref
@@ -174,6 +182,49 @@ def _check_zombie(t: Task, i: int, notes: list[str]) -> None:
         )
 
 
+_CAP_SETGID, _CAP_SETUID = 6, 7
+
+
+def _privileged(t: Task, parent: Task | None) -> str:
+    """Why t's exec was privileged ('' if it was not): AT_SECURE, or ids
+    or capabilities that a plain fork and exec by its parent could not
+    give it.  Such a task is never exec'd again with those ids and its
+    recorded environment (the loader ignored LD_PRELOAD at the setuid
+    exec; a plain exec would not)."""
+    if t.at_secure:
+        return "its exec was privileged (setuid, setgid or file capabilities)"
+    if parent is None or t.exit_status is not None:
+        return ""
+    setids = 1 << _CAP_SETUID | 1 << _CAP_SETGID
+    if parent.euid == 0 or parent.cap_permitted & setids:
+        return ""  # it could give its child any ids
+    uids = {parent.ruid, parent.euid, parent.suid, parent.fsuid}
+    gids = {parent.rgid, parent.egid, parent.sgid, parent.fsgid}
+    if (
+        {t.ruid, t.euid, t.suid, t.fsuid} - uids
+        or {t.rgid, t.egid, t.sgid, t.fsgid} - gids
+        or set(t.groups) - set(parent.groups)
+        or t.cap_permitted & ~parent.cap_permitted
+    ):
+        return (
+            f"its ids or capabilities (uid {t.euid}) are more than its parent "
+            f"(uid {parent.euid}) could give it"
+        )
+    return ""
+
+
+def _which(cmd: str) -> str:
+    """-- CMD's executable, found as the restarting user would find it:
+    on the restarter's own PATH, never on a task's recorded one (which its
+    owner chose)."""
+    if "/" in cmd:
+        return os.path.abspath(cmd)
+    found = shutil.which(cmd, path=os.environ.get("PATH", os.defpath))
+    if found is None:
+        raise RestartError(f"{cmd}: command not found on this restart's PATH")
+    return os.path.abspath(found)
+
+
 def _table(t: Task) -> list[tuple[int, int, bool]]:
     return sorted((fd.fd, fd.objref, fd.cloexec) for fd in t.fds)
 
@@ -188,6 +239,7 @@ def _check(
         raise RestartError("image has no task")
     _check_limits(image, limits)
     notes: list[str] = []
+    ids: dict[int, Task] = {}
     seen: dict[int, Task] = {}
     children: dict[int, list[Task]] = {}
     # stubs raise their soft limit as far as the hard one to hold the table
@@ -217,6 +269,21 @@ def _check(
             raise RestartError(f"task {t.pid}: uid, gid or group out of range")
         if t.exe and not t.exe.startswith("/"):
             raise RestartError(f"task {t.pid}: executable {t.exe!r} is not absolute")
+        why = _privileged(t, seen.get(t.ppid) if i else None)
+        if why and not i:
+            raise RestartError(
+                f"task {t.pid}, the tree's root: {why}, and the parent that "
+                "started it is not in the image: restart cannot start it again "
+                "as it was started (checkpoint the tree of its parent)"
+            )
+        if why:
+            parent = seen[t.ppid]
+            ids[t.pid] = parent
+            notes.append(
+                f"task {t.pid} ({t.comm}): {why}: it is exec'd again with the "
+                f"ids of its parent {parent.pid} (uid {parent.euid}), as it was "
+                "started, not with its own"
+            )
         numbers: set[int] = set()
         for fd in t.fds:
             if fd.fd < 0 or fd.fd in numbers or fd.fd >= nofile:
@@ -265,6 +332,8 @@ def _check(
         argv_given=argv is not None,
         warnings=notes,
         opts=opts or RestartOptions(),
+        exe_given=_which(argv[0]) if argv else "",
+        ids=ids,
     )
     # each kind's files, in image order: one pass, not one per kind
     for ref, f in image.files.items():
@@ -356,13 +425,14 @@ def _rlim(v: int) -> int:
     return resource.RLIM_INFINITY if v == RLIM_INFINITY else v
 
 
-def _take_credentials(t: Task) -> None:
+def _take_credentials(t: Task, ids: Task | None = None) -> None:
     """The recorded identity, in the one order that cannot half-succeed
     unnoticed: limits while still privileged (raising a hard limit needs
     CAP_SYS_RESOURCE), then groups, gids and uids (after setresuid nothing
     else may be changed); a uid other than 0 in all of real, effective and
     saved leaves the task no capability (the kernel clears them).  Any
-    failure raises: the stub reports it and every stub is killed."""
+    failure raises: the stub reports it and every stub is killed.  ids:
+    whose uids, gids and groups (a privileged exec's parent's, else t's)."""
     os.umask(t.umask)
     if t.rlimits is not None:
         for r, (cur, top) in enumerate(t.rlimits):
@@ -370,6 +440,7 @@ def _take_credentials(t: Task) -> None:
                 resource.setrlimit(r, (_rlim(cur), _rlim(top)))
             except (OSError, ValueError) as e:
                 raise RestartError(f"setrlimit {r} ({cur}, {top}): {e}") from e
+    limits, t = t, ids or t
     os.setgroups(t.groups)
     os.setresgid(t.rgid, t.egid, t.sgid)
     if t.fsgid != t.egid:
@@ -391,6 +462,7 @@ def _take_credentials(t: Task) -> None:
     )
     if got != want:
         raise RestartError(f"credentials are {got}, not {want}")
+    t = limits
     if t.no_new_privs:
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
 
@@ -402,8 +474,10 @@ def _exec(plan: _Plan, task: Task) -> NoReturn:
         key, eq, value = os.fsencode(e).partition(b"=")
         if eq and key:
             env.setdefault(key, value)
-    if plan.argv_given or not task.exe:
-        os.execvpe(argv[0], argv, env)
+    if plan.argv_given:
+        os.execve(plan.exe_given, argv, env)
+    if not task.exe:
+        os.execvpe(argv[0], argv, env)  # a hand-made image's task
     # the program that ran, not what argv[0] finds: argv may be "-bash"
     os.execve(task.exe, argv, env)
 
@@ -427,7 +501,7 @@ def _stub(
         wfd = box[0]
         # who forked this stub: the stub above it, or the coordinator
         parent = ancestors.get(task.ppid, plan.coordinator)
-        _take_credentials(task)
+        _take_credentials(task, plan.ids.get(task.pid))
         # after the credentials (changing them clears it): die with the parent
         syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
@@ -531,10 +605,7 @@ def _stub_build(
             raise RestartError(f"fork for task {child.pid}: {e.strerror}") from e
         if pid == 0:
             _stub(plan, child, ctx, wfd, mine)
-    try:
-        os.chdir(task.cwd)
-    except OSError as e:
-        raise RestartError(f"chdir {task.cwd}: {e.strerror}") from e
+    _enter_cwd(plan, task)
 
     objref = {fd.fd: plan.objref_of(task, fd.fd, fd.objref) for fd in task.fds}
     refs = unique(objref.values())
@@ -571,6 +642,29 @@ def _stub_build(
             fcntl.fcntl(src, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
     close_all_except({fd.fd for fd in task.fds} | {wfd})
     restore_limit(soft, floor)
+
+
+def _enter_cwd(plan: _Plan, task: Task) -> None:
+    """chdir to the recorded cwd, then check it is the directory that was
+    checkpointed (type, owner, and device and inode unless relocate), as a
+    reopened file is checked: not whatever the path leads to now."""
+    try:
+        os.chdir(task.cwd)
+        st = os.stat(".")
+    except OSError as e:
+        raise RestartError(f"chdir {task.cwd}: {e.strerror}") from e
+    if not task.cwd_mode:
+        return  # not recorded (a hand-made image)
+    want = (task.cwd_mode, task.cwd_uid, task.cwd_gid)
+    got = (st.st_mode, st.st_uid, st.st_gid)
+    if not plan.relocate:
+        want += (task.cwd_dev, task.cwd_ino)
+        got += (st.st_dev, st.st_ino)
+    if got != want:
+        raise RestartError(
+            f"cwd {task.cwd}: not the directory checkpointed (mode, owner, "
+            f"device, inode {got}, recorded {want})"
+        )
 
 
 class _Procs:

@@ -83,6 +83,9 @@ _PTMX = (5, 2)
 
 STDIO_INHERIT = "inherit"
 STDIO_NULL = "null"
+# the default: inherit for a tree of the restarting user's own, /dev/null
+# for another user's (root's terminal is not given away)
+STDIO_AUTO = "auto"
 
 
 class TtyFlag(IntFlag):
@@ -183,13 +186,38 @@ def slot(fd: int, f_flags: int) -> int:
     return 2
 
 
+def _auto_stdio(files: list[File], plan: Plan) -> str:
+    """--stdio auto: the restarter's own terminal only for tasks of its own
+    user; a tree of another user gets /dev/null (it could read what root
+    types next, or inject input with TIOCSTI), and a warning says so."""
+    me = os.geteuid()
+    refs = {f.objref for f in files}
+    others = sorted(
+        {
+            (t.pid, t.euid)
+            for t in plan.tasks
+            if t.euid != me and any(d.objref in refs for d in t.fds)
+        }
+    )
+    if not others:
+        return STDIO_INHERIT
+    pid, uid = others[0]
+    more = f" and {len(others) - 1} more" if len(others) > 1 else ""
+    plan.warnings.append(
+        f"task {pid} (uid {uid}){more}: another user's terminal becomes "
+        "/dev/null, not this restart's own (--stdio inherit gives it yours, "
+        "--stdio FILE a file)"
+    )
+    return STDIO_NULL
+
+
 def check_stdio(how: str) -> None:
     """ValueError for a --stdio value restart cannot use (checked first)."""
-    if how in (STDIO_INHERIT, STDIO_NULL):
+    if how in (STDIO_AUTO, STDIO_INHERIT, STDIO_NULL):
         return
     if not how.startswith("/"):
         raise ValueError(
-            f"--stdio {how!r}: 'inherit', 'null' or an absolute path to a file"
+            f"--stdio {how!r}: 'auto', 'inherit', 'null' or an absolute path to a file"
         )
     try:
         st = os.stat(how, follow_symlinks=False)
@@ -433,6 +461,8 @@ class TtyKind(Kind):
             raise RestartError(str(e)) from None
         if not files:
             return
+        if plan.opts.stdio == STDIO_AUTO:
+            plan.opts.stdio = _auto_stdio(files, plan)
         image = plan.image
         top = set(_SLOT_OBJREFS)
         used = top & (image.files.keys() | pipes(image).keys())

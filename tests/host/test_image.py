@@ -152,6 +152,21 @@ def rich_image() -> Image:
             ["worker"],
             "/home/\udcc3",
             [Fd(0, 2), Fd(4, 5), Fd(5, 6), Fd(6, 8), Fd(9, 9)],
+            # format 4: a sandboxed setuid task with a filter and a label
+            cap_inheritable=1 << 10,
+            cap_permitted=(1 << 41) - 1,
+            cap_effective=1 << 21,
+            cap_bset=((1 << 41) - 1) & ~(1 << 13),
+            cap_ambient=1 << 10,
+            securebits=0x3,
+            seccomp=[bytes(range(16)), b"\x06\0\0\0\0\0\xff\x7f"],
+            at_secure=True,
+            label="unconfined",
+            cwd_dev=0x801,
+            cwd_ino=4242,
+            cwd_mode=0o40755,
+            cwd_uid=1000,
+            cwd_gid=1000,
         ),
         Task(
             102,
@@ -207,6 +222,7 @@ def test_writer_order_tags_ptags(records: list[Record]) -> None:
     parent = {
         HdrType.TASK: {HdrType.TREE},
         HdrType.FD: {HdrType.TASK},
+        HdrType.SECCOMP: {HdrType.TASK},
         HdrType.FILE: {HdrType.FD},
         HdrType.OBJREF: {HdrType.FD},
         HdrType.PIPE: {HdrType.FILE},
@@ -397,7 +413,9 @@ _VAR = {
         "env": "env_len",
         "exe": "exe_len",
         "root": "root_len",
+        "label": "label_len",
     },
+    HdrType.SECCOMP: {"insns": "nr_insns"},
     HdrType.FILE: {"path": "path_len"},
     HdrType.PIPE: {"data": "data_len"},
     HdrType.EPOLL: {"items": "nr_items"},
@@ -516,7 +534,9 @@ def test_unknown_type(data: bytes, records: list[Record], value: int) -> None:
 def test_head_checks(data: bytes, records: list[Record]) -> None:
     head = records[0]
     raises(patch(data, head, "magic", 1), 0, "HEAD record: bad magic 0x1")
-    raises(patch(data, head, "format_version", 4), 0, "unsupported format version 4")
+    raises(patch(data, head, "format_version", 5), 0, "unsupported format version 5")
+    e = raises(patch(data, head, "format_version", 3), 0, "format version 3 is refused")
+    assert "seccomp" in e.msg and "checkpoint the tree again" in e.msg
     e = raises(patch(data, head, "format_version", 2), 0, "format version 2 is refused")
     assert "zombie" in e.msg and "checkpoint the tree again" in e.msg
     e = raises(patch(data, head, "format_version", 1), 0, "format version 1 is refused")
@@ -667,6 +687,26 @@ def test_task_checks(data: bytes, records: list[Record]) -> None:
     bad[i].var["argv"] = b"\0worker"
     built, offsets = build(bad)
     raises(built, offsets[i], "argv has 1 NULs for argc 1")
+
+
+def test_task_limits_checks(data: bytes, records: list[Record]) -> None:
+    """Format 4's TASK fields: each set only with its flag, in range."""
+    t0, t1 = (first(records, HdrType.TASK, i) for i in range(2))
+    again = Image.from_bytes(data).tasks[1]
+    assert again.cap_bset == ((1 << 41) - 1) & ~(1 << 13)
+    assert (again.securebits, again.at_secure, again.label) == (3, True, "unconfined")
+    assert len(again.seccomp) == 2 and again.seccomp[1].endswith(b"\xff\x7f")
+    assert Image.from_bytes(data).tasks[0].cap_bset is None
+    raises(patch(data, t0, "cap_ambient", 1), t0.offset, "cap_inheritable set without")
+    raises(patch(data, t0, "securebits", 1), t0.offset, "securebits set without")
+    raises(patch(data, t0, "cwd_ino", 1), t0.offset, "cwd_dev set without")
+    raises(patch(data, t1, "cwd_mode", 0o100644), t1.offset, "is not a directory's")
+    sec, sec2 = (first(records, HdrType.SECCOMP, i) for i in range(2))
+    fd = next(r for r in records if r.type == HdrType.FD and r.ptag == t1.tag)
+    raises(patch(data, t1, "nr_seccomp", 1), sec2.offset, "SECCOMP record where FD")
+    raises(patch(data, t1, "nr_seccomp", 3), fd.offset, "FD record where SECCOMP")
+    raises(patch(data, t1, "nr_seccomp", 513), t1.offset, "nr_seccomp 513 out of")
+    raises(patch(data, sec, "nr_insns", 0), sec.offset, "its fields make 24")
 
 
 def shapes_image() -> Image:

@@ -88,14 +88,17 @@ enum ckpt_hdr_type {
 	CKPT_HDR_TIMERFD = 14,
 	CKPT_HDR_CONTENTS = 15,
 	CKPT_HDR_TTY = 16,
+	CKPT_HDR_SECCOMP = 17,
 	CKPT_HDR_TYPE_MAX
 };
 
 #define CKPT_HEAD_MAGIC		0x0a74706b63797000ULL	/* "\0pyckpt\n" */
 #define CKPT_TAIL_MAGIC		0x0a6c696174797000ULL	/* "\0pytail\n" */
-#define CKPT_FORMAT_VERSION	3	/* 1: no credentials in TASK, no stat in
+#define CKPT_FORMAT_VERSION	4	/* 1: no credentials in TASK, no stat in
 					 * FILE; 2: no exit_status, files_pid,
-					 * nr_threads in TASK (both refused) */
+					 * nr_threads in TASK; 3: no capability
+					 * sets, securebits, seccomp filters or
+					 * cwd identity in TASK (all refused) */
 #define CKPT_UTS_LEN		65	/* __NEW_UTS_LEN + 1 */
 
 /* bounds the reader enforces on the variable parts */
@@ -109,6 +112,10 @@ enum ckpt_hdr_type {
 #define CKPT_ENV_MAX		(256 * 1024)
 #define CKPT_RLIM_NLIMITS	16	/* RLIM_NLIMITS on x86-64 */
 #define CKPT_THREADS_MAX	4194304	/* PID_MAX_LIMIT */
+#define CKPT_LABEL_MAX		4096	/* an LSM label (attr/current) */
+#define CKPT_SECCOMP_FILTERS_MAX 512	/* MAX_INSNS_PER_PATH / 8: the kernel
+					 * refuses more filters than this */
+#define CKPT_SECCOMP_INSNS_MAX	4096	/* BPF_MAXINSNS */
 
 struct ckpt_hdr_head {
 	struct ckpt_hdr h;
@@ -144,11 +151,20 @@ struct ckpt_rlimit {
 					 * exit_status is what wait(2) will
 					 * read; no FD record, no credentials
 					 * or limits beyond the ids */
+#define CKPT_TASK_AT_SECURE	0x8	/* its last exec was privileged: setuid,
+					 * setgid or file capabilities (AT_SECURE
+					 * in its auxv) */
+#define CKPT_TASK_CAPS		0x10	/* cap_* hold the task's capability sets */
+#define CKPT_TASK_SECUREBITS	0x20	/* securebits holds the task's */
+#define CKPT_TASK_CWD_STAT	0x40	/* cwd_* hold what stat(2) said of the
+					 * cwd (restart checks it) */
 
 /*
- * One process and its credentials (format 3).  Followed by comm, argv (argc
+ * One process and its credentials (format 4).  Followed by comm, argv (argc
  * NUL-terminated strings), cwd, groups (ngroups __u32), environ (envc
- * NUL-terminated strings), exe and root (paths, no NUL).  Restart gives the
+ * NUL-terminated strings), exe, root (paths, no NUL) and label (the LSM
+ * label of /proc/PID/attr/current, no NUL; empty when none).  Then
+ * nr_seccomp SECCOMP records (ptag = the TASK's tag), then its FDs.  Restart gives the
  * task exactly these credentials; an empty exe means "exec argv[0] from
  * PATH"; root must be "/" (a chrooted task is refused at checkpoint).  A
  * ZOMBIE task is restarted as a child that exits with exit_status and is
@@ -188,6 +204,35 @@ struct ckpt_hdr_task {
 				 * (restart makes one: it execs the command) */
 	__u32 __pad;
 	struct ckpt_rlimit rlim[CKPT_RLIM_NLIMITS];	/* by RLIMIT_* number */
+	/* format 4: what survives an exec and limits the task (CAPS,
+	 * SECUREBITS: restart restores them), and the cwd's identity */
+	__u64 cap_inheritable;
+	__u64 cap_permitted;	/* as checkpointed: shown, not restored (the
+				 * exec computes it again) */
+	__u64 cap_effective;	/* the same */
+	__u64 cap_bset;
+	__u64 cap_ambient;
+	__u32 securebits;	/* SECBIT_* (SECUREBITS) */
+	__u32 nr_seccomp;	/* SECCOMP records that follow, oldest filter
+				 * first; <= CKPT_SECCOMP_FILTERS_MAX */
+	__u64 cwd_dev;		/* CWD_STAT: st_dev (new_encode_dev) */
+	__u64 cwd_ino;
+	__u32 cwd_mode;		/* st_mode: a directory */
+	__u32 cwd_uid;
+	__u32 cwd_gid;
+	__u32 label_len;	/* no NUL; <= CKPT_LABEL_MAX */
+};
+
+/*
+ * One seccomp filter of a task (format 4; PTRACE_SECCOMP_GET_FILTER), after
+ * its TASK; followed by nr_insns struct sock_filter (8 bytes each: __u16
+ * code, __u8 jt, __u8 jf, __u32 k).  Restart installs them in order, last
+ * thing before the exec.
+ */
+struct ckpt_hdr_seccomp {
+	struct ckpt_hdr h;
+	__u32 nr_insns;		/* 1..CKPT_SECCOMP_INSNS_MAX */
+	__u32 __pad;
 };
 
 /* ckpt_hdr_fd.flags: CKPT_FD_CLOEXEC (ckpt.h) */
