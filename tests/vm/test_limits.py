@@ -13,18 +13,25 @@ import contextlib
 import ctypes
 import errno as E
 import os
+import shutil
 import signal
 import struct
+import subprocess
+import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import trees
 from vmhelpers import raises_errno
 
+import pyckpt
 from pyckpt import CkptError, Context, syscalls
 from pyckpt.abi import ffi, lib, with_size
+from pyckpt.errors import CheckpointError, RestartError
 from pyckpt.proc import starttime
 from pyckpt.proc import state as proc_state
 
@@ -462,3 +469,258 @@ def test_seccomp_read_of_a_traced_task_is_eperm() -> None:
             os.waitpid(tracer, 0)
             for fd in (ready_r, ready_w, done_r, done_w):
                 os.close(fd)
+
+
+# ---- restart gives each task its limits back ------------------------------------
+
+# The program each tree runs (and restart runs again): it writes what the
+# kernel says of it (its status, its securebits, what uname(2) gives) to
+# argv[1], atomically, then sleeps.
+REPORT = """
+import ctypes, os, sys, time
+try:
+    os.uname()
+    u = "ok"
+except OSError as e:
+    u = str(e.errno)
+bits = ctypes.CDLL(None).prctl(27, 0, 0, 0, 0)  # PR_GET_SECUREBITS
+with open("/proc/self/status") as f:
+    st = f.read()
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(st + f"Uname:\\t{u}\\nSecurebits:\\t{bits}\\n")
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+while True:
+    time.sleep(1000)
+"""
+PY = "/usr/bin/python3"
+LIMIT_KEYS = (
+    "Uid",
+    "CapInh",
+    "CapPrm",
+    "CapEff",
+    "CapBnd",
+    "CapAmb",
+    "NoNewPrivs",
+    "Seccomp",
+    "Seccomp_filters",
+    "Uname",
+)
+
+
+def _report(path: str) -> dict[str, str]:
+    wait_for(lambda: os.path.exists(path), f"{path} to be written")
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.strip()
+    # KEEP_CAPS never survives an exec: not a limit restart could keep
+    out["Securebits"] = str(int(out["Securebits"]) & ~syscalls.SECBIT_KEEP_CAPS)
+    return {k: out[k] for k in (*LIMIT_KEYS, "Securebits") if k in out}
+
+
+@pytest.fixture
+def home() -> Iterator[str]:
+    """A directory the user 65534 may write to (its reports go there)."""
+    d = tempfile.mkdtemp(prefix="limits.", dir="/var/tmp")
+    os.chmod(d, 0o755)
+    os.chown(d, NOBODY, NOBODY)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _as(
+    uid: int,
+    before: Callable[[], None] = lambda: None,
+    after: Callable[[], None] = lambda: None,
+) -> Callable[[], None]:
+    """A preexec_fn: before() as root, then ids uid, then after()."""
+
+    def preexec() -> None:
+        before()
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        after()
+
+    return preexec
+
+
+def _tree(home: str, preexec: Callable[[], None]) -> tuple[int, str, subprocess.Popen]:
+    out = os.path.join(home, "report")
+    p = subprocess.Popen(
+        [PY, "-c", REPORT, out],
+        preexec_fn=preexec,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={"PATH": "/usr/bin:/bin"},
+        cwd=home,
+    )
+    return p.pid, out, p
+
+
+def _round_trip(home: str, preexec: Callable[[], None]) -> tuple[dict, dict]:
+    """The limits the program reported before the checkpoint and after
+    the restart (root checkpoints with --kill and restarts, defaults)."""
+    pid, out, p = _tree(home, preexec)
+    try:
+        before = _report(out)
+        os.unlink(out)
+        image = pyckpt.checkpoint(pid).image
+    finally:
+        os.killpg(pid, signal.SIGKILL)
+        p.wait()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # stdio notes
+        r = pyckpt.restart(image, release=False)
+    with r:
+        r.release()
+        after = _report(out)
+    return before, after
+
+
+def _drop_bset(*caps: int) -> Callable[[], None]:
+    def drop() -> None:
+        for cap in caps:
+            syscalls.prctl(syscalls.PR_CAPBSET_DROP, cap)
+
+    return drop
+
+
+def test_a_reduced_bounding_set_comes_back(home: str) -> None:
+    # uid 65534 started with CAP_NET_RAW and CAP_SYS_ADMIN out of its
+    # bounding set: a setuid or file-capability program it runs can never
+    # get them.  Restarted, the same.
+    before, after = _round_trip(
+        home, _as(NOBODY, _drop_bset(CAP_NET_RAW, CAP_SYS_ADMIN))
+    )
+    assert not int(before["CapBnd"], 16) & (1 << CAP_NET_RAW | 1 << CAP_SYS_ADMIN)
+    assert after == before
+
+
+def _seccomp_nnp() -> None:
+    syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+    install(deny(NR_UNAME))
+
+
+def test_a_seccomp_filter_comes_back(home: str) -> None:
+    # no_new_privs and a filter under which uname(2) fails with EPERM
+    before, after = _round_trip(home, _as(NOBODY, after=_seccomp_nnp))
+    assert before["Uname"] == str(E.EPERM) and before["Seccomp"] == "2"
+    assert after == before
+
+
+def test_a_filter_installed_by_root_for_a_user_comes_back(home: str) -> None:
+    # no no_new_privs: root installed the filter, then became the user;
+    # restart needs CAP_SYS_ADMIN to install it for uid 65534, and the
+    # user's program still gets no capability
+    before, after = _round_trip(
+        home, _as(NOBODY, before=lambda: install(deny(NR_UNAME)))
+    )
+    assert before["NoNewPrivs"] == "0" and before["Uname"] == str(E.EPERM)
+    assert after == before
+    assert int(after["CapPrm"], 16) == int(after["CapEff"], 16) == 0
+
+
+def _noroot() -> None:
+    syscalls.prctl(
+        syscalls.PR_SET_SECUREBITS,
+        syscalls.SECBIT_NOROOT | syscalls.SECBIT_NOROOT_LOCKED,
+    )
+
+
+def test_root_under_secbit_noroot_stays_without_capabilities(home: str) -> None:
+    # a root task whose exec gave it no capability (SECBIT_NOROOT, locked):
+    # restart must not exec it as full root
+    before, after = _round_trip(home, _noroot)
+    assert before["Uid"].split() == ["0"] * 4
+    assert int(before["CapPrm"], 16) == 0
+    assert after == before
+
+
+def _ambient() -> None:
+    syscalls.prctl(
+        syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_RAISE, CAP_NET_BIND_SERVICE
+    )
+
+
+def _inheritable() -> None:
+    eff, prm, _ = syscalls.capget()
+    syscalls.capset(eff, prm, 1 << CAP_NET_BIND_SERVICE)
+    syscalls.prctl(syscalls.PR_SET_KEEPCAPS, 1)
+
+
+def test_an_ambient_capability_comes_back_and_no_more(home: str) -> None:
+    before, after = _round_trip(home, _as(NOBODY, _inheritable, _ambient))
+    nbs = 1 << CAP_NET_BIND_SERVICE
+    assert int(before["CapAmb"], 16) == int(before["CapPrm"], 16) == nbs
+    assert after == before
+
+
+def test_seccomp_strict_mode_is_refused() -> None:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(w)
+            syscalls.prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT)
+            os.read(r, 1)  # read(2) is allowed: it waits here
+        finally:
+            os._exit(0)
+    os.close(r)
+    try:
+        wait_for(lambda: status(pid)["Seccomp"] == "1", "strict mode")
+        with pytest.raises(CheckpointError, match="strict"):
+            pyckpt.checkpoint(pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(w)
+
+
+def test_a_task_traced_by_another_is_refused_not_dropped(home: str) -> None:
+    pid, out, p = _tree(home, _as(NOBODY, after=_seccomp_nnp))
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    tracer = os.fork()
+    if tracer == 0:
+        try:
+            if _libc.ptrace(0x4206, pid, 0, 0) != 0:  # PTRACE_SEIZE
+                os._exit(2)
+            os.write(ready_w, b"x")
+            os.read(done_r, 1)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(ready_r, 1) == b"x"
+        _report(out)
+        with pytest.raises(CheckpointError, match="traced by"):
+            pyckpt.checkpoint(pid)
+        assert status(pid)["TracerPid"] == str(tracer)  # left as it was
+    finally:
+        os.write(done_w, b"x")
+        os.waitpid(tracer, 0)
+        for fd in (ready_r, ready_w, done_r, done_w):
+            os.close(fd)
+        os.killpg(pid, signal.SIGKILL)
+        p.wait()
+
+
+def test_an_lsm_label_that_cannot_be_set_is_refused(home: str) -> None:
+    # a label restart cannot give the exec (no such profile, or no LSM that
+    # takes one): refused before any task runs, nothing left behind
+    pid, out, p = _tree(home, _as(NOBODY))
+    try:
+        _report(out)
+        image = pyckpt.checkpoint(pid).image
+    finally:
+        os.killpg(pid, signal.SIGKILL)
+        p.wait()
+    image.tasks[0].label = "pyckpt-no-such-profile (enforce)"
+    mine = {c.pid for c in psutil.Process().children()}
+    with pytest.raises(RestartError, match="label"):
+        pyckpt.restart(image, release=False)
+    assert {c.pid for c in psutil.Process().children()} <= mine
