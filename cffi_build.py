@@ -348,7 +348,9 @@ static int ckpt_seccomp_filters(int pid, void *buf, size_t room,
 		len = ptrace(PTRACE_SECCOMP_GET_FILTER, pid, (void *)(long)n,
 			     NULL);
 		if (len < 0) {
-			ret = errno == ENOENT ? n : -errno;
+			/* past the last filter; EINVAL at 0: not in filter mode */
+			ret = errno == ENOENT || (errno == EINVAL && !n) ?
+			      n : -errno;
 			break;
 		}
 		if (n == max || (size_t)len > (room - used) / SECCOMP_INSN_SIZE) {
