@@ -239,7 +239,7 @@ def _check(
         raise RestartError("image has no task")
     _check_limits(image, limits)
     notes: list[str] = []
-    ids: dict[int, Task] = {}
+    exec_ids: dict[int, Task] = {}
     seen: dict[int, Task] = {}
     children: dict[int, list[Task]] = {}
     # stubs raise their soft limit as far as the hard one to hold the table
@@ -278,7 +278,7 @@ def _check(
             )
         if why:
             parent = seen[t.ppid]
-            ids[t.pid] = parent
+            exec_ids[t.pid] = parent
             notes.append(
                 f"task {t.pid} ({t.comm}): {why}: it is exec'd again with the "
                 f"ids of its parent {parent.pid} (uid {parent.euid}), as it was "
@@ -333,7 +333,7 @@ def _check(
         warnings=notes,
         opts=opts or RestartOptions(),
         exe_given=_which(argv[0]) if argv else "",
-        ids=ids,
+        ids=exec_ids,
     )
     # each kind's files, in image order: one pass, not one per kind
     for ref, f in image.files.items():
