@@ -263,8 +263,8 @@ def _check(
                 f"task {t.pid}: root directory {t.root!r}: chrooted tasks are "
                 "not supported"
             )
-        idv = (t.ruid, t.euid, t.suid, t.fsuid, t.rgid, t.egid, t.sgid, t.fsgid)
-        if any(not 0 <= i < 0xFFFFFFFF for i in (*idv, *t.groups)):
+        ids = (t.ruid, t.euid, t.suid, t.fsuid, t.rgid, t.egid, t.sgid, t.fsgid)
+        if any(not 0 <= i < 0xFFFFFFFF for i in (*ids, *t.groups)):
             # (uid_t)-1 tells set*id() "leave unchanged": it would stay root
             raise RestartError(f"task {t.pid}: uid, gid or group out of range")
         if t.exe and not t.exe.startswith("/"):
