@@ -425,7 +425,7 @@ def _rlim(v: int) -> int:
     return resource.RLIM_INFINITY if v == RLIM_INFINITY else v
 
 
-_CAP_SETPCAP, _CAP_SYS_ADMIN = 8, 21
+_CAP_SYS_ADMIN = 21
 
 
 @functools.cache
