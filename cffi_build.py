@@ -61,7 +61,31 @@ int ckpt_setfsuid(unsigned int uid);
 int ckpt_setfsgid(unsigned int gid);
 int ckpt_prctl(int option, unsigned long arg2, unsigned long arg3,
 	       unsigned long arg4, unsigned long arg5);
+int ckpt_capget(int pid, unsigned long long caps[3]);
+int ckpt_capset(const unsigned long long caps[3]);
+int ckpt_seccomp_filters(int pid, void *buf, size_t room, unsigned int *lens,
+			 int max);
+int ckpt_seccomp_execve(const char *path, char *const argv[],
+			char *const envp[], const void *insns,
+			const unsigned int *lens, int n);
 #define SPLICE_F_NONBLOCK ...
+#define PR_GET_KEEPCAPS ...
+#define PR_SET_KEEPCAPS ...
+#define PR_CAPBSET_READ ...
+#define PR_CAPBSET_DROP ...
+#define PR_GET_SECUREBITS ...
+#define PR_SET_SECUREBITS ...
+#define PR_CAP_AMBIENT ...
+#define PR_CAP_AMBIENT_IS_SET ...
+#define PR_CAP_AMBIENT_RAISE ...
+#define PR_CAP_AMBIENT_CLEAR_ALL ...
+#define SECBIT_NOROOT ...
+#define SECBIT_NOROOT_LOCKED ...
+#define SECBIT_NO_SETUID_FIXUP ...
+#define SECBIT_KEEP_CAPS ...
+#define SECBIT_KEEP_CAPS_LOCKED ...
+#define SECBIT_NO_CAP_AMBIENT_RAISE ...
+#define SECCOMP_INSN_SIZE ...
 #define EPOLL_CTL_ADD ...
 #define KCMP_FILE ...
 #define KCMP_FILES ...
@@ -98,7 +122,13 @@ HELPERS_SRC = """
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/vfs.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
 #include <linux/kcmp.h>
+#include <linux/seccomp.h>
+#include <linux/securebits.h>
 #include <linux/types.h>
 #include "ckpt.h"
 #include "ckpt_image.h"
@@ -239,6 +269,133 @@ static int ckpt_setfsuid(unsigned int uid)
 static int ckpt_setfsgid(unsigned int gid)
 {
 	return setfsgid(gid);
+}
+
+/* capget(2), capset(2), version 3: caps[0] effective, [1] permitted,
+ * [2] inheritable, 64 bits each (pid 0: the calling thread) */
+static int ckpt_capget(int pid, unsigned long long caps[3])
+{
+	struct __user_cap_header_struct hdr = {
+		.version = _LINUX_CAPABILITY_VERSION_3, .pid = pid,
+	};
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+
+	if (syscall(SYS_capget, &hdr, d) < 0)
+		return -errno;
+	caps[0] = d[0].effective | (unsigned long long)d[1].effective << 32;
+	caps[1] = d[0].permitted | (unsigned long long)d[1].permitted << 32;
+	caps[2] = d[0].inheritable | (unsigned long long)d[1].inheritable << 32;
+	return 0;
+}
+
+static int ckpt_capset(const unsigned long long caps[3])
+{
+	struct __user_cap_header_struct hdr = {
+		.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0,
+	};
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+	int i;
+
+	for (i = 0; i < _LINUX_CAPABILITY_U32S_3; i++) {
+		d[i].effective = caps[0] >> (32 * i);
+		d[i].permitted = caps[1] >> (32 * i);
+		d[i].inheritable = caps[2] >> (32 * i);
+	}
+	return syscall(SYS_capset, &hdr, d) < 0 ? -errno : 0;
+}
+
+#define SECCOMP_INSN_SIZE	sizeof(struct sock_filter)
+
+/*
+ * The seccomp filters of a task the caller froze (SIGSTOP or the cgroup
+ * freezer), read as CRIU reads them: PTRACE_SEIZE, PTRACE_INTERRUPT, wait
+ * for the trap (__WALL), PTRACE_SECCOMP_GET_FILTER from index 0 (the
+ * first filter installed: get_nth_filter() counts from the oldest) until
+ * ENOENT, PTRACE_DETACH.  The kernel's detach puts the task back where it
+ * was: a group-stopped task stops again (SIGNAL_STOP_STOPPED
+ * still holds), a frozen one goes back to the freezer's trap; neither
+ * returns to user space in between.  A signal-delivery stop (none is
+ * expected: the traps come first in get_signal()) gets its signal back at
+ * the detach.  Filter i's instruction count is lens[i], its instructions
+ * packed in buf after those of the filters before it.
+ * Returns the count of filters, or -errno (-ENOSPC: buf or lens too small;
+ * the ptrace errors: EPERM for a task traced by another).
+ */
+static int ckpt_seccomp_filters(int pid, void *buf, size_t room,
+				unsigned int *lens, int max)
+{
+	size_t used = 0;
+	int status, sig = 0, n = 0, ret;
+	long len;
+
+	if (ptrace(PTRACE_SEIZE, pid, NULL, NULL) < 0)
+		return -errno;
+	if (ptrace(PTRACE_INTERRUPT, pid, NULL, NULL) < 0) {
+		ret = -errno;
+		goto detach;
+	}
+	while (waitpid(pid, &status, __WALL) < 0) {
+		if (errno != EINTR) {
+			ret = -errno;
+			goto detach;
+		}
+	}
+	if (!WIFSTOPPED(status))
+		return -ESRCH;	/* it died (SIGKILL): no tracee left */
+	if (!(status >> 16))
+		sig = WSTOPSIG(status);	/* signal-delivery stop: give it back */
+	for (;;) {
+		len = ptrace(PTRACE_SECCOMP_GET_FILTER, pid, (void *)(long)n,
+			     NULL);
+		if (len < 0) {
+			/* past the last filter; EINVAL at 0: not in filter mode */
+			ret = errno == ENOENT || (errno == EINVAL && !n) ?
+			      n : -errno;
+			break;
+		}
+		if (n == max || (size_t)len > (room - used) / SECCOMP_INSN_SIZE) {
+			ret = -ENOSPC;
+			break;
+		}
+		len = ptrace(PTRACE_SECCOMP_GET_FILTER, pid, (void *)(long)n,
+			     (char *)buf + used);
+		if (len < 0) {
+			ret = -errno;
+			break;
+		}
+		lens[n++] = len;
+		used += len * SECCOMP_INSN_SIZE;
+	}
+detach:
+	if (ptrace(PTRACE_DETACH, pid, NULL, (void *)(long)sig) < 0 && ret >= 0)
+		ret = -errno;
+	return ret;
+}
+
+/*
+ * Install n seccomp filters (lens[i] instructions each, packed in insns,
+ * the first installed first), then execve(2): no other system call in
+ * between, so a filter that forbids what the interpreter would do next
+ * (mmap, close, sigprocmask) cannot stop it half way.  An unprivileged
+ * caller needs no_new_privs (or CAP_SYS_ADMIN).  Returns -errno only.
+ */
+static int ckpt_seccomp_execve(const char *path, char *const argv[],
+			       char *const envp[], const void *insns,
+			       const unsigned int *lens, int n)
+{
+	const char *at = insns;
+	struct sock_fprog prog;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		prog.len = lens[i];
+		prog.filter = (struct sock_filter *)at;
+		if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+			return -errno;
+		at += (size_t)lens[i] * SECCOMP_INSN_SIZE;
+	}
+	execve(path, argv, envp);
+	return -errno;
 }
 
 static int ckpt_prctl(int option, unsigned long arg2, unsigned long arg3,

@@ -66,9 +66,16 @@ void ckpt_test_put_all(struct ckpt_ctx *ctx);
 void ckpt_test_counts(struct ckpt_stats *st);
 
 /* fdtable.c */
+struct task_struct;
+struct task_struct *ckpt_find_task(struct ckpt_ctx *ctx, pid_t nr,
+				   u64 starttime, const char *func);
+int ckpt_task_access(struct task_struct *task, pid_t nr);
 int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a);
 bool ckpt_walk_allowed(struct ckpt_ctx *ctx);
 void ckpt_walk_free(struct ckpt_ctx *ctx);
+
+/* creds.c */
+int ckpt_task_creds(struct ckpt_ctx *ctx, struct ckpt_task_creds *a);
 
 /* ctx.c */
 extern const struct file_operations ckpt_fops;

@@ -478,6 +478,12 @@ static int ioc_task_fds(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
 	return ret;
 }
 
+static int ioc_task_creds(struct ckpt_ctx *ctx, void *arg,
+			  void __user *uarg, size_t usize)
+{
+	return ckpt_task_creds(ctx, arg);
+}
+
 /* ---- setup, release, stats ---------------------------------------------- */
 
 /* a limit asked for: 0 means the default, above the ceiling is EINVAL */
@@ -613,7 +619,7 @@ static int ioc_version(struct ckpt_ctx *ctx, void *arg, void __user *uarg,
 
 	v->abi_version = CKPT_ABI_VERSION;
 	v->features = CKPT_FEATURE_TASK_FDS | CKPT_FEATURE_FDS_DETAIL |
-		      CKPT_FEATURE_PTRACE_ACCESS |
+		      CKPT_FEATURE_PTRACE_ACCESS | CKPT_FEATURE_TASK_CREDS |
 		      (READ_ONCE(ckpt_debug) ? CKPT_FEATURE_DEBUG : 0);
 	return 0;
 }
@@ -991,6 +997,8 @@ static const struct ckpt_ioc ckpt_iocs[] = {
 		 true),
 	CKPT_IOC(CKPT_IOC_TASK_FDS, CKPT_TASK_FDS_SIZE_VER0, ioc_task_fds,
 		 true),
+	CKPT_IOC(CKPT_IOC_TASK_CREDS, CKPT_TASK_CREDS_SIZE_VER0,
+		 ioc_task_creds, false),
 	CKPT_IOC(CKPT_IOC_CONTAINED, CKPT_CONTAINED_SIZE_VER0, ioc_contained,
 		 false),
 	CKPT_IOC(CKPT_IOC_RELEASE, 0, ioc_release, false),
@@ -1017,6 +1025,7 @@ union ckpt_ioc_arg {
 	struct ckpt_test_obj test;
 	struct ckpt_contained contained;
 	struct ckpt_task_fds task_fds;
+	struct ckpt_task_creds task_creds;
 	struct ckpt_version version;
 };
 
@@ -1097,10 +1106,12 @@ static long ckpt_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	/* refused before anything, the error log included */
 	if (!ckpt_same_cred(file->f_cred, current_cred()) && !ckpt_capable())
 		return -EPERM;
-	/* reading another task's fd table: ptrace's capability, held by the
-	 * opener and by the caller (ptrace_may_access() is not exported) */
+	/* reading another task's fd table or credentials: ptrace's
+	 * capability, held by the opener and by the caller
+	 * (ptrace_may_access() is not exported) */
 	if (_IOC_TYPE(cmd) == CKPT_IOC_MAGIC &&
-	    _IOC_NR(cmd) == _IOC_NR(CKPT_IOC_TASK_FDS)) {
+	    (_IOC_NR(cmd) == _IOC_NR(CKPT_IOC_TASK_FDS) ||
+	     _IOC_NR(cmd) == _IOC_NR(CKPT_IOC_TASK_CREDS))) {
 		if (!file_ns_capable(file, &init_user_ns, CAP_SYS_PTRACE) ||
 		    !capable(CAP_SYS_PTRACE))
 			return -EPERM;

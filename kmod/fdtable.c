@@ -87,25 +87,34 @@ static u64 task_starttime(struct task_struct *task)
 		       NSEC_PER_SEC / USER_HZ);
 }
 
-/* the task the caller names, if it is still the one it froze */
-static struct task_struct *fdwalk_task(struct ckpt_ctx *ctx,
-				       const struct ckpt_task_fds *a)
+/**
+ * ckpt_find_task - the task the caller names, if it is still the one it froze
+ * @ctx: the context, locked (for its error log)
+ * @nr: pid in the caller's pid namespace
+ * @starttime: /proc/@nr/stat's field 22 as the caller read it
+ * @func: the ioctl, for the error log
+ *
+ * Return: the task, referenced, or ERR_PTR(-ESRCH) (no such task, a kernel
+ * thread, another start time: logged).
+ */
+struct task_struct *ckpt_find_task(struct ckpt_ctx *ctx, pid_t nr,
+				   u64 starttime, const char *func)
 {
 	struct task_struct *task = NULL;
 	struct pid *pid;
 
-	pid = a->pid > 0 ? find_get_pid(a->pid) : NULL;
+	pid = nr > 0 ? find_get_pid(nr) : NULL;
 	if (pid) {
 		task = get_pid_task(pid, PIDTYPE_PID);
 		put_pid(pid);
 	}
 	if (!task) {
-		ckpt_err(ctx, -ESRCH, 0, "ioc_task_fds", "no task %d", a->pid);
+		ckpt_err(ctx, -ESRCH, 0, func, "no task %d", nr);
 		return ERR_PTR(-ESRCH);
 	}
-	if (task->flags & PF_KTHREAD || task_starttime(task) != a->starttime) {
-		ckpt_err(ctx, -ESRCH, 0, "ioc_task_fds",
-			 "task %d: %s", a->pid, task->flags & PF_KTHREAD ?
+	if (task->flags & PF_KTHREAD || task_starttime(task) != starttime) {
+		ckpt_err(ctx, -ESRCH, 0, func,
+			 "task %d: %s", nr, task->flags & PF_KTHREAD ?
 			 "a kernel thread" : "another start time (pid reused)");
 		put_task_struct(task);
 		return ERR_PTR(-ESRCH);
@@ -127,7 +136,7 @@ static struct task_struct *fdwalk_task(struct ckpt_ctx *ctx,
  * EACCES from ptrace, another task); a task without an mm (exiting, a
  * zombie) is ESRCH, as it would be for having no files.
  */
-static int task_access(struct task_struct *task, pid_t nr)
+int ckpt_task_access(struct task_struct *task, pid_t nr)
 {
 	struct mm_struct *mm;
 	struct file *mem;
@@ -154,7 +163,7 @@ static int task_access(struct task_struct *task, pid_t nr)
 }
 
 /*
- * Remember that @task was walked (after task_access() allowed it), so that
+ * Remember that @task was walked (after ckpt_task_access() allowed it), so that
  * every later ioctl of the context asks the same of its caller.  The first
  * walker's credentials are kept: the check ran for exactly them.
  */
@@ -196,7 +205,7 @@ static int walk_record(struct ckpt_ctx *ctx, struct task_struct *task)
  * who else holds them (CONTAINED) and logs what it met (ERRORS): so every
  * ioctl asks of its caller what TASK_FDS asked of the walker.  The first
  * walker's own credentials pass; any other caller needs CAP_SYS_PTRACE and
- * ptrace access (task_access()) to every task walked, which must still
+ * ptrace access (ckpt_task_access()) to every task walked, which must still
  * exist.  Nothing is logged for a refused caller.
  *
  * Return: true if the caller may go on.
@@ -213,7 +222,7 @@ bool ckpt_walk_allowed(struct ckpt_ctx *ctx)
 		return false;
 	for (i = 0; ok && i < ctx->nr_walked; i++) {
 		task = get_pid_task(ctx->walked[i], PIDTYPE_PID);
-		ok = task && !task_access(task, pid_vnr(ctx->walked[i]));
+		ok = task && !ckpt_task_access(task, pid_vnr(ctx->walked[i]));
 		if (task)
 			put_task_struct(task);
 		cond_resched();
@@ -417,7 +426,7 @@ undo_file:
  *     the table's end), whatever the result
  *
  * The caller's CAP_SYS_PTRACE was checked before the context was locked;
- * here its ptrace access to the task, LSMs included (task_access()).
+ * here its ptrace access to the task, LSMs included (ckpt_task_access()).
  * Each round holds the task's alloc_lock and the table's file_lock only
  * while taking references on at most FDWALK_ROUND files; the hash work
  * runs after.  The entries written before a failure stay valid, their
@@ -456,11 +465,11 @@ int ckpt_task_fds(struct ckpt_ctx *ctx, struct ckpt_task_fds *a)
 			 "not a checkpoint context");
 		return -EBADFD;
 	}
-	task = fdwalk_task(ctx, a);
+	task = ckpt_find_task(ctx, a->pid, a->starttime, "ioc_task_fds");
 	if (IS_ERR(task))
 		return PTR_ERR(task);
 	/* as pidfd_getfd(): refused (EPERM) before anything is logged */
-	ret = task_access(task, a->pid);
+	ret = ckpt_task_access(task, a->pid);
 	if (ret) {
 		if (ret == -ESRCH)
 			ckpt_err(ctx, ret, 0, "ioc_task_fds",

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from pyckpt import freeze, gcpause, kinds, proc, proctree
+from pyckpt import freeze, gcpause, kinds, proc, proctree, syscalls
 from pyckpt.abi import FileKind, ObjType
 from pyckpt.device import Context, FileInfo, TaskFd
 from pyckpt.errors import CheckpointError, CkptError
@@ -353,6 +353,13 @@ class _Collector:
         except (OSError, psutil.Error) as e:
             raise CheckpointError(f"task {pid} ({comm}): {proctree.why(e)}") from e
         try:
+            # /proc does not show them; restart gives them back
+            task.securebits = self.ctx.task_creds(pid, started).securebits
+        except CkptError as e:
+            raise CheckpointError(
+                f"task {pid} ({comm}): the module could not read its securebits: {e}"
+            ) from e
+        try:
             walked = self.ctx.task_fds(pid, started)
         except CkptError as e:
             raise CheckpointError(
@@ -582,8 +589,9 @@ def _identity(task: Task, mine: _Mine) -> str:
     if seccomp == ["1"]:
         return "it runs in seccomp strict mode: it cannot exec again"
     if seccomp == ["2"]:
-        # restart would lift them: refused, never dropped
-        return "it runs under seccomp filters, which are not saved yet"
+        problem = _seccomp(task, line("TracerPid"))
+        if problem:
+            return problem
     task.at_secure = proc.at_secure(pid)
     task.label = proc.label(pid)
     limits = []
@@ -617,6 +625,26 @@ def _identity(task: Task, mine: _Mine) -> str:
     if (root.st_dev, root.st_ino) != mine.root:
         where = os.readlink(f"/proc/{pid}/root")
         return f"it is chrooted into {where}: chrooted tasks are not supported"
+    return ""
+
+
+def _seccomp(task: Task, tracer: list[str]) -> str:
+    """The seccomp filters of a frozen task, read as CRIU reads them
+    (syscalls.seccomp_filters: ptrace seize, interrupt, get each filter,
+    detach, the task left stopped or frozen as it was); restart installs
+    them last before the exec.  A filter that cannot be read refuses the
+    task: restart would lift it."""
+    if tracer and tracer != ["0"]:
+        return (
+            f"it is traced by {tracer[0]}, so its seccomp filters cannot be "
+            "read (restart would lift them: refused)"
+        )
+    try:
+        task.seccomp = syscalls.seccomp_filters(task.pid)
+    except OSError as e:
+        return f"its seccomp filters cannot be read: {e.strerror}"
+    if not task.seccomp:
+        return "its status says seccomp filters, but none could be read"
     return ""
 
 

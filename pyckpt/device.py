@@ -41,6 +41,7 @@ __all__ = [
     "LookupResult",
     "PipeState",
     "Stats",
+    "TaskCreds",
     "TaskFd",
     "TestStat",
 ]
@@ -104,6 +105,18 @@ class TaskFd(NamedTuple):
     # a task of the tree holds the file's lock (a stalled read, write or
     # epoll_wait): its pipe state or fdinfo is unknown until it moves
     busy: bool = False
+
+
+class TaskCreds(NamedTuple):
+    """What limits a task beyond its ids (CKPT_IOC_TASK_CREDS): its
+    securebits and capability sets, each a mask of bit CAP_*."""
+
+    securebits: int
+    cap_inheritable: int
+    cap_permitted: int
+    cap_effective: int
+    cap_bset: int
+    cap_ambient: int
 
 
 class Leak(NamedTuple):
@@ -569,6 +582,15 @@ class Context:
                 raise self._error(-ret, "CKPT_IOC_TASK_FDS", results=results)
             next_fd = arg.next_fd
         return results
+
+    def task_creds(self, pid: int, starttime: int) -> TaskCreds:
+        """Task pid's securebits and capability sets, with the access check
+        of task_fds() (CKPT_FEATURE_TASK_CREDS); starttime as there."""
+        arg = ffi.new("struct ckpt_task_creds *")
+        arg.pid = pid
+        arg.starttime = starttime
+        self.ioctl(lib.CKPT_IOC_TASK_CREDS, arg)
+        return TaskCreds(*(getattr(arg, f) for f in TaskCreds._fields))
 
     # ---- deferqueue -------------------------------------------------------
 

@@ -672,6 +672,165 @@ def _rlim(v: int) -> int:
     return resource.RLIM_INFINITY if v == RLIM_INFINITY else v
 
 
+_CAP_SYS_ADMIN = 21
+
+
+@functools.cache
+def _cap_last() -> int:
+    """The highest capability this kernel has."""
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        return int(f.read())
+
+
+def _caps(mask: int) -> list[int]:
+    return [c for c in range(_cap_last() + 1) if mask >> c & 1]
+
+
+def _filters_need_admin(t: Task) -> bool:
+    """seccomp(2) takes a filter from a task without no_new_privs only if
+    it holds CAP_SYS_ADMIN: the stub keeps it (permitted, not effective)
+    until right before the exec, which drops it (no file capabilities)."""
+    return bool(t.seccomp) and not t.no_new_privs
+
+
+def _limits_before_ids(t: Task, ids: Task) -> bool:
+    """What must be given while the stub is still root: the inheritable
+    set first (capset may add an inheritable bit only within the bounding
+    set), then the bounding set (PR_CAPBSET_DROP needs CAP_SETPCAP).
+    Returns whether the permitted set must outlive setresuid
+    (SECBIT_KEEP_CAPS): ids other than 0 in all of real, effective and
+    saved make the kernel clear it (and the ambient set), while raising
+    the ambient set, setting securebits (CAP_SETPCAP) or installing
+    filters without no_new_privs (CAP_SYS_ADMIN) still need it.
+    Securebits are set after setresuid, so that NO_SETUID_FIXUP or
+    KEEP_CAPS among them cannot change what setresuid does."""
+    try:
+        _, prm, _ = syscalls.capget()
+        if _filters_need_admin(t) and not prm >> _CAP_SYS_ADMIN & 1:
+            raise RestartError(
+                "its seccomp filters were installed without no_new_privs: "
+                "installing them again needs CAP_SYS_ADMIN, which this restart "
+                "lacks"
+            )
+        if t.cap_bset is not None:
+            eff, prm, _ = syscalls.capget()
+            syscalls.capset(eff, prm, t.cap_inheritable)
+            for cap in _caps(~t.cap_bset):
+                if syscalls.prctl(syscalls.PR_CAPBSET_READ, cap):
+                    syscalls.prctl(syscalls.PR_CAPBSET_DROP, cap)
+        bits = syscalls.prctl(syscalls.PR_GET_SECUREBITS)
+        keep = 0 not in (ids.ruid, ids.euid, ids.suid) and bool(
+            (t.cap_bset is not None and t.cap_ambient)
+            or (t.securebits is not None and t.securebits != bits)
+            or _filters_need_admin(t)
+        )
+        if keep:
+            syscalls.prctl(syscalls.PR_SET_KEEPCAPS, 1)
+    except OSError as e:
+        raise RestartError(f"capability sets: {e}") from e
+    return keep
+
+
+def _limits_after_ids(t: Task, ids: Task, keep: bool) -> None:
+    """The ambient set, securebits and the exec's LSM label once the ids
+    are taken; then, for a task that is not root, a permitted set no
+    larger than the kernel would have left it (the ambient set, and
+    CAP_SYS_ADMIN for its filters); then a check of what the kernel has."""
+    try:
+        if ids.euid != 0:
+            # setresuid cleared the effective set; the permitted one stayed
+            # (KEEP_CAPS, or 0 in another id): raised for the steps below
+            _, prm, inh = syscalls.capget()
+            syscalls.capset(prm, prm, inh)
+        if t.cap_bset is not None:
+            for cap in _caps(t.cap_ambient):
+                syscalls.prctl(
+                    syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_RAISE, cap
+                )
+        if t.securebits is not None:
+            if syscalls.prctl(syscalls.PR_GET_SECUREBITS) != t.securebits:
+                syscalls.prctl(syscalls.PR_SET_SECUREBITS, t.securebits)
+        elif keep:
+            syscalls.prctl(syscalls.PR_SET_KEEPCAPS, 0)
+        if ids.euid != 0:
+            # effective empty again, as setresuid left it, and under
+            # KEEP_CAPS no more permitted than the kernel would have left
+            _, prm, inh = syscalls.capget()
+            if keep:
+                admin = 1 << _CAP_SYS_ADMIN if _filters_need_admin(t) else 0
+                prm &= t.cap_ambient | admin
+            syscalls.capset(0, prm, inh)
+    except OSError as e:
+        raise RestartError(f"capability sets or securebits: {e}") from e
+    _exec_label(t)
+    _verify_limits(t, ids)
+
+
+def _verify_limits(t: Task, ids: Task) -> None:
+    """What the kernel has, against what the task had: the stub reports a
+    mismatch and every stub is killed."""
+    st = {}
+    with open("/proc/thread-self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            st[key] = value.strip()
+    every = (1 << (_cap_last() + 1)) - 1
+    got: dict[str, int] = {}
+    want: dict[str, int] = {}
+    if t.cap_bset is not None:
+        for key, value in (
+            ("CapInh", t.cap_inheritable),
+            ("CapBnd", t.cap_bset),
+            ("CapAmb", t.cap_ambient),
+        ):
+            got[key], want[key] = int(st[key], 16), value & every
+    if t.securebits is not None:
+        got["securebits"] = syscalls.prctl(syscalls.PR_GET_SECUREBITS)
+        want["securebits"] = t.securebits
+    if 0 not in (ids.ruid, ids.euid, ids.suid):
+        # nothing more than the ambient set (and CAP_SYS_ADMIN, not
+        # effective, for the filters): the exec computes the rest
+        admin = 1 << _CAP_SYS_ADMIN if _filters_need_admin(t) else 0
+        ambient = t.cap_ambient if t.cap_bset is not None else 0
+        got["CapPrm"] = int(st["CapPrm"], 16) & ~(ambient | admin)
+        got["CapEff"] = int(st["CapEff"], 16) & ~ambient
+        want["CapPrm"] = want["CapEff"] = 0
+    if got != want:
+        raise RestartError(f"limits are {got}, not {want}")
+
+
+_AA_EXEC = "/proc/thread-self/attr/apparmor/exec"  # AppArmor's own
+_LSM_EXEC = "/proc/thread-self/attr/exec"  # the first LSM's
+
+
+def _exec_label(t: Task) -> None:
+    """The LSM label the exec is to give the task, where one was set: an
+    AppArmor profile ("NAME (MODE)" in attr/current) through
+    attr/apparmor/exec ("exec NAME"), another LSM's label through
+    attr/exec.  A label this kernel does not take refuses the restart:
+    the task would run unconfined otherwise."""
+    label = t.label
+    if os.path.exists(_AA_EXEC):
+        if label.endswith(")") and " (" in label:
+            label = label[: label.rindex(" (")]  # the mode
+        path, value = _AA_EXEC, f"exec {label}"
+    else:
+        path, value = _LSM_EXEC, label
+    if label in ("", "unconfined"):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise RestartError(
+            f"its LSM label {t.label!r} cannot be set for its exec "
+            f"({path}: {e.strerror})"
+        ) from e
+
+
 def _take_credentials(t: Task, ids: Task | None = None) -> None:
     """The recorded identity, in the one order that cannot half-succeed
     unnoticed: limits while still privileged (raising a hard limit needs
@@ -688,6 +847,7 @@ def _take_credentials(t: Task, ids: Task | None = None) -> None:
             except (OSError, ValueError) as e:
                 raise RestartError(f"setrlimit {r} ({cur}, {top}): {e}") from e
     limits, t = t, ids or t
+    keep = _limits_before_ids(limits, t)
     os.setgroups(t.groups)
     os.setresgid(t.rgid, t.egid, t.sgid)
     if t.fsgid != t.egid:
@@ -709,6 +869,7 @@ def _take_credentials(t: Task, ids: Task | None = None) -> None:
     )
     if got != want:
         raise RestartError(f"credentials are {got}, not {want}")
+    _limits_after_ids(limits, t, keep)
     t = limits
     if t.no_new_privs:
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
@@ -721,12 +882,31 @@ def _exec(plan: _Plan, task: Task) -> NoReturn:
         key, eq, value = os.fsencode(e).partition(b"=")
         if eq and key:
             env.setdefault(key, value)
+    if task.seccomp:
+        _exec_filtered(plan.exe_given if plan.argv_given else task.exe, argv, env, task)
     if plan.argv_given:
         os.execve(plan.exe_given, argv, env)
     if not task.exe:
         os.execvpe(argv[0], argv, env)  # a hand-made image's task
     # the program that ran, not what argv[0] finds: argv may be "-bash"
     os.execve(task.exe, argv, env)
+
+
+def _exec_filtered(
+    path: str, argv: list[str], env: dict[bytes, bytes], task: Task
+) -> NoReturn:
+    """The task's seccomp filters, installed last, then the exec, with no
+    system call between (syscalls.seccomp_execve): the stub's own steps
+    ran free of them.  A filter that forbids the exec leaves the task
+    dead (exit 127), never running without its filters."""
+    if not path:  # a hand-made image's task: argv[0] on its PATH
+        search = os.fsdecode(env.get(b"PATH", os.defpath.encode()))
+        path = shutil.which(argv[0], path=search) or argv[0]
+    if _filters_need_admin(task):
+        eff, prm, inh = syscalls.capget()
+        syscalls.capset(eff | 1 << _CAP_SYS_ADMIN, prm, inh)
+    syscalls.seccomp_execve(path, argv, env, task.seccomp)
+    raise AssertionError("not reached: seccomp_execve returns by raising")
 
 
 def _stub(

@@ -16,12 +16,30 @@ import os
 from pyckpt._ckpt import ffi, lib
 
 __all__ = [
+    "PR_CAPBSET_DROP",
+    "PR_CAPBSET_READ",
+    "PR_CAP_AMBIENT",
+    "PR_CAP_AMBIENT_CLEAR_ALL",
+    "PR_CAP_AMBIENT_IS_SET",
+    "PR_CAP_AMBIENT_RAISE",
     "PR_GET_DUMPABLE",
+    "PR_GET_KEEPCAPS",
     "PR_GET_NO_NEW_PRIVS",
+    "PR_GET_SECUREBITS",
     "PR_SET_CHILD_SUBREAPER",
     "PR_SET_DUMPABLE",
+    "PR_SET_KEEPCAPS",
     "PR_SET_NO_NEW_PRIVS",
     "PR_SET_PDEATHSIG",
+    "PR_SET_SECUREBITS",
+    "SECBIT_KEEP_CAPS",
+    "SECBIT_KEEP_CAPS_LOCKED",
+    "SECBIT_NOROOT",
+    "SECBIT_NOROOT_LOCKED",
+    "SECBIT_NO_CAP_AMBIENT_RAISE",
+    "SECBIT_NO_SETUID_FIXUP",
+    "capget",
+    "capset",
     "clock_gettime_ns",
     "epoll_add",
     "fstatfs_type",
@@ -30,6 +48,8 @@ __all__ = [
     "kcmp_files",
     "pidfd_getfd",
     "prctl",
+    "seccomp_execve",
+    "seccomp_filters",
     "setfsgid",
     "setfsuid",
     "signalfd",
@@ -47,6 +67,28 @@ PR_GET_DUMPABLE: int = lib.PR_GET_DUMPABLE
 PR_SET_CHILD_SUBREAPER: int = lib.PR_SET_CHILD_SUBREAPER
 PR_SET_NO_NEW_PRIVS: int = lib.PR_SET_NO_NEW_PRIVS
 PR_GET_NO_NEW_PRIVS: int = lib.PR_GET_NO_NEW_PRIVS
+PR_GET_KEEPCAPS: int = lib.PR_GET_KEEPCAPS
+PR_SET_KEEPCAPS: int = lib.PR_SET_KEEPCAPS
+PR_CAPBSET_READ: int = lib.PR_CAPBSET_READ
+PR_CAPBSET_DROP: int = lib.PR_CAPBSET_DROP
+PR_GET_SECUREBITS: int = lib.PR_GET_SECUREBITS
+PR_SET_SECUREBITS: int = lib.PR_SET_SECUREBITS
+PR_CAP_AMBIENT: int = lib.PR_CAP_AMBIENT
+PR_CAP_AMBIENT_IS_SET: int = lib.PR_CAP_AMBIENT_IS_SET
+PR_CAP_AMBIENT_RAISE: int = lib.PR_CAP_AMBIENT_RAISE
+PR_CAP_AMBIENT_CLEAR_ALL: int = lib.PR_CAP_AMBIENT_CLEAR_ALL
+# <linux/securebits.h>
+SECBIT_NOROOT: int = lib.SECBIT_NOROOT
+SECBIT_NOROOT_LOCKED: int = lib.SECBIT_NOROOT_LOCKED
+SECBIT_NO_SETUID_FIXUP: int = lib.SECBIT_NO_SETUID_FIXUP
+SECBIT_KEEP_CAPS: int = lib.SECBIT_KEEP_CAPS
+SECBIT_KEEP_CAPS_LOCKED: int = lib.SECBIT_KEEP_CAPS_LOCKED
+SECBIT_NO_CAP_AMBIENT_RAISE: int = lib.SECBIT_NO_CAP_AMBIENT_RAISE
+_INSN: int = lib.SECCOMP_INSN_SIZE  # sizeof(struct sock_filter)
+# a task's filters hold at most MAX_INSNS_PER_PATH (32768) instructions,
+# each filter counting 4 more: these bound every chain the kernel accepts
+_SECCOMP_ROOM = 32768 * _INSN
+_SECCOMP_MAX = 32768 // 5
 
 
 def _check(ret: int, what: str) -> int:
@@ -166,3 +208,60 @@ def prctl(
 ) -> int:
     """prctl(2) with integer arguments: its non-negative result."""
     return _check(lib.ckpt_prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
+
+
+# ---- capabilities, seccomp ----------------------------------------------------
+
+
+def capget(pid: int = 0) -> tuple[int, int, int]:
+    """capget(2): (effective, permitted, inheritable) of pid (0: this thread)."""
+    caps = ffi.new("unsigned long long[3]")
+    _check(lib.ckpt_capget(pid, caps), "capget")
+    return int(caps[0]), int(caps[1]), int(caps[2])
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2) of this thread."""
+    caps = ffi.new("unsigned long long[3]", [effective, permitted, inheritable])
+    _check(lib.ckpt_capset(caps), "capset")
+
+
+def seccomp_filters(pid: int) -> list[bytes]:
+    """The seccomp filters of task pid, frozen by the caller (SIGSTOP or
+    the cgroup freezer), oldest first, each a raw struct sock_filter
+    array: ptrace seize, interrupt, PTRACE_SECCOMP_GET_FILTER, detach, the
+    task left stopped or frozen as it was.  Needs CAP_SYS_ADMIN; a task
+    traced by another fails with EPERM."""
+    buf = ffi.new("char[]", _SECCOMP_ROOM)
+    lens = ffi.new("unsigned int[]", _SECCOMP_MAX)
+    n = _check(
+        lib.ckpt_seccomp_filters(pid, buf, _SECCOMP_ROOM, lens, _SECCOMP_MAX),
+        f"seccomp filters of {pid}",
+    )
+    raw = ffi.buffer(buf)
+    out, at = [], 0
+    for i in range(n):
+        size = lens[i] * _INSN
+        out.append(bytes(raw[at : at + size]))
+        at += size
+    return out  # index 0 is the oldest (get_nth_filter() counts from it)
+
+
+def seccomp_execve(
+    path: str, argv: list[str], env: dict[bytes, bytes], filters: list[bytes]
+) -> None:
+    """Install filters (oldest first) and execve(2), with no other system
+    call in between; returns only by raising OSError."""
+    for f in filters:
+        if not f or len(f) % _INSN:
+            raise ValueError(f"a seccomp filter of {len(f)} bytes")
+    keep = [ffi.new("char[]", os.fsencode(a)) for a in argv]
+    cargv = ffi.new("char *[]", [*keep, ffi.NULL])
+    envs = [ffi.new("char[]", k + b"=" + v) for k, v in env.items()]
+    cenv = ffi.new("char *[]", [*envs, ffi.NULL])
+    insns = ffi.new("char[]", b"".join(filters) or b"\0")
+    lens = ffi.new("unsigned int[]", [len(f) // _INSN for f in filters] or [0])
+    ret = lib.ckpt_seccomp_execve(
+        os.fsencode(path), cargv, cenv, insns, lens, len(filters)
+    )
+    raise OSError(-ret, f"execve {path} under seccomp: {os.strerror(-ret)}")

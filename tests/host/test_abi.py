@@ -37,6 +37,7 @@ VERSIONED = {
     "ckpt_stats": "CKPT_STATS_SIZE_VER0",
     "ckpt_test_obj": "CKPT_TEST_OBJ_SIZE_VER0",
     "ckpt_task_fds": "CKPT_TASK_FDS_SIZE_VER0",
+    "ckpt_task_creds": "CKPT_TASK_CREDS_SIZE_VER0",
     "ckpt_version": "CKPT_VERSION_SIZE_VER0",
     # array elements the module writes, sized by the caller (ABI 5)
     "ckpt_err_entry": "CKPT_ERR_ENTRY_SIZE_VER0",

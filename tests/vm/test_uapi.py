@@ -30,6 +30,7 @@ def test_version_and_features(ctx: Context) -> None:
         lib.CKPT_FEATURE_TASK_FDS
         | lib.CKPT_FEATURE_FDS_DETAIL
         | lib.CKPT_FEATURE_PTRACE_ACCESS
+        | lib.CKPT_FEATURE_TASK_CREDS
         | lib.CKPT_FEATURE_DEBUG  # vm/guest.sh loads it with debug=1
     )
     assert features == want

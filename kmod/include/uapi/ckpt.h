@@ -25,7 +25,8 @@
  *             the opener's, or it has fewer permitted capabilities, and it
  *             lacks both capabilities (the rule of kcmp()
  *             and pidfd_getfd(): a leaked context fd is worth nothing);
- *             TASK_FDS: the caller or the opener lacks CAP_SYS_PTRACE, or
+ *             TASK_FDS, TASK_CREDS: the caller or the opener lacks
+ *             CAP_SYS_PTRACE, or
  *             ptrace's access check (LSMs included) refuses the caller the
  *             task; any ioctl of a context that walked tasks: the caller is
  *             not the first walker and that check refuses it one of them
@@ -55,8 +56,9 @@
  *             reference was already dropped (a deferred DROP ran)
  *   EEXIST    objref already used (insert)
  *   EBADF     fd is not open in the caller, or is a /dev/ckpt context
- *   ESRCH     TASK_FDS: no such task, another start time (a reused pid),
- *             a kernel thread, or a task without files or mm (exiting)
+ *   ESRCH     TASK_FDS, TASK_CREDS: no such task, another start time
+ *             (a reused pid), a kernel thread, or a task without files or
+ *             mm (exiting)
  *   EBUSY     SETUP after objects were added; CONTAINED found leaks
  *             (its output is written)
  *   EFAULT    bad user address (nothing was changed: a failed lookup_add
@@ -347,6 +349,36 @@ struct ckpt_task_fds {
 #define CKPT_TASK_FDS_SIZE_VER0	32
 #define CKPT_TASK_FDS_SIZE_VER1	40	/* ABI 5: entry_size */
 
+/* ---- a task's credentials --------------------------------------------- */
+
+/*
+ * What limits a task beyond its ids, as its real credentials (the ones
+ * /proc/PID/status shows) have it: securebits, which /proc does not show,
+ * and the five capability sets, each a mask of bit CAP_* (raw, as the
+ * task's own user namespace reads them).  Access exactly as TASK_FDS:
+ * CAP_SYS_PTRACE of the caller and of the opener (EPERM), ptrace's access
+ * check allowing the caller the task, LSMs included (EPERM, nothing
+ * logged); pid and starttime name the task as they do there (ESRCH: no
+ * such task, another start time, a kernel thread, a task without mm).
+ * The task is not recorded as walked: nothing of it enters the context.
+ * Any context state.  flags, the outputs and padding must be zero on
+ * input (EINVAL).
+ */
+struct ckpt_task_creds {
+	__s32 pid;
+	__u32 flags;		/* none yet: 0 */
+	__u64 starttime;	/* /proc/PID/stat field 22 */
+	/* out */
+	__u32 securebits;	/* SECBIT_* of <linux/securebits.h> */
+	__u32 __pad;
+	__u64 cap_inheritable;
+	__u64 cap_permitted;
+	__u64 cap_effective;
+	__u64 cap_bset;		/* the bounding set */
+	__u64 cap_ambient;
+};
+#define CKPT_TASK_CREDS_SIZE_VER0	64
+
 /* ---- context setup ----------------------------------------------------- */
 
 /*
@@ -483,6 +515,7 @@ struct ckpt_errors {
 					 * is, LSMs included (ABI 5) */
 #define CKPT_FEATURE_DEBUG	0x8	/* loaded with debug=1: the TEST_*
 					 * ioctls and fail_nth work */
+#define CKPT_FEATURE_TASK_CREDS	0x10	/* CKPT_IOC_TASK_CREDS */
 
 /*
  * What the module speaks (CKPT_IOC_VERSION), for userspace to check before
@@ -576,6 +609,8 @@ struct ckpt_test_obj {
 #define CKPT_IOC_FETCH_BATCH	_IOWR(CKPT_IOC_MAGIC, 0x1a, struct ckpt_batch)
 /* Checkpoint: a task's fds, their files lookup_add'ed (ABI 3). */
 #define CKPT_IOC_TASK_FDS	_IOWR(CKPT_IOC_MAGIC, 0x1c, struct ckpt_task_fds)
+/* A task's securebits and capability sets (feature TASK_CREDS). */
+#define CKPT_IOC_TASK_CREDS	_IOWR(CKPT_IOC_MAGIC, 0x1d, struct ckpt_task_creds)
 /* Checkpoint: list objects referenced from outside; EBUSY if any. */
 #define CKPT_IOC_CONTAINED	_IOWR(CKPT_IOC_MAGIC, 0x1b, struct ckpt_contained)
 /* Let restarted tasks go: destroy the unrun deferqueue, clear/free the hash
