@@ -848,27 +848,8 @@ def _take_credentials(t: Task, ids: Task | None = None) -> None:
                 raise RestartError(f"setrlimit {r} ({cur}, {top}): {e}") from e
     limits, t = t, ids or t
     keep = _limits_before_ids(limits, t)
-    os.setgroups(t.groups)
-    os.setresgid(t.rgid, t.egid, t.sgid)
-    if t.fsgid != t.egid:
-        syscalls.setfsgid(t.fsgid)
-    os.setresuid(t.ruid, t.euid, t.suid)
-    if t.fsuid != t.euid:
-        syscalls.setfsuid(t.fsuid)
-    # setfs*id() report no error: check everything as the kernel has it
-    # (setfs*id(-1) changes nothing and returns the current value)
-    got = (
-        [*os.getresuid(), syscalls.setfsuid(0xFFFFFFFF)],
-        [*os.getresgid(), syscalls.setfsgid(0xFFFFFFFF)],
-        sorted(set(os.getgroups())),
-    )
-    want = (
-        [t.ruid, t.euid, t.suid, t.fsuid],
-        [t.rgid, t.egid, t.sgid, t.fsgid],
-        sorted(set(t.groups)),
-    )
-    if got != want:
-        raise RestartError(f"credentials are {got}, not {want}")
+    # groups, gids, uids, each checked as the kernel has it
+    Creds.exact(t, limits.umask).take()
     _limits_after_ids(limits, t, keep)
     t = limits
     if t.no_new_privs:

@@ -98,6 +98,13 @@ class Creds:
     umask: int = 0o022
 
     @classmethod
+    def exact(cls, t: Task, umask: int) -> Creds:
+        """t's ids as recorded: what a stub takes (with its own umask)."""
+        uids = (t.ruid, t.euid, t.suid, t.fsuid)
+        gids = (t.rgid, t.egid, t.sgid, t.fsgid)
+        return cls(uids, gids, tuple(sorted(set(t.groups))), umask & 0o777)
+
+    @classmethod
     def of(cls, t: Task) -> Creds:
         uids = (t.ruid, t.euid, t.suid, t.fsuid)
         gids = (t.rgid, t.egid, t.sgid, t.fsgid)
@@ -137,5 +144,5 @@ class Creds:
             tuple(sorted(set(os.getgroups()))),
         )
         if got != (self.uids, self.gids, self.groups):
-            raise RestartError(f"helper credentials are {got}, not {self}")
+            raise RestartError(f"credentials are {got}, not {self}")
         os.umask(self.umask)
