@@ -315,8 +315,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--relocate",
         action="store_true",
-        help="files reopened by path may have another device/inode (another "
-        "machine); their type and owner are still checked",
+        help="files reopened by path, and each task's cwd, may have another "
+        "device/inode (another machine); their type and owner are still "
+        "checked",
     )
     r.add_argument(
         "--stdio",
@@ -346,7 +347,12 @@ def parser() -> argparse.ArgumentParser:
             metavar="N",
             help=f"refuse {what} (default {getattr(d, field)})",
         )
-    r.add_argument("command", nargs="*", help="-- CMD ARGS...")
+    r.add_argument(
+        "command",
+        nargs="*",
+        help="-- CMD ARGS...: what every task execs instead of its own "
+        "program (CMD found on this command's PATH, not the task's)",
+    )
     r.set_defaults(fn=cmd_restart)
 
     s = sub.add_parser("show", help="decode an image")
