@@ -41,6 +41,7 @@ from pyckpt.abi import FileKind, FMode, HdrType, ObjType, ffi, lib
 from pyckpt.errors import ImageError
 from pyckpt.limits import Limits
 from pyckpt.model import RLIM_NLIMITS, ErrorRecord, Fd, File, Head, Task, fd_table
+from pyckpt.names import type_name
 from pyckpt.records import (
     ALIGN,
     CHECKS,
@@ -198,7 +199,9 @@ def open_image(path: str | os.PathLike[str], *, trust: bool = False) -> int:
                 False,
             )
         if not stat.S_ISREG(st.st_mode):
-            raise _refuse(name, f"that is not a regular file ({_type(st)})", False)
+            raise _refuse(
+                name, f"that is not a regular file (a {type_name(st.st_mode)})", False
+            )
         if not trust:
             check_trusted(st, name)
             _check_directories(dfd, head or ".", name)
@@ -262,19 +265,6 @@ def _open_directory(head: str, path: str, trust: bool) -> int:
         os.close(fd)
         raise
     return fd
-
-
-def _type(st: os.stat_result) -> str:
-    for test, what in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(st.st_mode):
-            return what
-    return f"mode {st.st_mode:#o}"
 
 
 def _writers(mode: int) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import select
+import stat
 
 from pyckpt.abi import FMode
 
@@ -146,3 +147,19 @@ def mode_name(f_mode: int) -> str:
     """An open file description's FMODE: read, write, read+write or -."""
     m = FMode(f_mode)
     return {FMode.READ: "read", FMode.WRITE: "write"}.get(m, "read+write" if m else "-")
+
+
+def type_name(mode: int) -> str:
+    """A stat(2) mode's file type, in words (messages)."""
+    for test, name in (
+        (stat.S_ISREG, "regular file"),
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISLNK, "symbolic link"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return name
+    return f"mode {mode:#o}"

@@ -19,6 +19,7 @@ from pyckpt.abi import FileKind
 from pyckpt.errors import RestartError
 from pyckpt.kinds.base import Collector, FdRef, Kind, Objects, Plan, by_holder
 from pyckpt.model import File
+from pyckpt.names import type_name
 
 # creation flags: the file exists already, its content is not to be touched
 _OPEN_DROP = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY
@@ -72,21 +73,6 @@ def check_path(f: File) -> None:
             f"(st_mode {f.st_mode:#o} for a {FileKind(f.kind).name}): refusing to "
             "reopen it unchecked"
         )
-
-
-def type_name(mode: int) -> str:
-    for test, name in (
-        (stat.S_ISREG, "regular file"),
-        (stat.S_ISDIR, "directory"),
-        (stat.S_ISFIFO, "FIFO"),
-        (stat.S_ISLNK, "symbolic link"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-        (stat.S_ISSOCK, "socket"),
-    ):
-        if test(mode):
-            return name
-    return f"mode {mode:#o}"
 
 
 def verify(f: File, st: os.stat_result, relocate: bool) -> None:

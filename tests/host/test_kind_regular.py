@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from hosthelpers import Collector, LocalRef, Objects, Plan, fd_flags, in_child
 
+from pyckpt import names
 from pyckpt.abi import FileKind, FMode, HdrType
 from pyckpt.errors import RestartError
 from pyckpt.image import Fd, File, Head, Image, Task, iter_records
@@ -203,7 +204,7 @@ def test_check_path() -> None:
     ],
 )
 def test_type_name(mode: int, name: str) -> None:
-    assert regular.type_name(mode) == name
+    assert names.type_name(mode) == name
 
 
 # ---- restart: open_verified ------------------------------------------------------

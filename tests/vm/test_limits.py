@@ -441,34 +441,40 @@ def test_seccomp_read_leaves_the_task_as_frozen(freezer: str) -> None:
         os.close(r)
 
 
+@contextlib.contextmanager
+def traced(pid: int) -> Iterator[int]:
+    """Another tracer: a forked process seizes pid and holds it until the
+    block ends; its pid."""
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    tracer = os.fork()
+    if tracer == 0:
+        try:
+            if _libc.ptrace(0x4206, pid, 0, 0) != 0:  # PTRACE_SEIZE
+                os._exit(2)
+            os.write(ready_w, b"x")
+            os.read(done_r, 1)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(ready_r, 1) == b"x"
+        yield tracer
+    finally:
+        os.write(done_w, b"x")
+        os.waitpid(tracer, 0)
+        for fd in (ready_r, ready_w, done_r, done_w):
+            os.close(fd)
+
+
 def test_seccomp_read_of_a_traced_task_is_eperm() -> None:
     with child(_filtered(deny(NR_UNAME))) as (pid, _):
         os.kill(pid, signal.SIGSTOP)
         wait_for(lambda: proc_state(pid) == "T", "the child to stop")
-        # another tracer: a forked helper seizes it and waits
-        ready_r, ready_w = os.pipe()
-        done_r, done_w = os.pipe()
-        tracer = os.fork()
-        if tracer == 0:
-            try:
-                PTRACE_SEIZE = 0x4206
-                if _libc.ptrace(PTRACE_SEIZE, pid, 0, 0) != 0:
-                    os._exit(2)
-                os.write(ready_w, b"x")
-                os.read(done_r, 1)
-            finally:
-                os._exit(0)
-        try:
-            assert os.read(ready_r, 1) == b"x"
+        with traced(pid) as tracer:
             assert status(pid)["TracerPid"] == str(tracer)
             with pytest.raises(OSError) as exc:
                 syscalls.seccomp_filters(pid)
             assert exc.value.errno == E.EPERM
-        finally:
-            os.write(done_w, b"x")
-            os.waitpid(tracer, 0)
-            for fd in (ready_r, ready_w, done_r, done_w):
-                os.close(fd)
 
 
 # ---- restart gives each task its limits back ------------------------------------
@@ -683,28 +689,13 @@ def test_seccomp_strict_mode_is_refused() -> None:
 
 def test_a_task_traced_by_another_is_refused_not_dropped(home: str) -> None:
     pid, out, p = _tree(home, _as(NOBODY, after=_seccomp_nnp))
-    ready_r, ready_w = os.pipe()
-    done_r, done_w = os.pipe()
-    tracer = os.fork()
-    if tracer == 0:
-        try:
-            if _libc.ptrace(0x4206, pid, 0, 0) != 0:  # PTRACE_SEIZE
-                os._exit(2)
-            os.write(ready_w, b"x")
-            os.read(done_r, 1)
-        finally:
-            os._exit(0)
     try:
-        assert os.read(ready_r, 1) == b"x"
-        _report(out)
-        with pytest.raises(CheckpointError, match="traced by"):
-            pyckpt.checkpoint(pid)
-        assert status(pid)["TracerPid"] == str(tracer)  # left as it was
+        with traced(pid) as tracer:
+            _report(out)
+            with pytest.raises(CheckpointError, match="traced by"):
+                pyckpt.checkpoint(pid)
+            assert status(pid)["TracerPid"] == str(tracer)  # left as it was
     finally:
-        os.write(done_w, b"x")
-        os.waitpid(tracer, 0)
-        for fd in (ready_r, ready_w, done_r, done_w):
-            os.close(fd)
         os.killpg(pid, signal.SIGKILL)
         p.wait()
 

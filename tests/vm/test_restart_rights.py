@@ -137,9 +137,8 @@ def test_cwd_swapped_for_a_root_only_dir(dirs: Dirs) -> None:
         pyckpt.restart(image, release=False).kill()
 
 
-def test_listener_path_swapped_for_a_root_only_dir(dirs: Dirs) -> None:
-    sockdir = user_dir(dirs, "dir")
-    path = sockdir / "sock"
+def _listener_at(path: Path) -> Callable[[Member], None]:
+    """A tree member listening on a unix socket bound at path, umask 027."""
 
     def body(t: Member) -> None:
         os.umask(0o027)
@@ -147,7 +146,14 @@ def test_listener_path_swapped_for_a_root_only_dir(dirs: Dirs) -> None:
         s.bind(str(path))
         s.listen(4)
 
-    with user_tree(body) as tree:
+    return body
+
+
+def test_listener_path_swapped_for_a_root_only_dir(dirs: Dirs) -> None:
+    sockdir = user_dir(dirs, "dir")
+    path = sockdir / "sock"
+
+    with user_tree(_listener_at(path)) as tree:
         image = checkpoint_kill(tree)
     dirs.swap_for_link("dir", dirs.secret)
     with pytest.raises(RestartError, match="unix"):
@@ -159,13 +165,7 @@ def test_listener_restored_with_the_users_owner_and_mode(dirs: Dirs) -> None:
     sockdir = user_dir(dirs, "dir")
     path = sockdir / "sock"
 
-    def body(t: Member) -> None:
-        os.umask(0o027)
-        s = t.keep(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
-        s.bind(str(path))
-        s.listen(4)
-
-    with user_tree(body) as tree:
+    with user_tree(_listener_at(path)) as tree:
         image = checkpoint_kill(tree)
     recorded = path.lstat()
     assert (recorded.st_uid, stat.S_IMODE(recorded.st_mode)) == (NOBODY, 0o750)
